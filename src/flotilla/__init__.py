@@ -1,0 +1,1 @@
+"""Flotilla: microservices for Python."""

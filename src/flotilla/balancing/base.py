@@ -1,0 +1,102 @@
+"""What a balancing strategy is, and the endpoint state it chooses by.
+
+A strategy is one method, :meth:`Strategy.select`, over the endpoints that are
+available *now*: the caller's local view filters out unhealthy, disconnected
+and (with the resilience layer) breaker-opened endpoints before a strategy
+ever sees them, so a strategy never has to know why an endpoint is missing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from flotilla.registry.base import Instance
+
+__all__ = ["Endpoint", "RequestView", "Strategy"]
+
+# How fast the latency average forgets: after DECAY_SECONDS without samples an
+# old peak weighs 1/e.  Finagle and Linkerd use 10 s; shorter reacts faster to a
+# recovered replica but lets one slow burst be forgotten too soon.
+DECAY_SECONDS = 10.0
+# The latency a new endpoint is assumed to have until it has answered: low
+# enough to get traffic at once, high enough not to attract a stampede.
+INITIAL_LATENCY = 0.001
+
+
+class RequestView(Protocol):
+    """What a strategy may read of a request (for a hash key, say)."""
+
+    @property
+    def args(self) -> Mapping[str, Any]: ...
+
+    @property
+    def meta(self) -> Mapping[str, str]: ...
+
+
+class Endpoint:
+    """One instance of a service as a caller sees it: its address and its observed load.
+
+    ``inflight`` counts calls sent and not yet answered; ``latency`` is a
+    peak-sensitive moving average of answer times (seconds): a sample above the
+    average replaces it at once, samples below pull it down slowly.  That makes
+    a replica that just turned slow unattractive immediately, and one that
+    recovered regain traffic over :data:`DECAY_SECONDS`.
+    """
+
+    __slots__ = ("_latency", "_stamp", "inflight", "instance")
+
+    def __init__(self, instance: Instance) -> None:
+        self.instance = instance
+        self.inflight = 0
+        self._latency = INITIAL_LATENCY
+        self._stamp = time.monotonic()
+
+    @property
+    def id(self) -> str:
+        return self.instance.id
+
+    @property
+    def address(self) -> str:
+        return self.instance.address
+
+    @property
+    def weight(self) -> float:
+        """The ``weight`` metadata of the instance (default 1); non-positive or bad values count as 1."""
+        try:
+            weight = float(self.instance.metadata.get("weight", "1"))
+        except ValueError:
+            return 1.0
+        return weight if weight > 0 and math.isfinite(weight) else 1.0
+
+    def latency(self, now: float | None = None) -> float:
+        """The current peak-EWMA latency estimate, decayed to ``now``."""
+        now = time.monotonic() if now is None else now
+        return self._latency * math.exp(-(now - self._stamp) / DECAY_SECONDS)
+
+    def record(self, seconds: float, now: float | None = None) -> None:
+        """Fold one observed answer time into the average."""
+        now = time.monotonic() if now is None else now
+        if seconds > self._latency:
+            self._latency = seconds
+        else:
+            weight = math.exp(-max(now - self._stamp, 0.0) / DECAY_SECONDS)
+            self._latency = self._latency * weight + seconds * (1.0 - weight)
+        self._stamp = now
+
+    def cost(self, now: float | None = None) -> float:
+        """What P2C minimises: expected latency times queue length."""
+        return self.latency(now) * (self.inflight + 1)
+
+    def __repr__(self) -> str:
+        return f"Endpoint({self.instance.id!r}, {self.address!r}, inflight={self.inflight})"
+
+
+class Strategy(Protocol):
+    """Chooses one of the available endpoints for a request."""
+
+    def select(self, endpoints: Sequence[Endpoint], request: RequestView) -> Endpoint:
+        """Pick one of ``endpoints`` (never empty; all available) for ``request``."""
+        ...

@@ -1,0 +1,170 @@
+"""The one exception tree of Flotilla, and its stable wire codes.
+
+Every error that crosses a process boundary carries a ``code`` (a stable
+string, like gRPC's status codes) and is raised on the caller as the same
+exception class it was raised as on the callee::
+
+    FlotillaError                    code             retryable  http
+    ├── Cancelled                    cancelled            no      499
+    ├── InvalidArgument              invalid_argument     no      422
+    │   └── ConfigError              invalid_config       no      422
+    ├── DeadlineExceeded             deadline_exceeded    no      504
+    ├── NotFound                     not_found            no      404
+    ├── AlreadyExists                already_exists       no      409
+    ├── PermissionDenied             permission_denied    no      403
+    ├── Unauthenticated              unauthenticated      no      401
+    ├── ResourceExhausted            resource_exhausted   yes     429
+    ├── FailedPrecondition           failed_precondition  no      409
+    ├── Aborted                      aborted              yes     409
+    ├── Unimplemented                unimplemented        no      501
+    ├── Internal                     internal             no      500
+    │   └── ProtocolError            protocol_error       no      502
+    └── Unavailable                  unavailable          yes     503
+
+``retryable`` says whether the *error itself* allows another attempt even for a
+method that is not idempotent: the request surely had no effect (nothing was
+sent, or the callee refused it before doing any work).  Whether a failed call is
+actually retried is the retry policy's decision, not the error's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "Aborted",
+    "AlreadyExists",
+    "Cancelled",
+    "ConfigError",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "FlotillaError",
+    "Internal",
+    "InvalidArgument",
+    "NotFound",
+    "PermissionDenied",
+    "ProtocolError",
+    "ResourceExhausted",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "error_for_code",
+]
+
+
+class FlotillaError(Exception):
+    """Base of every error Flotilla raises or carries across the wire."""
+
+    code: ClassVar[str] = "unknown"
+    http_status: ClassVar[int] = 500
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str = "", *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message or self.code)
+        self.message = message or self.code
+        self.details: dict[str, Any] = details or {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class Cancelled(FlotillaError):
+    code = "cancelled"
+    http_status = 499
+
+
+class InvalidArgument(FlotillaError):
+    code = "invalid_argument"
+    http_status = 422
+
+
+class ConfigError(InvalidArgument):
+    """A system file, URL or option that cannot be used; raised before anything starts."""
+
+    code = "invalid_config"
+
+
+class DeadlineExceeded(FlotillaError):
+    code = "deadline_exceeded"
+    http_status = 504
+
+
+class NotFound(FlotillaError):
+    code = "not_found"
+    http_status = 404
+
+
+class AlreadyExists(FlotillaError):
+    code = "already_exists"
+    http_status = 409
+
+
+class PermissionDenied(FlotillaError):
+    code = "permission_denied"
+    http_status = 403
+
+
+class Unauthenticated(FlotillaError):
+    code = "unauthenticated"
+    http_status = 401
+
+
+class ResourceExhausted(FlotillaError):
+    code = "resource_exhausted"
+    http_status = 429
+    retryable = True
+
+
+class FailedPrecondition(FlotillaError):
+    code = "failed_precondition"
+    http_status = 409
+
+
+class Aborted(FlotillaError):
+    code = "aborted"
+    http_status = 409
+    retryable = True
+
+
+class Unimplemented(FlotillaError):
+    code = "unimplemented"
+    http_status = 501
+
+
+class Internal(FlotillaError):
+    code = "internal"
+    http_status = 500
+
+
+class ProtocolError(Internal):
+    """A peer sent bytes that are not a valid frame; the connection is closed."""
+
+    code = "protocol_error"
+    http_status = 502
+
+
+class Unavailable(FlotillaError):
+    code = "unavailable"
+    http_status = 503
+    retryable = True
+
+
+def _all_subclasses(cls: type[FlotillaError]) -> list[type[FlotillaError]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+_BY_CODE: dict[str, type[FlotillaError]] = {c.code: c for c in _all_subclasses(FlotillaError)}
+
+
+def error_for_code(
+    code: str, message: str, details: dict[str, Any] | None = None
+) -> FlotillaError:
+    """Rebuild the error a peer sent; an unknown code becomes :class:`Internal`."""
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        return Internal(f"{code}: {message}", details=details)
+    return cls(message, details=details)

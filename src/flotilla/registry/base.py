@@ -1,0 +1,88 @@
+"""What a service registry is: instances, leases, and the Protocol every backend implements.
+
+An instance is registered with a lease of ``ttl`` seconds.  The owner renews the
+lease with :meth:`Registry.heartbeat`; an instance whose lease ran out is gone
+for every reader, whether or not anybody deleted its row.  Readers never poll
+the registry on the call path: they keep a local view fed by
+:meth:`Registry.watch`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import msgspec
+
+__all__ = ["Health", "Instance", "Registry"]
+
+
+class Health(enum.StrEnum):
+    """The health states of the seed document: 健康 / 不健康 / 未知."""
+
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    UNKNOWN = "unknown"
+
+
+class Instance(msgspec.Struct, frozen=True, kw_only=True):
+    """One running copy of a service, as the registry knows it."""
+
+    id: str
+    service: str
+    address: str
+    """``host:port`` where the instance's RPC server listens."""
+    version: str = "0"
+    health: Health = Health.UNKNOWN
+    metadata: dict[str, str] = msgspec.field(default_factory=dict)
+
+    @property
+    def host(self) -> str:
+        return self.address.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rpartition(":")[2])
+
+
+class Registry(Protocol):
+    """A store of leased instances, watched by every caller.
+
+    Backends: :mod:`flotilla.registry.memory` (one process) and
+    :mod:`flotilla.registry.sqlite` (one machine, many processes).  Every backend
+    passes ``tests/conformance/test_registry.py``.
+    """
+
+    async def register(self, instance: Instance, *, ttl: float) -> None:
+        """Add or replace ``instance`` with a lease of ``ttl`` seconds."""
+        ...
+
+    async def heartbeat(self, instance_id: str, *, health: Health | None = None) -> None:
+        """Renew the lease (for the same ttl) and optionally change the health.
+
+        Raises :class:`flotilla.errors.NotFound` when the lease already expired
+        or the instance was deregistered: the owner must register again.
+        """
+        ...
+
+    async def deregister(self, instance_id: str) -> None:
+        """Remove the instance at once; removing an unknown id is not an error."""
+        ...
+
+    async def list(self, service: str | None = None) -> list[Instance]:
+        """Live instances (lease not expired) of ``service``, or of all services; sorted by id."""
+        ...
+
+    def watch(self, service: str | None = None) -> AsyncIterator[list[Instance]]:
+        """Yield the live instances now, then again after every change.
+
+        A change is a registration, a deregistration, a health change, or a
+        lease running out.  Each snapshot is sorted by id.  Consecutive
+        snapshots are never equal.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and background tasks; idempotent."""
+        ...
