@@ -20,6 +20,7 @@ exception class it was raised as on the callee::
     ├── Internal                     internal             no      500
     │   └── ProtocolError            protocol_error       no      502
     └── Unavailable                  unavailable          yes     503
+        └── ConnectFailed            unavailable          yes     503
 
 ``retryable`` says whether the *error itself* allows another attempt even for a
 method that is not idempotent: the request surely had no effect (nothing was
@@ -36,6 +37,7 @@ __all__ = [
     "AlreadyExists",
     "Cancelled",
     "ConfigError",
+    "ConnectFailed",
     "DeadlineExceeded",
     "FailedPrecondition",
     "FlotillaError",
@@ -59,10 +61,20 @@ class FlotillaError(Exception):
     http_status: ClassVar[int] = 500
     retryable: ClassVar[bool] = False
 
-    def __init__(self, message: str = "", *, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        details: dict[str, Any] | None = None,
+        retryable: bool | None = None,
+    ) -> None:
         super().__init__(message or self.code)
         self.message = message or self.code
         self.details: dict[str, Any] = details or {}
+        if retryable is not None:
+            # An instance may know better than its class: a connection lost
+            # after the request went out is Unavailable but not surely harmless.
+            self.retryable = retryable  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r})"
@@ -149,6 +161,15 @@ class Unavailable(FlotillaError):
     retryable = True
 
 
+class ConnectFailed(Unavailable):
+    """No connection to the chosen endpoint could be made: the call never left this process.
+
+    Balancing sends such a call to another endpoint at once (a *requeue*, as
+    Finagle calls it), which is always safe and needs no retry budget.  On the
+    wire it is plain ``unavailable``.
+    """
+
+
 def _all_subclasses(cls: type[FlotillaError]) -> list[type[FlotillaError]]:
     found = []
     for sub in cls.__subclasses__():
@@ -157,7 +178,11 @@ def _all_subclasses(cls: type[FlotillaError]) -> list[type[FlotillaError]]:
     return found
 
 
-_BY_CODE: dict[str, type[FlotillaError]] = {c.code: c for c in _all_subclasses(FlotillaError)}
+# Parents come before their subclasses, so a code shared by a subclass
+# (ConnectFailed) rebuilds as the parent (Unavailable) on the other side.
+_BY_CODE: dict[str, type[FlotillaError]] = {}
+for _cls in _all_subclasses(FlotillaError):
+    _BY_CODE.setdefault(_cls.code, _cls)
 
 
 def error_for_code(

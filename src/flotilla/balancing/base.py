@@ -64,7 +64,7 @@ class Endpoint:
 
     @property
     def weight(self) -> float:
-        """The ``weight`` metadata of the instance (default 1); non-positive or bad values count as 1."""
+        """The ``weight`` metadata (default 1); a bad or non-positive value counts as 1."""
         try:
             weight = float(self.instance.metadata.get("weight", "1"))
         except ValueError:
@@ -74,7 +74,10 @@ class Endpoint:
     def latency(self, now: float | None = None) -> float:
         """The current peak-EWMA latency estimate, decayed to ``now``."""
         now = time.monotonic() if now is None else now
-        return self._latency * math.exp(-(now - self._stamp) / DECAY_SECONDS)
+        # Clamped like record(): a ``now`` read before the last sample (another
+        # thread, a caller's stale reading) must not inflate the estimate, and
+        # far enough back it would overflow math.exp.
+        return self._latency * math.exp(-max(now - self._stamp, 0.0) / DECAY_SECONDS)
 
     def record(self, seconds: float, now: float | None = None) -> None:
         """Fold one observed answer time into the average."""

@@ -9,6 +9,7 @@ the registry on the call path: they keep a local view fed by
 
 from __future__ import annotations
 
+import builtins
 import enum
 from collections.abc import AsyncIterator
 from typing import Protocol
@@ -74,7 +75,8 @@ class Registry(Protocol):
         """Live instances (lease not expired) of ``service``, or of all services; sorted by id."""
         ...
 
-    def watch(self, service: str | None = None) -> AsyncIterator[list[Instance]]:
+    # ``builtins.list``: inside this class body a bare ``list`` names the method above.
+    def watch(self, service: str | None = None) -> AsyncIterator[builtins.list[Instance]]:
         """Yield the live instances now, then again after every change.
 
         A change is a registration, a deregistration, a health change, or a

@@ -1,0 +1,66 @@
+"""The balancing middleware: choose an endpoint, and keep the load figures that choices weigh."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flotilla.balancing import Endpoint, Strategy
+from flotilla.calls.endpoints import Directory
+from flotilla.calls.pipeline import Handler
+from flotilla.calls.request import Request
+from flotilla.errors import ConnectFailed, Unavailable
+
+__all__ = ["MAX_REQUEUES", "Balance"]
+
+# A call that could not even be sent (no connection) goes to another endpoint
+# at once.  Bounded, so a caller cut off from every replica fails fast.
+MAX_REQUEUES = 2
+
+
+class Balance:
+    """Sets ``request.endpoint`` to the strategy's pick among the available endpoints.
+
+    A service with no available endpoint fails at once with ``Unavailable``
+    naming it: waiting would only spend the caller's deadline.  A pick that
+    turns out unreachable (:class:`ConnectFailed`) is replaced by another pick,
+    never the same endpoint twice; that is safe because nothing was sent.
+    """
+
+    def __init__(self, directory: Directory, strategy: Strategy) -> None:
+        self.directory = directory
+        self.strategy = strategy
+
+    async def __call__(self, request: Request, call_next: Handler[Request]) -> Any:
+        endpoints = self.directory.get(request.service) or await self.directory.open(
+            request.service
+        )
+        tried: list[Endpoint] = []
+        while True:
+            available = endpoints.pick_list()
+            if tried:
+                available = tuple(e for e in available if e not in tried)
+            if not available:
+                raise Unavailable(f"no live instance of service {request.service!r}")
+            endpoint = request.endpoint = self.strategy.select(available, request)
+            endpoint.inflight += 1
+            started = time.monotonic()
+            try:
+                result = await call_next(request)
+            except ConnectFailed:
+                endpoint.inflight -= 1
+                if len(tried) == MAX_REQUEUES:
+                    raise
+                tried.append(endpoint)
+                continue
+            except BaseException:
+                self._done(endpoint, started)
+                raise
+            self._done(endpoint, started)
+            return result
+
+    @staticmethod
+    def _done(endpoint: Endpoint, started: float) -> None:
+        endpoint.inflight -= 1
+        now = time.monotonic()
+        endpoint.record(now - started, now)

@@ -1,0 +1,151 @@
+"""The caller: builds the client pipeline once and sends calls through it.
+
+::
+
+    caller = Caller(registry, secret=b"...")
+    await caller.invoke("catalog.get", {"id": 1}, context=ctx)
+    await caller.client(Catalog, context=ctx).get(id=1)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from flotilla import codec
+from flotilla.balancing import DEFAULT_STRATEGY, Strategy, resolve_strategy
+from flotilla.calls.balance import Balance
+from flotilla.calls.deadline import DEFAULT_TIMEOUT, Deadline
+from flotilla.calls.endpoints import Directory
+from flotilla.calls.pipeline import Middleware, build_stack
+from flotilla.calls.request import Request
+from flotilla.context import Context
+from flotilla.errors import Internal, InvalidArgument, Unavailable
+from flotilla.registry import Registry
+from flotilla.service import MethodSpec, Service
+from flotilla.transport.client import ConnectionPool
+
+__all__ = ["Caller", "TypedClient", "split_target"]
+
+S = TypeVar("S", bound=Service)
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """``"catalog.get"`` -> ``("catalog", "get")``; anything else is an ``InvalidArgument``."""
+    service, dot, method = target.partition(".")
+    if not (service and dot and method):
+        raise InvalidArgument(f"call target {target!r} is not 'service.method'")
+    return service, method
+
+
+class Caller:
+    """Sends calls: deadline -> (resilience layers) -> balance -> transport.
+
+    ``layers`` adds named middlewares (``retry``, ``breaker``, ``bulkhead``,
+    ``metrics``); they take the place :data:`~flotilla.calls.pipeline.CLIENT_STACK`
+    gives them, whatever order they are passed in.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        secret: bytes,
+        strategy: str | Strategy = DEFAULT_STRATEGY,
+        default_timeout: float = DEFAULT_TIMEOUT,
+        layers: Mapping[str, Middleware[Request]] | None = None,
+    ) -> None:
+        self.directory = Directory(registry)
+        self.pool = ConnectionPool(secret, on_lost=self.directory.mark_down)
+        stack: dict[str, Middleware[Request]] = {
+            "deadline": Deadline(default_timeout),
+            "balance": Balance(self.directory, resolve_strategy(strategy)),
+            **(layers or {}),
+        }
+        self._send = build_stack(stack, self._transmit)
+
+    async def invoke(
+        self,
+        target: str,
+        args: dict[str, Any],
+        *,
+        context: Context,
+        result_type: Any = Any,
+        spec: MethodSpec | None = None,
+    ) -> Any:
+        """Call ``target`` with ``args`` on behalf of ``context``; decode the result into ``result_type``."""
+        service, method = split_target(target)
+        request = Request(
+            service=service,
+            method=method,
+            args=args,
+            request_id=context.request_id,
+            caller=context.service,
+            meta=context.meta,
+            deadline=context.deadline,
+            timeout=spec.timeout if spec else None,
+            idempotent=spec.idempotent if spec else False,
+        )
+        raw = await self._send(request)
+        try:
+            return codec.decode(raw, result_type)
+        except InvalidArgument as exc:
+            raise Internal(f"result of {target} does not match its type: {exc.message}") from None
+
+    def client(self, service: type[S], *, context: Context) -> TypedClient[S]:
+        return TypedClient(self, service, context)
+
+    async def _transmit(self, request: Request) -> msgspec.Raw:
+        """The end of the pipeline: one attempt on the endpoint balancing chose."""
+        assert request.endpoint is not None, "balance must run before the transport"
+        address = request.endpoint.address
+        try:
+            connection = await self.pool.get(address)
+        except Unavailable:
+            self.directory.mark_down(address)
+            raise
+        timeout_ms = None
+        if request.deadline is not None:
+            timeout_ms = max(int((request.deadline - asyncio.get_running_loop().time()) * 1000), 1)
+        meta = {"rid": request.request_id, "from": request.caller}
+        if request.meta:
+            meta.update(request.meta)
+        return await connection.call(request.target, codec.encode(request.args), timeout_ms, meta)
+
+    async def aclose(self) -> None:
+        """Stop watching the registry and close connections; idempotent."""
+        await self.directory.aclose()
+        await self.pool.aclose()
+
+
+class TypedClient(Generic[S]):
+    """Calls the ``@rpc`` methods of a service class by attribute; results come back typed.
+
+    Positional arguments map to the method's parameters in order.
+    """
+
+    def __init__(self, caller: Caller, service: type[S], context: Context) -> None:
+        self._caller = caller
+        self._service = service
+        self._context = context
+        self._by_attribute = {spec.attribute: spec for spec in service.methods().values()}
+
+    def __getattr__(self, attribute: str) -> Callable[..., Awaitable[Any]]:
+        spec = self._by_attribute.get(attribute)
+        if spec is None:
+            raise AttributeError(f"{self._service.__name__} has no @rpc method {attribute!r}")
+        target = f"{self._service.name}.{spec.name}"
+        fields = spec.args_type.__struct_fields__
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if len(args) > len(fields):
+                raise InvalidArgument(f"{target} takes at most {len(fields)} positional arguments")
+            kwargs.update(zip(fields, args, strict=False))
+            return await self._caller.invoke(
+                target, kwargs, context=self._context, result_type=spec.result_type, spec=spec
+            )
+
+        return call

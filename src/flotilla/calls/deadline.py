@@ -1,0 +1,39 @@
+"""The deadline middleware: every call has one, and nothing below may outlive it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from flotilla.calls.pipeline import Handler
+from flotilla.calls.request import Request
+from flotilla.errors import DeadlineExceeded
+
+__all__ = ["DEFAULT_TIMEOUT", "Deadline"]
+
+DEFAULT_TIMEOUT = 10.0
+
+
+class Deadline:
+    """Fixes ``request.deadline`` (the caller's, else now + the method's or default timeout)
+    and raises :class:`DeadlineExceeded` when it passes, cancelling whatever is in flight.
+    """
+
+    def __init__(self, default_timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.default_timeout = default_timeout
+
+    async def __call__(self, request: Request, call_next: Handler[Request]) -> Any:
+        now = asyncio.get_running_loop().time()
+        timeout = request.timeout if request.timeout is not None else self.default_timeout
+        if request.deadline is None or request.deadline > now + timeout:
+            request.deadline = now + timeout
+        if request.deadline <= now:
+            raise DeadlineExceeded(f"deadline passed before calling {request.target}")
+        scope = asyncio.timeout_at(request.deadline)
+        try:
+            async with scope:
+                return await call_next(request)
+        except TimeoutError:
+            if scope.expired():
+                raise DeadlineExceeded(f"{request.target} did not answer in time") from None
+            raise

@@ -1,0 +1,34 @@
+"""A call on its way out, as the client pipeline's middlewares see and amend it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flotilla.balancing import Endpoint
+
+__all__ = ["Request"]
+
+
+@dataclass(slots=True, kw_only=True)
+class Request:
+    """One outgoing call.  Middlewares may read and set any field; ``endpoint`` is set by balancing."""
+
+    service: str
+    method: str
+    args: dict[str, Any]
+    request_id: str
+    caller: str = ""
+    meta: dict[str, str] = field(default_factory=dict)
+    deadline: float | None = None
+    """Absolute, on the event loop's clock; fixed by the deadline middleware."""
+    timeout: float | None = None
+    """The method's own default timeout, used when the caller set no deadline."""
+    idempotent: bool = False
+    endpoint: Endpoint | None = None
+    attempt: int = 0
+
+    @property
+    def target(self) -> str:
+        return f"{self.service}.{self.method}"

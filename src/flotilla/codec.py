@@ -1,0 +1,58 @@
+"""Encoding: msgpack on the wire, JSON at the edges (CLI, gateway), both via msgspec.
+
+Values are anything msgspec encodes natively: builtins, ``msgspec.Struct``,
+dataclasses, enums, datetimes, UUIDs, decimals.  A value that does not match
+the type it is decoded into raises :class:`~flotilla.errors.InvalidArgument`
+naming the offending field, e.g. ``Expected `int`, got `str` - at `$.id```.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+from flotilla.errors import InvalidArgument
+
+__all__ = ["decode", "decode_json", "encode", "encode_json", "to_builtins"]
+
+T = TypeVar("T")
+
+_msgpack_encoder = msgspec.msgpack.Encoder()
+_json_encoder = msgspec.json.Encoder()
+# Decoders are cached per type: building one costs far more than using it.
+_msgpack_decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
+
+encode = _msgpack_encoder.encode
+
+
+def decode(data: bytes | memoryview | msgspec.Raw, type: Any = Any) -> Any:
+    """Decode msgpack ``data`` into ``type``; bad shape raises ``InvalidArgument``."""
+    decoder = _msgpack_decoders.get(type)
+    if decoder is None:
+        decoder = _msgpack_decoders[type] = msgspec.msgpack.Decoder(type)
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise InvalidArgument(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidArgument(f"malformed msgpack: {exc}") from None
+
+
+def encode_json(value: Any) -> bytes:
+    return _json_encoder.encode(value)
+
+
+def decode_json(data: bytes | str, type: Any = Any) -> Any:
+    """Decode JSON ``data`` into ``type``; bad JSON or bad shape raises ``InvalidArgument``."""
+    try:
+        return msgspec.json.decode(data, type=type)
+    except msgspec.ValidationError as exc:
+        raise InvalidArgument(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidArgument(f"malformed JSON: {exc}") from None
+
+
+def to_builtins(value: Any) -> Any:
+    """``value`` as plain dicts, lists and scalars (what JSON would carry)."""
+    return msgspec.to_builtins(value)

@@ -1,0 +1,83 @@
+"""The context of one call: who asked, by when, under which request id; and how to call onward.
+
+A handler that declares a ``ctx: Context`` parameter gets the context of the
+call it serves.  Calls made through it inherit the request id and the
+deadline, so a chain of calls shares one time budget and one id in the logs::
+
+    @rpc
+    async def checkout(self, ctx: Context, cart_id: int) -> Receipt:
+        cart = await ctx.call("carts.get", id=cart_id)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from flotilla.calls.client import TypedClient
+    from flotilla.service import Service
+
+__all__ = ["Context", "Invoker", "new_request_id"]
+
+S = TypeVar("S", bound="Service")
+
+
+def new_request_id() -> str:
+    return os.urandom(8).hex()
+
+
+class Invoker(Protocol):
+    """What sends calls for a context (implemented by :class:`flotilla.calls.Caller`)."""
+
+    async def invoke(
+        self, target: str, args: dict[str, Any], *, context: Context, result_type: Any = Any
+    ) -> Any: ...
+
+    def client(self, service: type[S], *, context: Context) -> TypedClient[S]: ...
+
+
+class Context:
+    """The call being served (or the root of a chain started outside any call)."""
+
+    __slots__ = ("_invoker", "caller", "deadline", "meta", "request_id", "service")
+
+    def __init__(
+        self,
+        invoker: Invoker,
+        *,
+        service: str = "",
+        caller: str = "",
+        request_id: str | None = None,
+        deadline: float | None = None,
+        meta: Mapping[str, str] | None = None,
+    ) -> None:
+        self._invoker = invoker
+        self.service = service
+        """The service serving this call ('' outside any service)."""
+        self.caller = caller
+        """The service that made this call ('' when it came from outside)."""
+        self.request_id = request_id or new_request_id()
+        self.deadline = deadline
+        """Absolute, on the event loop's clock (``loop.time()``); None means no deadline."""
+        self.meta: dict[str, str] = dict(meta or {})
+        """User metadata; travels with every onward call."""
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (negative once passed), or None."""
+        if self.deadline is None:
+            return None
+        return self.deadline - asyncio.get_running_loop().time()
+
+    async def call(self, target: str, /, **args: Any) -> Any:
+        """Call ``"service.method"`` with keyword arguments; returns the result as builtins."""
+        return await self._invoker.invoke(target, args, context=self)
+
+    def client(self, service: type[S]) -> TypedClient[S]:
+        """A typed client for ``service``: ``await ctx.client(Catalog).get(id=1)``."""
+        return self._invoker.client(service, context=self)
+
+    def __repr__(self) -> str:
+        return f"Context(service={self.service!r}, request_id={self.request_id!r})"

@@ -1,0 +1,247 @@
+"""A node hosts services in one process: start, register, heartbeat, serve, drain.
+
+::
+
+    async with Node(Greeter(), registry="sqlite:///.flotilla/registry.db", secret=s) as node:
+        await node.call("greeter.hello", name="Ada")
+        await node.wait_stopped()
+
+Lifecycle (``aclose`` runs the second half in reverse, once, and is idempotent)::
+
+    start:  on_start() each service -> listen -> register (healthy) -> heartbeat loop
+    stop:   deregister -> keep serving for the grace period (callers' views catch up)
+            -> refuse new calls, finish in-flight ones (bounded) -> close connections
+            -> on_stop() each service -> close caller and registry
+
+A node with no services is a pure client (what ``flotilla call`` uses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from flotilla.balancing import DEFAULT_STRATEGY, Strategy
+from flotilla.calls.client import Caller, TypedClient
+from flotilla.calls.deadline import DEFAULT_TIMEOUT
+from flotilla.calls.pipeline import Middleware
+from flotilla.calls.request import Request
+from flotilla.clock import Clock, SystemClock
+from flotilla.context import Context
+from flotilla.errors import NotFound
+from flotilla.registry import Health, Instance, Registry, open_registry
+from flotilla.runtime.dispatcher import Dispatcher, Incoming
+from flotilla.service import Service
+from flotilla.transport.server import Server
+
+__all__ = ["Node", "Timings"]
+
+log = logging.getLogger("flotilla.runtime")
+
+S = TypeVar("S", bound=Service)
+
+
+class Timings:
+    """The node's clock settings, in seconds.
+
+    A dead instance leaves callers' views within ``ttl`` plus the registry's
+    watch latency; ``heartbeat`` must be well under ``ttl`` so that one late
+    beat does not expire a live instance.
+    """
+
+    __slots__ = ("drain", "grace", "heartbeat", "health_timeout", "ttl")
+
+    def __init__(
+        self,
+        *,
+        ttl: float = 1.5,
+        heartbeat: float = 0.4,
+        grace: float = 0.5,
+        drain: float = 10.0,
+        health_timeout: float = 1.0,
+    ) -> None:
+        if heartbeat >= ttl:
+            raise ValueError("heartbeat interval must be shorter than the lease ttl")
+        self.ttl = ttl
+        self.heartbeat = heartbeat
+        self.grace = grace
+        self.drain = drain
+        self.health_timeout = health_timeout
+
+
+class Node:
+    """Hosts ``services`` and calls others; use as ``async with`` or ``start()`` / ``aclose()``."""
+
+    def __init__(
+        self,
+        *services: Service,
+        registry: Registry | str = "memory://",
+        secret: bytes | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        advertise: str | None = None,
+        strategy: str | Strategy = DEFAULT_STRATEGY,
+        default_timeout: float = DEFAULT_TIMEOUT,
+        timings: Timings | None = None,
+        caller_layers: Mapping[str, Middleware[Request]] | None = None,
+        server_layers: Mapping[str, Middleware[Incoming]] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        names = [service.name for service in services]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a node hosts each service once, got {names}")
+        self.services: Sequence[Service] = services
+        self.timings = timings or Timings()
+        self.clock = clock or SystemClock()
+        self._owns_registry = isinstance(registry, str)
+        self.registry = (
+            open_registry(registry, clock=clock) if isinstance(registry, str) else registry
+        )
+        self.secret = secret if secret is not None else secrets.token_bytes(32)
+        self.caller = Caller(
+            self.registry,
+            secret=self.secret,
+            strategy=strategy,
+            default_timeout=default_timeout,
+            layers=caller_layers,
+        )
+        self.server = Server(
+            Dispatcher(list(services), self.caller, server_layers),
+            secret=self.secret,
+            host=host,
+            port=port,
+        )
+        self._advertise = advertise
+        self._metadata = dict(metadata or {})
+        self.instances: list[Instance] = []
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        self._closing = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the services, listen, register; on failure undo what was done and raise."""
+        started: list[Service] = []
+        try:
+            for service in self.services:
+                await service.on_start()
+                started.append(service)
+            if self.services:
+                await self.server.start()
+                host, _, port = self.server.address.rpartition(":")
+                address = f"{self._advertise or host}:{port}"
+                for service in self.services:
+                    instance = Instance(
+                        id=f"{service.name}-{os.getpid()}-{secrets.token_hex(3)}",
+                        service=service.name,
+                        address=address,
+                        version=service.version,
+                        health=Health.HEALTHY,
+                        metadata=self._metadata,
+                    )
+                    await self.registry.register(instance, ttl=self.timings.ttl)
+                    self.instances.append(instance)
+                self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+        except BaseException:
+            self.services = started
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        """Drain and stop; idempotent."""
+        if self._closing:
+            await self._stopped.wait()
+            return
+        self._closing = True
+        try:
+            if self._heartbeat is not None:
+                self._heartbeat.cancel()
+                await asyncio.gather(self._heartbeat, return_exceptions=True)
+            if self.instances:
+                await self._deregister()
+                await asyncio.sleep(self.timings.grace)
+            await self.server.drain(self.timings.drain)
+            await self.server.aclose()
+            for service in reversed(self.services):
+                try:
+                    await service.on_stop()
+                except Exception:
+                    log.exception("on_stop of %s failed", service.name)
+            await self.caller.aclose()
+            if self._owns_registry:
+                await self.registry.aclose()
+        finally:
+            self._stopped.set()
+
+    def stop(self) -> None:
+        """Ask the node to stop (from a signal handler, say); :meth:`wait_stopped` returns once done."""
+        if not self._closing:
+            asyncio.get_running_loop().create_task(self.aclose())
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # -- calling ------------------------------------------------------------------------
+
+    def context(self, *, timeout: float | None = None, meta: Mapping[str, str] | None = None) -> Context:
+        """A root context for calls made outside any handler."""
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        return Context(self.caller, deadline=deadline, meta=meta)
+
+    async def call(self, target: str, /, **args: Any) -> Any:
+        """``await node.call("greeter.hello", name="Ada")`` with a fresh root context."""
+        return await self.context().call(target, **args)
+
+    def client(self, service: type[S]) -> TypedClient[S]:
+        return self.caller.client(service, context=self.context())
+
+    # -- registry upkeep ----------------------------------------------------------------
+
+    async def _beat(self) -> None:
+        while True:
+            await self.clock.sleep(self.timings.heartbeat)
+            for index, instance in enumerate(self.instances):
+                service = self.services[index]
+                health = await self._check(service)
+                try:
+                    await self.registry.heartbeat(instance.id, health=health)
+                except NotFound:
+                    # The lease ran out (a long pause, a registry restart): register again.
+                    log.warning("lease of %s was lost; registering again", instance.id)
+                    with contextlib.suppress(Exception):
+                        await self.registry.register(instance, ttl=self.timings.ttl)
+                except Exception as exc:
+                    log.warning("heartbeat of %s failed: %s", instance.id, exc)
+
+    async def _check(self, service: Service) -> Health:
+        try:
+            async with asyncio.timeout(self.timings.health_timeout):
+                healthy = await service.health()
+        except Exception as exc:
+            log.warning("health check of %s failed: %r", service.name, exc)
+            return Health.UNHEALTHY
+        return Health.HEALTHY if healthy else Health.UNHEALTHY
+
+    async def _deregister(self) -> None:
+        for instance in self.instances:
+            try:
+                await self.registry.deregister(instance.id)
+            except Exception as exc:
+                log.warning("deregistering %s failed (its lease will expire): %s", instance.id, exc)

@@ -1,0 +1,88 @@
+"""Where a process finds its registry, its cluster secret and its address: the environment.
+
+``flotilla run`` sets these for every process it starts; a container sets them
+itself.  With none set, a process uses the embedded mode: a data directory
+``./.flotilla`` holding the SQLite registry and a generated secret.
+
+=====================  ===========================================  =====================
+variable               meaning                                      default
+=====================  ===========================================  =====================
+FLOTILLA_DATA_DIR      the embedded mode's data directory           ``./.flotilla``
+FLOTILLA_REGISTRY      registry URL                                 ``sqlite:///<data dir>/registry.db``
+FLOTILLA_SECRET        the cluster secret (text)                    read from ``<data dir>/secret``,
+                                                                    created there if missing
+FLOTILLA_HOST          address the RPC server binds                 ``127.0.0.1``
+FLOTILLA_PORT          port the RPC server binds                    ``0`` (any free port)
+FLOTILLA_ADVERTISE     ``host`` others reach this process at        the bound host
+=====================  ===========================================  =====================
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+from flotilla.errors import ConfigError
+
+__all__ = ["Settings", "load_secret"]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """A process's runtime settings, read once at start."""
+
+    data_dir: Path
+    registry: str
+    secret: bytes
+    host: str = "127.0.0.1"
+    port: int = 0
+    advertise: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the ``FLOTILLA_*`` variables (of ``os.environ`` unless ``env`` is given)."""
+        env = os.environ if env is None else env
+        data_dir = Path(env.get("FLOTILLA_DATA_DIR") or ".flotilla").absolute()
+        registry = env.get("FLOTILLA_REGISTRY") or f"sqlite:///{data_dir / 'registry.db'}"
+        secret_text = env.get("FLOTILLA_SECRET")
+        secret = secret_text.encode() if secret_text else load_secret(data_dir)
+        port_text = env.get("FLOTILLA_PORT") or "0"
+        if not port_text.isdigit() or int(port_text) > 65535:
+            raise ConfigError(f"FLOTILLA_PORT={port_text!r} is not a port number")
+        return cls(
+            data_dir=data_dir,
+            registry=registry,
+            secret=secret,
+            host=env.get("FLOTILLA_HOST") or "127.0.0.1",
+            port=int(port_text),
+            advertise=env.get("FLOTILLA_ADVERTISE") or None,
+        )
+
+
+def load_secret(data_dir: Path) -> bytes:
+    """The secret in ``data_dir/secret``, created (readable by its owner only) if missing.
+
+    Many processes may start at once: each writes a candidate to a file of its
+    own and links it into place, which succeeds for exactly one of them, so all
+    read the same complete secret.
+    """
+    path = data_dir / "secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        candidate = data_dir / f".secret.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_hex(32))
+        try:
+            os.link(candidate, path)
+        except FileExistsError:
+            pass  # another process won the race; use its secret
+        finally:
+            candidate.unlink()
+    text = path.read_text().strip()
+    if not text:
+        raise ConfigError(f"cluster secret file {path} is empty")
+    return text.encode()

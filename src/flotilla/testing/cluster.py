@@ -1,0 +1,127 @@
+"""A whole system in one process: every service on a node of its own, one memory registry.
+
+::
+
+    async with Cluster() as cluster:
+        await cluster.add(Greeter(), replicas=2)
+        await cluster.add(Front())
+        assert await cluster.call("front.greet", name="Ada") == "Hello, Ada"
+
+Calls cross real loopback connections and the real pipeline, so what passes
+here passes between processes; only the registry and the clock are fakes.
+With a :class:`FakeClock`, leases expire when the test advances time, and
+not before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+from flotilla.balancing import DEFAULT_STRATEGY, Strategy
+from flotilla.calls.client import TypedClient
+from flotilla.calls.pipeline import Middleware
+from flotilla.calls.request import Request
+from flotilla.clock import Clock
+from flotilla.context import Context
+from flotilla.registry import MemoryRegistry
+from flotilla.runtime.node import Node, Timings
+from flotilla.service import Service
+
+__all__ = ["Cluster", "wait_for"]
+
+S = TypeVar("S", bound=Service)
+
+
+class Cluster:
+    """Nodes sharing a memory registry and a secret, plus a client node to call them from."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        strategy: str | Strategy = DEFAULT_STRATEGY,
+        timings: Timings | None = None,
+        caller_layers: Mapping[str, Middleware[Request]] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.registry = MemoryRegistry(clock)
+        self.secret = secrets.token_bytes(32)
+        # In one process every watcher sees a deregistration at once: no grace needed.
+        self.timings = timings or Timings(grace=0.0, drain=2.0)
+        self._node_options: dict[str, Any] = {
+            "registry": self.registry,
+            "secret": self.secret,
+            "strategy": strategy,
+            "timings": self.timings,
+            "caller_layers": caller_layers,
+            "clock": clock,
+        }
+        self.client_node = Node(**self._node_options)
+        self.nodes: list[Node] = []
+
+    async def add(self, service: Service | Callable[[], Service], *, replicas: int = 1) -> list[Node]:
+        """Start ``replicas`` nodes hosting the service (a factory is called once per replica)."""
+        if replicas > 1 and isinstance(service, Service):
+            raise ValueError("pass a factory (the class, say) to start several replicas")
+        started = []
+        for _ in range(replicas):
+            instance = service if isinstance(service, Service) else service()
+            node = Node(instance, **self._node_options)
+            await node.start()
+            self.nodes.append(node)
+            started.append(node)
+        return started
+
+    def context(self, *, timeout: float | None = None) -> Context:
+        return self.client_node.context(timeout=timeout)
+
+    async def call(self, target: str, /, **args: Any) -> Any:
+        """Call from outside the system, as ``flotilla call`` would."""
+        return await self.client_node.call(target, **args)
+
+    def client(self, service: type[S]) -> TypedClient[S]:
+        return self.client_node.client(service)
+
+    async def stop(self, node: Node) -> None:
+        """Stop ``node`` gracefully (deregister, drain)."""
+        await node.aclose()
+        self.nodes.remove(node)
+
+    async def crash(self, node: Node) -> None:
+        """Stop ``node`` abruptly: no deregistration, connections cut, its lease left to expire."""
+        if node._heartbeat is not None:
+            node._heartbeat.cancel()
+            await asyncio.gather(node._heartbeat, return_exceptions=True)
+        node.instances = []  # nothing to deregister: the lease must run out by itself
+        await node.server.aclose()
+        await node.aclose()
+        self.nodes.remove(node)
+
+    async def aclose(self) -> None:
+        for node in reversed(self.nodes):
+            await node.aclose()
+        self.nodes.clear()
+        await self.client_node.aclose()
+        await self.registry.aclose()
+
+    async def __aenter__(self) -> Cluster:
+        await self.client_node.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+async def wait_for(
+    predicate: Callable[[], bool], *, timeout: float = 5.0, interval: float = 0.01
+) -> None:
+    """Wait (in real time) until ``predicate()`` is true; ``TimeoutError`` after ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(interval)

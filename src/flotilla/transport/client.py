@@ -1,0 +1,224 @@
+"""The RPC client: one persistent, multiplexed connection per peer address.
+
+Calls on a connection are matched to replies by request id, so any number of
+them share one socket.  When a connection drops, every call waiting on it
+fails with ``Unavailable`` and the pool tells its owner (the caller's view of
+the endpoints), which stops offering that address until it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+from collections.abc import Callable
+
+import msgspec
+
+from flotilla.errors import (
+    ConnectFailed,
+    ProtocolError,
+    Unauthenticated,
+    Unavailable,
+    error_for_code,
+)
+from flotilla.transport.frames import (
+    DEFAULT_MAX_FRAME,
+    Call,
+    Cancel,
+    Challenge,
+    Failure,
+    Frame,
+    FrameReader,
+    Hello,
+    Reply,
+    Welcome,
+    encode_frame,
+    proof,
+)
+
+__all__ = ["Connection", "ConnectionPool"]
+
+log = logging.getLogger("flotilla.transport")
+
+CONNECT_TIMEOUT = 2.0
+
+
+class Connection(asyncio.Protocol):
+    """A client connection to one server, usable once :meth:`ready` returned."""
+
+    def __init__(self, address: str, secret: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.address = address
+        self.secret = secret
+        self.reader = FrameReader(max_frame)
+        self.transport: asyncio.Transport | None = None
+        self.pending: dict[int, asyncio.Future[msgspec.Raw]] = {}
+        self.next_id = 0
+        self.nonce = os.urandom(16)
+        self.on_lost: Callable[[Connection], None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._ready: asyncio.Future[None] = self._loop.create_future()
+
+    @property
+    def open(self) -> bool:
+        return self.transport is not None and self._ready.done() and not self.transport.is_closing()
+
+    async def ready(self) -> None:
+        """Wait for the handshake to complete (or fail)."""
+        await self._ready
+
+    async def call(
+        self,
+        method: str,
+        args: bytes,
+        timeout_ms: int | None = None,
+        meta: dict[str, str] | None = None,
+    ) -> msgspec.Raw:
+        """Send one call and wait for its result (raised as the callee's error class on failure)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise ConnectFailed(f"connection to {self.address} is closed")
+        self.next_id = call_id = self.next_id + 1
+        future: asyncio.Future[msgspec.Raw] = self._loop.create_future()
+        self.pending[call_id] = future
+        transport.write(encode_frame(Call(call_id, method, msgspec.Raw(args), timeout_ms, meta)))
+        try:
+            return await future
+        finally:
+            if self.pending.pop(call_id, None) is not None and self.open:
+                # We stopped waiting before the answer came (deadline, cancellation):
+                # tell the callee so it can stop working for nobody.
+                transport.write(encode_frame(Cancel(call_id)))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for frame in self.reader.feed(data):
+                self._handle(frame)
+        except ProtocolError as exc:
+            log.warning("closing connection to %s: %s", self.address, exc.message)
+            self._fail(exc)
+
+    def _handle(self, frame: Frame) -> None:
+        if type(frame) is Reply:
+            future = self.pending.pop(frame.id, None)
+            if future is not None and not future.done():
+                future.set_result(frame.result)
+        elif type(frame) is Failure:
+            future = self.pending.pop(frame.id, None)
+            if future is not None and not future.done():
+                future.set_exception(error_for_code(frame.code, frame.message, frame.details))
+        elif type(frame) is Challenge and self.transport is not None:
+            hello = Hello(proof(self.secret, frame.nonce, b"client"), self.nonce)
+            self.transport.write(encode_frame(hello))
+        elif type(frame) is Welcome and not self._ready.done():
+            if not hmac.compare_digest(frame.proof, proof(self.secret, self.nonce, b"server")):
+                raise ProtocolError(f"{self.address} does not know the cluster secret")
+            self._ready.set_result(None)
+        else:
+            raise ProtocolError(f"unexpected {type(frame).__name__} frame")
+
+    def _fail(self, exc: Exception) -> None:
+        if not self._ready.done():
+            self._ready.set_exception(exc)
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if not self._ready.done():
+            self._ready.set_exception(
+                Unauthenticated(f"{self.address} closed the connection during the handshake")
+            )
+        # The calls in flight may or may not have run: not safe to retry blindly.
+        lost = Unavailable(f"connection to {self.address} lost", retryable=False)
+        pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(lost)
+        if self.on_lost is not None:
+            self.on_lost(self)
+
+
+class ConnectionPool:
+    """Keeps one open connection per address; connects on first use."""
+
+    def __init__(
+        self,
+        secret: bytes,
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        on_lost: Callable[[str], None] | None = None,
+    ) -> None:
+        self.secret = secret
+        self.max_frame = max_frame
+        self.connect_timeout = connect_timeout
+        self.on_lost = on_lost
+        self._connections: dict[str, Connection] = {}
+        self._connecting: dict[str, asyncio.Future[Connection]] = {}
+        self._closed = False
+
+    async def get(self, address: str) -> Connection:
+        """An open connection to ``address``; concurrent first calls share one connect."""
+        connection = self._connections.get(address)
+        if connection is not None and connection.open:
+            return connection
+        if self._closed:
+            raise ConnectFailed("connection pool is closed")
+        connecting = self._connecting.get(address)
+        if connecting is None:
+            connecting = asyncio.ensure_future(self._connect(address))
+            self._connecting[address] = connecting
+            connecting.add_done_callback(lambda _: self._connecting.pop(address, None))
+        # shield: one caller's deadline must not abort a connect others wait for.
+        return await asyncio.shield(connecting)
+
+    async def _connect(self, address: str) -> Connection:
+        host, _, port = address.rpartition(":")
+        loop = asyncio.get_running_loop()
+        connection: Connection | None = None
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, connection = await loop.create_connection(
+                    lambda: Connection(address, self.secret, self.max_frame), host, int(port)
+                )
+                await connection.ready()
+        except BaseException as exc:
+            if connection is not None:
+                connection.close()
+            if isinstance(exc, TimeoutError):
+                raise ConnectFailed(f"connect to {address} timed out") from None
+            if isinstance(exc, OSError):
+                raise ConnectFailed(f"cannot connect to {address}: {exc.strerror or exc}") from None
+            if isinstance(exc, ProtocolError):
+                raise Unauthenticated(exc.message) from None
+            raise
+        connection.on_lost = self._lost
+        self._connections[address] = connection
+        return connection
+
+    def _lost(self, connection: Connection) -> None:
+        if self._connections.get(connection.address) is connection:
+            del self._connections[connection.address]
+            if self.on_lost is not None and not self._closed:
+                self.on_lost(connection.address)
+
+    async def aclose(self) -> None:
+        """Close every connection; idempotent."""
+        self._closed = True
+        for future in list(self._connecting.values()):
+            future.cancel()
+        for connection in list(self._connections.values()):
+            connection.close()
+        self._connections.clear()

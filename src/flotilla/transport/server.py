@@ -1,0 +1,222 @@
+"""The RPC server: accepts connections, authenticates peers, runs calls concurrently.
+
+The server knows frames, not services: each authenticated ``Call`` is handed to
+a ``CallHandler`` (the runtime's dispatcher), whose return value is the
+encoded result.  A connection that sends garbage, an oversized or truncated
+frame, or a wrong proof is closed with a logged reason; the server and its
+other connections carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+from collections.abc import Awaitable, Callable
+
+import msgspec
+
+from flotilla.errors import FlotillaError, Internal, ProtocolError, Unavailable
+from flotilla.transport.frames import (
+    DEFAULT_MAX_FRAME,
+    Call,
+    Cancel,
+    Challenge,
+    Failure,
+    Frame,
+    FrameReader,
+    Hello,
+    Reply,
+    Welcome,
+    encode_frame,
+    proof,
+)
+
+__all__ = ["CallHandler", "Server"]
+
+log = logging.getLogger("flotilla.transport")
+
+CallHandler = Callable[[Call], Awaitable[bytes]]
+"""Runs one call; returns the msgpack-encoded result or raises a ``FlotillaError``."""
+
+# A peer has this long to prove it knows the secret, and may send at most this
+# much before it has: an unauthenticated socket must not hold memory or a slot.
+HANDSHAKE_TIMEOUT = 5.0
+HANDSHAKE_MAX_FRAME = 1024
+
+
+class Server:
+    """Listens on ``host:port`` and serves calls until :meth:`drain` or :meth:`aclose`."""
+
+    def __init__(
+        self,
+        handler: CallHandler,
+        *,
+        secret: bytes,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_frame: int = DEFAULT_MAX_FRAME,
+    ) -> None:
+        self.handler = handler
+        self.secret = secret
+        self.max_frame = max_frame
+        self._host = host
+        self._port = port
+        self._server: asyncio.Server | None = None
+        self._connections: set[_ServerConnection] = set()
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.draining = False
+
+    @property
+    def address(self) -> str:
+        """``host:port`` actually bound (the port is chosen by the OS when 0 was asked)."""
+        if self._server is None:
+            raise RuntimeError("server not started")
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return f"{host}:{port}"
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _ServerConnection(self), self._host, self._port, reuse_address=True
+        )
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting, refuse new calls, and wait up to ``timeout`` for in-flight ones."""
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("drain timed out with %d call(s) in flight; cancelling", self._inflight)
+
+    async def aclose(self) -> None:
+        """Close every connection (cancelling calls still running); idempotent."""
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self._connections):
+            connection.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    def _call_started(self) -> None:
+        self._inflight += 1
+        self._idle.clear()
+
+    def _call_finished(self) -> None:
+        self._inflight -= 1
+        if self._inflight == 0:
+            self._idle.set()
+
+
+class _ServerConnection(asyncio.Protocol):
+    """One peer's connection: handshake state, then its calls in flight by id."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.reader = FrameReader(HANDSHAKE_MAX_FRAME)
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.nonce = os.urandom(16)
+        self.authenticated = False
+        self.calls: dict[int, asyncio.Task[None]] = {}
+        self.handshake_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.server._connections.add(self)
+        self.handshake_timer = asyncio.get_running_loop().call_later(
+            HANDSHAKE_TIMEOUT, self._refuse, "no handshake within the time allowed"
+        )
+        transport.write(encode_frame(Challenge(self.nonce)))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.reader.feed(data)
+            for frame in frames:
+                self._handle(frame)
+        except ProtocolError as exc:
+            self._refuse(exc.message)
+
+    def _handle(self, frame: Frame) -> None:
+        if type(frame) is Call:
+            self._start_call(frame)
+        elif type(frame) is Cancel:
+            task = self.calls.get(frame.id)
+            if task is not None:
+                task.cancel()
+        elif type(frame) is Hello and not self.authenticated:
+            self._authenticate(frame)
+        else:
+            raise ProtocolError(f"unexpected {type(frame).__name__} frame")
+
+    def _authenticate(self, hello: Hello) -> None:
+        expected = proof(self.server.secret, self.nonce, b"client")
+        if not hmac.compare_digest(hello.proof, expected):
+            raise ProtocolError("peer does not know the cluster secret")
+        self.authenticated = True
+        self.reader.max_frame = self.server.max_frame
+        if self.handshake_timer is not None:
+            self.handshake_timer.cancel()
+        self._write(Welcome(proof(self.server.secret, hello.nonce, b"server")))
+
+    def _start_call(self, call: Call) -> None:
+        if not self.authenticated:
+            raise ProtocolError("call before handshake")
+        if self.server.draining:
+            # Refused before any work: safe for the caller to send elsewhere.
+            self._write(Failure(call.id, Unavailable.code, "instance is draining"))
+            return
+        self.server._call_started()
+        self.calls[call.id] = asyncio.get_running_loop().create_task(self._run(call))
+
+    async def _run(self, call: Call) -> None:
+        reply: Frame
+        try:
+            reply = Reply(call.id, msgspec.Raw(await self.server.handler(call)))
+        except FlotillaError as exc:
+            reply = Failure(call.id, exc.code, exc.message, exc.details or None)
+        except asyncio.CancelledError:
+            # The caller cancelled or went away: it waits for no answer.
+            raise
+        except Exception:
+            log.exception("call %s from %s failed", call.method, self.peer)
+            reply = Failure(call.id, Internal.code, "internal error")
+        finally:
+            del self.calls[call.id]
+            self.server._call_finished()
+        self._write(reply)
+
+    def _write(self, frame: Frame) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(encode_frame(frame))
+
+    def _refuse(self, reason: str) -> None:
+        log.warning("closing connection from %s: %s", self.peer, reason)
+        self.close()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.reader.pending:
+            log.warning(
+                "connection from %s closed inside a frame (%d bytes)", self.peer, self.reader.pending
+            )
+        if self.handshake_timer is not None:
+            self.handshake_timer.cancel()
+        for task in self.calls.values():
+            task.cancel()
+        self.server._connections.discard(self)
+        self.transport = None
