@@ -185,9 +185,7 @@ for _cls in _all_subclasses(FlotillaError):
     _BY_CODE.setdefault(_cls.code, _cls)
 
 
-def error_for_code(
-    code: str, message: str, details: dict[str, Any] | None = None
-) -> FlotillaError:
+def error_for_code(code: str, message: str, details: dict[str, Any] | None = None) -> FlotillaError:
     """Rebuild the error a peer sent; an unknown code becomes :class:`Internal`."""
     cls = _BY_CODE.get(code)
     if cls is None:

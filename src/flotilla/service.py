@@ -76,8 +76,7 @@ def rpc(
     """
 
     def mark(method: F) -> F:
-        if not inspect.iscoroutinefunction(method):
-            raise TypeError(f"@rpc method {method.__qualname__} must be `async def`")
+        _require_async(method, "@rpc method")
         method.__flotilla_rpc__ = _RpcMark(name, idempotent, timeout)  # type: ignore[attr-defined]
         return method
 
@@ -88,8 +87,7 @@ def on_event(topic: str, *, group: str | None = None) -> Callable[[F], F]:
     """Subscribe an ``async`` method to ``topic``; ``group`` defaults to the service name."""
 
     def mark(method: F) -> F:
-        if not inspect.iscoroutinefunction(method):
-            raise TypeError(f"@on_event handler {method.__qualname__} must be `async def`")
+        _require_async(method, "@on_event handler")
         method.__flotilla_event__ = EventSpec(  # type: ignore[attr-defined]
             topic=topic, attribute=method.__name__, group=group
         )
@@ -140,7 +138,7 @@ class Service:
                 if isinstance(mark, _RpcMark):
                     spec = _method_spec(cls, attribute, member, mark)
                     cached[spec.name] = spec
-            cls._flotilla_methods = cached
+            setattr(cls, "_flotilla_methods", cached)  # noqa: B010 - per class, not inherited
         return cached
 
     @classmethod
@@ -179,6 +177,11 @@ def _method_spec(cls: type, attribute: str, fn: Any, mark: _RpcMark) -> MethodSp
         idempotent=mark.idempotent,
         timeout=mark.timeout,
     )
+
+
+def _require_async(method: Callable[..., Any], what: str) -> None:
+    if not inspect.iscoroutinefunction(method):
+        raise TypeError(f"{what} {method.__qualname__} must be `async def`")
 
 
 def _snake(name: str) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from flotilla.balancing import ConsistentHash, Endpoint
+from flotilla.balancing import ConsistentHash, Endpoint, hashring
 from flotilla.errors import ConfigError, InvalidArgument
 from flotilla.registry.base import Instance
 
@@ -98,15 +98,39 @@ def test_the_order_of_the_endpoints_does_not_matter() -> None:
     assert owners(ConsistentHash("user_id"), eps) == owners(ConsistentHash("user_id"), eps[::-1])
 
 
-def test_the_ring_is_rebuilt_only_when_the_ids_change() -> None:
+def test_a_ring_is_built_once_per_set_of_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[tuple[str, ...]] = []
+    build = ConsistentHash._build
+
+    def counting_build(self: ConsistentHash, ids: tuple[str, ...]) -> Any:
+        built.append(ids)
+        return build(self, ids)
+
+    monkeypatch.setattr(ConsistentHash, "_build", counting_build)
     strategy = ConsistentHash("user_id")
     request = Request(args={"user_id": 1})
     strategy.select(endpoints(3), request)
-    ring = strategy._ring
     strategy.select(endpoints(3), request)  # new Endpoint objects, same ids
-    assert strategy._ring is ring
+    assert len(built) == 1
     strategy.select(endpoints(3, start=1), request)  # as many endpoints, not the same
-    assert strategy._ring is not ring
+    assert len(built) == 2
+    # Sets that alternate (two services, or a retry that excludes one
+    # endpoint) each keep their ring.
+    for _ in range(3):
+        strategy.select(endpoints(3), request)
+        strategy.select(endpoints(3, start=1), request)
+    assert len(built) == 2
+
+
+def test_old_rings_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hashring, "MAX_RINGS", 2)
+    strategy = ConsistentHash("user_id")
+    request = Request(args={"user_id": 1})
+    for start in range(5):
+        assert strategy.select(endpoints(3, start=start), request).id in {
+            f"node-{i}" for i in range(start, start + 3)
+        }
+    assert len(strategy._rings) == 2
 
 
 def test_meta_wins_over_args_and_args_are_stringified() -> None:

@@ -19,9 +19,9 @@ class Request:
 REQUEST = Request()
 
 
-def endpoints(n: int) -> list[Endpoint]:
+def endpoints(n: int, service: str = "s") -> list[Endpoint]:
     return [
-        Endpoint(Instance(id=f"e{i}", service="s", address=f"127.0.0.1:{1000 + i}"))
+        Endpoint(Instance(id=f"e{i}", service=service, address=f"127.0.0.1:{1000 + i}"))
         for i in range(n)
     ]
 
@@ -63,3 +63,15 @@ def test_instances_do_not_share_a_counter() -> None:
     first, second = RoundRobin(), RoundRobin()
     first.select(eps, REQUEST)
     assert second.select(eps, REQUEST).id == "e0"
+
+
+def test_services_sharing_a_strategy_each_cycle_evenly() -> None:
+    # One strategy serves every service a caller talks to; calls alternating
+    # between two services must not pin either to one endpoint.
+    catalog, orders = endpoints(2, service="catalog"), endpoints(2, service="orders")
+    strategy = RoundRobin()
+    picked: dict[str, Counter[str]] = {"catalog": Counter(), "orders": Counter()}
+    for _ in range(100):
+        picked["catalog"][strategy.select(catalog, REQUEST).id] += 1
+        picked["orders"][strategy.select(orders, REQUEST).id] += 1
+    assert picked == {"catalog": {"e0": 50, "e1": 50}, "orders": {"e0": 50, "e1": 50}}

@@ -19,8 +19,12 @@ from flotilla.errors import ConfigError, InvalidArgument
 
 __all__ = ["ConsistentHash"]
 
-# (endpoint ids, sorted points, owner of each point as an index into the ids)
-_Ring = tuple[tuple[str, ...], list[int], list[int]]
+# How many endpoint sets keep a ring: enough for the services one caller
+# talks to and their retry subsets, small enough not to grow as sets churn.
+MAX_RINGS = 16
+
+# (sorted points, owner of each point as an index into the endpoint ids)
+_Ring = tuple[list[int], list[int]]
 
 
 def _hash(text: str) -> int:
@@ -37,7 +41,7 @@ class ConsistentHash:
     keep each of ten endpoints' shares within about ±15 % of the mean.
     """
 
-    __slots__ = ("_ring", "key", "replicas")
+    __slots__ = ("_rings", "key", "replicas")
 
     def __init__(self, key: str, replicas: int = 160) -> None:
         if not key:
@@ -46,19 +50,20 @@ class ConsistentHash:
             raise ConfigError(f"consistent_hash replicas must be at least 1, not {replicas}")
         self.key = key
         self.replicas = replicas
-        # The ring is a cache for the last endpoint set: rebuilding it hashes
-        # replicas x n labels, far too much for every call.  One tuple, replaced
-        # whole, so a reader never sees the ids of one set with the points of another.
-        self._ring: _Ring = ((), [], [])
+        # Rings are cached by endpoint set: building one hashes replicas x n
+        # labels, far too much for every call.  More than one is kept because
+        # the set a call sees can alternate: one strategy may serve several
+        # services, and a retry excludes the endpoint it already tried.
+        self._rings: dict[tuple[str, ...], _Ring] = {}
 
     def select(self, endpoints: Sequence[Endpoint], request: RequestView) -> Endpoint:
         # The key first: a request without one must fail before any ring work.
         point = _hash(self._key_of(request))
         ids = tuple(endpoint.id for endpoint in endpoints)
-        ring = self._ring
-        if ids != ring[0]:
-            ring = self._ring = self._build(ids)
-        _, points, owners = ring
+        ring = self._rings.get(ids)
+        if ring is None:
+            ring = self._add_ring(ids)
+        points, owners = ring
         i = bisect.bisect_left(points, point)
         # Past the last point the ring wraps round to the first.
         return endpoints[owners[i % len(points)]]
@@ -75,6 +80,14 @@ class ConsistentHash:
                 details={"key": self.key},
             ) from None
 
+    def _add_ring(self, ids: tuple[str, ...]) -> _Ring:
+        if len(self._rings) >= MAX_RINGS:
+            # Dicts keep insertion order: drop the oldest; pop() tolerates a
+            # concurrent drop of the same one.
+            self._rings.pop(next(iter(self._rings)), None)
+        ring = self._rings[ids] = self._build(ids)
+        return ring
+
     def _build(self, ids: tuple[str, ...]) -> _Ring:
         # Sorting by (hash, id) makes the ring depend only on the set of ids,
         # not on their order, and breaks (unlikely) hash ties the same way everywhere.
@@ -83,4 +96,4 @@ class ConsistentHash:
             for index, endpoint_id in enumerate(ids)
             for replica in range(self.replicas)
         )
-        return ids, [point for point, _, _ in ring], [index for _, _, index in ring]
+        return [point for point, _, _ in ring], [index for _, _, index in ring]

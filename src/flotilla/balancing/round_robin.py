@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from flotilla.balancing.base import Endpoint, RequestView
 
@@ -17,14 +17,23 @@ class RoundRobin:
     the strategy keeps no index into it: an ever-increasing counter taken
     modulo the current length is always in range.  When the set changes the
     cycle shifts once; evenness over time is what matters, not the phase.
+
+    There is one counter per service: a caller may use one strategy for every
+    service it calls, and with a shared counter, calls alternating between two
+    services would send every call to one of them to the same endpoint.
     """
 
-    __slots__ = ("_next",)
+    __slots__ = ("_counters",)
 
     def __init__(self) -> None:
-        # itertools.count's __next__ is one C call, so two threads sharing a
-        # strategy can never read the same value (``self.n += 1`` could).
-        self._next = itertools.count().__next__
+        self._counters: dict[str, Iterator[int]] = {}
 
     def select(self, endpoints: Sequence[Endpoint], request: RequestView) -> Endpoint:
-        return endpoints[self._next() % len(endpoints)]
+        service = endpoints[0].instance.service
+        counter = self._counters.get(service)
+        if counter is None:
+            # setdefault: two threads starting the same service share one counter.
+            counter = self._counters.setdefault(service, itertools.count())
+        # next() on itertools.count is one C call, so two threads can never read
+        # the same value (``self.n += 1`` could).
+        return endpoints[next(counter) % len(endpoints)]

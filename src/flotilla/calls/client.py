@@ -76,7 +76,7 @@ class Caller:
         result_type: Any = Any,
         spec: MethodSpec | None = None,
     ) -> Any:
-        """Call ``target`` with ``args`` on behalf of ``context``; decode the result into ``result_type``."""
+        """Call ``target`` with ``args`` for ``context``; decode the result into ``result_type``."""
         service, method = split_target(target)
         request = Request(
             service=service,

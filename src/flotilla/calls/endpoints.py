@@ -129,7 +129,9 @@ class Directory:
                 return  # the registry closed its watches: we are shutting down
             except Exception as exc:
                 # Keep the last view: stale endpoints beat none while the registry is away.
-                log.warning("watch of %s failed (%s); retrying in %.1fs", endpoint_set.service, exc, backoff)
+                log.warning(
+                    "watch of %s failed (%s); retrying in %.1fs", endpoint_set.service, exc, backoff
+                )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 

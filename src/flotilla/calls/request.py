@@ -13,7 +13,7 @@ __all__ = ["Request"]
 
 @dataclass(slots=True, kw_only=True)
 class Request:
-    """One outgoing call.  Middlewares may read and set any field; ``endpoint`` is set by balancing."""
+    """One outgoing call.  Middlewares may read and set any field; balancing sets ``endpoint``."""
 
     service: str
     method: str

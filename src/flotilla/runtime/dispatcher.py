@@ -68,7 +68,7 @@ async def _enforce_deadline(incoming: Incoming, call_next: Handler[Incoming]) ->
 
 
 class Dispatcher:
-    """Routes ``service.method`` to the hosted service's bound method (the transport's ``CallHandler``)."""
+    """Routes ``service.method`` to a hosted service's method (the transport's ``CallHandler``)."""
 
     def __init__(
         self,

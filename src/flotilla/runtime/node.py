@@ -55,7 +55,7 @@ class Timings:
     beat does not expire a live instance.
     """
 
-    __slots__ = ("drain", "grace", "heartbeat", "health_timeout", "ttl")
+    __slots__ = ("drain", "grace", "health_timeout", "heartbeat", "ttl")
 
     def __init__(
         self,
@@ -182,7 +182,7 @@ class Node:
             self._stopped.set()
 
     def stop(self) -> None:
-        """Ask the node to stop (from a signal handler, say); :meth:`wait_stopped` returns once done."""
+        """Ask the node to stop (from a signal handler, say); :meth:`wait_stopped` tells when done."""
         if not self._closing:
             asyncio.get_running_loop().create_task(self.aclose())
 
@@ -200,7 +200,9 @@ class Node:
 
     # -- calling ------------------------------------------------------------------------
 
-    def context(self, *, timeout: float | None = None, meta: Mapping[str, str] | None = None) -> Context:
+    def context(
+        self, *, timeout: float | None = None, meta: Mapping[str, str] | None = None
+    ) -> Context:
         """A root context for calls made outside any handler."""
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         return Context(self.caller, deadline=deadline, meta=meta)

@@ -4,17 +4,13 @@
 itself.  With none set, a process uses the embedded mode: a data directory
 ``./.flotilla`` holding the SQLite registry and a generated secret.
 
-=====================  ===========================================  =====================
-variable               meaning                                      default
-=====================  ===========================================  =====================
-FLOTILLA_DATA_DIR      the embedded mode's data directory           ``./.flotilla``
-FLOTILLA_REGISTRY      registry URL                                 ``sqlite:///<data dir>/registry.db``
-FLOTILLA_SECRET        the cluster secret (text)                    read from ``<data dir>/secret``,
-                                                                    created there if missing
-FLOTILLA_HOST          address the RPC server binds                 ``127.0.0.1``
-FLOTILLA_PORT          port the RPC server binds                    ``0`` (any free port)
-FLOTILLA_ADVERTISE     ``host`` others reach this process at        the bound host
-=====================  ===========================================  =====================
+- ``FLOTILLA_DATA_DIR``: the embedded mode's data directory (default ``./.flotilla``);
+- ``FLOTILLA_REGISTRY``: registry URL (default ``sqlite:///<data dir>/registry.db``);
+- ``FLOTILLA_SECRET``: the cluster secret as text (default: read from ``<data dir>/secret``,
+  created there if missing);
+- ``FLOTILLA_HOST`` / ``FLOTILLA_PORT``: where the RPC server binds (default
+  ``127.0.0.1``, any free port);
+- ``FLOTILLA_ADVERTISE``: the host others reach this process at (default: the bound host).
 """
 
 from __future__ import annotations

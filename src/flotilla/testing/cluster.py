@@ -63,7 +63,9 @@ class Cluster:
         self.client_node = Node(**self._node_options)
         self.nodes: list[Node] = []
 
-    async def add(self, service: Service | Callable[[], Service], *, replicas: int = 1) -> list[Node]:
+    async def add(
+        self, service: Service | Callable[[], Service], *, replicas: int = 1
+    ) -> list[Node]:
         """Start ``replicas`` nodes hosting the service (a factory is called once per replica)."""
         if replicas > 1 and isinstance(service, Service):
             raise ValueError("pass a factory (the class, say) to start several replicas")
@@ -123,5 +125,5 @@ async def wait_for(
 ) -> None:
     """Wait (in real time) until ``predicate()`` is true; ``TimeoutError`` after ``timeout``."""
     async with asyncio.timeout(timeout):
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110 - polls state that has no event to wait on
             await asyncio.sleep(interval)

@@ -65,7 +65,7 @@ class Call(msgspec.Struct, tag=3, array_like=True):
     method: str
     """``service.method``"""
     args: msgspec.Raw
-    """The arguments, a msgpack map, left encoded: the callee decodes them into the method's types."""
+    """The arguments (a msgpack map) left encoded: the callee decodes them into its own types."""
     timeout_ms: int | None = None
     """What is left of the caller's deadline; relative, since hosts' clocks disagree."""
     meta: dict[str, str] | None = None

@@ -212,7 +212,9 @@ class _ServerConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.reader.pending:
             log.warning(
-                "connection from %s closed inside a frame (%d bytes)", self.peer, self.reader.pending
+                "connection from %s closed inside a frame (%d bytes)",
+                self.peer,
+                self.reader.pending,
             )
         if self.handshake_timer is not None:
             self.handshake_timer.cancel()

@@ -1,0 +1,151 @@
+"""The wire format, without sockets: encode, decode incrementally, refuse garbage."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from flotilla.errors import ProtocolError
+from flotilla.transport.frames import (
+    DEFAULT_MAX_FRAME,
+    HEADER,
+    Call,
+    Cancel,
+    Challenge,
+    Failure,
+    Frame,
+    FrameReader,
+    Hello,
+    Reply,
+    Welcome,
+    encode_frame,
+    proof,
+)
+
+
+def raw(value: object) -> msgspec.Raw:
+    return msgspec.Raw(msgspec.msgpack.encode(value))
+
+
+FRAMES: list[Frame] = [
+    Challenge(b"n" * 16),
+    Hello(b"p" * 32, b"c" * 16),
+    Welcome(b"w" * 32),
+    Call(1, "catalog.get", raw({"id": 7})),
+    Call(2**40, "catalog.get", raw({}), timeout_ms=250, meta={"rid": "abc", "from": "front"}),
+    Reply(3, raw({"name": "lamp", "price": 9.5})),
+    Reply(4, raw(None)),
+    Failure(5, "not_found", "no such thing"),
+    Failure(6, "invalid_argument", "bad", {"field": "id", "n": [1, 2]}),
+    Cancel(7),
+]
+
+
+def header(size: int) -> bytes:
+    return size.to_bytes(HEADER, "big")
+
+
+@pytest.mark.parametrize("frame", FRAMES, ids=lambda f: type(f).__name__)
+def test_round_trip(frame: Frame) -> None:
+    data = encode_frame(frame)
+    assert int.from_bytes(data[:HEADER], "big") == len(data) - HEADER
+    reader = FrameReader()
+    assert reader.feed(bytes(data)) == [frame]
+    assert reader.pending == 0
+
+
+def test_fed_byte_by_byte() -> None:
+    stream = b"".join(bytes(encode_frame(frame)) for frame in FRAMES)
+    reader = FrameReader()
+    decoded: list[Frame] = []
+    for i in range(len(stream)):
+        decoded.extend(reader.feed(stream[i : i + 1]))
+    assert decoded == FRAMES
+    assert reader.pending == 0
+
+
+def test_several_frames_in_one_chunk() -> None:
+    stream = b"".join(bytes(encode_frame(frame)) for frame in FRAMES)
+    assert FrameReader().feed(stream) == FRAMES
+
+
+def test_chunks_split_anywhere() -> None:
+    stream = b"".join(bytes(encode_frame(frame)) for frame in FRAMES)
+    for cut in range(1, len(stream)):
+        reader = FrameReader()
+        decoded = reader.feed(stream[:cut]) + reader.feed(stream[cut:])
+        assert decoded == FRAMES, cut
+
+
+def test_oversized_length_refused_after_the_header_alone() -> None:
+    reader = FrameReader(max_frame=100)
+    with pytest.raises(ProtocolError, match="exceeds the limit of 100"):
+        reader.feed(header(101))  # not one byte of the body sent
+
+
+def test_oversized_after_a_good_frame_in_the_same_chunk() -> None:
+    reader = FrameReader(max_frame=100)
+    with pytest.raises(ProtocolError, match="exceeds"):
+        reader.feed(bytes(encode_frame(Cancel(1))) + header(10_000))
+
+
+def test_frame_of_exactly_the_limit_accepted() -> None:
+    frame = Welcome(b"x" * 50)
+    data = bytes(encode_frame(frame))
+    reader = FrameReader(max_frame=len(data) - HEADER)
+    assert reader.feed(data) == [frame]
+
+
+def test_default_limit() -> None:
+    assert FrameReader().max_frame == DEFAULT_MAX_FRAME
+    with pytest.raises(ProtocolError):
+        FrameReader().feed(header(DEFAULT_MAX_FRAME + 1))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xc1\xc1\xc1",  # never-used msgpack byte
+        msgspec.msgpack.encode([99, 1]),  # unknown tag
+        msgspec.msgpack.encode([6, "not an id"]),  # wrong field type
+        msgspec.msgpack.encode({"id": 1}),  # not a tagged array
+        msgspec.msgpack.encode([3, 1]),  # Call missing fields
+    ],
+    ids=["undecodable", "unknown-tag", "wrong-type", "map", "missing-fields"],
+)
+def test_garbage_body_is_a_protocol_error(body: bytes) -> None:
+    with pytest.raises(ProtocolError, match="malformed frame"):
+        FrameReader().feed(header(len(body)) + body)
+
+
+def test_pending_reports_a_truncated_frame() -> None:
+    data = bytes(encode_frame(Call(1, "a.b", raw({"x": 1}))))
+    reader = FrameReader()
+    assert reader.feed(data[:-3]) == []
+    assert reader.pending == len(data) - 3
+    assert reader.feed(data[-3:]) == [Call(1, "a.b", raw({"x": 1}))]
+    assert reader.pending == 0
+
+
+def test_pending_counts_a_partial_header() -> None:
+    reader = FrameReader()
+    assert reader.feed(b"\x00\x00") == []
+    assert reader.pending == 2
+
+
+def test_decoded_raw_outlives_the_reader_buffer() -> None:
+    reader = FrameReader()
+    data = bytes(encode_frame(Reply(1, raw({"k": "v"}))))
+    (first,) = reader.feed(data[:5]) + reader.feed(data[5:])
+    reader.feed(bytes(encode_frame(Cancel(2)))[:3])  # reuse the buffer
+    assert isinstance(first, Reply)
+    assert msgspec.msgpack.decode(first.result) == {"k": "v"}
+
+
+def test_proof_depends_on_secret_role_and_nonce() -> None:
+    base = proof(b"secret", b"nonce-1", b"client")
+    assert base == proof(b"secret", b"nonce-1", b"client")
+    assert len(base) == 32
+    assert base != proof(b"secret", b"nonce-1", b"server")
+    assert base != proof(b"secret", b"nonce-2", b"client")
+    assert base != proof(b"other", b"nonce-1", b"client")
