@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
-from flotilla.balancing import Endpoint, Strategy
+from flotilla.balancing import Endpoint, Strategy, resolve_strategy
 from flotilla.calls.endpoints import Directory
 from flotilla.calls.pipeline import Handler
 from flotilla.calls.request import Request
@@ -25,16 +26,37 @@ class Balance:
     naming it: waiting would only spend the caller's deadline.  A pick that
     turns out unreachable (:class:`ConnectFailed`) is replaced by another pick,
     never the same endpoint twice; that is safe because nothing was sent.
+
+    Each service gets a strategy of its own (``overrides`` by service name,
+    else ``default``): strategies keep state, a counter or a hash ring, that
+    means nothing across services.
     """
 
-    def __init__(self, directory: Directory, strategy: Strategy) -> None:
+    def __init__(
+        self,
+        directory: Directory,
+        default: str | Strategy,
+        overrides: Mapping[str, str | Strategy] | None = None,
+    ) -> None:
         self.directory = directory
-        self.strategy = strategy
+        self._specs = dict(overrides or {})
+        self._default = default
+        for spec in (default, *self._specs.values()):
+            resolve_strategy(spec)  # a bad name fails here, at build time
+        self._strategies: dict[str, Strategy] = {}
+
+    def strategy(self, service: str) -> Strategy:
+        strategy = self._strategies.get(service)
+        if strategy is None:
+            spec = self._specs.get(service, self._default)
+            strategy = self._strategies[service] = resolve_strategy(spec)
+        return strategy
 
     async def __call__(self, request: Request, call_next: Handler[Request]) -> Any:
         endpoints = self.directory.get(request.service) or await self.directory.open(
             request.service
         )
+        strategy = self._strategies.get(request.service) or self.strategy(request.service)
         tried: list[Endpoint] = []
         while True:
             available = endpoints.pick_list()
@@ -42,7 +64,7 @@ class Balance:
                 available = tuple(e for e in available if e not in tried)
             if not available:
                 raise Unavailable(f"no live instance of service {request.service!r}")
-            endpoint = request.endpoint = self.strategy.select(available, request)
+            endpoint = request.endpoint = strategy.select(available, request)
             endpoint.inflight += 1
             started = time.monotonic()
             try:

@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from flotilla import codec
-from flotilla.balancing import DEFAULT_STRATEGY, Strategy, resolve_strategy
+from flotilla.balancing import DEFAULT_STRATEGY, Strategy
 from flotilla.calls.balance import Balance
 from flotilla.calls.deadline import DEFAULT_TIMEOUT, Deadline
 from flotilla.calls.endpoints import Directory
@@ -44,7 +44,8 @@ def split_target(target: str) -> tuple[str, str]:
 class Caller:
     """Sends calls: deadline -> (resilience layers) -> balance -> transport.
 
-    ``layers`` adds named middlewares (``retry``, ``breaker``, ``bulkhead``,
+    ``strategy`` balances calls to every service, except those ``strategies``
+    names (``{"carts": "consistent_hash:cart_id"}``).  ``layers`` adds named middlewares (``retry``, ``breaker``, ``bulkhead``,
     ``metrics``); they take the place :data:`~flotilla.calls.pipeline.CLIENT_STACK`
     gives them, whatever order they are passed in.
     """
@@ -55,6 +56,7 @@ class Caller:
         *,
         secret: bytes,
         strategy: str | Strategy = DEFAULT_STRATEGY,
+        strategies: Mapping[str, str | Strategy] | None = None,
         default_timeout: float = DEFAULT_TIMEOUT,
         layers: Mapping[str, Middleware[Request]] | None = None,
     ) -> None:
@@ -62,7 +64,7 @@ class Caller:
         self.pool = ConnectionPool(secret, on_lost=self.directory.mark_down)
         stack: dict[str, Middleware[Request]] = {
             "deadline": Deadline(default_timeout),
-            "balance": Balance(self.directory, resolve_strategy(strategy)),
+            "balance": Balance(self.directory, strategy, strategies),
             **(layers or {}),
         }
         self._send = build_stack(stack, self._transmit)

@@ -87,6 +87,7 @@ class Node:
         port: int = 0,
         advertise: str | None = None,
         strategy: str | Strategy = DEFAULT_STRATEGY,
+        strategies: Mapping[str, str | Strategy] | None = None,
         default_timeout: float = DEFAULT_TIMEOUT,
         timings: Timings | None = None,
         caller_layers: Mapping[str, Middleware[Request]] | None = None,
@@ -109,6 +110,7 @@ class Node:
             self.registry,
             secret=self.secret,
             strategy=strategy,
+            strategies=strategies,
             default_timeout=default_timeout,
             layers=caller_layers,
         )
@@ -182,7 +184,7 @@ class Node:
             self._stopped.set()
 
     def stop(self) -> None:
-        """Ask the node to stop (from a signal handler, say); :meth:`wait_stopped` tells when done."""
+        """Ask the node to stop (a signal handler, say); :meth:`wait_stopped` tells when done."""
         if not self._closing:
             asyncio.get_running_loop().create_task(self.aclose())
 

@@ -1,0 +1,333 @@
+"""RPC round-trip benchmark: flotilla against a bare uvloop + msgspec baseline, on loopback.
+
+    .venv/bin/python bench/rpc.py                 # 3 s per phase, one run
+    .venv/bin/python bench/rpc.py --runs 3        # three runs, prints each and the medians
+    .venv/bin/python bench/rpc.py --quick         # 1 s per phase, a smoke test
+    .venv/bin/python bench/rpc.py --profile DIR   # profile flotilla client + server at c=64
+
+Every server and every client is its own OS process running uvloop; this
+driver only spawns them and collects the one JSON line each client prints, so
+it does not compete for the CPU while a phase is measured.  Each phase warms up
+(0.5 s) and then measures for ``--seconds``; latency is per call, with
+``time.perf_counter_ns`` around the await.  See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import os
+import secrets
+import selectors
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import _loadgen
+
+HERE = Path(__file__).resolve().parent
+CONCURRENCIES = (1, 64)
+
+# Targets (from the performance brief).
+TARGET_THROUGHPUT_RATIO = 0.75  # flotilla >= 0.75x raw calls/s at c=64
+TARGET_P50_C1_US = 120.0  # flotilla p50 at c=1
+TARGET_IDLE_RSS_BYTES = 40 * 1000 * 1000  # idle server RSS <= 40 MB (10^6 bytes; stricter than MiB)
+IDLE_SECONDS = 1.0
+PROBE_CALLS = 20
+
+
+# -- child processes -------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the driver dies (even by SIGKILL)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Children:
+    """Every process this driver started; :meth:`close` ends them all, whatever happened."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def spawn(self, script: str, *args: str, log: str) -> subprocess.Popen[str]:
+        stderr = open(self.workdir / log, "w")  # noqa: SIM115  (closed with the process)
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / script), *args],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            cwd=self.workdir,
+            start_new_session=True,  # a Ctrl-C reaches the driver only; it ends the children
+            preexec_fn=_die_with_parent,
+        )
+        stderr.close()
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[str], timeout: float = 5.0) -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 5.0
+        for proc in self.procs:
+            try:
+                proc.wait(max(deadline - time.monotonic(), 0.01))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        self.procs.clear()
+
+    def log_tail(self, log: str, lines: int = 20) -> str:
+        path = self.workdir / log
+        text = path.read_text() if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _read_json_line(proc: subprocess.Popen[str], timeout: float, what: str, children: Children, log: str) -> dict[str, Any]:
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            raise RuntimeError(f"{what}: no answer within {timeout} s\n{children.log_tail(log)}")
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(5)
+        raise RuntimeError(f"{what} exited ({proc.returncode})\n{children.log_tail(log)}")
+    return json.loads(line)
+
+
+def _run_client(children: Children, script: str, args: list[str], timeout: float, what: str) -> dict[str, Any]:
+    log = f"{what.replace(' ', '_').replace('=', '')}.log"
+    proc = children.spawn(script, *args, log=log)
+    result = _read_json_line(proc, timeout, what, children, log)
+    if proc.wait(10) != 0:
+        raise RuntimeError(f"{what} exited with {proc.returncode}\n{children.log_tail(log)}")
+    if proc.stdout is not None:
+        proc.stdout.close()
+    if result.get("errors"):
+        raise RuntimeError(f"{what}: {result['errors']} failed calls, first: {result['first_error']}")
+    return result
+
+
+# -- one run --------------------------------------------------------------------------------
+
+
+def run_once(children: Children, workdir: Path, warmup: float, seconds: float) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    timeout = warmup + seconds + 30
+
+    # 1. raw baseline
+    server = children.spawn("_raw.py", "server", log="raw_server.log")
+    port = _read_json_line(server, 10, "raw server", children, "raw_server.log")["port"]
+    try:
+        for c in CONCURRENCIES:
+            results[f"raw_c{c}"] = _run_client(
+                children,
+                "_raw.py",
+                ["client", "--port", str(port), "--concurrency", str(c),
+                 "--warmup", str(warmup), "--seconds", str(seconds)],
+                timeout,
+                f"raw client c={c}",
+            )
+    finally:
+        children.stop(server)
+
+    # 2. flotilla: a fresh registry file and secret for every run
+    registry_dir = Path(tempfile.mkdtemp(prefix="registry-", dir=workdir))
+    common = ["--registry", f"sqlite:///{registry_dir / 'registry.db'}",
+              "--secret", secrets.token_hex(32)]
+    server = children.spawn("_flotilla.py", "server", *common, log="flotilla_server.log")
+    pid = _read_json_line(server, 15, "flotilla server", children, "flotilla_server.log")["pid"]
+    try:
+        _run_client(children, "_flotilla.py", ["probe", *common, "--calls", str(PROBE_CALLS)],
+                    30, "flotilla probe")
+        time.sleep(IDLE_SECONDS)
+        results["rss_idle_kib"] = _loadgen.rss_kib(pid)
+        for c in CONCURRENCIES:
+            results[f"flotilla_c{c}"] = _run_client(
+                children,
+                "_flotilla.py",
+                ["client", *common, "--concurrency", str(c),
+                 "--warmup", str(warmup), "--seconds", str(seconds)],
+                timeout,
+                f"flotilla client c={c}",
+            )
+        time.sleep(IDLE_SECONDS)
+        results["rss_after_load_kib"] = _loadgen.rss_kib(pid)
+    finally:
+        children.stop(server)
+    return results
+
+
+# -- reporting -----------------------------------------------------------------------------
+
+
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over the runs (figure by figure, not the median run)."""
+    if len(runs) == 1:
+        return runs[0]
+    merged: dict[str, Any] = {}
+    for key, value in runs[0].items():
+        if isinstance(value, dict):
+            merged[key] = {
+                k: statistics.median(run[key][k] for run in runs)
+                for k in ("calls_per_s", "p50_us", "p99_us", "mean_us", "calls")
+            }
+        else:
+            merged[key] = statistics.median(run[key] for run in runs)
+    return merged
+
+
+def _mib(kib: float) -> str:
+    return f"{kib / 1024:.1f} MiB ({kib * 1024 / 1e6:.1f} MB)"
+
+
+def report(r: dict[str, Any], title: str) -> list[tuple[str, bool]]:
+    print(f"\n{title}")
+    print(f"  {'':<16}{'calls/s':>10}{'p50 µs':>10}{'p99 µs':>10}{'mean µs':>10}")
+    for kind in ("raw", "flotilla"):
+        for c in CONCURRENCIES:
+            row = r[f"{kind}_c{c}"]
+            print(
+                f"  {kind + f' c={c}':<16}{row['calls_per_s']:>10,.0f}{row['p50_us']:>10.0f}"
+                f"{row['p99_us']:>10.0f}{row['mean_us']:>10.0f}"
+            )
+    print("  flotilla / raw:")
+    for c in CONCURRENCIES:
+        f, w = r[f"flotilla_c{c}"], r[f"raw_c{c}"]
+        print(
+            f"    c={c:<3} throughput {f['calls_per_s'] / w['calls_per_s']:.2f}x"
+            f"   p50 {f['p50_us'] / w['p50_us']:.2f}x   p99 {f['p99_us'] / w['p99_us']:.2f}x"
+        )
+    print(f"  flotilla server RSS: idle {_mib(r['rss_idle_kib'])} after {PROBE_CALLS} calls + "
+          f"{IDLE_SECONDS:.0f} s idle; {_mib(r['rss_after_load_kib'])} after the load phases")
+
+    ratio = r["flotilla_c64"]["calls_per_s"] / r["raw_c64"]["calls_per_s"]
+    p50 = r["flotilla_c1"]["p50_us"]
+    rss_bytes = r["rss_idle_kib"] * 1024
+    checks = [
+        (f"throughput c=64 >= {TARGET_THROUGHPUT_RATIO:.2f}x raw", f"{ratio:.2f}x",
+         ratio >= TARGET_THROUGHPUT_RATIO),
+        (f"p50 c=1 <= {TARGET_P50_C1_US:.0f} µs", f"{p50:.0f} µs", p50 <= TARGET_P50_C1_US),
+        ("idle server RSS <= 40 MB", f"{rss_bytes / 1e6:.1f} MB", rss_bytes <= TARGET_IDLE_RSS_BYTES),
+    ]
+    print("  targets:")
+    for name, value, ok in checks:
+        print(f"    {name:<32}{value:>12}   {'PASS' if ok else 'MISS'}")
+    return [(name, ok) for name, _, ok in checks]
+
+
+# -- profiling -----------------------------------------------------------------------------
+
+
+def profile(children: Children, workdir: Path, out: Path, kind: str, warmup: float, seconds: float) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = "prof" if kind == "cprofile" else "txt"
+    registry_dir = Path(tempfile.mkdtemp(prefix="registry-", dir=workdir))
+    common = ["--registry", f"sqlite:///{registry_dir / 'registry.db'}",
+              "--secret", secrets.token_hex(32)]
+    server_profile = out / f"server.{suffix}"
+    client_profile = out / f"client.{suffix}"
+    server = children.spawn("_flotilla.py", "server", *common, "--profile", str(server_profile),
+                            "--profiler", kind, log="flotilla_server.log")
+    _read_json_line(server, 15, "flotilla server", children, "flotilla_server.log")
+    try:
+        result = _run_client(
+            children,
+            "_flotilla.py",
+            ["client", *common, "--concurrency", "64", "--warmup", str(warmup),
+             "--seconds", str(seconds), "--profile", str(client_profile), "--profiler", kind],
+            warmup + seconds + 60,
+            "flotilla client c=64 (profiled)",
+        )
+    finally:
+        children.stop(server, timeout=30)  # SIGTERM: the server writes its profile, then drains
+    print(f"profiled flotilla c=64: {result['calls_per_s']:,.0f} calls/s, p50 {result['p50_us']:.0f} µs "
+          f"(under the profiler: slower than real)")
+    print(f"profiles: {client_profile}  {server_profile}")
+    if kind == "cprofile":
+        import pstats
+
+        for name, path in (("client", client_profile), ("server", server_profile)):
+            print(f"\n===== {name}: top 25 by own time =====")
+            pstats.Stats(str(path)).strip_dirs().sort_stats("tottime").print_stats(25)
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per phase (3)")
+    parser.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per phase (0.5)")
+    parser.add_argument("--quick", action="store_true", help="1 s phases, 0.3 s warm-up")
+    parser.add_argument("--runs", type=int, default=1, help="repeat and report medians (1)")
+    parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="instead: profile the flotilla client and server at c=64 into DIR")
+    parser.add_argument("--profiler", choices=("cprofile", "pyinstrument"), default="cprofile")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.warmup = 1.0, 0.3
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    workdir = Path(tempfile.mkdtemp(prefix="flotilla-bench-"))
+    children = Children(workdir)
+    try:
+        if args.profile is not None:
+            profile(children, workdir, args.profile.resolve(), args.profiler, args.warmup, args.seconds)
+            return 0
+        import msgspec
+        import uvloop
+
+        print(f"flotilla RPC bench: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+              f"uvloop {uvloop.__version__}, msgspec {msgspec.__version__}; "
+              f"{args.warmup:g} s warm-up + {args.seconds:g} s per phase, {args.runs} run(s)")
+        runs = []
+        for index in range(args.runs):
+            runs.append(run_once(children, workdir, args.warmup, args.seconds))
+            if args.runs > 1:
+                report(runs[-1], f"run {index + 1} of {args.runs}")
+        checks = report(_median(runs), "median of runs" if args.runs > 1 else "results")
+        if args.json is not None:
+            args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                             "runs": runs}, indent=2))
+        del checks  # PASS/MISS is printed; the exit status is about the run itself
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    finally:
+        children.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,540 @@
+"""The RPC server over real loopback sockets, with well-behaved and misbehaving peers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import msgspec
+import pytest
+
+from flotilla import codec
+from flotilla.errors import (
+    ConnectFailed,
+    FlotillaError,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
+from flotilla.testing import wait_for
+from flotilla.transport import server as server_module
+from flotilla.transport.client import ConnectionPool
+from flotilla.transport.frames import (
+    HEADER,
+    Call,
+    Cancel,
+    Challenge,
+    Frame,
+    FrameReader,
+    Hello,
+    Reply,
+    Welcome,
+    encode_frame,
+    proof,
+)
+from flotilla.transport.server import Server
+
+SECRET = b"s" * 32
+MAX_FRAME = 64 * 1024
+Handler = Callable[[Call], Awaitable[bytes]]
+
+
+async def echo(call: Call) -> bytes:
+    """Answers ``{"method": ..., "args": ...}``; ``sleep`` in the args delays the answer."""
+    args = codec.decode(call.args)
+    if "sleep" in args:
+        await asyncio.sleep(args["sleep"])
+    return codec.encode({"method": call.method, "args": args})
+
+
+async def settle() -> None:
+    # Closed transports release their sockets on a later loop iteration.
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[Callable[..., Awaitable[Server]]]:
+    servers: list[Server] = []
+
+    async def start(handler: Handler = echo, **options: Any) -> Server:
+        options.setdefault("secret", SECRET)
+        options.setdefault("max_frame", MAX_FRAME)
+        server = Server(handler, **options)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.aclose()
+    await settle()
+
+
+@pytest.fixture
+async def pools() -> AsyncIterator[Callable[..., ConnectionPool]]:
+    made: list[ConnectionPool] = []
+
+    def pool(secret: bytes = SECRET, **options: Any) -> ConnectionPool:
+        made.append(ConnectionPool(secret, **options))
+        return made[-1]
+
+    yield pool
+    for pool_ in made:
+        await pool_.aclose()
+    await settle()
+
+
+class RawPeer:
+    """A hand-driven client that can send anything at all."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.frames = FrameReader()
+
+    @classmethod
+    async def connect(cls, address: str) -> RawPeer:
+        host, _, port = address.rpartition(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        return cls(reader, writer)
+
+    async def read_frame(self) -> Frame:
+        size = int.from_bytes(await self.reader.readexactly(HEADER), "big")
+        body = await self.reader.readexactly(size)
+        (frame,) = self.frames.feed(size.to_bytes(HEADER, "big") + body)
+        return frame
+
+    async def handshake(self, secret: bytes = SECRET) -> None:
+        challenge = await self.read_frame()
+        assert isinstance(challenge, Challenge)
+        nonce = b"c" * 16
+        self.send(encode_frame(Hello(proof(secret, challenge.nonce, b"client"), nonce)))
+        welcome = await self.read_frame()
+        assert isinstance(welcome, Welcome)
+        assert welcome.proof == proof(secret, nonce, b"server")
+
+    def send(self, data: bytes | bytearray) -> None:
+        self.writer.write(bytes(data))
+
+    async def closed_by_server(self) -> bool:
+        """True once the server closed the connection (EOF or reset) within 2 s."""
+        try:
+            async with asyncio.timeout(2.0):
+                while await self.reader.read(65536):
+                    pass
+        except ConnectionError:
+            pass
+        return True
+
+    async def aclose(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+@pytest.fixture
+async def raw_peers() -> AsyncIterator[Callable[[str], Awaitable[RawPeer]]]:
+    made: list[RawPeer] = []
+
+    async def connect(address: str) -> RawPeer:
+        made.append(await RawPeer.connect(address))
+        return made[-1]
+
+    yield connect
+    for peer in made:
+        await peer.aclose()
+    await settle()
+
+
+def call_frame(call_id: int, method: str = "svc.m", args: Any = None, **kw: Any) -> bytearray:
+    payload = msgspec.Raw(codec.encode(args if args is not None else {}))
+    return encode_frame(Call(call_id, method, payload, **kw))
+
+
+async def call(pool: ConnectionPool, address: str, method: str = "svc.m", **args: Any) -> Any:
+    connection = await pool.get(address)
+    return codec.decode(await connection.call(method, codec.encode(args)))
+
+
+def warnings_with(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.name == "flotilla.transport" and text in r.getMessage()
+    ]
+
+
+# -- calls ------------------------------------------------------------------------------
+
+
+async def test_call_round_trips(start, pools) -> None:
+    server = await start()
+    result = await call(pools(), server.address, "greeter.hello", name="Ada")
+    assert result == {"method": "greeter.hello", "args": {"name": "Ada"}}
+
+
+async def test_address_before_start_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = Server(echo, secret=SECRET).address
+
+
+async def test_call_carries_timeout_and_meta(start, pools) -> None:
+    seen: list[Call] = []
+
+    async def record(call: Call) -> bytes:
+        seen.append(call)
+        return codec.encode(None)
+
+    server = await start(record)
+    connection = await pools().get(server.address)
+    await connection.call("a.b", codec.encode({}), 1500, {"rid": "r1"})
+    assert seen[0].timeout_ms == 1500
+    assert seen[0].meta == {"rid": "r1"}
+
+
+@pytest.mark.parametrize("error", [NotFound, InvalidArgument, Unavailable, Internal])
+async def test_handler_errors_arrive_as_the_same_class(
+    start, pools, error: type[FlotillaError]
+) -> None:
+    async def fail(call: Call) -> bytes:
+        raise error("it went wrong", details={"field": "id"})
+
+    server = await start(fail)
+    with pytest.raises(error) as caught:
+        await call(pools(), server.address)
+    assert type(caught.value) is error
+    assert caught.value.message == "it went wrong"
+    assert caught.value.details == {"field": "id"}
+
+
+async def test_plain_exception_becomes_internal_and_is_logged(
+    start, pools, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def crash(call: Call) -> bytes:
+        raise ZeroDivisionError("secret detail")
+
+    server = await start(crash)
+    pool = pools()
+    with pytest.raises(Internal) as caught:
+        await call(pool, server.address)
+    assert "secret detail" not in caught.value.message  # internals stay inside
+    assert any(r.levelno == logging.ERROR and r.exc_info for r in caplog.records)
+    # The connection survives a failed call.
+    server.handler = echo
+    assert (await call(pool, server.address, x=1))["args"] == {"x": 1}
+
+
+async def test_many_concurrent_calls_on_one_connection_are_matched_by_id(start, pools) -> None:
+    server = await start()
+    pool = pools()
+    rng = random.Random(7)
+
+    async def one(i: int) -> None:
+        result = await call(pool, server.address, f"svc.m{i}", i=i, sleep=rng.random() / 50)
+        assert result == {"method": f"svc.m{i}", "args": {"i": i, "sleep": result["args"]["sleep"]}}
+
+    async with asyncio.TaskGroup() as group:
+        for i in range(200):
+            group.create_task(one(i))
+    assert len(server._connections) == 1
+
+
+# -- authentication ------------------------------------------------------------------------
+
+
+async def test_wrong_secret_refused_and_server_keeps_serving(
+    start, pools, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await start()
+    with pytest.raises(Unauthenticated):
+        await pools(b"wrong" * 8).get(server.address)
+    await wait_for(lambda: bool(warnings_with(caplog, "does not know the cluster secret")))
+    assert (await call(pools(), server.address, ok=True))["args"] == {"ok": True}
+
+
+async def test_client_refuses_a_server_that_does_not_know_the_secret(pools) -> None:
+    async def impostor(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(encode_frame(Challenge(b"n" * 16)))
+        await reader.read(1024)  # the Hello
+        writer.write(encode_frame(Welcome(b"\x00" * 32)))
+        await reader.read(1024)  # until the client hangs up
+        writer.close()
+
+    fake = await asyncio.start_server(impostor, "127.0.0.1", 0)
+    try:
+        port = fake.sockets[0].getsockname()[1]
+        with pytest.raises(Unauthenticated, match="does not know the cluster secret"):
+            await pools().get(f"127.0.0.1:{port}")
+    finally:
+        fake.close()
+        await fake.wait_closed()
+        await settle()
+
+
+async def test_silent_peer_is_dropped_after_the_handshake_timeout(
+    start, raw_peers, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(server_module, "HANDSHAKE_TIMEOUT", 0.05)
+    server = await start()
+    peer = await raw_peers(server.address)
+    assert isinstance(await peer.read_frame(), Challenge)
+    assert await peer.closed_by_server()
+    assert warnings_with(caplog, "no handshake")
+
+
+async def test_call_before_handshake_closes_the_connection(
+    start, raw_peers, caplog: pytest.LogCaptureFixture
+) -> None:
+    handled: list[Call] = []
+
+    async def record(call: Call) -> bytes:
+        handled.append(call)
+        return codec.encode(None)
+
+    server = await start(record)
+    peer = await raw_peers(server.address)
+    assert isinstance(await peer.read_frame(), Challenge)
+    peer.send(call_frame(1))
+    assert await peer.closed_by_server()
+    assert warnings_with(caplog, "call before handshake")
+    assert handled == []
+
+
+async def test_big_frame_before_handshake_refused(
+    start, raw_peers, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await start()
+    peer = await raw_peers(server.address)
+    await peer.read_frame()
+    peer.send((4096).to_bytes(HEADER, "big"))  # over the handshake's limit, under MAX_FRAME
+    assert await peer.closed_by_server()
+    assert warnings_with(caplog, "exceeds the limit")
+
+
+async def test_second_hello_closes_the_connection(
+    start, raw_peers, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await start()
+    peer = await raw_peers(server.address)
+    await peer.handshake()
+    peer.send(encode_frame(Hello(b"p" * 32, b"n" * 16)))
+    assert await peer.closed_by_server()
+    assert warnings_with(caplog, "unexpected Hello frame")
+
+
+# -- misbehaving peers -----------------------------------------------------------------------
+
+
+def garbage() -> bytes:
+    return (3).to_bytes(HEADER, "big") + b"\xc1\xc1\xc1"
+
+
+def oversized() -> bytes:
+    return (MAX_FRAME + 1).to_bytes(HEADER, "big")  # no body: refused on the header alone
+
+
+@pytest.mark.parametrize(
+    ("payload", "eof", "logged"),
+    [
+        (garbage(), False, "malformed frame"),
+        (oversized(), False, "exceeds the limit"),
+        (bytes(call_frame(9, args={"x": "y" * 100}))[:-10], True, "closed inside a frame"),
+        (bytes(encode_frame(Reply(1, msgspec.Raw(codec.encode(1))))), False, "unexpected Reply"),
+    ],
+    ids=["garbage", "oversized", "truncated", "wrong-direction"],
+)
+async def test_bad_frame_closes_only_that_connection(
+    start,
+    pools,
+    raw_peers,
+    caplog: pytest.LogCaptureFixture,
+    payload: bytes,
+    eof: bool,
+    logged: str,
+) -> None:
+    server = await start()
+    good_pool = pools()
+    before = await good_pool.get(server.address)
+
+    bad = await raw_peers(server.address)
+    await bad.handshake()
+    bad.send(payload)
+    if eof:
+        bad.writer.write_eof()
+    assert await bad.closed_by_server()
+    await wait_for(lambda: bool(warnings_with(caplog, logged)))
+
+    # The connection opened before is the same one, and still works.
+    assert await good_pool.get(server.address) is before
+    assert codec.decode(await before.call("svc.m", codec.encode({"n": 1})))["args"] == {"n": 1}
+    # New connections are accepted.
+    assert (await call(pools(), server.address, n=2))["args"] == {"n": 2}
+
+
+async def test_oversized_frame_refused_before_its_body_arrives(start, raw_peers) -> None:
+    server = await start()
+    peer = await raw_peers(server.address)
+    await peer.handshake()
+    peer.send(oversized())  # the 64 KiB body is never sent: the server must not wait for it
+    assert await peer.closed_by_server()
+
+
+async def test_call_and_cancel_in_one_chunk_leave_nothing_in_flight(
+    start, raw_peers, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A caller that gives up at once sends Cancel right behind its Call; the two
+    # may arrive in one read.  The call must not stay counted as in flight, or
+    # every drain would wait out its whole timeout.
+    server = await start()
+    peer = await raw_peers(server.address)
+    await peer.handshake()
+    peer.send(call_frame(1, args={"sleep": 10}) + encode_frame(Cancel(1)))
+    peer.send(call_frame(2))
+    assert isinstance(await peer.read_frame(), Reply)  # both frames were processed
+    await server.drain(timeout=1.0)
+    assert not [r for r in caplog.records if "drain timed out" in r.getMessage()]
+
+
+async def test_reused_call_id_does_not_leak_the_call(
+    start, raw_peers, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A peer that reuses the id of a call still running is misbehaving; whatever
+    # the server makes of it (answer both, refuse, close), both calls must be
+    # accounted for once they end.
+    server = await start()
+    peer = await raw_peers(server.address)
+    await peer.handshake()
+    peer.send(call_frame(1, args={"sleep": 0.02}))
+    peer.send(call_frame(1, args={"sleep": 0.05}))
+    await asyncio.sleep(0.2)
+    await server.drain(timeout=1.0)
+    assert not [r for r in caplog.records if "drain timed out" in r.getMessage()]
+    assert server._inflight == 0
+
+
+async def test_cancel_frame_cancels_the_running_handler(start, pools) -> None:
+    started = asyncio.Event()
+    outcome: list[str] = []
+
+    async def slow(call: Call) -> bytes:
+        started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+        outcome.append("finished")
+        return codec.encode(None)
+
+    server = await start(slow)
+    connection = await pools().get(server.address)
+    waiting = asyncio.create_task(connection.call("svc.m", codec.encode({})))
+    await started.wait()
+    waiting.cancel()  # the client sends Cancel(id) as it stops waiting
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await wait_for(lambda: outcome == ["cancelled"], timeout=2.0)
+    await wait_for(lambda: server._inflight == 0, timeout=2.0)
+    assert connection.open  # cancelling a call does not cost the connection
+
+
+async def test_cancel_for_an_unknown_id_is_ignored(start, raw_peers) -> None:
+    server = await start()
+    peer = await raw_peers(server.address)
+    await peer.handshake()
+    peer.send(encode_frame(Cancel(42)))
+    peer.send(call_frame(1, args={"k": 1}))
+    reply = await peer.read_frame()
+    assert isinstance(reply, Reply)
+    assert reply.id == 1
+
+
+# -- connection loss and draining -----------------------------------------------------------
+
+
+async def test_lost_connection_fails_calls_in_flight_and_tells_the_pool(start, pools) -> None:
+    started = asyncio.Event()
+
+    async def hang(call: Call) -> bytes:
+        started.set()
+        await asyncio.sleep(10)
+        return codec.encode(None)
+
+    server = await start(hang)
+    lost: list[str] = []
+    pool = pools(on_lost=lost.append)
+    connection = await pool.get(server.address)
+    calls = [asyncio.create_task(connection.call("svc.m", codec.encode({}))) for _ in range(3)]
+    await started.wait()
+    await server.aclose()
+    for task in calls:
+        with pytest.raises(Unavailable) as caught:
+            await task
+        assert caught.value.retryable is False  # the calls may have run
+    await wait_for(lambda: lost == [server_address(connection)])
+    assert not connection.open
+    with pytest.raises(ConnectFailed):
+        await connection.call("svc.m", codec.encode({}))
+
+
+def server_address(connection: Any) -> str:
+    return str(connection.address)
+
+
+async def test_drain_finishes_in_flight_calls_and_refuses_new_ones(start, pools) -> None:
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def held(call: Call) -> bytes:
+        if codec.decode(call.args).get("hold"):
+            started.set()
+            await release.wait()
+        return codec.encode("done")
+
+    server = await start(held)
+    connection = await pools().get(server.address)
+    first = asyncio.create_task(connection.call("svc.m", codec.encode({"hold": True})))
+    await started.wait()
+    draining = asyncio.create_task(server.drain(timeout=5.0))
+    await wait_for(lambda: server.draining)
+
+    with pytest.raises(Unavailable, match="draining") as caught:
+        await connection.call("svc.m", codec.encode({}))
+    assert caught.value.retryable is True  # refused before any work
+    with pytest.raises(ConnectFailed):
+        await pools(connect_timeout=1.0).get(server.address)  # no longer accepting
+    assert not draining.done()
+
+    release.set()
+    assert codec.decode(await first) == "done"
+    async with asyncio.timeout(2.0):
+        await draining
+
+
+async def test_drain_timeout_is_logged_and_close_cancels(
+    start, pools, caplog: pytest.LogCaptureFixture
+) -> None:
+    started = asyncio.Event()
+
+    async def hang(call: Call) -> bytes:
+        started.set()
+        await asyncio.sleep(10)
+        return codec.encode(None)
+
+    server = await start(hang)
+    connection = await pools().get(server.address)
+    pending = asyncio.create_task(connection.call("svc.m", codec.encode({})))
+    await started.wait()
+    await server.drain(timeout=0.05)
+    assert [r for r in caplog.records if "drain timed out" in r.getMessage()]
+    await server.aclose()
+    with pytest.raises(Unavailable):
+        await pending
+    await wait_for(lambda: server._inflight == 0)
