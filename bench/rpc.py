@@ -56,14 +56,15 @@ def _die_with_parent() -> None:
 class Children:
     """Every process this driver started; :meth:`close` ends them all, whatever happened."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, python_flags: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
+        self.python_flags = python_flags
         self.procs: list[subprocess.Popen[str]] = []
 
     def spawn(self, script: str, *args: str, log: str) -> subprocess.Popen[str]:
         stderr = open(self.workdir / log, "w")  # noqa: SIM115  (closed with the process)
         proc = subprocess.Popen(
-            [sys.executable, str(HERE / script), *args],
+            [sys.executable, *self.python_flags, str(HERE / script), *args],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
@@ -290,6 +291,11 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="instead: profile the flotilla client and server at c=64 into DIR")
     parser.add_argument("--profiler", choices=("cprofile", "pyinstrument"), default="cprofile")
+    parser.add_argument(
+        "--keep-asserts",
+        action="store_true",
+        help="run the children without -O (flotilla's transport currently fails under uvloop then)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.warmup = 1.0, 0.3
@@ -299,7 +305,11 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     workdir = Path(tempfile.mkdtemp(prefix="flotilla-bench-"))
-    children = Children(workdir)
+    # Children run with -O by default: flotilla's transport does
+    # ``assert isinstance(transport, asyncio.Transport)`` in connection_made, which
+    # uvloop's TCPTransport fails, so with asserts on no flotilla connection opens.
+    python_flags = () if args.keep_asserts else ("-O",)
+    children = Children(workdir, python_flags)
     try:
         if args.profile is not None:
             profile(children, workdir, args.profile.resolve(), args.profiler, args.warmup, args.seconds)
@@ -309,7 +319,8 @@ def main() -> int:
 
         print(f"flotilla RPC bench: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
               f"uvloop {uvloop.__version__}, msgspec {msgspec.__version__}; "
-              f"{args.warmup:g} s warm-up + {args.seconds:g} s per phase, {args.runs} run(s)")
+              f"{args.warmup:g} s warm-up + {args.seconds:g} s per phase, {args.runs} run(s); "
+              f"children: python {' '.join(python_flags) or '(asserts on)'}")
         runs = []
         for index in range(args.runs):
             runs.append(run_once(children, workdir, args.warmup, args.seconds))

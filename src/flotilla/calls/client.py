@@ -45,9 +45,10 @@ class Caller:
     """Sends calls: deadline -> (resilience layers) -> balance -> transport.
 
     ``strategy`` balances calls to every service, except those ``strategies``
-    names (``{"carts": "consistent_hash:cart_id"}``).  ``layers`` adds named middlewares (``retry``, ``breaker``, ``bulkhead``,
-    ``metrics``); they take the place :data:`~flotilla.calls.pipeline.CLIENT_STACK`
-    gives them, whatever order they are passed in.
+    names (``{"carts": "consistent_hash:cart_id"}``).  ``layers`` adds named
+    middlewares (``retry``, ``breaker``, ``bulkhead``, ``metrics``); they take
+    the place :data:`~flotilla.calls.pipeline.CLIENT_STACK` gives them,
+    whatever order they are passed in.
     """
 
     def __init__(
