@@ -15,14 +15,15 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
-from flotilla.errors import NotFound
+from flotilla.errors import ConfigError, FailedPrecondition, InvalidArgument, NotFound
 from flotilla.registry import Health, Instance, MemoryRegistry, Registry, SqliteRegistry
 
 TTL = 0.3  # short enough to keep the suite fast, long enough to survive a loaded CI box
+CHILD_TTL = 0.6  # a subprocess competes for the CPU: give its heartbeats more slack
 POLL = 0.05
 WAIT = 3.0  # the most any single wait may take before the test fails instead of hanging
 
@@ -36,7 +37,7 @@ def inst(id: str, service: str = "svc", **kw: Any) -> Instance:
 def watch(registry: Registry, service: str | None = None) -> Watch:
     # aclosing: a watch left open must not outlive the test's event loop.  Every
     # backend's watch() is an async generator, which the Protocol types loosely.
-    return aclosing(cast(AsyncGenerator[list[Instance], None], registry.watch(service)))
+    return aclosing(registry.watch(service))
 
 
 async def next_snapshot(it: AsyncIterator[list[Instance]]) -> list[Instance]:
@@ -91,8 +92,8 @@ async def test_deregister(registry: Registry) -> None:
 async def test_heartbeat_renews_lease(registry: Registry) -> None:
     await registry.register(inst("a"), ttl=TTL)
     start = time.monotonic()
-    while time.monotonic() - start < 2 * TTL:
-        await asyncio.sleep(TTL / 3)
+    while time.monotonic() - start < 1.5 * TTL:  # well past the first lease
+        await asyncio.sleep(TTL / 5)
         await registry.heartbeat("a")
     assert await registry.list() == [inst("a")]
 
@@ -106,8 +107,8 @@ async def test_lease_expiry_removes_from_list(registry: Registry) -> None:
 
 
 async def test_lease_expiry_seen_by_watch(registry: Registry) -> None:
+    start = time.monotonic()  # before register: its lease may start before it returns
     await registry.register(inst("a"), ttl=TTL)
-    start = time.monotonic()
     async with watch(registry, "svc") as it:
         assert await next_snapshot(it) == [inst("a")]
         # Nobody calls the registry from here on: expiry alone must wake the watch.
@@ -199,6 +200,23 @@ async def test_aclose_is_idempotent(registry: Registry) -> None:
     await registry.aclose()  # and once more by the fixture
 
 
+async def test_closed_registry_refuses_calls(registry: Registry) -> None:
+    await registry.aclose()
+    with pytest.raises(FailedPrecondition, match="closed"):
+        await registry.register(inst("a"), ttl=60)
+    with pytest.raises(FailedPrecondition, match="closed"):
+        await registry.list()
+    async with watch(registry) as it:
+        assert [s async for s in it] == []  # a watch of a closed registry just ends
+
+
+@pytest.mark.parametrize("ttl", [0, -1, float("inf"), float("nan")])
+async def test_register_refuses_a_useless_ttl(registry: Registry, ttl: float) -> None:
+    with pytest.raises(InvalidArgument, match="ttl"):
+        await registry.register(inst("a"), ttl=ttl)
+    assert await registry.list() == []
+
+
 # -- sqlite only: one file, several registries -------------------------------
 
 
@@ -220,6 +238,11 @@ async def test_sqlite_registries_on_one_file_see_each_other(tmp_path: Path) -> N
         await two.aclose()
 
 
+def test_sqlite_poll_interval_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="poll_interval"):
+        SqliteRegistry(tmp_path / "registry.db", poll_interval=0)
+
+
 CHILD = """
 import asyncio, sys
 from flotilla.registry import Instance, SqliteRegistry
@@ -230,7 +253,7 @@ async def main():
         Instance(id="child", service="svc", address="127.0.0.1:7"), ttl=float(sys.argv[2])
     )
     while True:  # heartbeats until SIGKILL; a killed process never deregisters
-        await asyncio.sleep(float(sys.argv[2]) / 4)
+        await asyncio.sleep(float(sys.argv[2]) / 6)
         await registry.heartbeat("child")
 
 asyncio.run(main())
@@ -241,7 +264,7 @@ async def test_sqlite_instance_of_killed_process_expires(tmp_path: Path) -> None
     path = tmp_path / "registry.db"
     parent = SqliteRegistry(path, poll_interval=POLL)
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CHILD, str(path), str(TTL),
+        sys.executable, "-c", CHILD, str(path), str(CHILD_TTL),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -251,12 +274,12 @@ async def test_sqlite_instance_of_killed_process_expires(tmp_path: Path) -> None
                 assert await anext(it) == [
                     Instance(id="child", service="svc", address="127.0.0.1:7")
                 ]
-            await asyncio.sleep(2 * TTL)  # kept alive by its heartbeats
+            await asyncio.sleep(CHILD_TTL + 0.1)  # kept alive by its heartbeats
             assert [i.id for i in await parent.list()] == ["child"]
             child.send_signal(signal.SIGKILL)
             killed = time.monotonic()
             assert await next_snapshot(it) == []
-            assert time.monotonic() - killed < TTL + 10 * POLL
+            assert time.monotonic() - killed < CHILD_TTL + 10 * POLL
     finally:
         if child.returncode is None:
             child.kill()

@@ -10,6 +10,7 @@ killed replica stops getting calls at once rather than when its lease expires.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -121,11 +122,12 @@ class Directory:
         backoff = 0.1
         while True:
             try:
-                async for snapshot in self.registry.watch(endpoint_set.service):
-                    endpoint_set.update(snapshot)
-                    if not ready.done():
-                        ready.set_result(None)
-                    backoff = 0.1
+                async with contextlib.aclosing(self.registry.watch(endpoint_set.service)) as watch:
+                    async for snapshot in watch:
+                        endpoint_set.update(snapshot)
+                        if not ready.done():
+                            ready.set_result(None)
+                        backoff = 0.1
                 return  # the registry closed its watches: we are shutting down
             except Exception as exc:
                 # Keep the last view: stale endpoints beat none while the registry is away.

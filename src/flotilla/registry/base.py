@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import builtins
 import enum
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 import msgspec
 
-__all__ = ["Health", "Instance", "Registry"]
+from flotilla.errors import InvalidArgument
+
+__all__ = ["Health", "Instance", "Registry", "check_ttl"]
 
 
 class Health(enum.StrEnum):
@@ -76,7 +79,7 @@ class Registry(Protocol):
         ...
 
     # ``builtins.list``: inside this class body a bare ``list`` names the method above.
-    def watch(self, service: str | None = None) -> AsyncIterator[builtins.list[Instance]]:
+    def watch(self, service: str | None = None) -> AsyncGenerator[builtins.list[Instance], None]:
         """Yield the live instances now, then again after every change.
 
         A change is a registration, a deregistration, a health change, or a
@@ -88,3 +91,9 @@ class Registry(Protocol):
     async def aclose(self) -> None:
         """Release connections and background tasks; idempotent."""
         ...
+
+
+def check_ttl(ttl: float) -> None:
+    """Refuse a lease that could never be live (<= 0) or never expire (inf, nan)."""
+    if not (math.isfinite(ttl) and ttl > 0):
+        raise InvalidArgument(f"a lease ttl must be a positive number of seconds, not {ttl!r}")

@@ -12,40 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import math
 from collections.abc import AsyncGenerator, Awaitable
 
 import msgspec
 
+from flotilla.aio import wait_first
 from flotilla.clock import Clock, SystemClock
-from flotilla.errors import FailedPrecondition, InvalidArgument, NotFound
-from flotilla.registry.base import Health, Instance
+from flotilla.errors import FailedPrecondition, NotFound
+from flotilla.registry.base import Health, Instance, check_ttl
 
 __all__ = ["MemoryRegistry"]
-
-
-def check_ttl(ttl: float) -> None:
-    """Refuse a lease that could never be live (<= 0) or never expire (inf, nan)."""
-    if not (math.isfinite(ttl) and ttl > 0):
-        raise InvalidArgument(f"a lease ttl must be a positive number of seconds, not {ttl!r}")
-
-
-async def wait_first(*aws: Awaitable[object]) -> None:
-    """Wait until the first of ``aws`` finishes, then cancel the others.
-
-    Every task started here has ended when this returns or raises (cancelled
-    included), so none outlives its caller.  An exception from the first
-    finisher is raised.
-    """
-    tasks = [asyncio.ensure_future(aw) for aw in aws]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.wait(tasks)
-    for task in done:
-        task.result()
 
 
 class _Lease(msgspec.Struct):

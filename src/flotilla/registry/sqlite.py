@@ -27,10 +27,10 @@ from typing import TypeVar
 
 import msgspec
 
+from flotilla.aio import wait_first
 from flotilla.clock import Clock, SystemClock
 from flotilla.errors import ConfigError, FailedPrecondition, NotFound
-from flotilla.registry.base import Health, Instance
-from flotilla.registry.memory import check_ttl, wait_first
+from flotilla.registry.base import Health, Instance, check_ttl
 
 __all__ = ["SqliteRegistry"]
 
