@@ -15,8 +15,12 @@ DEFAULT_TIMEOUT = 10.0
 
 
 class Deadline:
-    """Fixes ``request.deadline`` (the caller's, else now + the method's or default timeout)
-    and raises :class:`DeadlineExceeded` when it passes, cancelling whatever is in flight.
+    """Fixes ``request.deadline`` and raises :class:`DeadlineExceeded` when it passes,
+    cancelling whatever is in flight.
+
+    The deadline is the caller's, capped by the method's own timeout when it
+    declares one; with no caller deadline it is now + the method's timeout, else
+    now + the default timeout.
     """
 
     def __init__(self, default_timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -24,9 +28,11 @@ class Deadline:
 
     async def __call__(self, request: Request, call_next: Handler[Request]) -> Any:
         now = asyncio.get_running_loop().time()
-        timeout = request.timeout if request.timeout is not None else self.default_timeout
-        if request.deadline is None or request.deadline > now + timeout:
+        if request.deadline is None:
+            timeout = request.timeout if request.timeout is not None else self.default_timeout
             request.deadline = now + timeout
+        elif request.timeout is not None:
+            request.deadline = min(request.deadline, now + request.timeout)
         if request.deadline <= now:
             raise DeadlineExceeded(f"deadline passed before calling {request.target}")
         scope = asyncio.timeout_at(request.deadline)

@@ -96,7 +96,8 @@ class Directory:
 
     def get(self, service: str) -> EndpointSet | None:
         """The set of ``service`` if it is already watched and has its first snapshot."""
-        return self._sets.get(service) if service in self._ready else None
+        ready = self._ready.get(service)
+        return self._sets[service] if ready is not None and ready.done() else None
 
     async def open(self, service: str) -> EndpointSet:
         """The set of ``service``, starting its watch and waiting for the first snapshot."""

@@ -24,7 +24,7 @@ class Request:
     deadline: float | None = None
     """Absolute, on the event loop's clock; fixed by the deadline middleware."""
     timeout: float | None = None
-    """The method's own default timeout, used when the caller set no deadline."""
+    """The method's own timeout: caps the caller's deadline, or sets one if there is none."""
     idempotent: bool = False
     endpoint: Endpoint | None = None
     attempt: int = 0

@@ -46,7 +46,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         secret_text = env.get("FLOTILLA_SECRET")
         secret = secret_text.encode() if secret_text else load_secret(data_dir)
         port_text = env.get("FLOTILLA_PORT") or "0"
-        if not port_text.isdigit() or int(port_text) > 65535:
+        if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
             raise ConfigError(f"FLOTILLA_PORT={port_text!r} is not a port number")
         return cls(
             data_dir=data_dir,

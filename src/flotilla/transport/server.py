@@ -64,6 +64,7 @@ class Server:
         self._host = host
         self._port = port
         self._server: asyncio.Server | None = None
+        self._address: str | None = None
         self._connections: set[_ServerConnection] = set()
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -73,16 +74,17 @@ class Server:
     @property
     def address(self) -> str:
         """``host:port`` actually bound (the port is chosen by the OS when 0 was asked)."""
-        if self._server is None:
+        if self._address is None:
             raise RuntimeError("server not started")
-        host, port = self._server.sockets[0].getsockname()[:2]
-        return f"{host}:{port}"
+        return self._address
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: _ServerConnection(self), self._host, self._port, reuse_address=True
         )
+        host, port = self._server.sockets[0].getsockname()[:2]
+        self._address = f"{host}:{port}"
 
     async def drain(self, timeout: float) -> None:
         """Stop accepting, refuse new calls, and wait up to ``timeout`` for in-flight ones."""
@@ -177,8 +179,18 @@ class _ServerConnection(asyncio.Protocol):
             # Refused before any work: safe for the caller to send elsewhere.
             self._write(Failure(call.id, Unavailable.code, "instance is draining"))
             return
+        if call.id in self.calls:
+            raise ProtocolError(f"call id {call.id} is already in flight")
         self.server._call_started()
-        self.calls[call.id] = asyncio.get_running_loop().create_task(self._run(call))
+        task = asyncio.get_running_loop().create_task(self._run(call))
+        self.calls[call.id] = task
+        # Clean up in a callback, not in _run: a task cancelled before its first
+        # step (a Cancel in the same read as its Call) never runs _run at all.
+        task.add_done_callback(lambda _: self._call_done(call.id))
+
+    def _call_done(self, call_id: int) -> None:
+        del self.calls[call_id]
+        self.server._call_finished()
 
     async def _run(self, call: Call) -> None:
         reply: Frame
@@ -192,9 +204,6 @@ class _ServerConnection(asyncio.Protocol):
         except Exception:
             log.exception("call %s from %s failed", call.method, self.peer)
             reply = Failure(call.id, Internal.code, "internal error")
-        finally:
-            del self.calls[call.id]
-            self.server._call_finished()
         self._write(reply)
 
     def _write(self, frame: Frame) -> None:

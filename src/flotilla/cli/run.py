@@ -1,0 +1,84 @@
+"""``flotilla run [PATH]``: run a whole system from its ``flotilla.toml`` until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Mapping
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flotilla.aio import wait_first
+from flotilla.cli.common import LogLevelOption, configure_logging, fail
+from flotilla.cli.status_view import show_status
+from flotilla.errors import ConfigError
+from flotilla.runtime.serve import run
+from flotilla.runtime.supervisor import Supervisor
+from flotilla.runtime.system_file import SYSTEM_FILE, SystemSpec, load_system_file
+
+__all__ = ["run_command"]
+
+log = logging.getLogger("flotilla.cli")
+
+
+def run_command(
+    path: Annotated[
+        Path, typer.Argument(help=f"The system's directory, or its {SYSTEM_FILE}.")
+    ] = Path("."),
+    status: Annotated[
+        bool,
+        typer.Option(
+            "--status/--no-status",
+            help="Show a live status table (only on a terminal); else plain log lines.",
+        ),
+    ] = True,
+    duration: Annotated[
+        float | None,
+        typer.Option("--for", min=0, metavar="SECONDS", help="Stop by itself after this long."),
+    ] = None,
+    log_level: LogLevelOption = "INFO",
+) -> None:
+    """Run every service of the system in PATH, restart what crashes, stop all on Ctrl-C."""
+    level = configure_logging(log_level)
+    try:
+        spec = load_system_file(path)
+    except ConfigError as exc:
+        fail(exc.message)
+    system_dir = path if path.is_dir() else path.parent
+    live = status and sys.stdout.isatty()
+    environ = {**os.environ, "FLOTILLA_LOG_LEVEL": level}
+    run(_run_system(spec, system_dir, environ=environ, live=live, duration=duration))
+
+
+async def _run_system(
+    spec: SystemSpec,
+    system_dir: Path,
+    *,
+    environ: Mapping[str, str],
+    live: bool,
+    duration: float | None,
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with Supervisor(spec, system_dir, environ=environ) as supervisor:
+            log.info("running system %s from %s", spec.name, supervisor.system_dir)
+            waits: list[Awaitable[object]] = [stop.wait()]
+            if duration is not None:
+                waits.append(asyncio.sleep(duration))
+            if live:
+                waits.append(show_status(supervisor, spec.registry, title=f"system {spec.name}"))
+            await wait_first(*waits)
+            log.info("stopping system %s", spec.name)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+    log.info("stopped system %s", spec.name)

@@ -1,0 +1,248 @@
+"""The system file, ``flotilla.toml``: which services a system runs, how many of each, where.
+
+::
+
+    [system]
+    name = "hello"                  # optional, default: the directory's name
+    # registry = "sqlite:///..."    # optional, default: <data_dir>/registry.db
+    # data_dir = ".flotilla"        # optional, relative to the system directory
+
+    [services.greeter]
+    class = "hello.greeter:Greeter" # module:Class, imported by each process
+    replicas = 2                    # optional, default 1
+    env = { GREETING = "Hello" }    # optional extra environment, strings
+
+A file that cannot be used is refused before anything starts, with a
+:class:`~flotilla.errors.ConfigError` naming the file, the line and the
+reason: ``examples/hello/flotilla.toml:7: services.greeter.replicas: Expected
+`int`, got `str```.  The line is found by scanning the text for the table and
+the key (TOML parsers keep no positions), so it is the line of the key when
+the key is written on a line of its own, else that of its table.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+
+from flotilla.errors import ConfigError
+
+__all__ = ["SYSTEM_FILE", "ServiceSpec", "SystemSpec", "load_system_file", "parse_system"]
+
+SYSTEM_FILE = "flotilla.toml"
+
+T = TypeVar("T")
+
+# Entry names become process names (``greeter.1``) and log prefixes.
+_SERVICE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+# What flotilla.runtime.serve.load_service_class accepts: a dotted module, one attribute.
+_CLASS_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+_TOML_AT_END = re.compile(r"\s*\(at end of document\)$")
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+
+
+class ServiceSpec(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    rename={"class_": "class"},
+):
+    """One ``[services.NAME]`` table: what to run and how many copies."""
+
+    class_: str
+    """``"package.module:Class"``, a :class:`~flotilla.service.Service` subclass."""
+    replicas: Annotated[int, msgspec.Meta(ge=1)] = 1
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    """Added to the environment of each of the service's processes."""
+
+
+class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A system file, read and resolved: every path absolute, every default filled in."""
+
+    name: str
+    data_dir: Path
+    registry: str
+    services: dict[str, ServiceSpec]
+    """By entry name, in the order of the file."""
+
+
+class _SystemTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str | None = None
+    registry: str | None = None
+    data_dir: str = ".flotilla"
+
+
+class _File(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    system: _SystemTable = msgspec.field(default_factory=_SystemTable)
+    # Each entry is checked on its own: msgspec does not name the dict key in
+    # its error paths (``$.services[...]``), and the message must name it.
+    services: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+def load_system_file(path: str | Path) -> SystemSpec:
+    """Read and check the system file at ``path`` (a ``flotilla.toml`` or its directory)."""
+    path = Path(path)
+    if path.is_dir() or path.suffix != ".toml":
+        path = path / SYSTEM_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such file (a system is described by a {SYSTEM_FILE})"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc}") from None
+    return parse_system(text, source=str(path), system_dir=path.absolute().parent)
+
+
+def parse_system(text: str, *, source: str, system_dir: Path) -> SystemSpec:
+    """Check the system file ``text``.
+
+    ``source`` names the file in errors; relative paths resolve from ``system_dir``.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _syntax_error(str(exc), text, source) from None
+    parsed = _check(data, _File, text, source, [])
+    services = {
+        name: _service(name, entry, text, source) for name, entry in parsed.services.items()
+    }
+    if not services:
+        raise ConfigError(f"{source}:1: a system needs at least one [services.NAME] table")
+    data_dir = (system_dir / Path(parsed.system.data_dir).expanduser()).absolute()
+    registry = parsed.system.registry or f"sqlite://{data_dir / 'registry.db'}"
+    return SystemSpec(
+        name=parsed.system.name or system_dir.absolute().name,
+        data_dir=data_dir,
+        registry=_anchor_sqlite(registry, system_dir),
+        services=services,
+    )
+
+
+def _service(name: str, entry: Any, text: str, source: str) -> ServiceSpec:
+    path = ["services", name]
+    if not _SERVICE_NAME.match(name):
+        raise _error(text, source, path, f"service name must match {_SERVICE_NAME.pattern}")
+    env = entry.get("env") if isinstance(entry, dict) else None
+    if isinstance(env, dict):
+        # A bad value here is reported by msgspec as `env[...]`; name the key instead.
+        for key, value in env.items():
+            _check(value, str, text, source, [*path, "env", key])
+    spec = _check(entry, ServiceSpec, text, source, path)
+    if not _CLASS_SPEC.match(spec.class_):
+        reason = f"{spec.class_!r} is not 'module:Class'"
+        raise _error(text, source, [*path, "class"], reason)
+    return spec
+
+
+def _check(value: Any, type_: type[T], text: str, source: str, path: list[str]) -> T:
+    """``msgspec.convert(value, type_)``, with a failure reported at its file line."""
+    try:
+        return msgspec.convert(value, type_)
+    except msgspec.ValidationError as exc:
+        reason, _, where = str(exc).partition(" - at `$")
+        inner = [part for part in re.split(r"[.\[]", where.rstrip("`")) if part and part != "...]"]
+        unknown = _UNKNOWN_FIELD.search(reason)
+        if unknown:
+            inner.append(unknown.group(1))  # point at the offending key, not its table
+        raise _error(text, source, path + inner, reason) from None
+
+
+def _error(text: str, source: str, path: list[str], reason: str) -> ConfigError:
+    where = ".".join(path)
+    line = _find_line(text.splitlines(), path)
+    return ConfigError(
+        f"{source}:{line}: {where}: {reason}" if where else f"{source}:{line}: {reason}"
+    )
+
+
+def _syntax_error(message: str, text: str, source: str) -> ConfigError:
+    position = _TOML_POSITION.search(message)
+    if position:
+        reason = _TOML_POSITION.sub("", message)
+        return ConfigError(f"{source}:{position.group(1)}: {reason} (column {position.group(2)})")
+    line = max(1, len(text.splitlines()))
+    return ConfigError(f"{source}:{line}: {_TOML_AT_END.sub('', message)} (at end of file)")
+
+
+def _anchor_sqlite(url: str, system_dir: Path) -> str:
+    """A relative SQLite path means relative to the system, not to wherever ``run`` started."""
+    scheme, separator, rest = url.partition("://")
+    if not separator and url.endswith(".db"):
+        scheme, rest = "sqlite", url
+    elif scheme != "sqlite" or not rest:
+        return url
+    path = str((system_dir / Path(rest).expanduser()).absolute())
+    return "sqlite:///" + path.lstrip("/")  # "//x" is a path of its own to POSIX
+
+
+# -- finding the line of a key -------------------------------------------------------------
+
+
+def _find_line(lines: list[str], path: list[str]) -> int:
+    """The 1-based line defining ``path``: its key, else the nearest enclosing table, else 1."""
+    for depth in range(len(path), -1, -1):
+        span = _table_span(lines, path[:depth])
+        if span is None:
+            # ``[services.x]`` defines ``services`` too, without a header of its own.
+            below = _first_header_under(lines, path[:depth])
+            if below is not None:
+                return below
+            continue
+        start, end = span
+        # Longest dotted key first: ``greeter.replicas = 2`` inside ``[services]``.
+        for stop in range(len(path), depth, -1):
+            found = _key_line(lines, start, end, path[depth:stop])
+            if found is not None:
+                return found
+        return start if depth else 1
+    return 1  # not reached: the root table always exists
+
+
+def _table_span(lines: list[str], keys: list[str]) -> tuple[int, int] | None:
+    """``(header line, end)`` of table ``[keys]`` (1-based header; 0 for the root), or None."""
+    start = 0 if not keys else None
+    for number, line in enumerate(lines, 1):
+        header = _header_keys(line)
+        if header is None:
+            continue
+        if start is not None:
+            return start, number - 1
+        if header == keys:
+            start = number
+    return None if start is None else (start, len(lines))
+
+
+def _first_header_under(lines: list[str], keys: list[str]) -> int | None:
+    for number, line in enumerate(lines, 1):
+        header = _header_keys(line)
+        if header is not None and header[: len(keys)] == keys:
+            return number
+    return None
+
+
+def _header_keys(line: str) -> list[str] | None:
+    match = re.match(r"^\s*\[\[?\s*(.+?)\s*\]\]?\s*(#.*)?$", line)
+    if match is None:
+        return None
+    parts = re.findall(r"\"[^\"]*\"|'[^']*'|[^.\s]+", match.group(1))
+    return [part.strip("\"'") for part in parts]
+
+
+def _key_line(lines: list[str], start: int, end: int, keys: list[str]) -> int | None:
+    def one(key: str) -> str:
+        escaped = re.escape(key)
+        return f"(?:{escaped}|\"{escaped}\"|'{escaped}')"
+
+    pattern = re.compile(r"^\s*" + r"\s*\.\s*".join(one(key) for key in keys) + r"\s*=")
+    for number in range(start + 1, end + 1):
+        if pattern.match(lines[number - 1]):
+            return number
+    return None

@@ -1,0 +1,116 @@
+"""The deadline middleware: every call gets one, and nothing below outlives it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from flotilla.calls.deadline import DEFAULT_TIMEOUT, Deadline
+from flotilla.calls.request import Request
+from flotilla.errors import DeadlineExceeded
+
+
+def request(**kw: Any) -> Request:
+    return Request(service="svc", method="m", args={}, request_id="r", **kw)
+
+
+async def answer(request: Request) -> str:
+    return "ok"
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def test_default_timeout() -> None:
+    assert Deadline().default_timeout == DEFAULT_TIMEOUT == 10.0
+
+
+async def test_deadline_from_the_default_timeout() -> None:
+    req = request()
+    before = now()
+    assert await Deadline(3.0)(req, answer) == "ok"
+    assert req.deadline is not None
+    assert before + 3.0 <= req.deadline <= now() + 3.0
+
+
+async def test_deadline_from_the_method_timeout() -> None:
+    req = request(timeout=0.5)
+    before = now()
+    await Deadline(3.0)(req, answer)
+    assert req.deadline is not None
+    assert before + 0.5 <= req.deadline <= now() + 0.5
+
+
+async def test_an_earlier_caller_deadline_is_kept() -> None:
+    deadline = now() + 1.0
+    req = request(deadline=deadline, timeout=5.0)
+    await Deadline(3.0)(req, answer)
+    assert req.deadline == deadline
+
+
+async def test_caller_deadline_wins_over_a_shorter_default_timeout() -> None:
+    # Deadline's docstring: "the caller's, else now + the method's or default
+    # timeout"; Request.timeout: "used when the caller set no deadline".  A
+    # caller who asked for 30 s must not be cut off at the 3 s default.
+    deadline = now() + 30.0
+    req = request(deadline=deadline)
+    await Deadline(3.0)(req, answer)
+    assert req.deadline == deadline
+
+
+async def test_deadline_is_visible_below() -> None:
+    seen: list[float | None] = []
+
+    async def look(req: Request) -> None:
+        seen.append(req.deadline)
+
+    req = request()
+    await Deadline(1.0)(req, look)
+    assert seen == [req.deadline]
+
+
+async def test_passed_deadline_fails_without_calling_next() -> None:
+    called: list[Request] = []
+
+    async def record(req: Request) -> None:
+        called.append(req)
+
+    with pytest.raises(DeadlineExceeded, match=r"svc\.m"):
+        await Deadline()(request(deadline=now() - 0.001), record)
+    assert called == []
+
+
+async def test_slow_next_is_cut_off_and_cancelled() -> None:
+    outcome: list[str] = []
+
+    async def slow(req: Request) -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    started = now()
+    with pytest.raises(DeadlineExceeded, match="did not answer in time"):
+        await Deadline()(request(timeout=0.05), slow)
+    assert now() - started < 2.0
+    assert outcome == ["cancelled"]
+
+
+async def test_a_timeout_error_from_below_is_not_a_deadline() -> None:
+    async def own_timeout(req: Request) -> None:
+        raise TimeoutError("something else timed out")
+
+    with pytest.raises(TimeoutError, match="something else"):
+        await Deadline()(request(), own_timeout)
+
+
+async def test_errors_from_below_pass_through() -> None:
+    async def fail(req: Request) -> None:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        await Deadline()(request(), fail)

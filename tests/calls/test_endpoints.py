@@ -1,0 +1,259 @@
+"""The caller's view of a service: only healthy, not-marked-down endpoints are offered."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from flotilla.calls import endpoints as endpoints_module
+from flotilla.calls.endpoints import DOWN_INITIAL, DOWN_MAX, Directory, EndpointSet
+from flotilla.errors import Unavailable
+from flotilla.registry import Health, Instance, MemoryRegistry
+from flotilla.testing import wait_for
+
+
+def inst(id: str, port: int = 9000, health: Health = Health.HEALTHY) -> Instance:
+    return Instance(id=id, service="svc", address=f"127.0.0.1:{port}", health=health)
+
+
+class Monotonic:
+    """Stands in for ``time`` in the endpoints module; moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Monotonic:
+    fake = Monotonic()
+    monkeypatch.setattr(endpoints_module, "time", SimpleNamespace(monotonic=fake.monotonic))
+    return fake
+
+
+def ids(endpoint_set: EndpointSet) -> list[str]:
+    return [endpoint.id for endpoint in endpoint_set.pick_list()]
+
+
+def test_only_healthy_endpoints_are_offered() -> None:
+    endpoints = EndpointSet("svc")
+    endpoints.update(
+        [
+            inst("a", 1),
+            inst("b", 2, Health.UNHEALTHY),
+            inst("c", 3, Health.UNKNOWN),
+            inst("d", 4),
+        ]
+    )
+    assert ids(endpoints) == ["a", "d"]
+    assert set(endpoints.endpoints) == {"a", "b", "c", "d"}
+
+
+def test_health_change_is_followed() -> None:
+    endpoints = EndpointSet("svc")
+    endpoints.update([inst("a", 1), inst("b", 2)])
+    endpoints.update([inst("a", 1, Health.UNHEALTHY), inst("b", 2)])
+    assert ids(endpoints) == ["b"]
+    endpoints.update([inst("a", 1), inst("b", 2)])
+    assert ids(endpoints) == ["a", "b"]
+
+
+def test_stats_kept_across_snapshots() -> None:
+    endpoints = EndpointSet("svc")
+    endpoints.update([inst("a", 1), inst("b", 2)])
+    a = endpoints.endpoints["a"]
+    a.inflight = 3
+    a.record(0.5)
+    endpoints.update([inst("a", 1, Health.UNHEALTHY), inst("c", 3)])
+    assert endpoints.endpoints["a"] is a
+    assert a.inflight == 3
+    assert a.latency() > 0.4
+    assert a.instance.health is Health.UNHEALTHY  # the new instance data is adopted
+    assert set(endpoints.endpoints) == {"a", "c"}  # b left with its snapshot
+    endpoints.update([inst("a", 1)])
+    assert endpoints.endpoints["a"] is a
+
+
+def test_mark_down_hides_for_a_backoff(clock: Monotonic) -> None:
+    endpoints = EndpointSet("svc")
+    endpoints.update([inst("a", 1), inst("b", 2)])
+    endpoints.mark_down("127.0.0.1:1")
+    assert ids(endpoints) == ["b"]
+    clock.now += DOWN_INITIAL - 0.01
+    assert ids(endpoints) == ["b"]
+    clock.now += 0.01
+    assert ids(endpoints) == ["a", "b"]
+
+
+def test_backoff_doubles_while_failing_up_to_a_cap(clock: Monotonic) -> None:
+    endpoints = EndpointSet("svc")
+    endpoints.update([inst("a", 1)])
+    expected = DOWN_INITIAL
+    seen = []
+    for _ in range(8):
+        endpoints.mark_down("127.0.0.1:1")
+        start = clock.now
+        while not ids(endpoints):
+            clock.now += 0.125
+        seen.append(clock.now - start)
+        assert clock.now - start == pytest.approx(expected), seen
+        expected = min(expected * 2, DOWN_MAX)
+    assert seen[-1] == DOWN_MAX
+
+
+def test_backoff_starts_over_after_a_good_spell(clock: Monotonic) -> None:
+    endpoints = EndpointSet("svc")
+    endpoints.update([inst("a", 1)])
+    for _ in range(4):
+        endpoints.mark_down("127.0.0.1:1")
+    clock.now += 8.0 + DOWN_MAX + 1  # well past the last backoff and then some
+    endpoints.mark_down("127.0.0.1:1")
+    clock.now += DOWN_INITIAL
+    assert ids(endpoints) == ["a"]
+
+
+def test_mark_down_of_unknown_address_changes_nothing(clock: Monotonic) -> None:
+    endpoints = EndpointSet("svc")
+    endpoints.update([inst("a", 1)])
+    endpoints.mark_down("10.0.0.1:1")
+    assert ids(endpoints) == ["a"]
+
+
+def test_a_marked_down_address_stays_down_across_snapshots(clock: Monotonic) -> None:
+    endpoints = EndpointSet("svc")
+    endpoints.update([inst("a", 1), inst("b", 2)])
+    endpoints.mark_down("127.0.0.1:1")
+    endpoints.update([inst("a", 1), inst("b", 2), inst("c", 3)])
+    assert ids(endpoints) == ["b", "c"]
+
+
+# -- Directory ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def registry() -> AsyncIterator[MemoryRegistry]:
+    registry = MemoryRegistry()
+    yield registry
+    await registry.aclose()
+
+
+@pytest.fixture
+async def directory(registry: MemoryRegistry) -> AsyncIterator[Directory]:
+    directory = Directory(registry)
+    yield directory
+    await directory.aclose()
+
+
+async def test_open_waits_for_the_first_snapshot(
+    registry: MemoryRegistry, directory: Directory
+) -> None:
+    await registry.register(inst("a", 1), ttl=30)
+    assert directory.get("svc") is None
+    endpoints = await directory.open("svc")
+    assert ids(endpoints) == ["a"]
+    assert directory.get("svc") is endpoints
+    assert await directory.open("svc") is endpoints
+
+
+async def test_the_view_follows_the_registry(
+    registry: MemoryRegistry, directory: Directory
+) -> None:
+    endpoints = await directory.open("svc")
+    assert ids(endpoints) == []
+    await registry.register(inst("a", 1), ttl=30)
+    await wait_for(lambda: ids(endpoints) == ["a"])
+    await registry.deregister("a")
+    await wait_for(lambda: ids(endpoints) == [])
+
+
+async def test_mark_down_reaches_every_set(registry: MemoryRegistry, directory: Directory) -> None:
+    await registry.register(inst("a", 1), ttl=30)
+    other = Instance(id="o", service="other", address="127.0.0.1:1", health=Health.HEALTHY)
+    await registry.register(other, ttl=30)
+    svc = await directory.open("svc")
+    other_set = await directory.open("other")
+    directory.mark_down("127.0.0.1:1")
+    assert svc.pick_list() == ()
+    assert other_set.pick_list() == ()
+
+
+class SlowRegistry:
+    """A registry whose watch yields its first snapshot only when released."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def watch(self, service: str | None = None) -> AsyncIterator[list[Instance]]:
+        await self.release.wait()
+        yield [inst("a", 1)]
+        await asyncio.Event().wait()
+
+
+async def test_get_is_none_until_the_first_snapshot() -> None:
+    registry = SlowRegistry()
+    directory = Directory(registry)  # type: ignore[arg-type]
+    try:
+        opening = asyncio.create_task(directory.open("svc"))
+        await asyncio.sleep(0.01)
+        assert directory.get("svc") is None  # no snapshot yet: nothing to offer
+        registry.release.set()
+        endpoints = await opening
+        assert directory.get("svc") is endpoints
+    finally:
+        await directory.aclose()
+
+
+async def test_registry_that_never_answers_gives_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(endpoints_module, "FIRST_SNAPSHOT_TIMEOUT", 0.05)
+    directory = Directory(SlowRegistry())  # type: ignore[arg-type]
+    try:
+        with pytest.raises(Unavailable, match="'svc'"):
+            await directory.open("svc")
+    finally:
+        await directory.aclose()
+
+
+class FlakyRegistry:
+    """A watch that fails after each snapshot, a few times."""
+
+    def __init__(self) -> None:
+        self.watches = 0
+
+    async def watch(self, service: str | None = None) -> AsyncIterator[list[Any]]:
+        self.watches += 1
+        yield [inst("a", 1)] if self.watches < 3 else [inst("b", 2)]
+        if self.watches < 3:
+            raise ConnectionError("registry went away")
+        await asyncio.Event().wait()
+
+
+async def test_a_failed_watch_is_retried_keeping_the_last_view(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = FlakyRegistry()
+    directory = Directory(registry)  # type: ignore[arg-type]
+    try:
+        endpoints = await directory.open("svc")
+        assert ids(endpoints) in (["a"], ["b"])
+        await wait_for(lambda: ids(endpoints) == ["b"], timeout=3.0)
+        assert registry.watches == 3
+        assert any("watch of svc failed" in r.getMessage() for r in caplog.records)
+    finally:
+        await directory.aclose()
+
+
+async def test_aclose_stops_the_watches(registry: MemoryRegistry) -> None:
+    directory = Directory(registry)
+    await directory.open("svc")
+    assert directory._tasks
+    await directory.aclose()
+    await directory.aclose()
+    assert not directory._tasks

@@ -1,0 +1,481 @@
+"""Nodes end to end: real loopback connections, the real pipeline, a memory registry."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+
+from flotilla import (
+    Context,
+    DeadlineExceeded,
+    Health,
+    Internal,
+    InvalidArgument,
+    Node,
+    NotFound,
+    Service,
+    Timings,
+    codec,
+    rpc,
+)
+from flotilla.registry import Instance, MemoryRegistry
+from flotilla.testing import Cluster, FakeClock, wait_for
+from flotilla.transport.client import ConnectionPool
+
+# -- services -------------------------------------------------------------------------------
+
+
+class Product(msgspec.Struct):
+    id: int
+    name: str
+    tags: list[str] = []
+
+
+class Catalog(Service, name="catalog"):
+    @rpc
+    async def get(self, id: int, name: str = "lamp") -> Product:
+        return Product(id=id, name=name)
+
+    @rpc
+    async def tagged(self, id: int, tags: list[str]) -> Product:
+        return Product(id=id, name="tagged", tags=tags)
+
+    @rpc
+    async def crash(self) -> None:
+        raise RuntimeError("private detail")
+
+
+class Slow(Service, name="slow"):
+    """The end of a chain: sleeps, and remembers whether it was cancelled."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.cancelled = asyncio.Event()
+        self.runs = 0
+
+    @rpc
+    async def wait(self, seconds: float) -> str:
+        self.runs += 1
+        self.started.set()
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        return "slept"
+
+
+class Front(Service, name="front"):
+    @rpc
+    async def relay(self, ctx: Context, seconds: float) -> str:
+        result: str = await ctx.call("slow.wait", seconds=seconds)
+        return result
+
+    @rpc
+    async def product(self, ctx: Context, id: int) -> str:
+        product = await ctx.client(Catalog).get(id)
+        assert isinstance(product, Product)
+        return product.name
+
+
+_replica_ids = itertools.count()
+
+
+class Replica(Service, name="replica"):
+    """Answers with its own name; ``healthy`` drives its health check."""
+
+    def __init__(self) -> None:
+        self.id = f"r{next(_replica_ids)}"
+        self.healthy = True
+
+    @rpc
+    async def who(self, pause: float = 0.0) -> str:
+        if pause:
+            await asyncio.sleep(pause)
+        return self.id
+
+    async def health(self) -> bool:
+        return self.healthy
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    async with Cluster() as cluster:
+        yield cluster
+
+
+# -- calls ------------------------------------------------------------------------------------
+
+
+async def test_call_by_name_returns_builtins(cluster: Cluster) -> None:
+    await cluster.add(Catalog())
+    assert await cluster.call("catalog.get", id=1) == {"id": 1, "name": "lamp", "tags": []}
+
+
+async def test_unknown_method_is_not_found(cluster: Cluster) -> None:
+    await cluster.add(Catalog())
+    with pytest.raises(NotFound, match=r"catalog\.nope"):
+        await cluster.call("catalog.nope")
+
+
+async def test_wrong_argument_type_names_the_field(cluster: Cluster) -> None:
+    await cluster.add(Catalog())
+    with pytest.raises(InvalidArgument, match=r"\$\.id"):
+        await cluster.call("catalog.get", id="one")
+
+
+async def test_missing_argument(cluster: Cluster) -> None:
+    await cluster.add(Catalog())
+    with pytest.raises(InvalidArgument, match="`id`"):
+        await cluster.call("catalog.get")
+
+
+async def test_unknown_extra_argument(cluster: Cluster) -> None:
+    await cluster.add(Catalog())
+    with pytest.raises(InvalidArgument, match="colour"):
+        await cluster.call("catalog.get", id=1, colour="red")
+
+
+async def test_bad_target(cluster: Cluster) -> None:
+    with pytest.raises(InvalidArgument, match=r"service\.method"):
+        await cluster.call("catalog")
+
+
+async def test_plain_exception_is_internal_and_the_node_lives_on(cluster: Cluster) -> None:
+    await cluster.add(Catalog())
+    with pytest.raises(Internal) as caught:
+        await cluster.call("catalog.crash")
+    assert "private detail" not in caught.value.message
+    assert (await cluster.call("catalog.get", id=2))["id"] == 2
+
+
+async def test_typed_client_returns_the_annotated_struct(cluster: Cluster) -> None:
+    await cluster.add(Catalog())
+    product = await cluster.client(Catalog).get(id=7, name="desk")
+    assert product == Product(id=7, name="desk")
+    assert type(product) is Product
+
+
+async def test_typed_client_takes_positional_args(cluster: Cluster) -> None:
+    await cluster.add(Catalog())
+    client = cluster.client(Catalog)
+    assert await client.get(7) == Product(id=7, name="lamp")
+    assert await client.tagged(8, ["a", "b"]) == Product(id=8, name="tagged", tags=["a", "b"])
+    assert await client.get(9, name="chair") == Product(id=9, name="chair")
+
+
+async def test_typed_client_refuses_too_many_args_and_unknown_methods(cluster: Cluster) -> None:
+    client = cluster.client(Catalog)
+    with pytest.raises(InvalidArgument, match="at most 2"):
+        await client.get(1, "a", "b")
+    with pytest.raises(AttributeError, match="nope"):
+        _ = client.nope
+
+
+async def test_typed_client_from_a_handler_context(cluster: Cluster) -> None:
+    await cluster.add(Catalog())
+    await cluster.add(Front())
+    assert await cluster.call("front.product", id=3) == "lamp"
+
+
+async def test_no_instance_is_unavailable_naming_the_service(cluster: Cluster) -> None:
+    from flotilla import Unavailable
+
+    with pytest.raises(Unavailable, match="'ghost'"):
+        await cluster.call("ghost.boo")
+
+
+async def test_concurrent_first_calls_all_succeed(cluster: Cluster) -> None:
+    # Many calls to a service the client has not called yet, all at once: none
+    # may see the not-yet-filled view of the service and fail.
+    await cluster.add(Catalog())
+    results = await asyncio.gather(
+        *(cluster.call("catalog.get", id=i) for i in range(10)), return_exceptions=True
+    )
+    assert [r["id"] if isinstance(r, dict) else r for r in results] == list(range(10))
+
+
+# -- deadlines --------------------------------------------------------------------------------
+
+
+async def test_deadline_propagates_down_a_chain(cluster: Cluster) -> None:
+    slow = Slow()
+    await cluster.add(slow)
+    await cluster.add(Front())
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(DeadlineExceeded):
+        await cluster.context(timeout=0.2).call("front.relay", seconds=5)
+    assert loop.time() - started < 2.0
+    assert slow.started.is_set()
+    async with asyncio.timeout(2.0):
+        await slow.cancelled.wait()
+
+
+async def test_callee_skips_a_call_whose_deadline_passed(cluster: Cluster) -> None:
+    slow = Slow()
+    (node,) = await cluster.add(slow)
+    pool = ConnectionPool(cluster.secret)
+    try:
+        connection = await pool.get(node.server.address)
+        with pytest.raises(DeadlineExceeded, match="before it started"):
+            await connection.call("slow.wait", codec.encode({"seconds": 0}), timeout_ms=0)
+    finally:
+        await pool.aclose()
+    assert slow.runs == 0
+
+
+async def test_method_timeout_applies_when_the_caller_sets_none(cluster: Cluster) -> None:
+    class Quick(Service, name="quick"):
+        @rpc(timeout=0.1)
+        async def stall(self) -> None:
+            await asyncio.sleep(5)
+
+    await cluster.add(Quick())
+    with pytest.raises(DeadlineExceeded):
+        await cluster.client(Quick).stall()
+
+
+# -- lifecycle --------------------------------------------------------------------------------
+
+
+class Recorder(Service):
+    def __init__(self, log: list[str], fail_start: bool = False) -> None:
+        self.log = log
+        self.fail_start = fail_start
+
+    async def on_start(self) -> None:
+        if self.fail_start:
+            raise RuntimeError(f"{self.name} cannot start")
+        self.log.append(f"start {self.name}")
+
+    async def on_stop(self) -> None:
+        self.log.append(f"stop {self.name}")
+
+
+class First(Recorder, name="first"):
+    pass
+
+
+class Second(Recorder, name="second"):
+    pass
+
+
+class Third(Recorder, name="third"):
+    pass
+
+
+FAST = Timings(ttl=1.0, heartbeat=0.2, grace=0.0, drain=1.0)
+
+
+async def test_on_start_and_on_stop_in_order() -> None:
+    log: list[str] = []
+    registry = MemoryRegistry()
+    node = Node(First(log), Second(log), Third(log), registry=registry, timings=FAST)
+    await node.start()
+    assert log == ["start first", "start second", "start third"]
+    assert sorted(i.service for i in await registry.list()) == ["first", "second", "third"]
+    await node.aclose()
+    assert log[3:] == ["stop third", "stop second", "stop first"]
+    assert await registry.list() == []
+    await node.aclose()  # idempotent
+    assert len(log) == 6
+    await registry.aclose()
+
+
+async def test_failed_on_start_registers_nothing_and_raises() -> None:
+    log: list[str] = []
+    registry = MemoryRegistry()
+    node = Node(
+        First(log), Second(log, fail_start=True), Third(log), registry=registry, timings=FAST
+    )
+    with pytest.raises(RuntimeError, match="second cannot start"):
+        await node.start()
+    assert await registry.list() == []
+    # What started is stopped again; what did not start is not stopped.
+    assert log == ["start first", "stop first"]
+    await registry.aclose()
+
+
+class RefusingRegistry(MemoryRegistry):
+    """Registers anything but the service named ``refuse``."""
+
+    def __init__(self, refuse: str) -> None:
+        super().__init__()
+        self.refuse = refuse
+
+    async def register(self, instance: Instance, *, ttl: float) -> None:
+        if instance.service == self.refuse:
+            raise ConnectionError("registry refused")
+        await super().register(instance, ttl=ttl)
+
+
+async def test_failed_registration_undoes_earlier_registrations() -> None:
+    log: list[str] = []
+    registry = RefusingRegistry("second")
+    node = Node(First(log), Second(log), registry=registry, timings=FAST)
+    with pytest.raises(ConnectionError):
+        await node.start()
+    assert await registry.list() == []
+    assert log == ["start first", "start second", "stop second", "stop first"]
+    await registry.aclose()
+
+
+def test_a_node_hosts_each_service_once() -> None:
+    with pytest.raises(ValueError, match="once"):
+        Node(First([]), First([]))
+
+
+def test_timings_refuse_a_heartbeat_not_under_the_ttl() -> None:
+    with pytest.raises(ValueError, match="shorter"):
+        Timings(ttl=1.0, heartbeat=1.0)
+
+
+async def test_graceful_stop_deregisters_before_the_server_stops_accepting() -> None:
+    events: list[str] = []
+    registry = MemoryRegistry()
+    node = Node(Catalog(), registry=registry, timings=Timings(grace=0.2, drain=1.0))
+    await node.start()
+    address = node.server.address
+    real_deregister = registry.deregister
+    real_drain = node.server.drain
+
+    async def deregister(instance_id: str) -> None:
+        serving = node.server._server is not None and node.server._server.is_serving()
+        events.append(f"deregister (serving={serving}, draining={node.server.draining})")
+        await real_deregister(instance_id)
+
+    async def drain(timeout: float) -> None:
+        events.append(f"drain (registered={bool(await registry.list())})")
+        await real_drain(timeout)
+
+    registry.deregister = deregister  # type: ignore[method-assign]
+    node.server.drain = drain  # type: ignore[method-assign]
+
+    # A caller that knows the address can still reach the node during the grace period.
+    pool = ConnectionPool(node.secret)
+    watcher = asyncio.create_task(_call_when_gone(registry, pool, address))
+    try:
+        await node.aclose()
+        assert await watcher == {"id": 1, "name": "lamp", "tags": []}
+    finally:
+        await pool.aclose()
+        await registry.aclose()
+    assert events == [
+        "deregister (serving=True, draining=False)",
+        "drain (registered=False)",
+    ]
+
+
+async def _call_when_gone(registry: MemoryRegistry, pool: ConnectionPool, address: str) -> Any:
+    async for snapshot in registry.watch("catalog"):
+        if not snapshot:
+            break
+    connection = await pool.get(address)
+    return codec.decode(await connection.call("catalog.get", codec.encode({"id": 1})))
+
+
+async def test_stop_and_wait_stopped() -> None:
+    node = Node(Catalog(), timings=FAST)
+    await node.start()
+    node.stop()
+    async with asyncio.timeout(3.0):
+        await node.wait_stopped()
+    node.stop()  # a second stop is harmless
+
+
+async def test_a_pure_client_node_listens_on_nothing() -> None:
+    async with Node(timings=FAST) as node:
+        assert node.instances == []
+        assert node.server._server is None
+
+
+# -- health, crashes, balancing ------------------------------------------------------------
+
+
+def available(cluster: Cluster, service: str) -> int:
+    """How many endpoints of ``service`` the cluster's client would pick from now."""
+    endpoints = cluster.client_node.caller.directory.get(service)
+    return -1 if endpoints is None else len(endpoints.pick_list())
+
+
+async def calls_per_replica(cluster: Cluster, n: int, **args: Any) -> collections.Counter[str]:
+    """``n`` concurrent calls, counted by the replica that answered."""
+    # One call first, alone: it opens the client's view of the service (the
+    # concurrent-first-calls case is tested on its own above).
+    await cluster.call("replica.who")
+    results = await asyncio.gather(*(cluster.call("replica.who", **args) for _ in range(n)))
+    return collections.Counter(results)
+
+
+async def test_unhealthy_instance_stops_being_picked() -> None:
+    timings = Timings(ttl=0.5, heartbeat=0.1, grace=0, drain=1.0)
+    async with Cluster(timings=timings) as cluster:
+        sick, well = (node.services[0] for node in await cluster.add(Replica, replicas=2))
+        assert isinstance(sick, Replica)
+        assert isinstance(well, Replica)
+        assert set(await calls_per_replica(cluster, 40, pause=0.005)) == {sick.id, well.id}
+
+        sick.healthy = False
+
+        async with asyncio.timeout(3.0):  # the next heartbeat reports it
+            async for snapshot in cluster.registry.watch("replica"):
+                if {i.health for i in snapshot} == {Health.HEALTHY, Health.UNHEALTHY}:
+                    break
+        await wait_for(lambda: available(cluster, "replica") == 1)  # the client's view follows
+        assert await calls_per_replica(cluster, 40, pause=0.005) == {well.id: 40}
+
+
+async def test_crashed_instance_leaves_when_its_lease_expires_on_the_fake_clock() -> None:
+    clock = FakeClock()
+    async with Cluster(clock=clock) as cluster:
+        nodes = await cluster.add(Replica, replicas=2)
+        crashed, survivor = nodes
+        survivor_id = survivor.services[0].id  # type: ignore[attr-defined]
+        assert len(await calls_per_replica(cluster, 40, pause=0.005)) == 2
+
+        await cluster.crash(crashed)
+        await asyncio.sleep(0.05)  # real time passes; the fake clock does not
+        assert len(await cluster.registry.list("replica")) == 2  # lease still held
+
+        await clock.advance(cluster.timings.ttl - 0.1)
+        assert len(await cluster.registry.list("replica")) == 2  # not yet past the ttl
+
+        await clock.advance(0.2)
+        live = await cluster.registry.list("replica")
+        assert [i.id for i in live] == [survivor.instances[0].id]  # renewed by heartbeats
+
+        endpoints = cluster.client_node.caller.directory.get("replica")
+        assert endpoints is not None
+        await wait_for(lambda: len(endpoints.endpoints) == 1)
+        assert await calls_per_replica(cluster, 20) == {survivor_id: 20}
+
+
+async def test_calls_spread_over_two_replicas(cluster: Cluster) -> None:
+    await cluster.add(Replica, replicas=2)
+    counts = await calls_per_replica(cluster, 100, pause=0.01)
+    assert len(counts) == 2
+    assert min(counts.values()) >= 10, counts
+
+
+async def test_round_robin_splits_evenly() -> None:
+    async with Cluster(strategy="round_robin") as cluster:
+        await cluster.add(Replica, replicas=2)
+        await cluster.call("replica.who")  # opens the view
+        counts = collections.Counter([await cluster.call("replica.who") for _ in range(20)])
+        assert sorted(counts.values()) == [10, 10]
+
+
+async def test_graceful_stop_of_a_replica_sends_calls_to_the_other(cluster: Cluster) -> None:
+    first, second = await cluster.add(Replica, replicas=2)
+    await calls_per_replica(cluster, 10)
+    await cluster.stop(first)
+    await wait_for(lambda: available(cluster, "replica") == 1)
+    counts = await calls_per_replica(cluster, 20)
+    assert counts == {second.services[0].id: 20}  # type: ignore[attr-defined]
