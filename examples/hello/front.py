@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from greeter import Greeter, Greeting
 
 from flotilla import Context, Service, rpc
@@ -10,6 +12,6 @@ from flotilla import Context, Service, rpc
 class Front(Service, name="front"):
     @rpc
     async def greet(self, ctx: Context, names: list[str]) -> list[Greeting]:
-        """One greeter call per name; the balancer spreads them over the replicas."""
+        """One greeter call per name, all at once; the balancer spreads them over the replicas."""
         greeter = ctx.client(Greeter)
-        return [await greeter.hello(name=name) for name in names]
+        return list(await asyncio.gather(*(greeter.hello(name=name) for name in names)))

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from flotilla import Node
+from flotilla import Node, Unavailable
 from flotilla.calls.pipeline import Handler
 from flotilla.calls.request import Request
 from flotilla.registry import open_registry
@@ -59,7 +59,6 @@ def replicas(settings: Settings) -> Iterator[list[subprocess.Popen[bytes]]]:
             subprocess.Popen(
                 [sys.executable, "-m", "flotilla", "serve", "greeter:Greeter"],
                 env=env,
-                stderr=subprocess.DEVNULL,
             )
         )
     yield processes
@@ -69,15 +68,31 @@ def replicas(settings: Settings) -> Iterator[list[subprocess.Popen[bytes]]]:
         process.wait()
 
 
-async def wait_registered(settings: Settings, count: int) -> list[str]:
+async def wait_registered(settings: Settings, count: int) -> dict[int, str]:
+    """Wait for ``count`` live greeters; their addresses by pid (instance ids embed the pid)."""
     registry = open_registry(settings.registry)
     try:
         async with asyncio.timeout(20):
-            while len(live := await registry.list("greeter")) < count:  # noqa: ASYNC110
+            while len(live := await registry.list("greeter")) != count:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-        return [instance.address for instance in live]
+        return {int(instance.id.split("-")[1]): instance.address for instance in live}
     finally:
         await registry.aclose()
+
+
+async def call_many(node: Node, count: int, concurrency: int = 8) -> collections.Counter[str]:
+    """``count`` calls, ``concurrency`` at a time; how many each replica answered."""
+    answered: collections.Counter[str] = collections.Counter()
+
+    async def worker(share: int) -> None:
+        for index in range(share):
+            reply = await node.call("greeter.hello", name=f"n{index}")
+            answered[reply["replica"].split()[0]] += 1
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(concurrency):
+            group.create_task(worker(count // concurrency))
+    return answered
 
 
 @pytest.fixture
@@ -96,16 +111,12 @@ async def test_balanced_across_replicas_and_dead_one_dropped_within_2s(
     caller: tuple[Node, AttemptLog],
 ) -> None:
     node, attempts = caller
-    addresses = await wait_registered(settings, 2)
-    answered = collections.Counter()
-    address_of_pid = {}
-    for index in range(100):
-        reply = await node.call("greeter.hello", name=f"n{index}")
-        answered[reply["replica"].split()[0]] += 1
-        address_of_pid[_pid(reply)] = attempts.attempts[-1][1]
+    address_of_pid = await wait_registered(settings, 2)
+    answered = await call_many(node, 400)
+    # P2C weighs latency x calls in flight: with 8 calls at a time, neither
+    # replica can take (nearly) all of them.
     assert set(answered) == {"greeter#1", "greeter#2"}
-    assert min(answered.values()) >= 20, answered
-    assert sorted(address_of_pid.values()) == sorted(addresses)
+    assert min(answered.values()) >= 80, answered
 
     victim = replicas[0]
     victim_address = address_of_pid[victim.pid]
@@ -113,18 +124,27 @@ async def test_balanced_across_replicas_and_dead_one_dropped_within_2s(
     victim.wait()
     killed_at = time.monotonic()
 
-    # Keep calling through the outage: every call must succeed (a refused
-    # connection is requeued to the survivor), and from 2 s on none may be sent
-    # to the dead replica.
-    while time.monotonic() - killed_at < 3.0:
-        reply = await node.call("greeter.hello", name="again")
+    # Keep calling through the outage.  A call written before this process has
+    # read the dead socket's EOF is lost with it (Unavailable: only a retry
+    # layer may resend it); once the loss is seen, a refused connection is
+    # requeued to the survivor, so every later call succeeds; and from 2 s on
+    # none may be sent to the dead replica.
+    lost = []
+    while (elapsed := time.monotonic() - killed_at) < 3.0:
+        try:
+            reply = await node.call("greeter.hello", name="again")
+        except Unavailable:
+            lost.append(elapsed)
+            continue
         assert reply["replica"].startswith("greeter#2")
         await asyncio.sleep(0.005)
+    assert len(lost) <= 1, lost
+    assert all(at < 0.5 for at in lost), lost
     late = [address for at, address in attempts.attempts if at - killed_at >= 2.0]
     assert late, "calls were made after the 2 s mark"
     assert victim_address not in late
     live = await wait_registered(settings, 1)
-    assert victim_address not in live
+    assert victim_address not in live.values()
 
 
 async def test_bad_frames_are_refused_and_the_service_keeps_serving(
@@ -133,7 +153,7 @@ async def test_bad_frames_are_refused_and_the_service_keeps_serving(
     caller: tuple[Node, AttemptLog],
 ) -> None:
     node, _ = caller
-    addresses = await wait_registered(settings, 2)
+    addresses = (await wait_registered(settings, 2)).values()
     for address in addresses:
         host, _, port = address.rpartition(":")
         for garbage in (
@@ -150,14 +170,6 @@ async def test_bad_frames_are_refused_and_the_service_keeps_serving(
                     pass
             writer.close()
             await writer.wait_closed()
-    answered = collections.Counter()
-    for index in range(60):
-        reply = await node.call("greeter.hello", name=f"n{index}")
-        answered[reply["replica"].split()[0]] += 1
+    answered = await call_many(node, 200)
     assert set(answered) == {"greeter#1", "greeter#2"}
     assert all(process.poll() is None for process in replicas)
-
-
-def _pid(reply: dict[str, str]) -> int:
-    """The pid in a greeting's ``replica`` field, ``"greeter#1 (pid 1234)"``."""
-    return int(reply["replica"].rpartition("pid ")[2].rstrip(")"))

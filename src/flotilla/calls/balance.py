@@ -76,13 +76,14 @@ class Balance:
                 tried.append(endpoint)
                 continue
             except BaseException:
-                self._done(endpoint, started)
+                self._done(endpoint, started, request)
                 raise
-            self._done(endpoint, started)
+            self._done(endpoint, started, request)
             return result
 
     @staticmethod
-    def _done(endpoint: Endpoint, started: float) -> None:
+    def _done(endpoint: Endpoint, started: float, request: Request) -> None:
         endpoint.inflight -= 1
         now = time.monotonic()
-        endpoint.record(now - started, now)
+        endpoint.record(now - started - request.connect_seconds, now)
+        request.connect_seconds = 0.0

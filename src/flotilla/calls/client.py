@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -105,11 +106,15 @@ class Caller:
         """The end of the pipeline: one attempt on the endpoint balancing chose."""
         assert request.endpoint is not None, "balance must run before the transport"
         address = request.endpoint.address
-        try:
-            connection = await self.pool.get(address)
-        except Unavailable:
-            self.directory.mark_down(address)
-            raise
+        connection = self.pool.connected(address)
+        if connection is None:
+            started = time.monotonic()
+            try:
+                connection = await self.pool.get(address)
+            except Unavailable:
+                self.directory.mark_down(address)
+                raise
+            request.connect_seconds = time.monotonic() - started
         timeout_ms = None
         if request.deadline is not None:
             timeout_ms = max(int((request.deadline - asyncio.get_running_loop().time()) * 1000), 1)

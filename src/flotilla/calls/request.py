@@ -27,6 +27,9 @@ class Request:
     """The method's own timeout: caps the caller's deadline, or sets one if there is none."""
     idempotent: bool = False
     endpoint: Endpoint | None = None
+    connect_seconds: float = 0.0
+    """Time the transport spent opening a connection for this attempt (not the endpoint's
+    latency, so balancing leaves it out of the endpoint's average)."""
     attempt: int = 0
 
     @property

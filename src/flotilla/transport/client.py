@@ -13,6 +13,7 @@ import hmac
 import logging
 import os
 from collections.abc import Callable
+from typing import cast
 
 import msgspec
 
@@ -98,8 +99,8 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -169,10 +170,15 @@ class ConnectionPool:
         self._connecting: dict[str, asyncio.Future[Connection]] = {}
         self._closed = False
 
+    def connected(self, address: str) -> Connection | None:
+        """The open connection to ``address``, if there is one (no waiting)."""
+        connection = self._connections.get(address)
+        return connection if connection is not None and connection.open else None
+
     async def get(self, address: str) -> Connection:
         """An open connection to ``address``; concurrent first calls share one connect."""
-        connection = self._connections.get(address)
-        if connection is not None and connection.open:
+        connection = self.connected(address)
+        if connection is not None:
             return connection
         if self._closed:
             raise ConnectFailed("connection pool is closed")

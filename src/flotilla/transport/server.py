@@ -14,6 +14,7 @@ import hmac
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 import msgspec
 
@@ -132,15 +133,15 @@ class _ServerConnection(asyncio.Protocol):
         self.handshake_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.server._connections.add(self)
         self.handshake_timer = asyncio.get_running_loop().call_later(
             HANDSHAKE_TIMEOUT, self._refuse, "no handshake within the time allowed"
         )
-        transport.write(encode_frame(Challenge(self.nonce)))
+        self.transport.write(encode_frame(Challenge(self.nonce)))
 
     def data_received(self, data: bytes) -> None:
         try:
