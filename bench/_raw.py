@@ -17,10 +17,9 @@ import asyncio
 import sys
 from typing import Any
 
+import _loadgen
 import msgspec
 import uvloop
-
-import _loadgen
 
 HEADER = 4
 _encoder = msgspec.msgpack.Encoder()

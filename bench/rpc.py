@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import json
 import os
+import resource
 import secrets
 import selectors
 import shutil
@@ -41,7 +42,26 @@ TARGET_THROUGHPUT_RATIO = 0.75  # flotilla >= 0.75x raw calls/s at c=64
 TARGET_P50_C1_US = 120.0  # flotilla p50 at c=1
 TARGET_IDLE_RSS_BYTES = 40 * 1000 * 1000  # idle server RSS <= 40 MB (10^6 bytes; stricter than MiB)
 IDLE_SECONDS = 1.0
+QUIET_CPUS = 0.1  # a run starts once other processes use less than this many CPUs...
+QUIET_WAIT = 20.0  # ...or after this many seconds of waiting for that
 PROBE_CALLS = 20
+
+
+def source_state() -> str:
+    """The commit the figures belong to, and whether src/ differs from it (read-only git)."""
+    repo = HERE.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=repo, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return "source: unknown"
+    if not head:
+        return "source: unknown"
+    return f"source: {head}" + (" + uncommitted changes in src/" if dirty else "")
 
 
 # -- child processes -------------------------------------------------------------------------
@@ -108,7 +128,9 @@ class Children:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _read_json_line(proc: subprocess.Popen[str], timeout: float, what: str, children: Children, log: str) -> dict[str, Any]:
+def _read_json_line(
+    proc: subprocess.Popen[str], timeout: float, what: str, children: Children, log: str
+) -> dict[str, Any]:
     assert proc.stdout is not None
     with selectors.DefaultSelector() as selector:
         selector.register(proc.stdout, selectors.EVENT_READ)
@@ -121,66 +143,147 @@ def _read_json_line(proc: subprocess.Popen[str], timeout: float, what: str, chil
     return json.loads(line)
 
 
-def _run_client(children: Children, script: str, args: list[str], timeout: float, what: str) -> dict[str, Any]:
+def _run_client(
+    children: Children,
+    script: str,
+    args: list[str],
+    timeout: float,
+    what: str,
+    server_pid: int | None = None,
+) -> dict[str, Any]:
     log = f"{what.replace(' ', '_').replace('=', '')}.log"
+    if server_pid is not None:
+        server_cpu, server_io = _loadgen.cpu_seconds(server_pid), _loadgen.io_counters(server_pid)
     proc = children.spawn(script, *args, log=log)
     result = _read_json_line(proc, timeout, what, children, log)
     if proc.wait(10) != 0:
         raise RuntimeError(f"{what} exited with {proc.returncode}\n{children.log_tail(log)}")
+    if server_pid is not None:
+        # Over the client's whole life (warm-up included), per call it made: approximate.
+        calls = max(result.get("total_calls", 0), 1)
+        io = _loadgen.io_counters(server_pid)
+        result["server_cpu_us_per_call"] = (
+            (_loadgen.cpu_seconds(server_pid) - server_cpu) / calls * 1e6
+        )
+        result["server_writes_per_call"] = (io["syscw"] - server_io["syscw"]) / calls
+        result["server_reads_per_call"] = (io["syscr"] - server_io["syscr"]) / calls
     if proc.stdout is not None:
         proc.stdout.close()
     if result.get("errors"):
-        raise RuntimeError(f"{what}: {result['errors']} failed calls, first: {result['first_error']}")
+        raise RuntimeError(
+            f"{what}: {result['errors']} failed calls, first: {result['first_error']}"
+        )
     return result
+
+
+def _cpu_sample() -> tuple[float, float]:
+    """(CPU-seconds busy system-wide, CPU-seconds used by our reaped children) so far."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    # user + nice + system + steal: what processes (ours included) and the hypervisor took.
+    # irq/softirq are left out: loopback traffic puts ours there, unattributed to any process.
+    busy = fields[0] + fields[1] + fields[2] + fields[7]
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return busy / os.sysconf("SC_CLK_TCK"), children.ru_utime + children.ru_stime
+
+
+def busy_cpus(seconds: float = 0.5) -> float:
+    """How many CPUs something else keeps busy (over ``seconds`` of /proc/stat), 0 to nproc."""
+    busy0, _ = _cpu_sample()
+    time.sleep(seconds)
+    busy1, _ = _cpu_sample()
+    return (busy1 - busy0) / seconds
 
 
 # -- one run --------------------------------------------------------------------------------
 
 
 def run_once(children: Children, workdir: Path, warmup: float, seconds: float) -> dict[str, Any]:
-    results: dict[str, Any] = {}
+    # Other people's work on a shared machine shows up as noise: wait (a bounded
+    # while) for a quiet moment, and record what was left.
+    give_up = time.monotonic() + QUIET_WAIT
+    while (before := busy_cpus()) > QUIET_CPUS and time.monotonic() < give_up:
+        pass
+    results: dict[str, Any] = {"busy_cpus_before": before}
     timeout = warmup + seconds + 30
+    busy0, ours0 = _cpu_sample()
+    wall0 = time.monotonic()
 
     # 1. raw baseline
     server = children.spawn("_raw.py", "server", log="raw_server.log")
     port = _read_json_line(server, 10, "raw server", children, "raw_server.log")["port"]
     try:
+        time.sleep(IDLE_SECONDS)
+        results["raw_rss_idle_kib"] = _loadgen.rss_kib(server.pid)  # for comparison only
         for c in CONCURRENCIES:
             results[f"raw_c{c}"] = _run_client(
                 children,
                 "_raw.py",
-                ["client", "--port", str(port), "--concurrency", str(c),
-                 "--warmup", str(warmup), "--seconds", str(seconds)],
+                [
+                    "client",
+                    "--port",
+                    str(port),
+                    "--concurrency",
+                    str(c),
+                    "--warmup",
+                    str(warmup),
+                    "--seconds",
+                    str(seconds),
+                ],
                 timeout,
                 f"raw client c={c}",
+                server_pid=server.pid,
             )
     finally:
         children.stop(server)
 
     # 2. flotilla: a fresh registry file and secret for every run
     registry_dir = Path(tempfile.mkdtemp(prefix="registry-", dir=workdir))
-    common = ["--registry", f"sqlite:///{registry_dir / 'registry.db'}",
-              "--secret", secrets.token_hex(32)]
+    common = [
+        "--registry",
+        f"sqlite:///{registry_dir / 'registry.db'}",
+        "--secret",
+        secrets.token_hex(32),
+    ]
     server = children.spawn("_flotilla.py", "server", *common, log="flotilla_server.log")
     pid = _read_json_line(server, 15, "flotilla server", children, "flotilla_server.log")["pid"]
     try:
-        _run_client(children, "_flotilla.py", ["probe", *common, "--calls", str(PROBE_CALLS)],
-                    30, "flotilla probe")
+        _run_client(
+            children,
+            "_flotilla.py",
+            ["probe", *common, "--calls", str(PROBE_CALLS)],
+            30,
+            "flotilla probe",
+        )
         time.sleep(IDLE_SECONDS)
         results["rss_idle_kib"] = _loadgen.rss_kib(pid)
         for c in CONCURRENCIES:
             results[f"flotilla_c{c}"] = _run_client(
                 children,
                 "_flotilla.py",
-                ["client", *common, "--concurrency", str(c),
-                 "--warmup", str(warmup), "--seconds", str(seconds)],
+                [
+                    "client",
+                    *common,
+                    "--concurrency",
+                    str(c),
+                    "--warmup",
+                    str(warmup),
+                    "--seconds",
+                    str(seconds),
+                ],
                 timeout,
                 f"flotilla client c={c}",
+                server_pid=pid,
             )
         time.sleep(IDLE_SECONDS)
         results["rss_after_load_kib"] = _loadgen.rss_kib(pid)
     finally:
         children.stop(server)
+    busy1, ours1 = _cpu_sample()
+    # CPUs kept busy by anything but this bench's processes (the driver's own is negligible).
+    results["busy_cpus_other"] = max(busy1 - busy0 - (ours1 - ours0), 0.0) / (
+        time.monotonic() - wall0
+    )
     return results
 
 
@@ -196,7 +299,8 @@ def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if isinstance(value, dict):
             merged[key] = {
                 k: statistics.median(run[key][k] for run in runs)
-                for k in ("calls_per_s", "p50_us", "p99_us", "mean_us", "calls")
+                for k, v in value.items()
+                if isinstance(v, int | float) and not isinstance(v, bool) and k != "pid"
             }
         else:
             merged[key] = statistics.median(run[key] for run in runs)
@@ -207,8 +311,14 @@ def _mib(kib: float) -> str:
     return f"{kib / 1024:.1f} MiB ({kib * 1024 / 1e6:.1f} MB)"
 
 
-def report(r: dict[str, Any], title: str) -> list[tuple[str, bool]]:
+def report(r: dict[str, Any], title: str) -> None:
     print(f"\n{title}")
+    print(
+        f"  other load on the machine: {r['busy_cpus_before']:.2f} CPUs busy just before, "
+        f"{r['busy_cpus_other']:.2f} CPUs on average during the run (outside the bench)"
+    )
+    if max(r["busy_cpus_before"], r["busy_cpus_other"]) > 0.15:
+        print("  WARNING: other processes competed for the CPUs; these figures are disturbed")
     print(f"  {'':<16}{'calls/s':>10}{'p50 µs':>10}{'p99 µs':>10}{'mean µs':>10}")
     for kind in ("raw", "flotilla"):
         for c in CONCURRENCIES:
@@ -224,51 +334,102 @@ def report(r: dict[str, Any], title: str) -> list[tuple[str, bool]]:
             f"    c={c:<3} throughput {f['calls_per_s'] / w['calls_per_s']:.2f}x"
             f"   p50 {f['p50_us'] / w['p50_us']:.2f}x   p99 {f['p99_us'] / w['p99_us']:.2f}x"
         )
-    print(f"  flotilla server RSS: idle {_mib(r['rss_idle_kib'])} after {PROBE_CALLS} calls + "
-          f"{IDLE_SECONDS:.0f} s idle; {_mib(r['rss_after_load_kib'])} after the load phases")
+    print(
+        f"  flotilla server RSS: idle {_mib(r['rss_idle_kib'])} after {PROBE_CALLS} calls + "
+        f"{IDLE_SECONDS:.0f} s idle; {_mib(r['rss_after_load_kib'])} after the load phases"
+    )
+    print(
+        f"  raw server RSS (idle, before its calls), for comparison: {_mib(r['raw_rss_idle_kib'])}"
+    )
+
+    print("  where the time goes (CPU µs per call; syscalls per call; client CPU use):")
+    for kind in ("raw", "flotilla"):
+        for c in CONCURRENCIES:
+            row = r[f"{kind}_c{c}"]
+            print(
+                f"    {kind + f' c={c}':<14} client {row['cpu_us_per_call']:5.1f} µs"
+                f"  server {row['server_cpu_us_per_call']:5.1f} µs"
+                f"   writes: client {row['writes_per_call']:.2f} server"
+                f" {row['server_writes_per_call']:.2f}"
+                f"   client busy {row['cpu_busy']:.0%}"
+            )
 
     ratio = r["flotilla_c64"]["calls_per_s"] / r["raw_c64"]["calls_per_s"]
     p50 = r["flotilla_c1"]["p50_us"]
     rss_bytes = r["rss_idle_kib"] * 1024
     checks = [
-        (f"throughput c=64 >= {TARGET_THROUGHPUT_RATIO:.2f}x raw", f"{ratio:.2f}x",
-         ratio >= TARGET_THROUGHPUT_RATIO),
+        (
+            f"throughput c=64 >= {TARGET_THROUGHPUT_RATIO:.2f}x raw",
+            f"{ratio:.2f}x",
+            ratio >= TARGET_THROUGHPUT_RATIO,
+        ),
         (f"p50 c=1 <= {TARGET_P50_C1_US:.0f} µs", f"{p50:.0f} µs", p50 <= TARGET_P50_C1_US),
-        ("idle server RSS <= 40 MB", f"{rss_bytes / 1e6:.1f} MB", rss_bytes <= TARGET_IDLE_RSS_BYTES),
+        (
+            "idle server RSS <= 40 MB",
+            f"{rss_bytes / 1e6:.1f} MB",
+            rss_bytes <= TARGET_IDLE_RSS_BYTES,
+        ),
     ]
     print("  targets:")
     for name, value, ok in checks:
         print(f"    {name:<32}{value:>12}   {'PASS' if ok else 'MISS'}")
-    return [(name, ok) for name, _, ok in checks]
 
 
 # -- profiling -----------------------------------------------------------------------------
 
 
-def profile(children: Children, workdir: Path, out: Path, kind: str, warmup: float, seconds: float) -> None:
+def profile(
+    children: Children, workdir: Path, out: Path, kind: str, warmup: float, seconds: float
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     suffix = "prof" if kind == "cprofile" else "txt"
     registry_dir = Path(tempfile.mkdtemp(prefix="registry-", dir=workdir))
-    common = ["--registry", f"sqlite:///{registry_dir / 'registry.db'}",
-              "--secret", secrets.token_hex(32)]
+    common = [
+        "--registry",
+        f"sqlite:///{registry_dir / 'registry.db'}",
+        "--secret",
+        secrets.token_hex(32),
+    ]
     server_profile = out / f"server.{suffix}"
     client_profile = out / f"client.{suffix}"
-    server = children.spawn("_flotilla.py", "server", *common, "--profile", str(server_profile),
-                            "--profiler", kind, log="flotilla_server.log")
+    server = children.spawn(
+        "_flotilla.py",
+        "server",
+        *common,
+        "--profile",
+        str(server_profile),
+        "--profiler",
+        kind,
+        log="flotilla_server.log",
+    )
     _read_json_line(server, 15, "flotilla server", children, "flotilla_server.log")
     try:
         result = _run_client(
             children,
             "_flotilla.py",
-            ["client", *common, "--concurrency", "64", "--warmup", str(warmup),
-             "--seconds", str(seconds), "--profile", str(client_profile), "--profiler", kind],
+            [
+                "client",
+                *common,
+                "--concurrency",
+                "64",
+                "--warmup",
+                str(warmup),
+                "--seconds",
+                str(seconds),
+                "--profile",
+                str(client_profile),
+                "--profiler",
+                kind,
+            ],
             warmup + seconds + 60,
             "flotilla client c=64 (profiled)",
         )
     finally:
         children.stop(server, timeout=30)  # SIGTERM: the server writes its profile, then drains
-    print(f"profiled flotilla c=64: {result['calls_per_s']:,.0f} calls/s, p50 {result['p50_us']:.0f} µs "
-          f"(under the profiler: slower than real)")
+    print(
+        f"profiled flotilla c=64: {result['calls_per_s']:,.0f} calls/s, "
+        f"p50 {result['p50_us']:.0f} µs (under the profiler: slower than real)"
+    )
     print(f"profiles: {client_profile}  {server_profile}")
     if kind == "cprofile":
         import pstats
@@ -288,13 +449,19 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1 s phases, 0.3 s warm-up")
     parser.add_argument("--runs", type=int, default=1, help="repeat and report medians (1)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
-    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
-                        help="instead: profile the flotilla client and server at c=64 into DIR")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="instead: profile the flotilla client and server at c=64 into DIR",
+    )
     parser.add_argument("--profiler", choices=("cprofile", "pyinstrument"), default="cprofile")
     parser.add_argument(
-        "--keep-asserts",
+        "-O",
+        "--optimize",
         action="store_true",
-        help="run the children without -O (flotilla's transport currently fails under uvloop then)",
+        help="run the child processes with python -O (asserts off)",
     )
     args = parser.parse_args()
     if args.quick:
@@ -305,33 +472,36 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     workdir = Path(tempfile.mkdtemp(prefix="flotilla-bench-"))
-    # Children run with -O by default: flotilla's transport does
-    # ``assert isinstance(transport, asyncio.Transport)`` in connection_made, which
-    # uvloop's TCPTransport fails, so with asserts on no flotilla connection opens.
-    python_flags = () if args.keep_asserts else ("-O",)
+    python_flags = ("-O",) if args.optimize else ()
     children = Children(workdir, python_flags)
     try:
         if args.profile is not None:
-            profile(children, workdir, args.profile.resolve(), args.profiler, args.warmup, args.seconds)
+            profile(
+                children, workdir, args.profile.resolve(), args.profiler, args.warmup, args.seconds
+            )
             return 0
         import msgspec
         import uvloop
 
-        print(f"flotilla RPC bench: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
-              f"uvloop {uvloop.__version__}, msgspec {msgspec.__version__}; "
-              f"{args.warmup:g} s warm-up + {args.seconds:g} s per phase, {args.runs} run(s); "
-              f"children: python {' '.join(python_flags) or '(asserts on)'}")
+        source = source_state()
+        print(
+            f"flotilla RPC bench: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+            f"uvloop {uvloop.__version__}, msgspec {msgspec.__version__}; "
+            f"{args.warmup:g} s warm-up + {args.seconds:g} s per phase, {args.runs} run(s); "
+            f"children: python {' '.join(python_flags) or '(no -O)'}; {source}"
+        )
         runs = []
         for index in range(args.runs):
             runs.append(run_once(children, workdir, args.warmup, args.seconds))
             if args.runs > 1:
                 report(runs[-1], f"run {index + 1} of {args.runs}")
-        checks = report(_median(runs), "median of runs" if args.runs > 1 else "results")
+        report(_median(runs), "median of runs" if args.runs > 1 else "results")
         if args.json is not None:
-            args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                             "runs": runs}, indent=2))
-        del checks  # PASS/MISS is printed; the exit status is about the run itself
-        return 0
+            arguments = {k: str(v) for k, v in vars(args).items()}
+            args.json.write_text(
+                json.dumps({"args": arguments, "source": source, "runs": runs}, indent=2)
+            )
+        return 0  # PASS/MISS is printed; the exit status says whether the bench itself ran
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

@@ -28,7 +28,7 @@ log = logging.getLogger("flotilla.cli")
 
 def run_command(
     path: Annotated[
-        Path, typer.Argument(help=f"The system's directory, or its {SYSTEM_FILE}.")
+        Path, typer.Argument(metavar="PATH", help=f"The system's directory, or its {SYSTEM_FILE}.")
     ] = Path("."),
     status: Annotated[
         bool,
@@ -52,7 +52,12 @@ def run_command(
     system_dir = path if path.is_dir() else path.parent
     live = status and sys.stdout.isatty()
     environ = {**os.environ, "FLOTILLA_LOG_LEVEL": level}
-    run(_run_system(spec, system_dir, environ=environ, live=live, duration=duration))
+    try:
+        run(_run_system(spec, system_dir, environ=environ, live=live, duration=duration))
+    except ConfigError as exc:  # an empty secret file, say
+        fail(exc.message)
+    except OSError as exc:  # the data directory cannot be created, ...
+        fail(str(exc), 1)
 
 
 async def _run_system(
@@ -71,7 +76,8 @@ async def _run_system(
     try:
         async with Supervisor(spec, system_dir, environ=environ) as supervisor:
             log.info("running system %s from %s", spec.name, supervisor.system_dir)
-            waits: list[Awaitable[object]] = [stop.wait()]
+            # wait_stopped: should the supervisor fail, leaving raises its error.
+            waits: list[Awaitable[object]] = [stop.wait(), supervisor.wait_stopped()]
             if duration is not None:
                 waits.append(asyncio.sleep(duration))
             if live:

@@ -20,7 +20,7 @@ __all__ = ["serve_command"]
 def serve_command(
     classes: Annotated[
         list[str],
-        typer.Argument(metavar="MODULE:CLASS...", help="The services to host, as module:Class."),
+        typer.Argument(metavar="MODULE:CLASS", help="The services to host, as module:Class."),
     ],
     log_level: LogLevelOption = "INFO",
 ) -> None:

@@ -128,13 +128,14 @@ class Supervisor:
         self._output = output or _to_stderr
         self._stopping = asyncio.Event()
         self._replicas = [
-            _Replica(self, name, service, number)
+            _Replica(name, service, number, self)
             for name, service in spec.services.items()
             for number in range(1, service.replicas + 1)
         ]
         self._done = asyncio.Event()
         self._started = False
         self._runner: asyncio.Task[None] | None = None
+        self._env: dict[str, str] | None = None
 
     def status(self) -> list[ProcessStatus]:
         """Every replica's state, in the order of the system file."""
@@ -150,7 +151,7 @@ class Supervisor:
             raise RuntimeError("a Supervisor runs once")
         self._started = True
         try:
-            base_env = self._base_environment()
+            base_env = self._env or self._base_environment()
             async with asyncio.TaskGroup() as tasks:
                 for replica in self._replicas:
                     tasks.create_task(replica.keep_running(base_env), name=replica.name)
@@ -167,8 +168,12 @@ class Supervisor:
         if self._started:
             await self._done.wait()
 
+    async def wait_stopped(self) -> None:
+        """Return once :meth:`run` has ended (after :meth:`stop`, or on a failure)."""
+        await self._done.wait()
+
     async def __aenter__(self) -> Supervisor:
-        self._base_environment()  # a data directory that cannot be made fails here, at once
+        self._env = self._base_environment()  # a data dir that cannot be made fails here
         self._runner = asyncio.create_task(self.run(), name="supervisor")
         return self
 
@@ -202,10 +207,11 @@ class Supervisor:
 class _Replica:
     """One slot of one service: the current process and the loop that keeps one running."""
 
-    def __init__(self, owner: Supervisor, service: str, spec: ServiceSpec, number: int) -> None:
+    def __init__(self, service: str, spec: ServiceSpec, number: int, owner: Supervisor) -> None:
+        # What the replicas share with their supervisor, read once.
         self.system_dir = owner.system_dir
         self.stop_timeout = owner.stop_timeout
-        self.stopping = owner._stopping  # shared: set once, by Supervisor.stop
+        self.stopping = owner._stopping  # set once, by Supervisor.stop
         self.output = owner._output
         self.service = service
         self.spec = spec
@@ -278,8 +284,8 @@ class _Replica:
         finally:
             # Reached on exit, on stop and on cancellation alike.
             await self._terminate(process)
+            self.exit_code = process.returncode
             await _finish(pump, _OUTPUT_DRAIN)
-        self.exit_code = process.returncode
 
     async def _terminate(self, process: asyncio.subprocess.Process) -> None:
         if process.returncode is not None:

@@ -1,0 +1,82 @@
+"""``flotilla call``: a result as JSON on stdout; mistakes as ``error: ...`` and an exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # fixtures' types; tests/cli/conftest.py provides the fixtures
+    from conftest import Flotilla, System
+
+
+def test_prints_the_result_as_indented_json(flotilla: Flotilla, system: System) -> None:
+    done = flotilla("call", "--data-dir", str(system.data_dir), "echo.hello", '{"name": "Ada"}')
+    assert (done.returncode, done.stderr) == (0, "")
+    result = json.loads(done.stdout)
+    assert result["text"] == "Hello, Ada"
+    assert result["replica"] in {"1", "2"}
+    assert done.stdout.startswith('{\n  "')  # pretty, for people
+
+
+def test_arguments_default_to_none_and_data_dir_to_the_environment(
+    flotilla: Flotilla, system: System, tmp_path: Path
+) -> None:
+    env = {**os.environ, "FLOTILLA_DATA_DIR": str(system.data_dir)}
+    done = flotilla("call", "echo.ping", cwd=tmp_path, env=env)
+    assert (done.returncode, json.loads(done.stdout)) == (0, "pong")
+
+
+def test_data_dir_defaults_to_dot_flotilla(flotilla: Flotilla, system: System) -> None:
+    done = flotilla("call", "echo.ping", cwd=system.directory)
+    assert (done.returncode, json.loads(done.stdout)) == (0, "pong")
+
+
+def test_malformed_json_exits_2_before_calling(flotilla: Flotilla, system: System) -> None:
+    done = flotilla("call", "--data-dir", str(system.data_dir), "echo.hello", '{"name": ')
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: malformed JSON: ")
+    assert done.stdout == ""
+
+
+def test_arguments_must_be_an_object(flotilla: Flotilla, system: System) -> None:
+    done = flotilla("call", "--data-dir", str(system.data_dir), "echo.hello", '["Ada"]')
+    assert done.returncode == 2
+    assert done.stderr == ("error: malformed JSON: the arguments must be an object, not an array\n")
+
+
+def test_a_target_without_a_method_is_a_usage_mistake(flotilla: Flotilla, system: System) -> None:
+    done = flotilla("call", "--data-dir", str(system.data_dir), "echo")
+    assert (done.returncode, done.stderr) == (
+        2,
+        "error: call target 'echo' is not 'service.method'\n",
+    )
+
+
+def test_errors_of_the_call_exit_1_with_their_code(flotilla: Flotilla, system: System) -> None:
+    data_dir = str(system.data_dir)
+    unknown_method = flotilla("call", "--data-dir", data_dir, "echo.nope")
+    assert unknown_method.returncode == 1
+    assert unknown_method.stderr.startswith("error: not_found: ")
+    bad_argument = flotilla("call", "--data-dir", data_dir, "echo.hello", '{"name": 7}')
+    assert bad_argument.returncode == 1
+    assert bad_argument.stderr.startswith("error: invalid_argument: ")
+    assert "Expected `str`, got `int`" in bad_argument.stderr
+    unknown_service = flotilla("call", "--data-dir", data_dir, "nobody.hello")
+    assert unknown_service.returncode == 1
+    assert unknown_service.stderr.startswith("error: unavailable: ")
+
+
+def test_timeout_bounds_the_call(flotilla: Flotilla, system: System) -> None:
+    args = ("--data-dir", str(system.data_dir), "--timeout", "0.3")
+    done = flotilla("call", *args, "echo.slow", '{"seconds": 5}')
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: deadline_exceeded: ")
+
+
+def test_no_system_at_the_data_dir(flotilla: Flotilla, tmp_path: Path) -> None:
+    done = flotilla("call", "--data-dir", str(tmp_path / "none"), "echo.ping")
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: no flotilla system at {tmp_path / 'none'}")
+    assert not (tmp_path / "none").exists()  # a client creates nothing

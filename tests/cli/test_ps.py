@@ -1,0 +1,48 @@
+"""``flotilla ps``: the live instances, as a table or as JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # fixtures' types; tests/cli/conftest.py provides the fixtures
+    from conftest import Flotilla, System
+
+
+def test_json_lists_every_instance_with_its_health(flotilla: Flotilla, system: System) -> None:
+    done = flotilla("ps", "--json", "--data-dir", str(system.data_dir))
+    assert (done.returncode, done.stderr) == (0, "")
+    listed = json.loads(done.stdout)
+    expected = system.wait_registered(2)
+    assert [item["id"] for item in listed] == [instance.id for instance in expected]
+    for item in listed:
+        assert set(item) == {"id", "service", "address", "version", "health", "metadata"}
+        assert (item["service"], item["health"]) == ("echo", "healthy")
+        host, _, port = item["address"].rpartition(":")
+        assert host == "127.0.0.1"
+        assert port.isdigit()
+
+
+def test_table_shows_every_instance(flotilla: Flotilla, system: System) -> None:
+    done = flotilla("ps", "--data-dir", str(system.data_dir))
+    assert done.returncode == 0
+    header, *rows = done.stdout.strip().splitlines()
+    assert header.split() == ["SERVICE", "INSTANCE", "ADDRESS", "VERSION", "HEALTH"]
+    ids = sorted(instance.id for instance in system.wait_registered(2))
+    assert sorted(row.split()[1] for row in rows) == ids
+    assert all(row.split()[0] == "echo" and row.split()[-1] == "healthy" for row in rows)
+
+
+def test_an_empty_registry(flotilla: Flotilla, tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("s" * 64)  # a system that runs nothing
+    listed = flotilla("ps", "--json", "--data-dir", str(tmp_path))
+    assert (listed.returncode, json.loads(listed.stdout)) == (0, [])
+    table = flotilla("ps", "--data-dir", str(tmp_path))
+    assert (table.returncode, table.stdout, table.stderr) == (0, "", "no live instances\n")
+
+
+def test_no_system_at_the_data_dir(flotilla: Flotilla, tmp_path: Path) -> None:
+    done = flotilla("ps", "--data-dir", str(tmp_path / "none"))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: no flotilla system at {tmp_path / 'none'}")

@@ -1,0 +1,168 @@
+"""``flotilla run``: a whole system from its flotilla.toml, as real processes, stopped cleanly."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from rich.console import Console
+
+from flotilla.cli.status_view import instance_pid, status_table
+from flotilla.registry import Health, Instance
+from flotilla.runtime.supervisor import ProcessState, ProcessStatus
+
+if TYPE_CHECKING:  # fixtures' types; tests/cli/conftest.py provides the fixtures
+    from conftest import Flotilla, System
+
+
+def started_pids(output: str) -> dict[str, int]:
+    return {name: int(pid) for name, pid in re.findall(r"started (\S+) \(pid (\d+)\)", output)}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_every_replica_runs_registers_and_answers(flotilla: Flotilla, system: System) -> None:
+    pids = started_pids(system.output())
+    assert set(pids) == {"echo.1", "echo.2"}
+    instances = system.wait_registered(2)
+    assert {instance_pid(instance) for instance in instances} == set(pids.values())
+    # Child output comes through, one prefixed line at a time.
+    lines = system.output().splitlines()
+    for name in pids:
+        assert any(line.startswith(f"{name} | ") and "serving echo-" in line for line in lines)
+
+    done = flotilla("call", "--data-dir", str(system.data_dir), "echo.hello", '{"name": "Ada"}')
+    assert done.returncode == 0
+    assert json.loads(done.stdout)["text"] == "Hello, Ada"  # the service's env from the file
+    listed = flotilla("ps", "--json", "--data-dir", str(system.data_dir))
+    assert sorted(item["id"] for item in json.loads(listed.stdout)) == sorted(
+        instance.id for instance in instances
+    )
+
+
+def test_for_seconds_stops_by_itself_and_leaves_nothing(flotilla: Flotilla, tmp_path: Path) -> None:
+    running = flotilla.start(flotilla.write_system(tmp_path, replicas=1), "--for", "1.5")
+    assert running.process.wait(timeout=30) == 0
+    output = running.output()
+    assert "stopped system cli-test" in output
+    assert re.search(r"echo\.1 \| .*stopped echo-", output), output  # it drained
+    assert not any(alive(pid) for pid in started_pids(output).values())
+    assert running.wait_registered(0) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_every_process_gracefully(
+    flotilla: Flotilla, tmp_path: Path, signum: signal.Signals
+) -> None:
+    running = flotilla.start(flotilla.write_system(tmp_path, replicas=1), "--for", "120")
+    running.wait_registered(1)
+    assert running.stop(signum) == 0
+    output = running.output()
+    assert "stopping system cli-test" in output
+    assert "Traceback" not in output
+    assert not any(alive(pid) for pid in started_pids(output).values())
+    assert running.wait_registered(0) == []
+
+
+def test_a_malformed_system_file_starts_nothing(flotilla: Flotilla, tmp_path: Path) -> None:
+    flotilla.write_system(tmp_path)
+    path = tmp_path / "flotilla.toml"
+    path.write_text(path.read_text().replace("replicas = 2", 'replicas = "2"'))
+    done = flotilla("run", "--no-status", "--for", "5", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.endswith(
+        f"error: {path}:6: services.echo.replicas: Expected `int`, got `str`\n"
+    )
+    assert "started" not in done.stderr
+    assert not (tmp_path / ".flotilla").exists()
+
+
+def test_a_missing_system_file_is_named(flotilla: Flotilla, tmp_path: Path) -> None:
+    done = flotilla("run", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.endswith(
+        f"error: {tmp_path / 'flotilla.toml'}: no such file"
+        " (a system is described by a flotilla.toml)\n"
+    )
+
+
+def test_without_a_terminal_the_status_table_becomes_log_lines(
+    flotilla: Flotilla, tmp_path: Path
+) -> None:
+    flotilla.write_system(tmp_path, replicas=1)
+    done = flotilla("run", "--for", "0", str(tmp_path))  # no --no-status; stdout is a pipe
+    assert (done.returncode, done.stdout) == (0, "")
+    assert "started echo.1" in done.stderr
+
+
+def test_status_table_joins_instances_with_their_processes() -> None:
+    processes = [
+        ProcessStatus(
+            name="echo.1",
+            service="echo",
+            replica=1,
+            state=ProcessState.RUNNING,
+            pid=101,
+            restarts=2,
+            exit_code=-9,
+        ),
+        ProcessStatus(
+            name="echo.2",
+            service="echo",
+            replica=2,
+            state=ProcessState.RESTARTING,
+            pid=None,
+            restarts=5,
+            exit_code=1,
+        ),
+    ]
+    instances = [
+        Instance(
+            id="echo-101-abcdef", service="echo", address="127.0.0.1:4000", health=Health.HEALTHY
+        ),
+        Instance(id="elsewhere", service="other", address="10.0.0.1:1", health=Health.UNKNOWN),
+    ]
+    out = io.StringIO()
+    Console(file=out, width=200).print(status_table("system t", processes, instances))
+    text = out.getvalue()
+    assert "system t" in text
+    rows = {cells[1]: cells for cells in map(_cells, text.splitlines()) if cells}
+    assert rows["echo-101-abcdef"] == [
+        "echo",
+        "echo-101-abcdef",
+        "127.0.0.1:4000",
+        "healthy",
+        "echo.1",
+        "101",
+        "2",
+    ]
+    assert rows["elsewhere"] == ["other", "elsewhere", "10.0.0.1:1", "unknown", "-", "-", "-"]
+    assert rows["-"] == ["echo", "-", "-", "restarting (exit 1)", "echo.2", "-", "5"]
+    assert len(rows) == 3
+
+
+def _cells(line: str) -> list[str]:
+    """The cells of one body row of a rich table (``│ a │ b │``), or [] for other lines."""
+    cells = [cell.strip() for cell in line.strip().strip("│").split("│")]
+    return cells if len(cells) == 7 and cells[0] != "SERVICE" else []
+
+
+def test_instance_pid_reads_a_node_id() -> None:
+    def pid(id: str) -> int | None:
+        return instance_pid(Instance(id=id, service="s", address="h:1"))
+
+    assert pid("my-service-4242-a1b2c3") == 4242
+    assert pid("custom") is None
+    assert pid("a-b-c") is None

@@ -1,0 +1,146 @@
+"""The system file: a good one resolves fully; a bad one is refused with file:line: reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flotilla.errors import ConfigError
+from flotilla.runtime.system_file import ServiceSpec, load_system_file, parse_system
+
+GOOD = """\
+# a comment
+[system]
+name = "hello"
+
+[services.greeter]
+class = "hello.greeter:Greeter"
+replicas = 2
+env = { GREETING = "Hello" }
+
+[services.front]
+class = "front:Front"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "flotilla.toml"
+    path.write_text(text)
+    return path
+
+
+def refusal(tmp_path: Path, text: str) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_system_file(path)
+    assert caught.value.code == "invalid_config"
+    prefix = f"{path}:"
+    assert caught.value.message.startswith(prefix)
+    return caught.value.message.removeprefix(prefix)
+
+
+def test_a_good_file_resolves_paths_and_defaults(tmp_path: Path) -> None:
+    write(tmp_path, GOOD)
+    spec = load_system_file(tmp_path)  # the directory names its flotilla.toml
+    assert spec.name == "hello"
+    assert spec.data_dir == tmp_path / ".flotilla"
+    assert spec.registry == f"sqlite://{tmp_path / '.flotilla' / 'registry.db'}"
+    assert list(spec.services) == ["greeter", "front"]  # the file's order
+    assert spec.services["greeter"] == ServiceSpec(
+        class_="hello.greeter:Greeter", replicas=2, env={"GREETING": "Hello"}
+    )
+    assert spec.services["front"] == ServiceSpec(class_="front:Front")
+
+
+def test_defaults_name_from_directory_and_paths_relative_to_it(tmp_path: Path) -> None:
+    system = tmp_path / "shop"
+    system.mkdir()
+    text = '[system]\ndata_dir = "state"\nregistry = "sqlite://reg/x.db"\n'
+    text += '[services.a]\nclass = "a:A"\n'
+    write(system, text)
+    spec = load_system_file(system / "flotilla.toml")
+    assert spec.name == "shop"
+    assert spec.data_dir == system / "state"
+    # Relative to the system, not to wherever `flotilla run` was started.
+    assert spec.registry == f"sqlite://{system / 'reg' / 'x.db'}"
+
+
+def test_other_registry_urls_are_kept_as_written() -> None:
+    text = '[system]\nregistry = "memory://"\n[services.a]\nclass = "a:A"\n'
+    spec = parse_system(text, source="f.toml", system_dir=Path("/srv/x"))
+    assert spec.registry == "memory://"
+
+
+def test_toml_syntax_error_names_line_and_column(tmp_path: Path) -> None:
+    message = refusal(tmp_path, '[system]\nname = "x"\n\n[services.a]\nclass = "a:A" oops\n')
+    assert message.startswith("5: ")
+    assert "(column" in message
+
+
+def test_syntax_error_at_end_of_file_names_the_last_line(tmp_path: Path) -> None:
+    message = refusal(tmp_path, '[services.a]\nclass = "a:A"\nreplicas = \n')
+    assert message.startswith("3: ")
+
+
+def test_wrong_type_names_the_key_line(tmp_path: Path) -> None:
+    text = GOOD.replace("replicas = 2", 'replicas = "2"')
+    assert refusal(tmp_path, text) == ("7: services.greeter.replicas: Expected `int`, got `str`")
+
+
+def test_wrong_type_of_an_env_value_names_the_variable(tmp_path: Path) -> None:
+    text = GOOD.replace('env = { GREETING = "Hello" }', "env = { GREETING = 1 }")
+    assert refusal(tmp_path, text) == (
+        "8: services.greeter.env.GREETING: Expected `str`, got `int`"
+    )
+
+
+def test_unknown_key_in_a_service_names_its_line(tmp_path: Path) -> None:
+    text = GOOD.replace("replicas = 2", "replicas = 2\nreplica = 3")
+    message = refusal(tmp_path, text)
+    assert message == "8: services.greeter.replica: Object contains unknown field `replica`"
+
+
+def test_unknown_key_in_system_and_unknown_table(tmp_path: Path) -> None:
+    text = GOOD.replace('name = "hello"', 'name = "hello"\nregstry = "x"')
+    assert refusal(tmp_path, text).startswith("4: system.regstry: ")
+    assert refusal(tmp_path, GOOD + "\n[sevrices.x]\n").startswith("13: sevrices: ")
+
+
+def test_replicas_must_be_at_least_one(tmp_path: Path) -> None:
+    text = GOOD.replace("replicas = 2", "replicas = 0")
+    assert refusal(tmp_path, text) == "7: services.greeter.replicas: Expected `int` >= 1"
+
+
+def test_class_must_be_module_colon_class(tmp_path: Path) -> None:
+    text = GOOD.replace("hello.greeter:Greeter", "hello.greeter.Greeter")
+    assert refusal(tmp_path, text) == (
+        "6: services.greeter.class: 'hello.greeter.Greeter' is not 'module:Class'"
+    )
+
+
+def test_missing_class_names_the_table(tmp_path: Path) -> None:
+    text = GOOD.replace('class = "front:Front"', "replicas = 1")
+    assert refusal(tmp_path, text) == ("10: services.front: Object missing required field `class`")
+
+
+def test_inline_service_table_points_at_its_line(tmp_path: Path) -> None:
+    text = '[services]\nok = { class = "a:A" }\nbad = { class = "a:A", replicas = true }\n'
+    assert refusal(tmp_path, text) == "3: services.bad.replicas: Expected `int`, got `bool`"
+
+
+def test_a_system_needs_a_service(tmp_path: Path) -> None:
+    assert "at least one [services.NAME]" in refusal(tmp_path, '[system]\nname = "x"\n')
+
+
+def test_service_names_must_be_usable_as_process_names(tmp_path: Path) -> None:
+    text = '[services."a b"]\nclass = "a:A"\n'
+    assert refusal(tmp_path, text).startswith("1: services.a b: service name must match")
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_system_file(tmp_path / "nowhere")
+    assert caught.value.message.startswith(
+        f"{tmp_path / 'nowhere' / 'flotilla.toml'}: no such file"
+    )
