@@ -19,7 +19,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data_dir = tmp_path / ".flotilla"
     assert settings.data_dir == data_dir
     assert settings.data_dir.is_absolute()
-    assert settings.registry == f"sqlite:///{data_dir / 'registry.db'}"
+    assert settings.registry == f"sqlite://{data_dir / 'registry.db'}"
     assert settings.secret == (data_dir / "secret").read_text().strip().encode()
     assert settings.host == "127.0.0.1"
     assert settings.port == 0
@@ -68,7 +68,7 @@ def test_relative_data_dir_made_absolute(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.chdir(tmp_path)
     settings = Settings.from_env({"FLOTILLA_DATA_DIR": "state", "FLOTILLA_SECRET": "x"})
     assert settings.data_dir == tmp_path / "state"
-    assert settings.registry == f"sqlite:///{tmp_path / 'state' / 'registry.db'}"
+    assert settings.registry == f"sqlite://{tmp_path / 'state' / 'registry.db'}"
 
 
 @pytest.mark.parametrize(
