@@ -471,6 +471,7 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)  # even when started with SIGINT ignored (nohup, &)
     workdir = Path(tempfile.mkdtemp(prefix="flotilla-bench-"))
     python_flags = ("-O",) if args.optimize else ()
     children = Children(workdir, python_flags)
