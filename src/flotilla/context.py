@@ -12,6 +12,7 @@ deadline, so a chain of calls shares one time budget and one id in the logs::
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -25,8 +26,15 @@ __all__ = ["Context", "Invoker", "new_request_id"]
 S = TypeVar("S", bound="Service")
 
 
+# A random prefix per process and a counter: unique across processes and calls,
+# and no system call per id (os.urandom is one).
+_ID_PREFIX = os.urandom(6).hex()
+_id_counter = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return os.urandom(8).hex()
+    """A new request id, unique across processes."""
+    return f"{_ID_PREFIX}{next(_id_counter):x}"
 
 
 class Invoker(Protocol):

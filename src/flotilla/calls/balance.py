@@ -54,7 +54,7 @@ class Balance:
 
     async def __call__(self, request: Request, call_next: Handler[Request]) -> Any:
         endpoints = self.directory.get(request.service) or await self.directory.open(
-            request.service
+            request.service, deadline=request.deadline
         )
         strategy = self._strategies.get(request.service) or self.strategy(request.service)
         tried: list[Endpoint] = []

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, TypeVar
@@ -70,6 +69,7 @@ class Caller:
             **(layers or {}),
         }
         self._send = build_stack(stack, self._transmit)
+        self._targets: dict[str, tuple[str, str]] = {}  # "svc.method" -> its two parts
 
     async def invoke(
         self,
@@ -81,7 +81,7 @@ class Caller:
         spec: MethodSpec | None = None,
     ) -> Any:
         """Call ``target`` with ``args`` for ``context``; decode the result into ``result_type``."""
-        service, method = split_target(target)
+        service, method = self._targets.get(target) or self._split(target)
         request = Request(
             service=service,
             method=method,
@@ -99,6 +99,10 @@ class Caller:
         except InvalidArgument as exc:
             raise Internal(f"result of {target} does not match its type: {exc.message}") from None
 
+    def _split(self, target: str) -> tuple[str, str]:
+        parts = self._targets[target] = split_target(target)
+        return parts
+
     def client(self, service: type[S], *, context: Context) -> TypedClient[S]:
         return TypedClient(self, service, context)
 
@@ -110,18 +114,19 @@ class Caller:
         if connection is None:
             started = time.monotonic()
             try:
-                connection = await self.pool.get(address)
+                connection = await self.pool.get(address, deadline=request.deadline)
             except Unavailable:
                 self.directory.mark_down(address)
                 raise
             request.connect_seconds = time.monotonic() - started
-        timeout_ms = None
-        if request.deadline is not None:
-            timeout_ms = max(int((request.deadline - asyncio.get_running_loop().time()) * 1000), 1)
-        meta = {"rid": request.request_id, "from": request.caller}
-        if request.meta:
-            meta.update(request.meta)
-        return await connection.call(request.target, codec.encode(request.args), timeout_ms, meta)
+        return await connection.call(
+            request.target,
+            codec.encode(request.args),
+            deadline=request.deadline,
+            request_id=request.request_id,
+            caller=request.caller,
+            meta=request.meta or None,
+        )
 
     async def aclose(self) -> None:
         """Stop watching the registry and close connections; idempotent."""

@@ -99,8 +99,12 @@ class Directory:
         ready = self._ready.get(service)
         return self._sets[service] if ready is not None and ready.done() else None
 
-    async def open(self, service: str) -> EndpointSet:
-        """The set of ``service``, starting its watch and waiting for the first snapshot."""
+    async def open(self, service: str, *, deadline: float | None = None) -> EndpointSet:
+        """The set of ``service``, starting its watch and waiting for the first snapshot.
+
+        The wait ends at ``deadline`` (absolute, loop clock) or after
+        :data:`FIRST_SNAPSHOT_TIMEOUT`, whichever comes first.
+        """
         ready = self._ready.get(service)
         if ready is None:
             endpoint_set = self._sets[service] = EndpointSet(service)
@@ -108,8 +112,9 @@ class Directory:
             task = asyncio.create_task(self._follow(endpoint_set, ready), name=f"watch {service}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        limit = asyncio.get_running_loop().time() + FIRST_SNAPSHOT_TIMEOUT
         try:
-            async with asyncio.timeout(FIRST_SNAPSHOT_TIMEOUT):
+            async with asyncio.timeout_at(min(limit, deadline or limit)):
                 await asyncio.shield(ready)
         except TimeoutError:
             raise Unavailable(f"registry did not answer for service {service!r}") from None

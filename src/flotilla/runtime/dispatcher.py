@@ -1,4 +1,9 @@
-"""The callee's side of a call: find the method, validate the arguments, run it under the deadline.
+"""The callee's side of a call: find the method, validate the arguments, run it.
+
+The transport has already enforced the deadline's first half (a call whose
+deadline passed is not started) and enforces the second (a call that runs past
+it is cancelled); the dispatcher hands the deadline on in the call's
+:class:`Context`, so onward calls share it.
 
 Incoming calls go through the same kind of pipeline as outgoing ones
 (:func:`flotilla.calls.pipeline.compose`); :data:`SERVER_STACK` is its order.
@@ -7,15 +12,18 @@ Incoming calls go through the same kind of pipeline as outgoing ones
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from flotilla import codec
-from flotilla.calls.pipeline import Handler, Middleware, build_stack
+from flotilla.calls.pipeline import Middleware, build_stack
 from flotilla.context import Context, Invoker
-from flotilla.errors import DeadlineExceeded, FlotillaError, Internal, NotFound
+from flotilla.errors import FlotillaError, Internal, NotFound
 from flotilla.service import MethodSpec, Service
 from flotilla.transport.frames import Call
 
@@ -24,47 +32,52 @@ __all__ = ["SERVER_STACK", "Dispatcher", "Incoming"]
 log = logging.getLogger("flotilla.runtime")
 
 SERVER_STACK: tuple[str, ...] = (
-    # Outermost: work whose deadline has passed is skipped, and work that runs
-    # past it is cancelled: the caller has stopped waiting.
-    "deadline",
-    # Observes what the handler did (the observability issue adds it).
+    # Observes what the handler did: time, outcome (the observability work adds it).
     "metrics",
 )
+
+
+class Route:
+    """One hosted method: the bound callable and how to lay its arguments out."""
+
+    __slots__ = ("bound", "context_index", "keywords", "service", "spec", "target")
+
+    def __init__(self, service: Service, spec: MethodSpec) -> None:
+        self.service = service.name
+        self.spec = spec
+        self.target = f"{service.name}.{spec.name}"
+        self.bound = getattr(service, spec.attribute)
+        parameters = list(inspect.signature(self.bound).parameters.values())
+        # Positional calls are cheaper than **kwargs; keyword-only parameters
+        # (and only they) force the keyword layout.
+        positional = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters)
+        self.keywords = None if positional else spec.args_type.__struct_fields__
+        names = [p.name for p in parameters]
+        self.context_index = (
+            names.index(spec.context_param) if spec.context_param is not None else None
+        )
+
+    def call(self, values: tuple[Any, ...], context: Context) -> Awaitable[Any]:
+        """Call the method with the argument ``values`` (in field order) and ``context``."""
+        if self.keywords is None:
+            index = self.context_index
+            if index is not None:
+                values = (*values[:index], context, *values[index:])
+            return self.bound(*values)  # type: ignore[no-any-return]
+        kwargs = dict(zip(self.keywords, values, strict=True))
+        if self.spec.context_param is not None:
+            kwargs[self.spec.context_param] = context
+        return self.bound(**kwargs)  # type: ignore[no-any-return]
 
 
 @dataclass(slots=True)
 class Incoming:
     """A call being served, as the server pipeline's middlewares see it."""
 
-    call: Call
-    spec: MethodSpec
+    route: Route
+    values: tuple[Any, ...]
+    """The arguments, validated, in the order of the method's argument struct."""
     context: Context
-    invoke: Callable[..., Any]
-
-
-class _Route:
-    __slots__ = ("bound", "fields", "spec")
-
-    def __init__(self, service: Service, spec: MethodSpec) -> None:
-        self.spec = spec
-        self.bound = getattr(service, spec.attribute)
-        self.fields = spec.args_type.__struct_fields__
-
-
-async def _enforce_deadline(incoming: Incoming, call_next: Handler[Incoming]) -> Any:
-    deadline = incoming.context.deadline
-    if deadline is None:
-        return await call_next(incoming)
-    if deadline <= asyncio.get_running_loop().time():
-        raise DeadlineExceeded(f"deadline of {incoming.call.method} passed before it started")
-    scope = asyncio.timeout_at(deadline)
-    try:
-        async with scope:
-            return await call_next(incoming)
-    except TimeoutError:
-        if scope.expired():
-            raise DeadlineExceeded(f"{incoming.call.method} ran past its deadline") from None
-        raise
 
 
 class Dispatcher:
@@ -77,32 +90,27 @@ class Dispatcher:
         layers: Mapping[str, Middleware[Incoming]] | None = None,
     ) -> None:
         self.invoker = invoker
-        self.routes: dict[str, _Route] = {}
+        self.routes: dict[str, Route] = {}
         for service in services:
             for spec in service.methods().values():
-                self.routes[f"{service.name}.{spec.name}"] = _Route(service, spec)
-        stack = {"deadline": _enforce_deadline, **(layers or {})}
-        self._run = build_stack(stack, _invoke, SERVER_STACK)
+                route = Route(service, spec)
+                self.routes[route.target] = route
+        self._run = build_stack(dict(layers or {}), _invoke, SERVER_STACK)
 
-    async def __call__(self, call: Call) -> bytes:
+    async def __call__(self, call: Call, deadline: float | None) -> bytes:
         route = self.routes.get(call.method)
         if route is None:
             raise NotFound(f"no method {call.method!r} here")
-        args = codec.decode(call.args, route.spec.args_type)
-        meta = dict(call.meta) if call.meta else {}
-        loop = asyncio.get_running_loop()
+        values = msgspec.structs.astuple(codec.decode(call.args, route.spec.args_type))
         context = Context(
             self.invoker,
-            service=call.method.partition(".")[0],
-            caller=meta.pop("from", ""),
-            request_id=meta.pop("rid", None),
-            deadline=None if call.timeout_ms is None else loop.time() + call.timeout_ms / 1000,
-            meta=meta,
+            service=route.service,
+            caller=call.caller,
+            request_id=call.request_id or None,
+            deadline=deadline,
+            meta=call.meta,
         )
-        kwargs = {name: getattr(args, name) for name in route.fields}
-        if route.spec.context_param is not None:
-            kwargs[route.spec.context_param] = context
-        result = await self._run(Incoming(call, route.spec, context, lambda: route.bound(**kwargs)))
+        result = await self._run(Incoming(route, values, context))
         try:
             return codec.encode(result)
         except TypeError as exc:
@@ -111,9 +119,10 @@ class Dispatcher:
 
 async def _invoke(incoming: Incoming) -> Any:
     try:
-        return await incoming.invoke()
+        return await incoming.route.call(incoming.values, incoming.context)
     except (FlotillaError, asyncio.CancelledError):
         raise
     except Exception:
-        log.exception("%s failed (request %s)", incoming.call.method, incoming.context.request_id)
-        raise Internal(f"{incoming.call.method} failed") from None
+        target, request_id = incoming.route.target, incoming.context.request_id
+        log.exception("%s failed (request %s)", target, request_id)
+        raise Internal(f"{target} failed") from None

@@ -211,7 +211,7 @@ class Node:
 
     async def call(self, target: str, /, **args: Any) -> Any:
         """``await node.call("greeter.hello", name="Ada")`` with a fresh root context."""
-        return await self.context().call(target, **args)
+        return await self.caller.invoke(target, args, context=self.context())
 
     def client(self, service: type[S]) -> TypedClient[S]:
         return self.caller.client(service, context=self.context())

@@ -19,6 +19,7 @@ import msgspec
 
 from flotilla.errors import (
     ConnectFailed,
+    DeadlineExceeded,
     ProtocolError,
     Unauthenticated,
     Unavailable,
@@ -38,28 +39,41 @@ from flotilla.transport.frames import (
     encode_frame,
     proof,
 )
+from flotilla.transport.writer import FrameWriter
 
 __all__ = ["Connection", "ConnectionPool"]
 
 log = logging.getLogger("flotilla.transport")
 
 CONNECT_TIMEOUT = 2.0
+# How often the calls in flight are checked against their deadlines: the
+# precision of a deadline, and the cost of an idle wake-up while calls wait.
+SWEEP_INTERVAL = 0.005
 
 
 class Connection(asyncio.Protocol):
-    """A client connection to one server, usable once :meth:`ready` returned."""
+    """A client connection to one server, usable once :meth:`ready` returned.
+
+    Each call waits on a future of its own; a reply resolves it by id.  A call's
+    deadline is enforced by a sweep every :data:`SWEEP_INTERVAL` while calls are
+    in flight, not by a timer per call: arming and cancelling a timer for every
+    call cost more than the rest of the call path together.
+    """
 
     def __init__(self, address: str, secret: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.address = address
         self.secret = secret
         self.reader = FrameReader(max_frame)
         self.transport: asyncio.Transport | None = None
-        self.pending: dict[int, asyncio.Future[msgspec.Raw]] = {}
+        self.writer: FrameWriter | None = None
+        # id -> (future, absolute deadline or None, method): what a sweep needs.
+        self.pending: dict[int, tuple[asyncio.Future[msgspec.Raw], float | None, str]] = {}
         self.next_id = 0
         self.nonce = os.urandom(16)
         self.on_lost: Callable[[Connection], None] | None = None
         self._loop = asyncio.get_running_loop()
         self._ready: asyncio.Future[None] = self._loop.create_future()
+        self._sweeper: asyncio.TimerHandle | None = None
 
     @property
     def open(self) -> bool:
@@ -73,24 +87,61 @@ class Connection(asyncio.Protocol):
         self,
         method: str,
         args: bytes,
-        timeout_ms: int | None = None,
+        *,
+        deadline: float | None = None,
+        request_id: str = "",
+        caller: str = "",
         meta: dict[str, str] | None = None,
     ) -> msgspec.Raw:
-        """Send one call and wait for its result (raised as the callee's error class on failure)."""
-        transport = self.transport
-        if transport is None or transport.is_closing():
+        """Send one call and wait for its result (raised as the callee's error class on failure).
+
+        ``deadline`` is absolute, on the event loop's clock; the callee is told
+        how much of it is left.
+        """
+        writer = self.writer
+        if writer is None or writer.transport.is_closing():
             raise ConnectFailed(f"connection to {self.address} is closed")
+        timeout_ms = None
+        if deadline is not None:
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                raise DeadlineExceeded(f"deadline passed before calling {method}")
+            timeout_ms = int(remaining * 1000) or 1
+            if self._sweeper is None:
+                self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
         self.next_id = call_id = self.next_id + 1
         future: asyncio.Future[msgspec.Raw] = self._loop.create_future()
-        self.pending[call_id] = future
-        transport.write(encode_frame(Call(call_id, method, msgspec.Raw(args), timeout_ms, meta)))
+        self.pending[call_id] = (future, deadline, method)
+        frame = Call(call_id, method, msgspec.Raw(args), timeout_ms, request_id, caller, meta)
+        writer.send(encode_frame(frame))
         try:
             return await future
         finally:
-            if self.pending.pop(call_id, None) is not None and self.open:
-                # We stopped waiting before the answer came (deadline, cancellation):
-                # tell the callee so it can stop working for nobody.
-                transport.write(encode_frame(Cancel(call_id)))
+            if self.pending.pop(call_id, None) is not None:
+                # We stopped waiting before the answer came (the caller was
+                # cancelled): tell the callee, so it stops working for nobody.
+                self._cancel(call_id)
+
+    def _sweep(self) -> None:
+        """Fail the calls whose deadline passed, and tell their callees."""
+        self._sweeper = None
+        now = self._loop.time()
+        expired = [
+            call_id
+            for call_id, (_, deadline, _) in self.pending.items()
+            if deadline is not None and deadline <= now
+        ]
+        for call_id in expired:
+            future, _, method = self.pending.pop(call_id)
+            if not future.done():
+                future.set_exception(DeadlineExceeded(f"{method} did not answer in time"))
+            self._cancel(call_id)
+        if self.pending and self.transport is not None:
+            self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def _cancel(self, call_id: int) -> None:
+        if self.writer is not None and self.open:
+            self.writer.send(encode_frame(Cancel(call_id)))
 
     def close(self) -> None:
         if self.transport is not None:
@@ -101,6 +152,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        self.writer = FrameWriter(self.transport, self._loop)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -112,13 +164,13 @@ class Connection(asyncio.Protocol):
 
     def _handle(self, frame: Frame) -> None:
         if type(frame) is Reply:
-            future = self.pending.pop(frame.id, None)
-            if future is not None and not future.done():
-                future.set_result(frame.result)
+            entry = self.pending.pop(frame.id, None)
+            if entry is not None and not entry[0].done():
+                entry[0].set_result(frame.result)
         elif type(frame) is Failure:
-            future = self.pending.pop(frame.id, None)
-            if future is not None and not future.done():
-                future.set_exception(error_for_code(frame.code, frame.message, frame.details))
+            entry = self.pending.pop(frame.id, None)
+            if entry is not None and not entry[0].done():
+                entry[0].set_exception(error_for_code(frame.code, frame.message, frame.details))
         elif type(frame) is Challenge and self.transport is not None:
             hello = Hello(proof(self.secret, frame.nonce, b"client"), self.nonce)
             self.transport.write(encode_frame(hello))
@@ -137,6 +189,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if not self._ready.done():
             self._ready.set_exception(
                 Unauthenticated(f"{self.address} closed the connection during the handshake")
@@ -144,7 +199,7 @@ class Connection(asyncio.Protocol):
         # The calls in flight may or may not have run: not safe to retry blindly.
         lost = Unavailable(f"connection to {self.address} lost", retryable=False)
         pending, self.pending = self.pending, {}
-        for future in pending.values():
+        for future, _, _ in pending.values():
             if not future.done():
                 future.set_exception(lost)
         if self.on_lost is not None:
@@ -175,8 +230,12 @@ class ConnectionPool:
         connection = self._connections.get(address)
         return connection if connection is not None and connection.open else None
 
-    async def get(self, address: str) -> Connection:
-        """An open connection to ``address``; concurrent first calls share one connect."""
+    async def get(self, address: str, *, deadline: float | None = None) -> Connection:
+        """An open connection to ``address``; concurrent first calls share one connect.
+
+        The wait is bounded by the pool's connect timeout and by ``deadline``
+        (absolute, loop clock).
+        """
         connection = self.connected(address)
         if connection is not None:
             return connection
@@ -188,7 +247,11 @@ class ConnectionPool:
             self._connecting[address] = connecting
             connecting.add_done_callback(lambda _: self._connecting.pop(address, None))
         # shield: one caller's deadline must not abort a connect others wait for.
-        return await asyncio.shield(connecting)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await asyncio.shield(connecting)
+        except TimeoutError:
+            raise DeadlineExceeded(f"deadline passed while connecting to {address}") from None
 
     async def _connect(self, address: str) -> Connection:
         host, _, port = address.rpartition(":")

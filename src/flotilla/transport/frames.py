@@ -68,7 +68,11 @@ class Call(msgspec.Struct, tag=3, array_like=True):
     """The arguments (a msgpack map) left encoded: the callee decodes them into its own types."""
     timeout_ms: int | None = None
     """What is left of the caller's deadline; relative, since hosts' clocks disagree."""
+    request_id: str = ""
+    caller: str = ""
+    """The calling service ('' from outside any service)."""
     meta: dict[str, str] | None = None
+    """User metadata that travels along a chain of calls."""
 
 
 class Reply(msgspec.Struct, tag=4, array_like=True):

@@ -13,12 +13,14 @@ import asyncio
 import hmac
 import logging
 import os
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 from typing import cast
 
 import msgspec
 
-from flotilla.errors import FlotillaError, Internal, ProtocolError, Unavailable
+from flotilla.errors import DeadlineExceeded, FlotillaError, Internal, ProtocolError, Unavailable
 from flotilla.transport.frames import (
     DEFAULT_MAX_FRAME,
     Call,
@@ -33,13 +35,33 @@ from flotilla.transport.frames import (
     encode_frame,
     proof,
 )
+from flotilla.transport.writer import FrameWriter
 
 __all__ = ["CallHandler", "Server"]
 
+Task = asyncio.Task[None]
+
 log = logging.getLogger("flotilla.transport")
 
-CallHandler = Callable[[Call], Awaitable[bytes]]
-"""Runs one call; returns the msgpack-encoded result or raises a ``FlotillaError``."""
+CallHandler = Callable[[Call, float | None], Awaitable[bytes]]
+"""Runs one call by its absolute deadline (loop clock; None: none); returns the
+msgpack-encoded result or raises a ``FlotillaError``."""
+
+# How often calls in flight are checked against their deadlines (see the client's).
+SWEEP_INTERVAL = 0.005
+
+if sys.version_info >= (3, 12):
+
+    def _start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> Task:
+        # Run the handler at once, inside this read: most calls finish without
+        # suspending, and then no task is scheduled and no loop turn is spent.
+        return asyncio.Task(coro, loop=loop, eager_start=True)
+
+else:
+
+    def _start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> Task:
+        return loop.create_task(coro)
+
 
 # A peer has this long to prove it knows the secret, and may send at most this
 # much before it has: an unauthenticated socket must not hold memory or a slot.
@@ -126,15 +148,20 @@ class _ServerConnection(asyncio.Protocol):
         self.server = server
         self.reader = FrameReader(HANDSHAKE_MAX_FRAME)
         self.transport: asyncio.Transport | None = None
+        self.writer: FrameWriter | None = None
         self.peer = "?"
         self.nonce = os.urandom(16)
         self.authenticated = False
-        self.calls: dict[int, asyncio.Task[None]] = {}
+        # id -> (task, absolute deadline or None, method)
+        self.calls: dict[int, tuple[Task, float | None, str]] = {}
         self.handshake_timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        self.writer = FrameWriter(self.transport, self._loop)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.server._connections.add(self)
@@ -155,9 +182,9 @@ class _ServerConnection(asyncio.Protocol):
         if type(frame) is Call:
             self._start_call(frame)
         elif type(frame) is Cancel:
-            task = self.calls.get(frame.id)
-            if task is not None:
-                task.cancel()
+            entry = self.calls.get(frame.id)
+            if entry is not None:
+                entry[0].cancel()
         elif type(frame) is Hello and not self.authenticated:
             self._authenticate(frame)
         else:
@@ -182,9 +209,19 @@ class _ServerConnection(asyncio.Protocol):
             return
         if call.id in self.calls:
             raise ProtocolError(f"call id {call.id} is already in flight")
+        deadline = None
+        if call.timeout_ms is not None:
+            if call.timeout_ms <= 0:
+                # The caller has already given up: skip the work.
+                message = f"deadline of {call.method} passed before it started"
+                self._write(Failure(call.id, DeadlineExceeded.code, message))
+                return
+            deadline = self._loop.time() + call.timeout_ms / 1000
+            if self._sweeper is None:
+                self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
         self.server._call_started()
-        task = asyncio.get_running_loop().create_task(self._run(call))
-        self.calls[call.id] = task
+        task = _start_task(self._loop, self._run(call, deadline))
+        self.calls[call.id] = (task, deadline, call.method)
         # Clean up in a callback, not in _run: a task cancelled before its first
         # step (a Cancel in the same read as its Call) never runs _run at all.
         task.add_done_callback(lambda _: self._call_done(call.id))
@@ -193,10 +230,22 @@ class _ServerConnection(asyncio.Protocol):
         del self.calls[call_id]
         self.server._call_finished()
 
-    async def _run(self, call: Call) -> None:
+    def _sweep(self) -> None:
+        """Stop the calls that ran past their deadline; their callers are told so."""
+        self._sweeper = None
+        now = self._loop.time()
+        for call_id, (task, deadline, method) in list(self.calls.items()):
+            if deadline is not None and deadline <= now and not task.done():
+                message = f"{method} ran past its deadline"
+                self._write(Failure(call_id, DeadlineExceeded.code, message))
+                task.cancel()
+        if self.calls and self.transport is not None:
+            self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    async def _run(self, call: Call, deadline: float | None) -> None:
         reply: Frame
         try:
-            reply = Reply(call.id, msgspec.Raw(await self.server.handler(call)))
+            reply = Reply(call.id, msgspec.Raw(await self.server.handler(call, deadline)))
         except FlotillaError as exc:
             reply = Failure(call.id, exc.code, exc.message, exc.details or None)
         except asyncio.CancelledError:
@@ -208,8 +257,8 @@ class _ServerConnection(asyncio.Protocol):
         self._write(reply)
 
     def _write(self, frame: Frame) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(encode_frame(frame))
+        if self.writer is not None:
+            self.writer.send(encode_frame(frame))
 
     def _refuse(self, reason: str) -> None:
         log.warning("closing connection from %s: %s", self.peer, reason)
@@ -228,7 +277,9 @@ class _ServerConnection(asyncio.Protocol):
             )
         if self.handshake_timer is not None:
             self.handshake_timer.cancel()
-        for task in self.calls.values():
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for task, _, _ in self.calls.values():
             task.cancel()
         self.server._connections.discard(self)
         self.transport = None
