@@ -37,7 +37,7 @@ class StubDirectory:
     def get(self, service: str) -> EndpointSet | None:
         return None
 
-    async def open(self, service: str) -> EndpointSet:
+    async def open(self, service: str, *, deadline: float | None = None) -> EndpointSet:
         self.opened.append(service)
         return self.sets.setdefault(service, EndpointSet(service))
 

@@ -83,21 +83,19 @@ async def test_passed_deadline_fails_without_calling_next() -> None:
     assert called == []
 
 
-async def test_slow_next_is_cut_off_and_cancelled() -> None:
-    outcome: list[str] = []
+async def test_no_timer_is_armed_the_deadline_travels_down() -> None:
+    # The middleware only fixes the deadline; the layers that wait enforce it
+    # (the transport for the reply): a slow next is not cut off here.
+    seen: list[float | None] = []
 
-    async def slow(req: Request) -> None:
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            outcome.append("cancelled")
-            raise
+    async def slow(req: Request) -> str:
+        seen.append(req.deadline)
+        await asyncio.sleep(0.05)
+        return "late but answered"
 
-    started = now()
-    with pytest.raises(DeadlineExceeded, match="did not answer in time"):
-        await Deadline()(request(timeout=0.05), slow)
-    assert now() - started < 2.0
-    assert outcome == ["cancelled"]
+    req = request()
+    assert await Deadline(default_timeout=0.01)(req, slow) == "late but answered"
+    assert seen == [req.deadline]
 
 
 async def test_a_timeout_error_from_below_is_not_a_deadline() -> None:

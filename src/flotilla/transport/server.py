@@ -15,8 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
-from typing import cast
+from typing import Any, cast
 
 import msgspec
 
