@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
@@ -79,9 +79,9 @@ class Context:
             return None
         return self.deadline - asyncio.get_running_loop().time()
 
-    async def call(self, target: str, /, **args: Any) -> Any:
-        """Call ``"service.method"`` with keyword arguments; returns the result as builtins."""
-        return await self._invoker.invoke(target, args, context=self)
+    def call(self, target: str, /, **args: Any) -> Awaitable[Any]:
+        """Call ``"service.method"`` with keyword arguments; await it for the result as builtins."""
+        return self._invoker.invoke(target, args, context=self)
 
     def client(self, service: type[S]) -> TypedClient[S]:
         """A typed client for ``service``: ``await ctx.client(Catalog).get(id=1)``."""

@@ -26,7 +26,7 @@ from flotilla.context import Context
 from flotilla.errors import Internal, InvalidArgument, Unavailable
 from flotilla.registry import Registry
 from flotilla.service import MethodSpec, Service
-from flotilla.transport.client import ConnectionPool
+from flotilla.transport.client import Connection, ConnectionPool
 
 __all__ = ["Caller", "TypedClient", "split_target"]
 
@@ -106,20 +106,29 @@ class Caller:
     def client(self, service: type[S], *, context: Context) -> TypedClient[S]:
         return TypedClient(self, service, context)
 
-    async def _transmit(self, request: Request) -> msgspec.Raw:
+    def _transmit(self, request: Request) -> Awaitable[msgspec.Raw]:
         """The end of the pipeline: one attempt on the endpoint balancing chose."""
         assert request.endpoint is not None, "balance must run before the transport"
-        address = request.endpoint.address
-        connection = self.pool.connected(address)
+        connection = self.pool.connected(request.endpoint.address)
         if connection is None:
-            started = time.monotonic()
-            try:
-                connection = await self.pool.get(address, deadline=request.deadline)
-            except Unavailable:
-                self.directory.mark_down(address)
-                raise
-            request.connect_seconds = time.monotonic() - started
-        return await connection.call(
+            return self._connect_and_transmit(request)
+        return self._send_on(connection, request)
+
+    async def _connect_and_transmit(self, request: Request) -> msgspec.Raw:
+        assert request.endpoint is not None
+        address = request.endpoint.address
+        started = time.monotonic()
+        try:
+            connection = await self.pool.get(address, deadline=request.deadline)
+        except Unavailable:
+            self.directory.mark_down(address)
+            raise
+        request.connect_seconds = time.monotonic() - started
+        return await self._send_on(connection, request)
+
+    @staticmethod
+    def _send_on(connection: Connection, request: Request) -> Awaitable[msgspec.Raw]:
+        return connection.call(
             request.target,
             codec.encode(request.args),
             deadline=request.deadline,

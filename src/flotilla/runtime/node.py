@@ -23,7 +23,7 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -209,9 +209,9 @@ class Node:
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         return Context(self.caller, deadline=deadline, meta=meta)
 
-    async def call(self, target: str, /, **args: Any) -> Any:
+    def call(self, target: str, /, **args: Any) -> Awaitable[Any]:
         """``await node.call("greeter.hello", name="Ada")`` with a fresh root context."""
-        return await self.caller.invoke(target, args, context=self.context())
+        return self.caller.invoke(target, args, context=self.context())
 
     def client(self, service: type[S]) -> TypedClient[S]:
         return self.caller.client(service, context=self.context())
