@@ -41,7 +41,7 @@ class Invoker(Protocol):
     """What sends calls for a context (implemented by :class:`flotilla.calls.Caller`)."""
 
     async def invoke(
-        self, target: str, args: dict[str, Any], *, context: Context, result_type: Any = Any
+        self, target: str, args: dict[str, Any], *, context: Context | None, result_type: Any = Any
     ) -> Any: ...
 
     def client(self, service: type[S], *, context: Context) -> TypedClient[S]: ...

@@ -53,37 +53,32 @@ class Balance:
         return strategy
 
     async def __call__(self, request: Request, call_next: Handler[Request]) -> Any:
-        endpoints = self.directory.get(request.service) or await self.directory.open(
-            request.service, deadline=request.deadline
+        service = request.service
+        endpoints = self.directory.get(service) or await self.directory.open(
+            service, deadline=request.deadline
         )
-        strategy = self._strategies.get(request.service) or self.strategy(request.service)
+        strategy = self._strategies.get(service) or self.strategy(service)
         tried: list[Endpoint] = []
         while True:
             available = endpoints.pick_list()
             if tried:
                 available = tuple(e for e in available if e not in tried)
             if not available:
-                raise Unavailable(f"no live instance of service {request.service!r}")
+                raise Unavailable(f"no live instance of service {service!r}")
             endpoint = request.endpoint = strategy.select(available, request)
             endpoint.inflight += 1
             started = time.monotonic()
+            unreachable = False
             try:
-                result = await call_next(request)
+                return await call_next(request)
             except ConnectFailed:
-                endpoint.inflight -= 1
+                unreachable = True  # nothing was sent: no latency to learn from
                 if len(tried) == MAX_REQUEUES:
                     raise
                 tried.append(endpoint)
-                continue
-            except BaseException:
-                self._done(endpoint, started, request)
-                raise
-            self._done(endpoint, started, request)
-            return result
-
-    @staticmethod
-    def _done(endpoint: Endpoint, started: float, request: Request) -> None:
-        endpoint.inflight -= 1
-        now = time.monotonic()
-        endpoint.record(now - started - request.connect_seconds, now)
-        request.connect_seconds = 0.0
+            finally:
+                endpoint.inflight -= 1
+                if not unreachable:
+                    now = time.monotonic()
+                    endpoint.record(now - started - request.connect_seconds, now)
+                    request.connect_seconds = 0.0

@@ -22,7 +22,7 @@ from flotilla.calls.deadline import DEFAULT_TIMEOUT, Deadline
 from flotilla.calls.endpoints import Directory
 from flotilla.calls.pipeline import Middleware, build_stack
 from flotilla.calls.request import Request
-from flotilla.context import Context
+from flotilla.context import Context, new_request_id
 from flotilla.errors import Internal, InvalidArgument, Unavailable
 from flotilla.registry import Registry
 from flotilla.service import MethodSpec, Service
@@ -76,23 +76,33 @@ class Caller:
         target: str,
         args: dict[str, Any],
         *,
-        context: Context,
+        context: Context | None,
         result_type: Any = Any,
         spec: MethodSpec | None = None,
     ) -> Any:
-        """Call ``target`` with ``args`` for ``context``; decode the result into ``result_type``."""
+        """Call ``target`` with ``args`` for ``context``; decode the result into ``result_type``.
+
+        With no context the call starts a chain of its own: a new request id,
+        no caller, no deadline but the default timeout.
+        """
         service, method = self._targets.get(target) or self._split(target)
-        request = Request(
-            service=service,
-            method=method,
-            args=args,
-            request_id=context.request_id,
-            caller=context.service,
-            meta=context.meta,
-            deadline=context.deadline,
-            timeout=spec.timeout if spec else None,
-            idempotent=spec.idempotent if spec else False,
-        )
+        if context is None:
+            request = Request(
+                service=service, method=method, args=args, request_id=new_request_id()
+            )
+        else:
+            request = Request(
+                service=service,
+                method=method,
+                args=args,
+                request_id=context.request_id,
+                caller=context.service,
+                meta=context.meta,
+                deadline=context.deadline,
+            )
+        if spec is not None:
+            request.timeout = spec.timeout
+            request.idempotent = spec.idempotent
         raw = await self._send(request)
         try:
             return codec.decode(raw, result_type)
@@ -112,7 +122,7 @@ class Caller:
         connection = self.pool.connected(request.endpoint.address)
         if connection is None:
             return self._connect_and_transmit(request)
-        return self._send_on(connection, request)
+        return _call_on(connection, request)
 
     async def _connect_and_transmit(self, request: Request) -> msgspec.Raw:
         assert request.endpoint is not None
@@ -124,23 +134,23 @@ class Caller:
             self.directory.mark_down(address)
             raise
         request.connect_seconds = time.monotonic() - started
-        return await self._send_on(connection, request)
-
-    @staticmethod
-    def _send_on(connection: Connection, request: Request) -> Awaitable[msgspec.Raw]:
-        return connection.call(
-            request.target,
-            codec.encode(request.args),
-            deadline=request.deadline,
-            request_id=request.request_id,
-            caller=request.caller,
-            meta=request.meta or None,
-        )
+        return await _call_on(connection, request)
 
     async def aclose(self) -> None:
         """Stop watching the registry and close connections; idempotent."""
         await self.directory.aclose()
         await self.pool.aclose()
+
+
+def _call_on(connection: Connection, request: Request) -> Awaitable[msgspec.Raw]:
+    return connection.call(
+        request.target,
+        codec.encode(request.args),
+        deadline=request.deadline,
+        request_id=request.request_id,
+        caller=request.caller,
+        meta=request.meta or None,
+    )
 
 
 class TypedClient(Generic[S]):

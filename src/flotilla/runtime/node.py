@@ -211,7 +211,7 @@ class Node:
 
     def call(self, target: str, /, **args: Any) -> Awaitable[Any]:
         """``await node.call("greeter.hello", name="Ada")`` with a fresh root context."""
-        return self.caller.invoke(target, args, context=self.context())
+        return self.caller.invoke(target, args, context=None)
 
     def client(self, service: type[S]) -> TypedClient[S]:
         return self.caller.client(service, context=self.context())
