@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -35,7 +35,7 @@ class Deadline:
     # A plain function returning the next layer's awaitable: no coroutine frame
     # of its own on every call, since there is nothing to do after ``next``.
     def __call__(self, request: Request, call_next: Handler[Request]) -> Awaitable[Any]:
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()
         if request.deadline is None:
             timeout = request.timeout if request.timeout is not None else self.default_timeout
             request.deadline = now + timeout

@@ -102,7 +102,7 @@ class Directory:
     async def open(self, service: str, *, deadline: float | None = None) -> EndpointSet:
         """The set of ``service``, starting its watch and waiting for the first snapshot.
 
-        The wait ends at ``deadline`` (absolute, loop clock) or after
+        The wait ends at ``deadline`` (absolute, ``time.monotonic()``) or after
         :data:`FIRST_SNAPSHOT_TIMEOUT`, whichever comes first.
         """
         ready = self._ready.get(service)
@@ -112,9 +112,11 @@ class Directory:
             task = asyncio.create_task(self._follow(endpoint_set, ready), name=f"watch {service}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        limit = asyncio.get_running_loop().time() + FIRST_SNAPSHOT_TIMEOUT
+        wait = FIRST_SNAPSHOT_TIMEOUT
+        if deadline is not None:
+            wait = min(wait, deadline - time.monotonic())
         try:
-            async with asyncio.timeout_at(min(limit, deadline or limit)):
+            async with asyncio.timeout(wait):
                 await asyncio.shield(ready)
         except TimeoutError:
             raise Unavailable(f"registry did not answer for service {service!r}") from None

@@ -22,7 +22,7 @@ class Request:
     caller: str = ""
     meta: dict[str, str] = field(default_factory=dict)
     deadline: float | None = None
-    """Absolute, on the event loop's clock; fixed by the deadline middleware."""
+    """Absolute, on ``time.monotonic()``; fixed by the deadline middleware."""
     timeout: float | None = None
     """The method's own timeout: caps the caller's deadline, or sets one if there is none."""
     idempotent: bool = False

@@ -15,7 +15,6 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -57,27 +56,55 @@ class Route:
             names.index(spec.context_param) if spec.context_param is not None else None
         )
 
-    def call(self, values: tuple[Any, ...], context: Context) -> Awaitable[Any]:
-        """Call the method with the argument ``values`` (in field order) and ``context``."""
+    def call(self, incoming: Incoming) -> Awaitable[Any]:
+        """Call the method with the arguments of ``incoming`` (and its context, if it takes one)."""
+        values = incoming.values
         if self.keywords is None:
             index = self.context_index
             if index is not None:
-                values = (*values[:index], context, *values[index:])
+                values = (*values[:index], incoming.context, *values[index:])
             return self.bound(*values)  # type: ignore[no-any-return]
         kwargs = dict(zip(self.keywords, values, strict=True))
         if self.spec.context_param is not None:
-            kwargs[self.spec.context_param] = context
+            kwargs[self.spec.context_param] = incoming.context
         return self.bound(**kwargs)  # type: ignore[no-any-return]
 
 
-@dataclass(slots=True)
 class Incoming:
     """A call being served, as the server pipeline's middlewares see it."""
 
-    route: Route
-    values: tuple[Any, ...]
-    """The arguments, validated, in the order of the method's argument struct."""
-    context: Context
+    __slots__ = ("_context", "call", "deadline", "invoker", "route", "values")
+
+    def __init__(
+        self,
+        route: Route,
+        values: tuple[Any, ...],
+        call: Call,
+        deadline: float | None,
+        invoker: Invoker,
+    ) -> None:
+        self.route = route
+        self.values = values
+        """The arguments, validated, in the order of the method's argument struct."""
+        self.call = call
+        self.deadline = deadline
+        self.invoker = invoker
+        self._context: Context | None = None
+
+    @property
+    def context(self) -> Context:
+        """The call's context, made on first use: most handlers never ask for it."""
+        if self._context is None:
+            call = self.call
+            self._context = Context(
+                self.invoker,
+                service=self.route.service,
+                caller=call.caller,
+                request_id=call.request_id or None,
+                deadline=self.deadline,
+                meta=call.meta,
+            )
+        return self._context
 
 
 class Dispatcher:
@@ -102,15 +129,7 @@ class Dispatcher:
         if route is None:
             raise NotFound(f"no method {call.method!r} here")
         values = msgspec.structs.astuple(codec.decode(call.args, route.spec.args_type))
-        context = Context(
-            self.invoker,
-            service=route.service,
-            caller=call.caller,
-            request_id=call.request_id or None,
-            deadline=deadline,
-            meta=call.meta,
-        )
-        result = await self._run(Incoming(route, values, context))
+        result = await self._run(Incoming(route, values, call, deadline, self.invoker))
         try:
             return codec.encode(result)
         except TypeError as exc:
@@ -119,7 +138,7 @@ class Dispatcher:
 
 async def _invoke(incoming: Incoming) -> Any:
     try:
-        return await incoming.route.call(incoming.values, incoming.context)
+        return await incoming.route.call(incoming)
     except (FlotillaError, asyncio.CancelledError):
         raise
     except Exception:

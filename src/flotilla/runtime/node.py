@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -206,7 +207,7 @@ class Node:
         self, *, timeout: float | None = None, meta: Mapping[str, str] | None = None
     ) -> Context:
         """A root context for calls made outside any handler."""
-        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         return Context(self.caller, deadline=deadline, meta=meta)
 
     def call(self, target: str, /, **args: Any) -> Awaitable[Any]:

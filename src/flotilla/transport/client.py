@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import cast
 
@@ -95,7 +96,7 @@ class Connection(asyncio.Protocol):
     ) -> msgspec.Raw:
         """Send one call and wait for its result (raised as the callee's error class on failure).
 
-        ``deadline`` is absolute, on the event loop's clock; the callee is told
+        ``deadline`` is absolute, on ``time.monotonic()``; the callee is told
         how much of it is left.
         """
         writer = self.writer
@@ -103,7 +104,7 @@ class Connection(asyncio.Protocol):
             raise ConnectFailed(f"connection to {self.address} is closed")
         timeout_ms = None
         if deadline is not None:
-            remaining = deadline - self._loop.time()
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DeadlineExceeded(f"deadline passed before calling {method}")
             timeout_ms = int(remaining * 1000) or 1
@@ -113,7 +114,7 @@ class Connection(asyncio.Protocol):
         future: asyncio.Future[msgspec.Raw] = self._loop.create_future()
         self.pending[call_id] = (future, deadline, method)
         frame = Call(call_id, method, msgspec.Raw(args), timeout_ms, request_id, caller, meta)
-        writer.send(encode_frame(frame))
+        writer.send(encode_frame(frame), batch=len(self.pending) > 1)
         try:
             return await future
         finally:
@@ -125,7 +126,7 @@ class Connection(asyncio.Protocol):
     def _sweep(self) -> None:
         """Fail the calls whose deadline passed, and tell their callees."""
         self._sweeper = None
-        now = self._loop.time()
+        now = time.monotonic()
         expired = [
             call_id
             for call_id, (_, deadline, _) in self.pending.items()
@@ -234,7 +235,7 @@ class ConnectionPool:
         """An open connection to ``address``; concurrent first calls share one connect.
 
         The wait is bounded by the pool's connect timeout and by ``deadline``
-        (absolute, loop clock).
+        (absolute, ``time.monotonic()``).
         """
         connection = self.connected(address)
         if connection is not None:
@@ -247,8 +248,9 @@ class ConnectionPool:
             self._connecting[address] = connecting
             connecting.add_done_callback(lambda _: self._connecting.pop(address, None))
         # shield: one caller's deadline must not abort a connect others wait for.
+        wait = None if deadline is None else deadline - time.monotonic()
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout(wait):
                 return await asyncio.shield(connecting)
         except TimeoutError:
             raise DeadlineExceeded(f"deadline passed while connecting to {address}") from None

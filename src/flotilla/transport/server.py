@@ -14,6 +14,7 @@ import hmac
 import logging
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
@@ -43,7 +44,7 @@ Task = asyncio.Task[None]
 log = logging.getLogger("flotilla.transport")
 
 CallHandler = Callable[[Call, float | None], Awaitable[bytes]]
-"""Runs one call by its absolute deadline (loop clock; None: none); returns the
+"""Runs one call by its absolute deadline (``time.monotonic()``; None: none); returns the
 msgpack-encoded result or raises a ``FlotillaError``."""
 
 # How often calls in flight are checked against their deadlines (see the client's).
@@ -151,8 +152,8 @@ class _ServerConnection(asyncio.Protocol):
         self.peer = "?"
         self.nonce = os.urandom(16)
         self.authenticated = False
-        # id -> (task, absolute deadline or None, method)
-        self.calls: dict[int, tuple[Task, float | None, str]] = {}
+        # id -> [task, absolute deadline or None, method]
+        self.calls: dict[int, list[Any]] = {}
         self.handshake_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self._sweeper: asyncio.TimerHandle | None = None
@@ -184,6 +185,7 @@ class _ServerConnection(asyncio.Protocol):
             entry = self.calls.get(frame.id)
             if entry is not None:
                 entry[0].cancel()
+                self._finished(frame.id)
         elif type(frame) is Hello and not self.authenticated:
             self._authenticate(frame)
         else:
@@ -215,29 +217,36 @@ class _ServerConnection(asyncio.Protocol):
                 message = f"deadline of {call.method} passed before it started"
                 self._write(Failure(call.id, DeadlineExceeded.code, message))
                 return
-            deadline = self._loop.time() + call.timeout_ms / 1000
+            deadline = time.monotonic() + call.timeout_ms / 1000
             if self._sweeper is None:
                 self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
         self.server._call_started()
-        task = _start_task(self._loop, self._run(call, deadline))
-        self.calls[call.id] = (task, deadline, call.method)
-        # Clean up in a callback, not in _run: a task cancelled before its first
-        # step (a Cancel in the same read as its Call) never runs _run at all.
-        task.add_done_callback(lambda _: self._call_done(call.id))
+        # In the table before the task starts: an eager task may finish (and
+        # take itself out) before _start_task returns.
+        entry = self.calls[call.id] = [None, deadline, call.method]
+        entry[0] = _start_task(self._loop, self._run(call, deadline))
 
-    def _call_done(self, call_id: int) -> None:
-        del self.calls[call_id]
-        self.server._call_finished()
+    def _finished(self, call_id: int) -> None:
+        """Forget a call, once, whoever gets there first.
+
+        Its task's end, a Cancel, the deadline sweep and a lost connection all
+        call this: a task cancelled before its first step never runs its own
+        clean-up, and a done-callback instead would cost every call a turn of
+        the event loop.
+        """
+        if self.calls.pop(call_id, None) is not None:
+            self.server._call_finished()
 
     def _sweep(self) -> None:
         """Stop the calls that ran past their deadline; their callers are told so."""
         self._sweeper = None
-        now = self._loop.time()
+        now = time.monotonic()
         for call_id, (task, deadline, method) in list(self.calls.items()):
             if deadline is not None and deadline <= now and not task.done():
                 message = f"{method} ran past its deadline"
                 self._write(Failure(call_id, DeadlineExceeded.code, message))
                 task.cancel()
+                self._finished(call_id)
         if self.calls and self.transport is not None:
             self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
 
@@ -253,11 +262,14 @@ class _ServerConnection(asyncio.Protocol):
         except Exception:
             log.exception("call %s from %s failed", call.method, self.peer)
             reply = Failure(call.id, Internal.code, "internal error")
+        finally:
+            self._finished(call.id)
         self._write(reply)
 
     def _write(self, frame: Frame) -> None:
         if self.writer is not None:
-            self.writer.send(encode_frame(frame))
+            # Batch only while other calls are in flight: their replies may join.
+            self.writer.send(encode_frame(frame), batch=len(self.calls) > 1)
 
     def _refuse(self, reason: str) -> None:
         log.warning("closing connection from %s: %s", self.peer, reason)
@@ -278,7 +290,8 @@ class _ServerConnection(asyncio.Protocol):
             self.handshake_timer.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for task, _, _ in self.calls.values():
+        for call_id, (task, _, _) in list(self.calls.items()):
             task.cancel()
+            self._finished(call_id)
         self.server._connections.discard(self)
         self.transport = None

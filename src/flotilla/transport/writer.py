@@ -1,13 +1,13 @@
 """Coalescing frame writes: a few ``write`` calls per loop iteration, not one per frame.
 
 A write is a system call, and at high concurrency it costs more than
-everything else a frame goes through.  The first frame sent in an event-loop
-iteration leaves at once, so a lone call waits for nothing; the frames that
-follow it in the same iteration (the replies to one read, the calls of the
-tasks one read woke) leave together at the end of the iteration.  A batch is
-also written as soon as it holds :data:`FLUSH_FRAMES` frames: the peer starts on
-those while this side prepares the rest, instead of the two sides taking turns
-on whole batches.
+everything else a frame goes through.  While several calls are in flight on a
+connection, the frames sent in one event-loop iteration (the replies to one
+read, the calls of the tasks one read woke) leave together at the end of the
+iteration; a lone call's frame leaves at once.  A batch is also written as
+soon as it holds :data:`FLUSH_FRAMES` frames: the peer starts on those while
+this side prepares the rest, instead of the two sides taking turns on whole
+batches.
 """
 
 from __future__ import annotations
@@ -30,19 +30,20 @@ class FrameWriter:
         self._frames: list[bytes | bytearray] = []
         self._scheduled = False
 
-    def send(self, frame: bytes | bytearray) -> None:
-        if not self._scheduled:
-            # The first frame of a loop iteration leaves at once (a lone call
-            # waits for nothing); the end of the iteration sends what follows.
-            self._scheduled = True
-            self._loop.call_soon(self.flush)
-            if not self.transport.is_closing():
-                self.transport.write(frame)
-            return
+    def send(self, frame: bytes | bytearray, *, batch: bool = True) -> None:
+        """Send ``frame``; ``batch=False`` says no other frame will follow soon.
+
+        The connection knows: with one call in flight there is nothing to wait
+        for, and scheduling a flush for later costs a lone call more latency
+        than the write it would save.
+        """
         frames = self._frames
         frames.append(frame)
-        if len(frames) >= FLUSH_FRAMES:
+        if not batch or len(frames) >= FLUSH_FRAMES:
             self._write()
+        elif not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Send what is buffered; called at the end of the loop iteration."""
