@@ -132,8 +132,8 @@ def test_non_async_event_handler_rejected() -> None:
                 pass
 
 
-@pytest.mark.parametrize("signature", ["*args: int", "**kwargs: int"])
-def test_var_args_rejected(signature: str) -> None:
+@pytest.mark.parametrize("signature", ["*args: int", "**kwargs: int", "id: int, /"])
+def test_var_args_and_positional_only_rejected(signature: str) -> None:
     namespace: dict[str, Any] = {"Service": Service, "rpc": rpc}
     exec(
         "class Loose(Service):\n"
@@ -142,7 +142,7 @@ def test_var_args_rejected(signature: str) -> None:
         "        return 1\n",
         namespace,
     )
-    with pytest.raises(TypeError, match=r"\*args or \*\*kwargs"):
+    with pytest.raises(TypeError, match=r"\*args, \*\*kwargs or positional-only"):
         namespace["Loose"].methods()
 
 

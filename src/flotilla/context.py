@@ -26,15 +26,29 @@ __all__ = ["Context", "Invoker", "new_request_id"]
 S = TypeVar("S", bound="Service")
 
 
-# A random prefix per process and a counter: unique across processes and calls,
-# and no system call per id (os.urandom is one).
-_ID_PREFIX = os.urandom(6).hex()
-_id_counter = itertools.count(1)
+class _RequestIds:
+    """A random prefix per process and a counter: unique across processes and
+    calls, with no system call per id (``os.urandom`` is one)."""
+
+    def __init__(self) -> None:
+        self.reset()
+        # A forked child must not hand out its parent's ids.
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(6).hex()
+        self.counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):x}"
+
+
+_request_ids = _RequestIds()
 
 
 def new_request_id() -> str:
     """A new request id, unique across processes."""
-    return f"{_ID_PREFIX}{next(_id_counter):x}"
+    return _request_ids.next()
 
 
 class Invoker(Protocol):

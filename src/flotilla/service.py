@@ -156,8 +156,11 @@ def _method_spec(cls: type, attribute: str, fn: Any, mark: _RpcMark) -> MethodSp
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     context_param = None
     for param in list(inspect.signature(fn).parameters.values())[1:]:
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise TypeError(f"@rpc method {fn.__qualname__} cannot take *args or **kwargs")
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
+            raise TypeError(
+                f"@rpc method {fn.__qualname__} cannot take *args, **kwargs or "
+                "positional-only parameters: arguments travel by name"
+            )
         annotation = hints.get(param.name, Any)
         if annotation is Context:
             context_param = param.name

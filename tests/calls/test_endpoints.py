@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from flotilla.calls import endpoints as endpoints_module
 from flotilla.calls.endpoints import DOWN_INITIAL, DOWN_MAX, Directory, EndpointSet
-from flotilla.errors import Unavailable
+from flotilla.errors import DeadlineExceeded, Unavailable
 from flotilla.registry import Health, Instance, MemoryRegistry
 from flotilla.testing import wait_for
 
@@ -217,6 +218,47 @@ async def test_registry_that_never_answers_gives_unavailable(
     try:
         with pytest.raises(Unavailable, match="'svc'"):
             await directory.open("svc")
+    finally:
+        await directory.aclose()
+
+
+async def test_the_first_snapshot_wait_ends_at_the_callers_deadline() -> None:
+    # FIRST_SNAPSHOT_TIMEOUT is seconds; the caller's budget is shorter, and
+    # the caller learns that its deadline passed (as when connecting), not that
+    # the registry is down.
+    directory = Directory(SlowRegistry())  # type: ignore[arg-type]
+    began = time.monotonic()
+    try:
+        with pytest.raises(DeadlineExceeded):
+            await directory.open("svc", deadline=began + 0.05)
+        assert time.monotonic() - began < 1.0
+    finally:
+        await directory.aclose()
+
+
+async def test_a_later_deadline_does_not_extend_the_first_snapshot_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(endpoints_module, "FIRST_SNAPSHOT_TIMEOUT", 0.05)
+    directory = Directory(SlowRegistry())  # type: ignore[arg-type]
+    began = time.monotonic()
+    try:
+        with pytest.raises(Unavailable, match="'svc'"):
+            await directory.open("svc", deadline=began + 30.0)
+        assert time.monotonic() - began < 1.0
+    finally:
+        await directory.aclose()
+
+
+async def test_a_deadline_does_not_cut_a_snapshot_that_arrives_in_time() -> None:
+    registry = SlowRegistry()
+    directory = Directory(registry)  # type: ignore[arg-type]
+    try:
+        deadline = time.monotonic() + 5.0
+        opening = asyncio.create_task(directory.open("svc", deadline=deadline))
+        await asyncio.sleep(0.01)
+        registry.release.set()
+        assert ids(await opening) == ["a"]
     finally:
         await directory.aclose()
 

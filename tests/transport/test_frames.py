@@ -32,7 +32,8 @@ FRAMES: list[Frame] = [
     Hello(b"p" * 32, b"c" * 16),
     Welcome(b"w" * 32),
     Call(1, "catalog.get", raw({"id": 7})),
-    Call(2**40, "catalog.get", raw({}), timeout_ms=250, meta={"rid": "abc", "from": "front"}),
+    Call(2**40, "catalog.get", raw({}), timeout_ms=250, meta={"tenant": "acme"}),
+    Call(8, "catalog.get", raw({}), 250, "abc", "front", {"tenant": "acme"}),
     Reply(3, raw({"name": "lamp", "price": 9.5})),
     Reply(4, raw(None)),
     Failure(5, "not_found", "no such thing"),
@@ -94,6 +95,23 @@ def test_frame_of_exactly_the_limit_accepted() -> None:
     data = bytes(encode_frame(frame))
     reader = FrameReader(max_frame=len(data) - HEADER)
     assert reader.feed(data) == [frame]
+
+
+def test_call_carries_request_id_and_caller_in_fields_of_their_own() -> None:
+    frame = Call(1, "a.b", raw({}), 250, "rid-1", "front", {"tenant": "acme"})
+    body = bytes(encode_frame(frame))[HEADER:]
+    fields = [3, 1, "a.b", {}, 250, "rid-1", "front", {"tenant": "acme"}]  # tag first
+    assert msgspec.msgpack.decode(body) == fields
+    # The new fields have defaults: a Call without them still decodes.
+    short = msgspec.msgpack.encode([3, 1, "a.b", {}])
+    (decoded,) = FrameReader().feed(header(len(short)) + short)
+    assert decoded == Call(1, "a.b", raw({}))
+    assert (decoded.timeout_ms, decoded.request_id, decoded.caller, decoded.meta) == (
+        None,
+        "",
+        "",
+        None,
+    )
 
 
 def test_default_limit() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from flotilla import codec
 from flotilla.errors import (
     ConnectFailed,
+    DeadlineExceeded,
     FlotillaError,
     Internal,
     InvalidArgument,
@@ -30,6 +32,7 @@ from flotilla.transport.frames import (
     Call,
     Cancel,
     Challenge,
+    Failure,
     Frame,
     FrameReader,
     Hello,
@@ -42,10 +45,10 @@ from flotilla.transport.server import Server
 
 SECRET = b"s" * 32
 MAX_FRAME = 64 * 1024
-Handler = Callable[[Call], Awaitable[bytes]]
+Handler = Callable[[Call, float | None], Awaitable[bytes]]
 
 
-async def echo(call: Call) -> bytes:
+async def echo(call: Call, deadline: float | None) -> bytes:
     """Answers ``{"method": ..., "args": ...}``; ``sleep`` in the args delays the answer."""
     args = codec.decode(call.args)
     if "sleep" in args:
@@ -187,25 +190,58 @@ async def test_address_before_start_is_an_error() -> None:
         _ = Server(echo, secret=SECRET).address
 
 
-async def test_call_carries_timeout_and_meta(start, pools) -> None:
-    seen: list[Call] = []
+async def test_call_carries_deadline_request_id_caller_and_meta(start, pools) -> None:
+    seen: list[tuple[Call, float | None]] = []
 
-    async def record(call: Call) -> bytes:
-        seen.append(call)
+    async def record(call: Call, deadline: float | None) -> bytes:
+        seen.append((call, deadline))
         return codec.encode(None)
 
     server = await start(record)
     connection = await pools().get(server.address)
-    await connection.call("a.b", codec.encode({}), 1500, {"rid": "r1"})
-    assert seen[0].timeout_ms == 1500
-    assert seen[0].meta == {"rid": "r1"}
+    deadline = time.monotonic() + 1.5
+    await connection.call(
+        "a.b",
+        codec.encode({}),
+        deadline=deadline,
+        request_id="r1",
+        caller="front",
+        meta={"tenant": "acme"},
+    )
+    ((call, handler_deadline),) = seen
+    # The frame carries what is left of the deadline (relative: clocks differ).
+    assert call.timeout_ms is not None
+    assert 1000 < call.timeout_ms <= 1500
+    assert call.request_id == "r1"
+    assert call.caller == "front"
+    assert call.meta == {"tenant": "acme"}  # user metadata only
+    # The handler gets it back as an absolute deadline (time.monotonic()).
+    assert handler_deadline is not None
+    assert handler_deadline <= time.monotonic() + call.timeout_ms / 1000
+    assert abs(handler_deadline - deadline) < 0.5
+
+
+async def test_call_without_deadline_or_meta(start, pools) -> None:
+    seen: list[tuple[Call, float | None]] = []
+
+    async def record(call: Call, deadline: float | None) -> bytes:
+        seen.append((call, deadline))
+        return codec.encode(None)
+
+    server = await start(record)
+    connection = await pools().get(server.address)
+    await connection.call("a.b", codec.encode({}))
+    ((call, deadline),) = seen
+    assert call.timeout_ms is None
+    assert deadline is None
+    assert (call.request_id, call.caller, call.meta) == ("", "", None)
 
 
 @pytest.mark.parametrize("error", [NotFound, InvalidArgument, Unavailable, Internal])
 async def test_handler_errors_arrive_as_the_same_class(
     start, pools, error: type[FlotillaError]
 ) -> None:
-    async def fail(call: Call) -> bytes:
+    async def fail(call: Call, deadline: float | None) -> bytes:
         raise error("it went wrong", details={"field": "id"})
 
     server = await start(fail)
@@ -219,7 +255,7 @@ async def test_handler_errors_arrive_as_the_same_class(
 async def test_plain_exception_becomes_internal_and_is_logged(
     start, pools, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def crash(call: Call) -> bytes:
+    async def crash(call: Call, deadline: float | None) -> bytes:
         raise ZeroDivisionError("secret detail")
 
     server = await start(crash)
@@ -297,7 +333,7 @@ async def test_call_before_handshake_closes_the_connection(
 ) -> None:
     handled: list[Call] = []
 
-    async def record(call: Call) -> bytes:
+    async def record(call: Call, deadline: float | None) -> bytes:
         handled.append(call)
         return codec.encode(None)
 
@@ -422,11 +458,32 @@ async def test_reused_call_id_does_not_leak_the_call(
     assert server._inflight == 0
 
 
+async def test_an_id_reused_after_its_cancel_keeps_the_new_call_in_flight(start, raw_peers) -> None:
+    # Once a call is cancelled its id is free again, but its task may not have
+    # unwound yet (here: the Cancel and the new Call arrive in one read).  The
+    # old task's end must not take the new call out of the table: the new call
+    # must still count as in flight (a drain waits for it) and still be
+    # cancellable.
+    sleeper = Sleeper()
+    server = await start(sleeper)
+    peer = await raw_peers(server.address)
+    await peer.handshake()
+    peer.send(call_frame(1, args={"sleep": 10}))
+    await sleeper.started.wait()
+    peer.send(encode_frame(Cancel(1)) + call_frame(1, args={"sleep": 10}))
+    await wait_for(lambda: sleeper.outcomes == ["cancelled"])
+    await wait_for(lambda: len(sleeper.deadlines) == 2)
+    assert server._inflight == 1  # the second call is running
+    peer.send(encode_frame(Cancel(1)))
+    await wait_for(lambda: sleeper.outcomes == ["cancelled", "cancelled"], timeout=2.0)
+    assert server._inflight == 0
+
+
 async def test_cancel_frame_cancels_the_running_handler(start, pools) -> None:
     started = asyncio.Event()
     outcome: list[str] = []
 
-    async def slow(call: Call) -> bytes:
+    async def slow(call: Call, deadline: float | None) -> bytes:
         started.set()
         try:
             await asyncio.sleep(10)
@@ -459,13 +516,285 @@ async def test_cancel_for_an_unknown_id_is_ignored(start, raw_peers) -> None:
     assert reply.id == 1
 
 
+# -- deadlines --------------------------------------------------------------------------------
+
+
+class Sleeper:
+    """A handler that sleeps for ``args["sleep"]`` and records how each call ended."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.outcomes: list[str] = []
+        self.deadlines: list[float | None] = []
+
+    async def __call__(self, call: Call, deadline: float | None) -> bytes:
+        self.deadlines.append(deadline)
+        self.started.set()
+        try:
+            await asyncio.sleep(codec.decode(call.args).get("sleep", 0))
+        except asyncio.CancelledError:
+            self.outcomes.append("cancelled")
+            raise
+        self.outcomes.append("finished")
+        return codec.encode("slept")
+
+
+async def test_handler_running_past_the_deadline_is_cancelled_and_the_caller_told(
+    start, pools
+) -> None:
+    sleeper = Sleeper()
+    server = await start(sleeper)
+    connection = await pools().get(server.address)
+    began = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match=r"svc\.m"):
+        await connection.call("svc.m", codec.encode({"sleep": 10}), deadline=began + 0.05)
+    assert time.monotonic() - began < 1.0  # told promptly, not when the handler would end
+    await wait_for(lambda: sleeper.outcomes == ["cancelled"], timeout=2.0)
+    await wait_for(lambda: server._inflight == 0, timeout=2.0)
+    assert connection.pending == {}
+    assert connection.open  # a missed deadline does not cost the connection
+    assert codec.decode(await connection.call("svc.m", codec.encode({}))) == "slept"
+
+
+async def test_server_cancels_a_call_past_its_deadline_by_itself(start, raw_peers) -> None:
+    # A peer that never sends Cancel: the server's own sweep stops the work
+    # and answers deadline_exceeded.
+    sleeper = Sleeper()
+    server = await start(sleeper)
+    peer = await raw_peers(server.address)
+    await peer.handshake()
+    began = time.monotonic()
+    peer.send(call_frame(1, "svc.slow", args={"sleep": 10}, timeout_ms=30))
+    async with asyncio.timeout(2.0):
+        failure = await peer.read_frame()
+    assert isinstance(failure, Failure)
+    assert failure.id == 1
+    assert failure.code == DeadlineExceeded.code
+    assert failure.message == "svc.slow ran past its deadline"
+    assert time.monotonic() - began >= 0.03
+    await wait_for(lambda: sleeper.outcomes == ["cancelled"], timeout=2.0)
+    await wait_for(lambda: server._inflight == 0, timeout=2.0)
+    # The connection serves on; a call within its deadline is answered normally.
+    peer.send(call_frame(2, args={"sleep": 0}, timeout_ms=5000))
+    reply = await peer.read_frame()
+    assert isinstance(reply, Reply)
+    assert reply.id == 2
+
+
+@pytest.mark.parametrize("timeout_ms", [0, -5])
+async def test_call_whose_deadline_passed_never_runs_the_handler(
+    start, raw_peers, timeout_ms: int
+) -> None:
+    sleeper = Sleeper()
+    server = await start(sleeper)
+    peer = await raw_peers(server.address)
+    await peer.handshake()
+    peer.send(call_frame(1, "svc.late", timeout_ms=timeout_ms))
+    failure = await peer.read_frame()
+    assert isinstance(failure, Failure)
+    assert failure.id == 1
+    assert failure.code == DeadlineExceeded.code
+    assert "before it started" in failure.message
+    assert sleeper.deadlines == []  # the handler never ran
+    assert server._inflight == 0
+    peer.send(call_frame(2))  # and the connection serves on
+    reply = await peer.read_frame()
+    assert isinstance(reply, Reply)
+    assert sleeper.deadlines == [None]
+
+
+async def test_client_refuses_a_deadline_that_already_passed(start, pools) -> None:
+    sleeper = Sleeper()
+    server = await start(sleeper)
+    connection = await pools().get(server.address)
+    passed = time.monotonic() - 0.001
+    with pytest.raises(DeadlineExceeded, match=r"before calling svc\.m"):
+        await connection.call("svc.m", codec.encode({}), deadline=passed)
+    assert connection.pending == {}
+    await asyncio.sleep(0.02)
+    assert sleeper.deadlines == []  # nothing was sent
+
+
+async def test_only_calls_past_their_deadline_fail(start, pools) -> None:
+    sleeper = Sleeper()
+    server = await start(sleeper)
+    connection = await pools().get(server.address)
+    now = time.monotonic()
+    patient = asyncio.create_task(connection.call("svc.m", codec.encode({"sleep": 0.15})))
+    later = asyncio.create_task(
+        connection.call("svc.m", codec.encode({"sleep": 0.15}), deadline=now + 5.0)
+    )
+    hasty = asyncio.create_task(
+        connection.call("svc.hasty", codec.encode({"sleep": 10}), deadline=now + 0.03)
+    )
+    # Told by its own sweep ("did not answer in time") or by the callee's
+    # ("ran past its deadline"), whichever runs first.
+    with pytest.raises(DeadlineExceeded, match=r"svc\.hasty"):
+        await hasty
+    assert not patient.done()
+    assert not later.done()
+    assert codec.decode(await patient) == "slept"
+    assert codec.decode(await later) == "slept"
+    assert sorted(sleeper.outcomes) == ["cancelled", "finished", "finished"]
+    assert connection.pending == {}
+
+
+class SilentServer:
+    """Completes the handshake, then records every frame and answers none."""
+
+    def __init__(self, handshake: bool = True) -> None:
+        self.handshake = handshake
+        self.frames: list[Frame] = []
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in self._handlers:
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._server.wait_closed()
+        await settle()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        peer = RawPeer(reader, writer)
+        try:
+            if not self.handshake:
+                await reader.read()  # say nothing, until the client hangs up
+                return
+            nonce = b"n" * 16
+            peer.send(encode_frame(Challenge(nonce)))
+            hello = await peer.read_frame()
+            assert isinstance(hello, Hello)
+            peer.send(encode_frame(Welcome(proof(SECRET, hello.nonce, b"server"))))
+            while True:
+                self.frames.append(await peer.read_frame())
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_expired_call_is_cancelled_at_the_callee(pools) -> None:
+    silent = SilentServer()
+    async with silent as address:
+        connection = await pools().get(address)
+        began = time.monotonic()
+        with pytest.raises(DeadlineExceeded, match=r"svc\.m did not answer in time"):
+            await connection.call("svc.m", codec.encode({}), deadline=began + 0.03)
+        assert 0.03 <= time.monotonic() - began < 1.0
+        assert connection.pending == {}
+        await wait_for(lambda: len(silent.frames) == 2)
+        await asyncio.sleep(0.02)  # and no more than one Cancel
+        sent, cancel = silent.frames
+        assert isinstance(sent, Call)
+        assert cancel == Cancel(sent.id)  # the callee stops working for nobody
+        assert connection.open
+
+
+async def test_connect_is_bounded_by_the_deadline(pools) -> None:
+    async with SilentServer(handshake=False) as address:
+        pool = pools(connect_timeout=5.0)
+        began = time.monotonic()
+        with pytest.raises(DeadlineExceeded, match="while connecting"):
+            await pool.get(address, deadline=began + 0.05)
+        assert time.monotonic() - began < 1.0
+        assert pool.connected(address) is None
+
+
+async def test_connected_is_the_open_connection_or_none(start, pools) -> None:
+    server = await start()
+    pool = pools()
+    assert pool.connected(server.address) is None  # never connects by itself
+    connection = await pool.get(server.address)
+    assert pool.connected(server.address) is connection
+    await server.aclose()
+    await wait_for(lambda: pool.connected(server.address) is None)
+    assert not connection.open
+
+
+# -- coalesced writes -------------------------------------------------------------------------
+
+
+class CountingTransport:
+    """Stands in front of a real transport and counts the writes made through it."""
+
+    def __init__(self, transport: Any, writes: list[bytes]) -> None:
+        self._transport = transport
+        self.writes = writes
+
+    def write(self, data: bytes | bytearray) -> None:
+        self.writes.append(bytes(data))
+        self._transport.write(data)
+
+    def is_closing(self) -> bool:
+        return bool(self._transport.is_closing())
+
+
+async def test_replies_to_one_read_leave_in_few_writes(
+    start, raw_peers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[bytes] = []
+
+    class CountingWriter(server_module.FrameWriter):
+        def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
+            super().__init__(CountingTransport(transport, writes), loop)
+
+    monkeypatch.setattr(server_module, "FrameWriter", CountingWriter)
+    server = await start()
+    peer = await raw_peers(server.address)
+    await peer.handshake()
+    writes.clear()  # the Welcome
+    n = 20
+    peer.send(b"".join(bytes(call_frame(i, args={"i": i})) for i in range(1, n + 1)))
+    replies = [await peer.read_frame() for _ in range(n)]
+    assert sorted(r.id for r in replies if isinstance(r, Reply)) == list(range(1, n + 1))
+    # A write per frame would be 20; batches of at most FLUSH_FRAMES make 2
+    # (a few more where handlers start eagerly and the first replies go alone).
+    assert len(writes) <= 4, [len(w) for w in writes]
+
+
+async def test_calls_started_together_leave_in_few_writes(start, pools) -> None:
+    server = await start()
+    connection = await pools().get(server.address)
+    assert connection.writer is not None
+    writes: list[bytes] = []
+    connection.writer.transport = CountingTransport(connection.writer.transport, writes)
+    n = 20
+    results = await asyncio.gather(
+        *(connection.call("svc.m", codec.encode({"i": i})) for i in range(n))
+    )
+    assert [codec.decode(r)["args"]["i"] for r in results] == list(range(n))
+    assert len(writes) <= 4, [len(w) for w in writes]
+
+
+async def test_a_lone_call_is_written_at_once(start, pools) -> None:
+    server = await start()
+    connection = await pools().get(server.address)
+    assert connection.writer is not None
+    writes: list[bytes] = []
+    connection.writer.transport = CountingTransport(connection.writer.transport, writes)
+    task = asyncio.create_task(connection.call("svc.m", codec.encode({})))
+    await asyncio.sleep(0)  # the task runs up to its wait for the reply
+    assert len(writes) == 1  # sent while the task ran, not at some later flush
+    await task
+
+
 # -- connection loss and draining -----------------------------------------------------------
 
 
 async def test_lost_connection_fails_calls_in_flight_and_tells_the_pool(start, pools) -> None:
     started = asyncio.Event()
 
-    async def hang(call: Call) -> bytes:
+    async def hang(call: Call, deadline: float | None) -> bytes:
         started.set()
         await asyncio.sleep(10)
         return codec.encode(None)
@@ -501,7 +830,7 @@ async def test_drain_finishes_in_flight_calls_and_refuses_new_ones(start, pools)
     release = asyncio.Event()
     started = asyncio.Event()
 
-    async def held(call: Call) -> bytes:
+    async def held(call: Call, deadline: float | None) -> bytes:
         if codec.decode(call.args).get("hold"):
             started.set()
             await release.wait()
@@ -533,7 +862,7 @@ async def test_drain_timeout_is_logged_and_close_cancels(
 ) -> None:
     started = asyncio.Event()
 
-    async def hang(call: Call) -> bytes:
+    async def hang(call: Call, deadline: float | None) -> bytes:
         started.set()
         await asyncio.sleep(10)
         return codec.encode(None)

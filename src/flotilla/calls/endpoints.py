@@ -15,7 +15,7 @@ import logging
 import time
 
 from flotilla.balancing import Endpoint
-from flotilla.errors import Unavailable
+from flotilla.errors import DeadlineExceeded, Unavailable
 from flotilla.registry import Health, Instance, Registry
 
 __all__ = ["Directory", "EndpointSet"]
@@ -113,12 +113,16 @@ class Directory:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         wait = FIRST_SNAPSHOT_TIMEOUT
+        caller_limited = deadline is not None and deadline - time.monotonic() < wait
         if deadline is not None:
             wait = min(wait, deadline - time.monotonic())
         try:
             async with asyncio.timeout(wait):
                 await asyncio.shield(ready)
         except TimeoutError:
+            if caller_limited:
+                message = f"deadline passed while waiting for the registry for {service!r}"
+                raise DeadlineExceeded(message) from None
             raise Unavailable(f"registry did not answer for service {service!r}") from None
         return self._sets[service]
 

@@ -185,7 +185,7 @@ class _ServerConnection(asyncio.Protocol):
             entry = self.calls.get(frame.id)
             if entry is not None:
                 entry[0].cancel()
-                self._finished(frame.id)
+                self._finished(frame.id, entry)
         elif type(frame) is Hello and not self.authenticated:
             self._authenticate(frame)
         else:
@@ -224,36 +224,39 @@ class _ServerConnection(asyncio.Protocol):
         # In the table before the task starts: an eager task may finish (and
         # take itself out) before _start_task returns.
         entry = self.calls[call.id] = [None, deadline, call.method]
-        entry[0] = _start_task(self._loop, self._run(call, deadline))
+        entry[0] = _start_task(self._loop, self._run(call, entry))
 
-    def _finished(self, call_id: int) -> None:
+    def _finished(self, call_id: int, entry: list[Any]) -> None:
         """Forget a call, once, whoever gets there first.
 
         Its task's end, a Cancel, the deadline sweep and a lost connection all
         call this: a task cancelled before its first step never runs its own
         clean-up, and a done-callback instead would cost every call a turn of
-        the event loop.
+        the event loop.  The entry, not just the id, must match: a peer may
+        reuse the id of a call it cancelled before that call has unwound.
         """
-        if self.calls.pop(call_id, None) is not None:
+        if self.calls.get(call_id) is entry:
+            del self.calls[call_id]
             self.server._call_finished()
 
     def _sweep(self) -> None:
         """Stop the calls that ran past their deadline; their callers are told so."""
         self._sweeper = None
         now = time.monotonic()
-        for call_id, (task, deadline, method) in list(self.calls.items()):
+        for call_id, entry in list(self.calls.items()):
+            task, deadline, method = entry
             if deadline is not None and deadline <= now and not task.done():
                 message = f"{method} ran past its deadline"
                 self._write(Failure(call_id, DeadlineExceeded.code, message))
                 task.cancel()
-                self._finished(call_id)
+                self._finished(call_id, entry)
         if self.calls and self.transport is not None:
             self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
 
-    async def _run(self, call: Call, deadline: float | None) -> None:
+    async def _run(self, call: Call, entry: list[Any]) -> None:
         reply: Frame
         try:
-            reply = Reply(call.id, msgspec.Raw(await self.server.handler(call, deadline)))
+            reply = Reply(call.id, msgspec.Raw(await self.server.handler(call, entry[1])))
         except FlotillaError as exc:
             reply = Failure(call.id, exc.code, exc.message, exc.details or None)
         except asyncio.CancelledError:
@@ -263,13 +266,13 @@ class _ServerConnection(asyncio.Protocol):
             log.exception("call %s from %s failed", call.method, self.peer)
             reply = Failure(call.id, Internal.code, "internal error")
         finally:
-            self._finished(call.id)
+            self._finished(call.id, entry)
         self._write(reply)
 
     def _write(self, frame: Frame) -> None:
         if self.writer is not None:
             # Batch only while other calls are in flight: their replies may join.
-            self.writer.send(encode_frame(frame), batch=len(self.calls) > 1)
+            self.writer.send(encode_frame(frame), batch=bool(self.calls))
 
     def _refuse(self, reason: str) -> None:
         log.warning("closing connection from %s: %s", self.peer, reason)
@@ -290,8 +293,8 @@ class _ServerConnection(asyncio.Protocol):
             self.handshake_timer.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for call_id, (task, _, _) in list(self.calls.items()):
-            task.cancel()
-            self._finished(call_id)
+        for call_id, entry in list(self.calls.items()):
+            entry[0].cancel()
+            self._finished(call_id, entry)
         self.server._connections.discard(self)
         self.transport = None
