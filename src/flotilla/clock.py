@@ -1,8 +1,10 @@
 """Time, as a dependency: the runtime reads the wall clock through a ``Clock``.
 
-Every time-driven part (lease expiry, heartbeats, watch polling, latency
-decay) asks a ``Clock`` instead of calling :mod:`time` directly, so a test can
-swap in :class:`flotilla.testing.FakeClock` and drive time by hand.
+The slow, time-driven parts (lease expiry, heartbeats, watch polling) ask a
+``Clock`` instead of calling :mod:`time` directly, so a test can swap in
+:class:`flotilla.testing.FakeClock` and drive time by hand.  The per-call path
+(deadlines, latency averages) reads ``time.monotonic()`` itself: it runs on
+every call, and what it measures is real time spent.
 """
 
 from __future__ import annotations

@@ -60,6 +60,10 @@ class FlotillaError(Exception):
     code: ClassVar[str] = "unknown"
     http_status: ClassVar[int] = 500
     retryable: ClassVar[bool] = False
+    onward: bool = False
+    """Set on an error that a call made by this process returned.  A handler that
+    lets such an error escape may have done work before it: the dispatcher then
+    passes it on as not retryable."""
 
     def __init__(
         self,
@@ -185,9 +189,14 @@ for _cls in _all_subclasses(FlotillaError):
     _BY_CODE.setdefault(_cls.code, _cls)
 
 
-def error_for_code(code: str, message: str, details: dict[str, Any] | None = None) -> FlotillaError:
+def error_for_code(
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    retryable: bool | None = None,
+) -> FlotillaError:
     """Rebuild the error a peer sent; an unknown code becomes :class:`Internal`."""
     cls = _BY_CODE.get(code)
     if cls is None:
         return Internal(f"{code}: {message}", details=details)
-    return cls(message, details=details)
+    return cls(message, details=details, retryable=retryable)

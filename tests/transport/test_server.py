@@ -342,7 +342,7 @@ async def test_call_before_handshake_closes_the_connection(
     assert isinstance(await peer.read_frame(), Challenge)
     peer.send(call_frame(1))
     assert await peer.closed_by_server()
-    assert warnings_with(caplog, "call before handshake")
+    assert warnings_with(caplog, "Call frame before the handshake")
     assert handled == []
 
 

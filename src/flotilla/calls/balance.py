@@ -10,13 +10,16 @@ from flotilla.balancing import Endpoint, Strategy, resolve_strategy
 from flotilla.calls.endpoints import Directory
 from flotilla.calls.pipeline import Handler
 from flotilla.calls.request import Request
-from flotilla.errors import ConnectFailed, Unavailable
+from flotilla.errors import ConnectFailed, DeadlineExceeded, Internal, Unavailable
 
 __all__ = ["MAX_REQUEUES", "Balance"]
 
 # A call that could not even be sent (no connection) goes to another endpoint
 # at once.  Bounded, so a caller cut off from every replica fails fast.
 MAX_REQUEUES = 2
+# Failures that speak of the endpoint rather than of the request (a not_found is
+# a fine, fast answer; an internal error or a refusal is not).
+_ENDPOINT_FAULTS = (Unavailable, Internal, DeadlineExceeded)
 
 
 class Balance:
@@ -67,18 +70,32 @@ class Balance:
                 raise Unavailable(f"no live instance of service {service!r}")
             endpoint = request.endpoint = strategy.select(available, request)
             endpoint.inflight += 1
+            request.connect_seconds = 0.0
             started = time.monotonic()
-            unreachable = False
+            unreachable = penalty = False
             try:
                 return await call_next(request)
             except ConnectFailed:
-                unreachable = True  # nothing was sent: no latency to learn from
+                unreachable = True
                 if len(tried) == MAX_REQUEUES:
                     raise
                 tried.append(endpoint)
+            except _ENDPOINT_FAULTS:
+                penalty = True
+                raise
             finally:
-                endpoint.inflight -= 1
-                if not unreachable:
-                    now = time.monotonic()
-                    endpoint.record(now - started - request.connect_seconds, now)
-                    request.connect_seconds = 0.0
+                if unreachable:
+                    endpoint.inflight -= 1  # nothing was sent: no latency to learn from
+                else:
+                    self._observe(endpoint, started, request.connect_seconds, penalty)
+
+    @staticmethod
+    def _observe(endpoint: Endpoint, started: float, connect: float, penalty: bool) -> None:
+        endpoint.inflight -= 1
+        now = time.monotonic()
+        seconds = now - started - connect
+        if penalty:
+            # A replica that fails fast must not look fast: count a failure as
+            # twice the worse of its time and the current average.
+            seconds = 2 * max(seconds, endpoint.latency(now))
+        endpoint.record(seconds, now)

@@ -23,7 +23,7 @@ from flotilla.calls.endpoints import Directory
 from flotilla.calls.pipeline import Middleware, build_stack
 from flotilla.calls.request import Request
 from flotilla.context import Context, new_request_id
-from flotilla.errors import Internal, InvalidArgument, Unavailable
+from flotilla.errors import FlotillaError, Internal, InvalidArgument, Unavailable
 from flotilla.registry import Registry
 from flotilla.service import MethodSpec, Service
 from flotilla.transport.client import Connection, ConnectionPool
@@ -103,7 +103,11 @@ class Caller:
         if spec is not None:
             request.timeout = spec.timeout
             request.idempotent = spec.idempotent
-        raw = await self._send(request)
+        try:
+            raw = await self._send(request)
+        except FlotillaError as exc:
+            exc.onward = True
+            raise
         try:
             return codec.decode(raw, result_type)
         except InvalidArgument as exc:

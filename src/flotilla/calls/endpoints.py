@@ -52,12 +52,17 @@ class EndpointSet:
                 endpoint.instance = instance  # a health or metadata change
             current[instance.id] = endpoint
         self.endpoints = current
+        addresses = {endpoint.address for endpoint in current.values()}
+        for address in [a for a in self._down if a not in addresses]:
+            del self._down[address]  # gone from the registry: nothing to remember
         self._refresh()
 
     def mark_down(self, address: str) -> None:
         """Leave ``address`` out until a backoff passes (doubling while it keeps failing)."""
         now = time.monotonic()
         until, backoff = self._down.get(address, (0.0, DOWN_INITIAL / 2))
+        if until > now:
+            return  # already out: the calls that shared one failed connect count once
         if now > until + DOWN_MAX:
             backoff = DOWN_INITIAL / 2  # it had been fine for a while: start over
         backoff = min(backoff * 2, DOWN_MAX)
@@ -128,7 +133,8 @@ class Directory:
 
     def mark_down(self, address: str) -> None:
         for endpoint_set in self._sets.values():
-            endpoint_set.mark_down(address)
+            if any(endpoint.address == address for endpoint in endpoint_set.endpoints.values()):
+                endpoint_set.mark_down(address)
 
     async def _follow(self, endpoint_set: EndpointSet, ready: asyncio.Future[None]) -> None:
         backoff = 0.1

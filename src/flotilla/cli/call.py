@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from flotilla.calls.client import split_target
-from flotilla.cli.common import DataDirOption, client_settings, fail, pretty_json
+from flotilla.cli.common import DataDirOption, client_settings, fail, fail_with, pretty_json
 from flotilla.codec import decode_json
 from flotilla.errors import FlotillaError, InvalidArgument
 from flotilla.runtime.node import Node
@@ -39,7 +39,7 @@ def call_command(
     try:
         result = run(_call(settings, target, args, timeout))
     except FlotillaError as exc:
-        fail(f"{exc.code}: {exc.message}", 1)
+        fail_with(exc)
     typer.echo(pretty_json(result))
 
 

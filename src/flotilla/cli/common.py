@@ -12,7 +12,7 @@ import msgspec
 import typer
 
 from flotilla.codec import encode_json
-from flotilla.errors import ConfigError
+from flotilla.errors import ConfigError, FlotillaError
 from flotilla.runtime.settings import Settings
 
 __all__ = [
@@ -38,10 +38,21 @@ LogLevelOption = Annotated[
 ]
 
 
+HEALTH_STYLE = {"healthy": "green", "unhealthy": "red", "unknown": "yellow"}
+"""How a health status is coloured in tables."""
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: message`` to stderr and exit with ``code`` (2: a usage mistake)."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def fail_with(error: FlotillaError) -> NoReturn:
+    """Exit for ``error``: 2 for a configuration mistake, 1 for an operation that failed."""
+    if isinstance(error, ConfigError):
+        fail(error.message)
+    fail(f"{error.code}: {error.message}", 1)
 
 
 def configure_logging(level: str) -> str:

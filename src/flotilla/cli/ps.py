@@ -8,15 +8,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flotilla.cli.common import DataDirOption, client_settings, fail, pretty_json
+from flotilla.cli.common import HEALTH_STYLE, DataDirOption, client_settings, fail_with, pretty_json
 from flotilla.codec import to_builtins
 from flotilla.errors import FlotillaError
 from flotilla.registry import Instance, open_registry
 from flotilla.runtime.serve import run
 
 __all__ = ["instances_table", "ps_command"]
-
-HEALTH_STYLE = {"healthy": "green", "unhealthy": "red", "unknown": "yellow"}
 
 
 def ps_command(
@@ -30,7 +28,7 @@ def ps_command(
     try:
         instances = run(_list(settings.registry))
     except FlotillaError as exc:
-        fail(f"{exc.code}: {exc.message}", 1)
+        fail_with(exc)
     if as_json:
         typer.echo(pretty_json([to_builtins(instance) for instance in instances]))
     elif instances:

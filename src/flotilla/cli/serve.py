@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flotilla.cli.common import LogLevelOption, configure_logging, fail
+from flotilla.cli.common import LogLevelOption, configure_logging, fail, fail_with
 from flotilla.errors import ConfigError, FlotillaError
 from flotilla.runtime.serve import load_service_class, run, serve
 from flotilla.runtime.settings import Settings
@@ -38,7 +38,7 @@ def serve_command(
     try:
         run(serve(services, settings))
     except FlotillaError as exc:
-        fail(f"{exc.code}: {exc.message}", 1)
+        fail_with(exc)
     except OSError as exc:  # the port is taken, the registry file is not writable, ...
         fail(str(exc), 1)
     except KeyboardInterrupt:

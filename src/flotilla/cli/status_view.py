@@ -10,6 +10,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from flotilla.cli.common import HEALTH_STYLE
 from flotilla.registry import Instance, open_registry
 from flotilla.runtime.supervisor import ProcessState, ProcessStatus, Supervisor
 
@@ -17,7 +18,6 @@ __all__ = ["instance_pid", "show_status", "status_table"]
 
 log = logging.getLogger("flotilla.cli")
 
-_HEALTH_STYLE = {"healthy": "green", "unhealthy": "red", "unknown": "yellow"}
 _STATE_STYLE = {
     ProcessState.STARTING: "cyan",
     ProcessState.RUNNING: "cyan",
@@ -70,7 +70,7 @@ def status_table(
             instance.service,
             instance.id,
             instance.address,
-            Text(instance.health, style=_HEALTH_STYLE.get(instance.health, "")),
+            Text(instance.health, style=HEALTH_STYLE.get(instance.health, "")),
             process.name if process else "-",
             str(pid) if pid is not None else "-",
             str(process.restarts) if process else "-",

@@ -28,25 +28,21 @@ __all__ = [
     "open_registry",
 ]
 
-# A factory gets what follows "scheme://" and the clock.  Each imports its
-# backend itself: the two here need only the standard library, but a backend
-# that needs an extra (nats, etcd) must cost nothing until its URL is used.
+# A factory gets what follows "scheme://" and the clock.  The two backends here
+# need only the standard library; a backend that needs an extra (nats, etcd)
+# must import it inside its factory, so it costs nothing until its URL is used.
 _Factory = Callable[[str, Clock | None], Registry]
 
 
 def _memory(rest: str, clock: Clock | None) -> Registry:
     if rest:
         raise ConfigError(f"memory:// takes no path, got 'memory://{rest}'")
-    from flotilla.registry.memory import MemoryRegistry
-
     return MemoryRegistry(clock=clock)
 
 
 def _sqlite(rest: str, clock: Clock | None) -> Registry:
     if not rest:
         raise ConfigError("sqlite:// needs a file, as in 'sqlite:///var/lib/app/registry.db'")
-    from flotilla.registry.sqlite import SqliteRegistry
-
     return SqliteRegistry(rest, clock=clock)
 
 

@@ -139,7 +139,13 @@ class Dispatcher:
 async def _invoke(incoming: Incoming) -> Any:
     try:
         return await incoming.route.call(incoming)
-    except (FlotillaError, asyncio.CancelledError):
+    except FlotillaError as exc:
+        if exc.onward and exc.retryable:
+            # "Unavailable" from a call this handler made says nothing about
+            # what the handler had already done: not safe to send again.
+            exc.retryable = False  # type: ignore[misc]
+        raise
+    except asyncio.CancelledError:
         raise
     except Exception:
         target, request_id = incoming.route.target, incoming.context.request_id

@@ -28,6 +28,8 @@ from collections.abc import Awaitable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
+import msgspec
+
 from flotilla.balancing import DEFAULT_STRATEGY, Strategy
 from flotilla.calls.client import Caller, TypedClient
 from flotilla.calls.deadline import DEFAULT_TIMEOUT
@@ -65,10 +67,13 @@ class Timings:
         heartbeat: float = 0.4,
         grace: float = 0.5,
         drain: float = 10.0,
-        health_timeout: float = 1.0,
+        health_timeout: float | None = None,
     ) -> None:
-        if heartbeat >= ttl:
-            raise ValueError("heartbeat interval must be shorter than the lease ttl")
+        if health_timeout is None:
+            health_timeout = min(1.0, (ttl - heartbeat) / 2)
+        if heartbeat + health_timeout >= ttl:
+            # A beat waits for the health checks: a slow one must not cost the lease.
+            raise ValueError("heartbeat + health_timeout must be shorter than the lease ttl")
         self.ttl = ttl
         self.heartbeat = heartbeat
         self.grace = grace
@@ -127,12 +132,16 @@ class Node:
         self._heartbeat: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._closing = False
+        self._starting = False
+        self._stop_requested = False
+        self._stop_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start the services, listen, register; on failure undo what was done and raise."""
         started: list[Service] = []
+        self._starting = True
         try:
             for service in self.services:
                 await service.on_start()
@@ -157,6 +166,10 @@ class Node:
             self.services = started
             await self.aclose()
             raise
+        finally:
+            self._starting = False
+        if self._stop_requested:  # a signal came while we were starting
+            self.stop()
 
     async def aclose(self) -> None:
         """Drain and stop; idempotent."""
@@ -185,9 +198,17 @@ class Node:
             self._stopped.set()
 
     def stop(self) -> None:
-        """Ask the node to stop (a signal handler, say); :meth:`wait_stopped` tells when done."""
-        if not self._closing:
-            asyncio.get_running_loop().create_task(self.aclose())
+        """Ask the node to stop (a signal handler, say); :meth:`wait_stopped` tells when done.
+
+        Asked while :meth:`start` runs, the node stops as soon as it has started:
+        tearing down under a start in progress would leave half of it behind.
+        """
+        if self._closing or self._stop_task is not None:
+            return
+        if self._starting:
+            self._stop_requested = True
+            return
+        self._stop_task = asyncio.get_running_loop().create_task(self.aclose(), name="stop")
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
@@ -222,16 +243,17 @@ class Node:
     async def _beat(self) -> None:
         while True:
             await self.clock.sleep(self.timings.heartbeat)
-            for index, instance in enumerate(self.instances):
-                service = self.services[index]
-                health = await self._check(service)
+            # All checks at once: the beat waits for the slowest, not for the sum.
+            healths = await asyncio.gather(*(self._check(service) for service in self.services))
+            for instance, health in zip(self.instances, healths, strict=True):
                 try:
                     await self.registry.heartbeat(instance.id, health=health)
                 except NotFound:
                     # The lease ran out (a long pause, a registry restart): register again.
                     log.warning("lease of %s was lost; registering again", instance.id)
+                    renewed = msgspec.structs.replace(instance, health=health)
                     with contextlib.suppress(Exception):
-                        await self.registry.register(instance, ttl=self.timings.ttl)
+                        await self.registry.register(renewed, ttl=self.timings.ttl)
                 except Exception as exc:
                     log.warning("heartbeat of %s failed: %s", instance.id, exc)
 

@@ -37,7 +37,10 @@ def load_service_class(spec: str) -> type[Service]:
     cls = getattr(module, attribute, None)
     if not (isinstance(cls, type) and issubclass(cls, Service)):
         raise ConfigError(f"{spec!r} is not a flotilla.Service subclass")
-    cls.methods()  # read the specs now: a bad annotation fails here, not on the first call
+    try:
+        cls.methods()  # read the specs now: a bad annotation fails here, not on a call
+    except (NameError, TypeError) as exc:
+        raise ConfigError(f"service {spec!r} cannot be served: {exc}") from None
     return cls
 
 

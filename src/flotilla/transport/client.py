@@ -75,6 +75,7 @@ class Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._sweeper: asyncio.TimerHandle | None = None
+        self._challenged = False
 
     @property
     def open(self) -> bool:
@@ -171,8 +172,12 @@ class Connection(asyncio.Protocol):
         elif type(frame) is Failure:
             entry = self.pending.pop(frame.id, None)
             if entry is not None and not entry[0].done():
-                entry[0].set_exception(error_for_code(frame.code, frame.message, frame.details))
-        elif type(frame) is Challenge and self.transport is not None:
+                error = error_for_code(frame.code, frame.message, frame.details, frame.retryable)
+                entry[0].set_exception(error)
+        elif type(frame) is Challenge and not self._challenged and self.transport is not None:
+            # Answered once, during the handshake: a peer must not get proofs
+            # for nonces of its choosing at will.
+            self._challenged = True
             hello = Hello(proof(self.secret, frame.nonce, b"client"), self.nonce)
             self.transport.write(encode_frame(hello))
         elif type(frame) is Welcome and not self._ready.done():

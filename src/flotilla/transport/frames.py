@@ -85,6 +85,8 @@ class Failure(msgspec.Struct, tag=5, array_like=True):
     code: str
     message: str
     details: dict[str, Any] | None = None
+    retryable: bool | None = None
+    """The error's own verdict (it may differ from its class's default)."""
 
 
 class Cancel(msgspec.Struct, tag=6, array_like=True):
@@ -120,11 +122,15 @@ class FrameReader:
     refused after its first four bytes instead of after it has eaten memory.
     """
 
-    __slots__ = ("_buffer", "max_frame")
+    __slots__ = ("_buffer", "_needed", "max_frame")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.max_frame = max_frame
         self._buffer = bytearray()
+        # Bytes the buffer must hold before a frame in it can be complete:
+        # a large frame arriving in many reads is only appended to, never
+        # re-parsed or copied until it is whole.
+        self._needed = HEADER
 
     @property
     def pending(self) -> int:
@@ -135,18 +141,22 @@ class FrameReader:
         """Add ``data`` from the stream; return the frames it completed, in order."""
         if self._buffer:
             self._buffer += data
+            if len(self._buffer) < self._needed:
+                return []
             data = bytes(self._buffer)
             self._buffer.clear()
         view = memoryview(data)
         end = len(data)
         position = 0
         frames: list[Frame] = []
+        self._needed = HEADER
         while end - position >= HEADER:
             size = int.from_bytes(view[position : position + HEADER], "big")
             if size > self.max_frame:
                 raise ProtocolError(f"frame of {size} bytes exceeds the limit of {self.max_frame}")
             stop = position + HEADER + size
             if stop > end:
+                self._needed = HEADER + size
                 break
             try:
                 frames.append(_decoder.decode(view[position + HEADER : stop]))

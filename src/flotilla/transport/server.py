@@ -67,6 +67,9 @@ else:
 # much before it has: an unauthenticated socket must not hold memory or a slot.
 HANDSHAKE_TIMEOUT = 5.0
 HANDSHAKE_MAX_FRAME = 1024
+# At most this many connections may be in their handshake at once; more are
+# closed on arrival, so cheap sockets cannot exhaust the file descriptors.
+MAX_HANDSHAKES = 128
 
 
 class Server:
@@ -89,6 +92,7 @@ class Server:
         self._server: asyncio.Server | None = None
         self._address: str | None = None
         self._connections: set[_ServerConnection] = set()
+        self._handshaking = 0
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -125,8 +129,15 @@ class Server:
         self.draining = True
         if self._server is not None:
             self._server.close()
+        tasks: list[Task] = []
         for connection in list(self._connections):
+            tasks.extend(entry[0] for entry in connection.calls.values())
             connection.close()
+        # Closing cancels the calls still running; wait for them to unwind, so
+        # their clean-up is done before the services they use are stopped.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -165,6 +176,10 @@ class _ServerConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.server._connections.add(self)
+        if self.server._handshaking >= MAX_HANDSHAKES:
+            self._refuse("too many connections in their handshake")
+            return
+        self.server._handshaking += 1
         self.handshake_timer = asyncio.get_running_loop().call_later(
             HANDSHAKE_TIMEOUT, self._refuse, "no handshake within the time allowed"
         )
@@ -179,15 +194,17 @@ class _ServerConnection(asyncio.Protocol):
             self._refuse(exc.message)
 
     def _handle(self, frame: Frame) -> None:
-        if type(frame) is Call:
+        if not self.authenticated:
+            if type(frame) is not Hello:
+                raise ProtocolError(f"{type(frame).__name__} frame before the handshake")
+            self._authenticate(frame)
+        elif type(frame) is Call:
             self._start_call(frame)
         elif type(frame) is Cancel:
             entry = self.calls.get(frame.id)
             if entry is not None:
                 entry[0].cancel()
                 self._finished(frame.id, entry)
-        elif type(frame) is Hello and not self.authenticated:
-            self._authenticate(frame)
         else:
             raise ProtocolError(f"unexpected {type(frame).__name__} frame")
 
@@ -196,14 +213,13 @@ class _ServerConnection(asyncio.Protocol):
         if not hmac.compare_digest(hello.proof, expected):
             raise ProtocolError("peer does not know the cluster secret")
         self.authenticated = True
+        self.server._handshaking -= 1
         self.reader.max_frame = self.server.max_frame
         if self.handshake_timer is not None:
             self.handshake_timer.cancel()
         self._write(Welcome(proof(self.server.secret, hello.nonce, b"server")))
 
     def _start_call(self, call: Call) -> None:
-        if not self.authenticated:
-            raise ProtocolError("call before handshake")
         if self.server.draining:
             # Refused before any work: safe for the caller to send elsewhere.
             self._write(Failure(call.id, Unavailable.code, "instance is draining"))
@@ -254,25 +270,29 @@ class _ServerConnection(asyncio.Protocol):
             self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     async def _run(self, call: Call, entry: list[Any]) -> None:
-        reply: Frame
         try:
-            reply = Reply(call.id, msgspec.Raw(await self.server.handler(call, entry[1])))
+            reply = encode_frame(
+                Reply(call.id, msgspec.Raw(await self.server.handler(call, entry[1])))
+            )
         except FlotillaError as exc:
-            reply = Failure(call.id, exc.code, exc.message, exc.details or None)
+            reply = _encode_failure(call.id, exc)
         except asyncio.CancelledError:
             # The caller cancelled or went away: it waits for no answer.
             raise
         except Exception:
             log.exception("call %s from %s failed", call.method, self.peer)
-            reply = Failure(call.id, Internal.code, "internal error")
+            reply = encode_frame(Failure(call.id, Internal.code, "internal error"))
         finally:
             self._finished(call.id, entry)
-        self._write(reply)
+        self._send(reply)
 
     def _write(self, frame: Frame) -> None:
+        self._send(encode_frame(frame))
+
+    def _send(self, data: bytearray) -> None:
         if self.writer is not None:
             # Batch only while other calls are in flight: their replies may join.
-            self.writer.send(encode_frame(frame), batch=bool(self.calls))
+            self.writer.send(data, batch=bool(self.calls))
 
     def _refuse(self, reason: str) -> None:
         log.warning("closing connection from %s: %s", self.peer, reason)
@@ -291,6 +311,8 @@ class _ServerConnection(asyncio.Protocol):
             )
         if self.handshake_timer is not None:
             self.handshake_timer.cancel()
+            if not self.authenticated:
+                self.server._handshaking -= 1
         if self._sweeper is not None:
             self._sweeper.cancel()
         for call_id, entry in list(self.calls.items()):
@@ -298,3 +320,14 @@ class _ServerConnection(asyncio.Protocol):
             self._finished(call_id, entry)
         self.server._connections.discard(self)
         self.transport = None
+
+
+def _encode_failure(call_id: int, exc: FlotillaError) -> bytearray:
+    """The Failure frame for ``exc``; details that cannot be encoded are dropped, not the reply."""
+    failure = Failure(call_id, exc.code, exc.message, exc.details or None, exc.retryable)
+    try:
+        return encode_frame(failure)
+    except TypeError:
+        log.warning("details of a %s error cannot be encoded; sent without them", exc.code)
+        failure.details = None
+        return encode_frame(failure)
