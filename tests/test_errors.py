@@ -52,6 +52,13 @@ def test_error_for_code_round_trips(cls: type[FlotillaError]) -> None:
     assert rebuilt.retryable == cls.retryable
 
 
+def test_error_for_code_takes_the_senders_retryable() -> None:
+    assert error_for_code("unavailable", "lost", None, False).retryable is False
+    assert error_for_code("internal", "odd", None, True).retryable is True
+    assert error_for_code("resource_exhausted", "full").retryable is True  # class default
+    assert error_for_code("resource_exhausted", "full", None, None).retryable is True
+
+
 def test_connect_failed_rebuilds_as_unavailable() -> None:
     rebuilt = error_for_code(ConnectFailed.code, "no route")
     assert type(rebuilt) is Unavailable

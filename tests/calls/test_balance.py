@@ -12,7 +12,7 @@ from flotilla.balancing import Endpoint, RequestView
 from flotilla.calls.balance import MAX_REQUEUES, Balance
 from flotilla.calls.endpoints import Directory, EndpointSet
 from flotilla.calls.request import Request
-from flotilla.errors import ConnectFailed, Internal, Unavailable
+from flotilla.errors import ConnectFailed, DeadlineExceeded, Internal, NotFound, Unavailable
 from flotilla.registry import Health, Instance
 
 
@@ -189,6 +189,66 @@ async def test_latency_is_recorded() -> None:
 
     await balance(request(), slow)
     assert endpoints.endpoints["e0"].latency() >= 0.025
+
+
+async def slow_answer(req: Request) -> str:
+    await asyncio.sleep(0.02)
+    return "ok"
+
+
+@pytest.mark.parametrize("error", [Unavailable, Internal, DeadlineExceeded])
+async def test_a_fast_failure_costs_the_endpoint_latency(error: type[Exception]) -> None:
+    # A replica that fails fast must not look fast to the strategy.
+    balance, endpoints = setup(1)
+    endpoint = endpoints.endpoints["e0"]
+    await balance(request(), slow_answer)
+    before = endpoint.latency()
+    assert before >= 0.015
+
+    async def fail(req: Request) -> None:
+        raise error("boom")
+
+    with pytest.raises(error):
+        await balance(request(), fail)
+    # Twice the average (less what it decayed in the milliseconds since it was read).
+    assert endpoint.latency() >= 2 * before * 0.99
+    assert inflight(endpoints) == [0]
+
+
+async def test_a_fast_not_found_is_recorded_as_its_real_time() -> None:
+    # Not found is a good answer about the request, not a fault of the endpoint.
+    balance, endpoints = setup(1)
+    endpoint = endpoints.endpoints["e0"]
+    await balance(request(), slow_answer)
+    before = endpoint.latency()
+
+    async def missing(req: Request) -> None:
+        raise NotFound("no such thing")
+
+    with pytest.raises(NotFound):
+        await balance(request(), missing)
+    assert endpoint.latency() <= before  # a fast sample pulls the average down, if anything
+    assert inflight(endpoints) == [0]
+
+
+async def test_connect_seconds_is_reset_for_each_attempt() -> None:
+    # The first pick connected (taking time) and then failed to send; the
+    # second pick reuses an open connection: none of that connect is its own.
+    balance, endpoints = setup(2)
+    seen: list[tuple[str, float]] = []
+
+    async def send(req: Request) -> str:
+        assert req.endpoint is not None
+        seen.append((req.endpoint.id, req.connect_seconds))
+        if req.endpoint.id == "e0":
+            req.connect_seconds = 0.5
+            raise ConnectFailed("closed before the call went out")
+        await asyncio.sleep(0.02)
+        return "ok"
+
+    assert await balance(request(), send) == "ok"
+    assert seen == [("e0", 0.0), ("e1", 0.0)]
+    assert endpoints.endpoints["e1"].latency() >= 0.015  # its own time, nothing subtracted
 
 
 async def test_opens_the_service_on_first_use() -> None:

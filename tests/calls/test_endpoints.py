@@ -134,6 +134,38 @@ def test_a_marked_down_address_stays_down_across_snapshots(clock: Monotonic) -> 
     assert ids(endpoints) == ["b", "c"]
 
 
+def test_mark_down_again_within_the_backoff_counts_once(clock: Monotonic) -> None:
+    # Calls that shared one failed connect each report it: one failure, one backoff.
+    endpoints = EndpointSet("svc")
+    endpoints.update([inst("a", 1), inst("b", 2)])
+    endpoints.mark_down("127.0.0.1:1")
+    clock.now += 0.125
+    endpoints.mark_down("127.0.0.1:1")
+    endpoints.mark_down("127.0.0.1:1")
+    clock.now += DOWN_INITIAL - 0.25
+    assert ids(endpoints) == ["b"]
+    clock.now += 0.125  # the first backoff (0.5 s) is over, not a doubled one
+    assert ids(endpoints) == ["a", "b"]
+    # A failure after it is the second in a row: the backoff doubles once.
+    endpoints.mark_down("127.0.0.1:1")
+    clock.now += 2 * DOWN_INITIAL - 0.125
+    assert ids(endpoints) == ["b"]
+    clock.now += 0.125
+    assert ids(endpoints) == ["a", "b"]
+
+
+def test_an_address_that_left_the_registry_is_forgotten(clock: Monotonic) -> None:
+    endpoints = EndpointSet("svc")
+    endpoints.update([inst("a", 1), inst("b", 2)])
+    endpoints.mark_down("127.0.0.1:1")
+    assert set(endpoints._down) == {"127.0.0.1:1"}
+    endpoints.update([inst("b", 2)])
+    assert endpoints._down == {}
+    # Back under that address (a replica restarted there): offered at once.
+    endpoints.update([inst("a2", 1), inst("b", 2)])
+    assert ids(endpoints) == ["a2", "b"]
+
+
 # -- Directory ------------------------------------------------------------------------------
 
 
@@ -182,6 +214,20 @@ async def test_mark_down_reaches_every_set(registry: MemoryRegistry, directory: 
     directory.mark_down("127.0.0.1:1")
     assert svc.pick_list() == ()
     assert other_set.pick_list() == ()
+
+
+async def test_mark_down_leaves_sets_without_the_address_alone(
+    registry: MemoryRegistry, directory: Directory
+) -> None:
+    await registry.register(inst("a", 1), ttl=30)
+    other = Instance(id="o", service="other", address="127.0.0.1:2", health=Health.HEALTHY)
+    await registry.register(other, ttl=30)
+    svc = await directory.open("svc")
+    other_set = await directory.open("other")
+    directory.mark_down("127.0.0.1:1")
+    assert svc.pick_list() == ()
+    assert other_set._down == {}  # nothing remembered for an address it never had
+    assert [e.id for e in other_set.pick_list()] == ["o"]
 
 
 class SlowRegistry:

@@ -80,3 +80,15 @@ def test_no_system_at_the_data_dir(flotilla: Flotilla, tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith(f"error: no flotilla system at {tmp_path / 'none'}")
     assert not (tmp_path / "none").exists()  # a client creates nothing
+
+
+def test_an_unknown_registry_scheme_is_a_usage_mistake(flotilla: Flotilla, tmp_path: Path) -> None:
+    env = {**os.environ, "FLOTILLA_REGISTRY": "bogus://x", "FLOTILLA_SECRET": "s" * 32}
+    done = flotilla(
+        "call", "--data-dir", str(tmp_path / "data"), "echo.ping", cwd=tmp_path, env=env
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: unknown registry URL 'bogus://x'"), done.stderr
+    assert "known schemes" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""

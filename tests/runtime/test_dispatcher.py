@@ -23,6 +23,7 @@ from flotilla.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Unavailable,
 )
 from flotilla.runtime.dispatcher import SERVER_STACK, Dispatcher, Incoming
 from flotilla.transport.frames import Call
@@ -165,6 +166,32 @@ async def test_flotilla_errors_pass_through() -> None:
     with pytest.raises(PermissionDenied, match="not you") as caught:
         await dispatcher(call("store.deny"), None)
     assert caught.value.details == {"who": "eve"}
+
+
+class Relay(Service, name="relay"):
+    """Raises errors as if an onward call had returned them, or as its own."""
+
+    @rpc
+    async def onward(self, retryable: bool) -> None:
+        error = Unavailable("callee is down", retryable=retryable)
+        error.onward = True  # what the caller marks an error from a call it made
+        raise error
+
+    @rpc
+    async def own(self) -> None:
+        raise Unavailable("not now")
+
+
+async def test_an_onward_error_escaping_the_handler_is_not_retryable() -> None:
+    # The handler may have done work before its onward call failed.
+    dispatcher = Dispatcher([Relay()], NoInvoker())
+    for retryable in (True, False):
+        with pytest.raises(Unavailable, match="callee is down") as onward:
+            await dispatcher(call("relay.onward", {"retryable": retryable}), None)
+        assert onward.value.retryable is False
+    with pytest.raises(Unavailable, match="not now") as own:
+        await dispatcher(call("relay.own"), None)
+    assert own.value.retryable is True  # its own refusal keeps its class's verdict
 
 
 async def test_unencodable_result_is_internal() -> None:

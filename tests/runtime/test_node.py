@@ -22,6 +22,7 @@ from flotilla import (
     NotFound,
     Service,
     Timings,
+    Unavailable,
     codec,
     rpc,
 )
@@ -187,8 +188,6 @@ async def test_typed_client_from_a_handler_context(cluster: Cluster) -> None:
 
 
 async def test_no_instance_is_unavailable_naming_the_service(cluster: Cluster) -> None:
-    from flotilla import Unavailable
-
     with pytest.raises(Unavailable, match="'ghost'"):
         await cluster.call("ghost.boo")
 
@@ -201,6 +200,31 @@ async def test_concurrent_first_calls_all_succeed(cluster: Cluster) -> None:
         *(cluster.call("catalog.get", id=i) for i in range(10)), return_exceptions=True
     )
     assert [r["id"] if isinstance(r, dict) else r for r in results] == list(range(10))
+
+
+class Refuser(Service, name="refuser"):
+    @rpc
+    async def refuse(self) -> None:
+        raise Unavailable("not now")  # retryable, as its class is
+
+
+class Forwarder(Service, name="forwarder"):
+    @rpc
+    async def forward(self, ctx: Context) -> None:
+        await ctx.call("refuser.refuse")  # its error escapes the handler
+
+
+async def test_an_onward_error_a_handler_lets_escape_is_not_retryable(cluster: Cluster) -> None:
+    # The forwarder may have done work before its onward call failed: sending
+    # the outer call again is not safe, whatever the inner error said.
+    await cluster.add(Refuser())
+    await cluster.add(Forwarder())
+    with pytest.raises(Unavailable) as direct:
+        await cluster.call("refuser.refuse")
+    assert direct.value.retryable is True
+    with pytest.raises(Unavailable, match="not now") as onward:
+        await cluster.call("forwarder.forward")
+    assert onward.value.retryable is False
 
 
 # -- deadlines --------------------------------------------------------------------------------
@@ -429,6 +453,62 @@ def test_timings_refuse_a_heartbeat_not_under_the_ttl() -> None:
         Timings(ttl=1.0, heartbeat=1.0)
 
 
+def test_timings_leave_room_for_the_health_checks_within_the_ttl() -> None:
+    with pytest.raises(ValueError, match="heartbeat \\+ health_timeout"):
+        Timings(ttl=1.0, heartbeat=0.5, health_timeout=0.6)
+    derived = Timings(ttl=0.5, heartbeat=0.1)  # the default health_timeout fits
+    assert derived.health_timeout > 0
+    assert derived.heartbeat + derived.health_timeout < derived.ttl
+
+
+class SlowStart(Service, name="slow-start"):
+    """``on_start`` waits for ``release``; ``log`` tells the order of events."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.log: list[str] = []
+
+    async def on_start(self) -> None:
+        self.log.append("start begins")
+        self.entered.set()
+        await self.release.wait()
+        self.log.append("start ends")
+
+    async def on_stop(self) -> None:
+        self.log.append("stop")
+
+
+async def test_stop_during_start_stops_once_started() -> None:
+    # A signal while on_start runs: tearing down under the start would leave
+    # half of it behind; the node finishes starting, then stops by itself.
+    registry = MemoryRegistry()
+    service = SlowStart()
+    node = Node(service, registry=registry, timings=FAST)
+    starting = asyncio.create_task(node.start())
+    try:
+        await service.entered.wait()
+        node.stop()
+        await asyncio.sleep(0.02)
+        assert service.log == ["start begins"]  # nothing stopped under the start
+        service.release.set()
+        await starting  # the start itself succeeds
+        assert len(node.instances) == 1  # it did register
+        async with asyncio.timeout(3.0):
+            await node.wait_stopped()
+        assert service.log == ["start begins", "start ends", "stop"]
+        assert await registry.list() == []
+        assert node.server._server is None
+        host, _, port = node.server.address.rpartition(":")
+        with pytest.raises(ConnectionRefusedError):  # nothing listens there any more
+            await asyncio.open_connection(host, int(port))
+    finally:
+        service.release.set()
+        await asyncio.gather(starting, return_exceptions=True)
+        await node.aclose()
+        await registry.aclose()
+
+
 async def test_graceful_stop_deregisters_before_the_server_stops_accepting() -> None:
     events: list[str] = []
     registry = MemoryRegistry()
@@ -482,6 +562,40 @@ async def test_stop_and_wait_stopped() -> None:
     node.stop()  # a second stop is harmless
 
 
+class Holder(Service, name="holder"):
+    """``hold`` waits until cancelled, then cleans up (taking a moment to)."""
+
+    def __init__(self) -> None:
+        self.holding = asyncio.Event()
+        self.log: list[str] = []
+
+    @rpc
+    async def hold(self) -> None:
+        self.holding.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0.02)
+            self.log.append("handler finally")
+
+    async def on_stop(self) -> None:
+        self.log.append("on_stop")
+
+
+async def test_stop_waits_for_cancelled_handlers_before_on_stop() -> None:
+    # A handler still running when the drain gives up is cancelled; its
+    # clean-up may use what on_stop releases, so it must be done first.
+    async with Cluster(timings=Timings(grace=0.0, drain=0.05)) as cluster:
+        holder = Holder()
+        (node,) = await cluster.add(holder)
+        call = asyncio.create_task(cluster.call("holder.hold"))
+        await holder.holding.wait()
+        await cluster.stop(node)
+        assert holder.log == ["handler finally", "on_stop"]
+        with pytest.raises(Unavailable):
+            await call
+
+
 async def test_a_pure_client_node_listens_on_nothing() -> None:
     async with Node(timings=FAST) as node:
         assert node.instances == []
@@ -522,6 +636,87 @@ async def test_unhealthy_instance_stops_being_picked() -> None:
                     break
         await wait_for(lambda: available(cluster, "replica") == 1)  # the client's view follows
         assert await calls_per_replica(cluster, 40, pause=0.005) == {well.id: 40}
+
+
+class SlowCheck(Service):
+    """Its health check takes ``seconds``; ``checks`` counts the finished ones."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.checks = 0
+
+    async def health(self) -> bool:
+        await asyncio.sleep(self.seconds)
+        self.checks += 1
+        return True
+
+
+class SlowCheckA(SlowCheck, name="check-a"):
+    pass
+
+
+class SlowCheckB(SlowCheck, name="check-b"):
+    pass
+
+
+async def test_health_checks_run_together_so_slow_ones_keep_the_lease(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Each check takes about 0.6 of what a beat may spend (ttl - heartbeat): one
+    # after the other they would outlast the ttl, together they fit with room.
+    timings = Timings(ttl=0.5, heartbeat=0.02, grace=0.0, drain=1.0, health_timeout=0.45)
+    seconds = 0.28
+    assert timings.heartbeat + 2 * seconds > timings.ttl
+    assert timings.heartbeat + seconds < timings.ttl - 0.15
+    registry = MemoryRegistry()
+    a, b = SlowCheckA(seconds), SlowCheckB(seconds)
+    node = Node(a, b, registry=registry, timings=timings)
+    await node.start()
+    try:
+        async with asyncio.timeout(5.0):
+            while min(a.checks, b.checks) < 3:  # several beats
+                live = await registry.list()
+                assert [i.service for i in live] == ["check-a", "check-b"]
+                assert {i.health for i in live} == {Health.HEALTHY}
+                await asyncio.sleep(0.01)
+    finally:
+        await node.aclose()
+        await registry.aclose()
+    assert not [r for r in caplog.records if "was lost" in r.getMessage()]
+
+
+class RecordingRegistry(MemoryRegistry):
+    """Remembers every instance registered, in order."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.registered: list[Instance] = []
+
+    async def register(self, instance: Instance, *, ttl: float) -> None:
+        self.registered.append(instance)
+        await super().register(instance, ttl=ttl)
+
+
+async def test_a_lost_lease_is_registered_again_with_the_health_just_checked() -> None:
+    clock = FakeClock()
+    registry = RecordingRegistry(clock)
+    replica = Replica()
+    node = Node(replica, registry=registry, clock=clock, timings=FAST)
+    await node.start()
+    try:
+        (instance,) = node.instances
+        replica.healthy = False
+        await registry.deregister(instance.id)  # the lease is gone behind the node's back
+        async with asyncio.timeout(5.0):
+            while len(registry.registered) < 2:  # a beat: check, heartbeat refused, register
+                await clock.advance(FAST.heartbeat)
+        renewed = registry.registered[1]
+        assert renewed.id == instance.id
+        assert renewed.health is Health.UNHEALTHY  # not the HEALTHY it started with
+        assert [i.health for i in await registry.list("replica")] == [Health.UNHEALTHY]
+    finally:
+        await node.aclose()
+        await registry.aclose()
 
 
 async def test_crashed_instance_leaves_when_its_lease_expires_on_the_fake_clock() -> None:

@@ -145,6 +145,30 @@ def test_pending_reports_a_truncated_frame() -> None:
     assert reader.pending == 0
 
 
+def test_a_large_frame_fed_in_small_chunks_comes_out_once_whole() -> None:
+    # A 4 MiB frame arriving in 64 KiB reads: nothing comes out early, pending
+    # tracks the bytes held, and the frame behind it (its header split across
+    # reads) follows as soon as it is whole.
+    big = Reply(1, raw(b"x" * (4 * 1024 * 1024)))
+    after = Reply(2, raw("y" * 100_000))
+    first, second = bytes(encode_frame(big)), bytes(encode_frame(after))
+    stream = first + second
+    ends = [(len(first), big), (len(stream), after)]
+    chunk = 64 * 1024
+    reader = FrameReader()
+    out: list[Frame] = []
+    for start in range(0, len(stream), chunk):
+        piece = stream[start : start + chunk]
+        fed = start + len(piece)
+        completed = reader.feed(piece)
+        assert completed == [frame for end, frame in ends if start < end <= fed], fed
+        out.extend(completed)
+        consumed = max([end for end, _ in ends if end <= fed], default=0)
+        assert reader.pending == fed - consumed, fed
+    assert out == [big, after]
+    assert reader.pending == 0
+
+
 def test_pending_counts_a_partial_header() -> None:
     reader = FrameReader()
     assert reader.feed(b"\x00\x00") == []

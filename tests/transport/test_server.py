@@ -21,6 +21,7 @@ from flotilla.errors import (
     Internal,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
@@ -252,6 +253,49 @@ async def test_handler_errors_arrive_as_the_same_class(
     assert caught.value.details == {"field": "id"}
 
 
+@pytest.mark.parametrize(
+    ("make", "retryable"),
+    [
+        (lambda: Unavailable("lost after sending", retryable=False), False),
+        (lambda: Unavailable("refused"), True),
+        (lambda: ResourceExhausted("full"), True),
+        (lambda: Internal("odd but harmless", retryable=True), True),
+    ],
+    ids=["unavailable-not-retryable", "unavailable", "resource-exhausted", "internal-retryable"],
+)
+async def test_retryable_crosses_the_wire(
+    start, pools, make: Callable[[], FlotillaError], retryable: bool
+) -> None:
+    # The error's own verdict, not its class's default, reaches the caller.
+    async def fail(call: Call, deadline: float | None) -> bytes:
+        raise make()
+
+    server = await start(fail)
+    with pytest.raises(FlotillaError) as caught:
+        await call(pools(), server.address)
+    assert type(caught.value) is type(make())
+    assert caught.value.retryable is retryable
+
+
+async def test_error_with_unencodable_details_arrives_without_them(
+    start, pools, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def fail(call: Call, deadline: float | None) -> bytes:
+        raise NotFound("no such thing", details={"o": object()})
+
+    server = await start(fail)
+    connection = await pools().get(server.address)
+    began = time.monotonic()
+    with pytest.raises(NotFound, match="no such thing") as caught:
+        await connection.call("svc.m", codec.encode({}), deadline=began + 2.0)
+    assert time.monotonic() - began < 1.0  # answered, not left to run into the deadline
+    assert caught.value.details == {}
+    assert warnings_with(caplog, "cannot be encoded")
+    assert server._inflight == 0
+    server.handler = echo  # the connection serves on
+    assert codec.decode(await connection.call("svc.m", codec.encode({"n": 1})))["args"] == {"n": 1}
+
+
 async def test_plain_exception_becomes_internal_and_is_logged(
     start, pools, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -317,6 +361,43 @@ async def test_client_refuses_a_server_that_does_not_know_the_secret(pools) -> N
         await settle()
 
 
+async def test_client_answers_only_one_challenge(pools, caplog: pytest.LogCaptureFixture) -> None:
+    # A peer that challenges again wants a proof for a nonce of its choosing:
+    # the client answers the first Challenge only and hangs up on the second.
+    received: asyncio.Future[list[Frame]] = asyncio.get_running_loop().create_future()
+
+    async def greedy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = RawPeer(reader, writer)
+        frames: list[Frame] = []
+        try:
+            peer.send(encode_frame(Challenge(b"1" * 16)))
+            frames.append(await peer.read_frame())
+            peer.send(encode_frame(Challenge(b"2" * 16)))
+            while True:  # until the client hangs up
+                frames.append(await peer.read_frame())
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            received.set_result(frames)
+
+    fake = await asyncio.start_server(greedy, "127.0.0.1", 0)
+    try:
+        port = fake.sockets[0].getsockname()[1]
+        with pytest.raises(Unauthenticated, match="unexpected Challenge frame"):
+            await pools(connect_timeout=1.0).get(f"127.0.0.1:{port}")
+        async with asyncio.timeout(2.0):
+            frames = await received
+    finally:
+        fake.close()
+        await fake.wait_closed()
+        await settle()
+    (hello,) = frames
+    assert isinstance(hello, Hello)
+    assert hello.proof == proof(SECRET, b"1" * 16, b"client")
+    assert warnings_with(caplog, "unexpected Challenge frame")
+
+
 async def test_silent_peer_is_dropped_after_the_handshake_timeout(
     start, raw_peers, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -344,6 +425,41 @@ async def test_call_before_handshake_closes_the_connection(
     assert await peer.closed_by_server()
     assert warnings_with(caplog, "Call frame before the handshake")
     assert handled == []
+
+
+async def test_cancel_before_handshake_closes_the_connection(
+    start, raw_peers, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await start()
+    peer = await raw_peers(server.address)
+    assert isinstance(await peer.read_frame(), Challenge)
+    peer.send(encode_frame(Cancel(1)))
+    assert await peer.closed_by_server()
+    assert warnings_with(caplog, "Cancel frame before the handshake")
+
+
+async def test_connections_in_their_handshake_are_capped(
+    start,
+    pools,
+    raw_peers,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(server_module, "MAX_HANDSHAKES", 2)
+    server = await start()
+    waiting = [await raw_peers(server.address) for _ in range(2)]
+    for peer in waiting:
+        assert isinstance(await peer.read_frame(), Challenge)
+    extra = await raw_peers(server.address)
+    async with asyncio.timeout(2.0):
+        assert await extra.reader.read() == b""  # closed on arrival, not even challenged
+    assert warnings_with(caplog, "too many connections in their handshake")
+    for peer in waiting:
+        await peer.aclose()
+    await wait_for(lambda: server._handshaking == 0)
+    # The slots are free again: a well-behaved client connects and calls.
+    assert (await call(pools(), server.address, ok=True))["args"] == {"ok": True}
+    assert server._handshaking == 0
 
 
 async def test_big_frame_before_handshake_refused(
@@ -877,3 +993,26 @@ async def test_drain_timeout_is_logged_and_close_cancels(
     with pytest.raises(Unavailable):
         await pending
     await wait_for(lambda: server._inflight == 0)
+
+
+async def test_aclose_waits_for_cancelled_handlers_to_unwind(start, pools) -> None:
+    started = asyncio.Event()
+    cleaned: list[str] = []
+
+    async def held(call: Call, deadline: float | None) -> bytes:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0.02)  # a clean-up that takes a moment
+            cleaned.append("finally")
+        return codec.encode(None)
+
+    server = await start(held)
+    connection = await pools().get(server.address)
+    pending = asyncio.create_task(connection.call("svc.m", codec.encode({})))
+    await started.wait()
+    await server.aclose()
+    assert cleaned == ["finally"]  # done before aclose returned
+    with pytest.raises(Unavailable):
+        await pending

@@ -32,8 +32,9 @@ def load_service_class(spec: str) -> type[Service]:
         raise ConfigError(f"service {spec!r} is not 'module:Class'")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import {module_name!r} for service {spec!r}: {exc}") from None
+    except Exception as exc:  # a missing module, or one that fails as it is imported
+        message = f"cannot import {module_name!r} for service {spec!r}: {exc!r}"
+        raise ConfigError(message) from None
     cls = getattr(module, attribute, None)
     if not (isinstance(cls, type) and issubclass(cls, Service)):
         raise ConfigError(f"{spec!r} is not a flotilla.Service subclass")
