@@ -40,6 +40,7 @@ from flotilla.transport.frames import (
     encode_frame,
     proof,
 )
+from flotilla.transport.sweep import Sweeper
 from flotilla.transport.writer import FrameWriter
 
 __all__ = ["Connection", "ConnectionPool"]
@@ -47,18 +48,14 @@ __all__ = ["Connection", "ConnectionPool"]
 log = logging.getLogger("flotilla.transport")
 
 CONNECT_TIMEOUT = 2.0
-# How often the calls in flight are checked against their deadlines: the
-# precision of a deadline, and the cost of an idle wake-up while calls wait.
-SWEEP_INTERVAL = 0.005
 
 
 class Connection(asyncio.Protocol):
     """A client connection to one server, usable once :meth:`ready` returned.
 
     Each call waits on a future of its own; a reply resolves it by id.  A call's
-    deadline is enforced by a sweep every :data:`SWEEP_INTERVAL` while calls are
-    in flight, not by a timer per call: arming and cancelling a timer for every
-    call cost more than the rest of the call path together.
+    deadline is enforced by a :class:`~flotilla.transport.sweep.Sweeper`, not by
+    a timer per call.
     """
 
     def __init__(self, address: str, secret: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> None:
@@ -74,7 +71,7 @@ class Connection(asyncio.Protocol):
         self.on_lost: Callable[[Connection], None] | None = None
         self._loop = asyncio.get_running_loop()
         self._ready: asyncio.Future[None] = self._loop.create_future()
-        self._sweeper: asyncio.TimerHandle | None = None
+        self._sweeper = Sweeper(self._loop, self._expire, lambda: bool(self.pending) and self.open)
         self._challenged = False
 
     @property
@@ -109,8 +106,7 @@ class Connection(asyncio.Protocol):
             if remaining <= 0:
                 raise DeadlineExceeded(f"deadline passed before calling {method}")
             timeout_ms = int(remaining * 1000) or 1
-            if self._sweeper is None:
-                self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
+            self._sweeper.arm()
         self.next_id = call_id = self.next_id + 1
         future: asyncio.Future[msgspec.Raw] = self._loop.create_future()
         self.pending[call_id] = (future, deadline, method)
@@ -124,10 +120,8 @@ class Connection(asyncio.Protocol):
                 # cancelled): tell the callee, so it stops working for nobody.
                 self._cancel(call_id)
 
-    def _sweep(self) -> None:
+    def _expire(self, now: float) -> None:
         """Fail the calls whose deadline passed, and tell their callees."""
-        self._sweeper = None
-        now = time.monotonic()
         expired = [
             call_id
             for call_id, (_, deadline, _) in self.pending.items()
@@ -138,8 +132,6 @@ class Connection(asyncio.Protocol):
             if not future.done():
                 future.set_exception(DeadlineExceeded(f"{method} did not answer in time"))
             self._cancel(call_id)
-        if self.pending and self.transport is not None:
-            self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     def _cancel(self, call_id: int) -> None:
         if self.writer is not None and self.open:
@@ -195,9 +187,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        self._sweeper.cancel()
         if not self._ready.done():
             self._ready.set_exception(
                 Unauthenticated(f"{self.address} closed the connection during the handshake")

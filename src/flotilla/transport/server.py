@@ -35,6 +35,7 @@ from flotilla.transport.frames import (
     encode_frame,
     proof,
 )
+from flotilla.transport.sweep import Sweeper
 from flotilla.transport.writer import FrameWriter
 
 __all__ = ["CallHandler", "Server"]
@@ -46,9 +47,6 @@ log = logging.getLogger("flotilla.transport")
 CallHandler = Callable[[Call, float | None], Awaitable[bytes]]
 """Runs one call by its absolute deadline (``time.monotonic()``; None: none); returns the
 msgpack-encoded result or raises a ``FlotillaError``."""
-
-# How often calls in flight are checked against their deadlines (see the client's).
-SWEEP_INTERVAL = 0.005
 
 if sys.version_info >= (3, 12):
 
@@ -167,7 +165,9 @@ class _ServerConnection(asyncio.Protocol):
         self.calls: dict[int, list[Any]] = {}
         self.handshake_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
-        self._sweeper: asyncio.TimerHandle | None = None
+        self._sweeper = Sweeper(
+            self._loop, self._expire, lambda: bool(self.calls) and self.transport is not None
+        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -234,8 +234,7 @@ class _ServerConnection(asyncio.Protocol):
                 self._write(Failure(call.id, DeadlineExceeded.code, message))
                 return
             deadline = time.monotonic() + call.timeout_ms / 1000
-            if self._sweeper is None:
-                self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
+            self._sweeper.arm()
         self.server._call_started()
         # In the table before the task starts: an eager task may finish (and
         # take itself out) before _start_task returns.
@@ -255,10 +254,8 @@ class _ServerConnection(asyncio.Protocol):
             del self.calls[call_id]
             self.server._call_finished()
 
-    def _sweep(self) -> None:
+    def _expire(self, now: float) -> None:
         """Stop the calls that ran past their deadline; their callers are told so."""
-        self._sweeper = None
-        now = time.monotonic()
         for call_id, entry in list(self.calls.items()):
             task, deadline, method = entry
             if deadline is not None and deadline <= now and not task.done():
@@ -266,8 +263,6 @@ class _ServerConnection(asyncio.Protocol):
                 self._write(Failure(call_id, DeadlineExceeded.code, message))
                 task.cancel()
                 self._finished(call_id, entry)
-        if self.calls and self.transport is not None:
-            self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     async def _run(self, call: Call, entry: list[Any]) -> None:
         try:
@@ -313,8 +308,7 @@ class _ServerConnection(asyncio.Protocol):
             self.handshake_timer.cancel()
             if not self.authenticated:
                 self.server._handshaking -= 1
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        self._sweeper.cancel()
         for call_id, entry in list(self.calls.items()):
             entry[0].cancel()
             self._finished(call_id, entry)
