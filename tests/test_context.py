@@ -49,7 +49,6 @@ def test_ids_are_unique_across_processes() -> None:
     assert len(set(ids)) == len(ids), ids
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_ids_are_unique_across_a_fork() -> None:
     # A forked child (a pre-forking server, multiprocessing's "fork") inherits
     # the parent's prefix and counter: it must not hand out the parent's ids.
