@@ -7,8 +7,6 @@ import subprocess
 import sys
 import warnings
 
-import pytest
-
 from flotilla.context import Context, new_request_id
 
 
