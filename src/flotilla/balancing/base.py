@@ -48,7 +48,7 @@ class Endpoint:
     recovered regain traffic over :data:`DECAY_SECONDS`.
     """
 
-    __slots__ = ("_latency", "_stamp", "inflight", "instance")
+    __slots__ = ("_instance", "_latency", "_stamp", "address", "inflight", "weight")
 
     def __init__(self, instance: Instance) -> None:
         self.instance = instance
@@ -57,21 +57,21 @@ class Endpoint:
         self._stamp = time.monotonic()
 
     @property
-    def id(self) -> str:
-        return self.instance.id
+    def instance(self) -> Instance:
+        return self._instance
 
-    @property
-    def address(self) -> str:
-        return self.instance.address
-
-    @property
-    def weight(self) -> float:
+    @instance.setter
+    def instance(self, instance: Instance) -> None:
+        # Derived once per registry change, not on every call that reads them.
+        self._instance = instance
+        self.address: str = instance.address
+        """``host:port`` of the instance."""
+        self.weight: float = _weight(instance)
         """The ``weight`` metadata (default 1); a bad or non-positive value counts as 1."""
-        try:
-            weight = float(self.instance.metadata.get("weight", "1"))
-        except ValueError:
-            return 1.0
-        return weight if weight > 0 and math.isfinite(weight) else 1.0
+
+    @property
+    def id(self) -> str:
+        return self._instance.id
 
     def latency(self, now: float | None = None) -> float:
         """The current peak-EWMA latency estimate, decayed to ``now``."""
@@ -100,6 +100,14 @@ class Endpoint:
 
     def __repr__(self) -> str:
         return f"Endpoint({self.instance.id!r}, {self.address!r}, inflight={self.inflight})"
+
+
+def _weight(instance: Instance) -> float:
+    try:
+        weight = float(instance.metadata.get("weight", "1"))
+    except ValueError:
+        return 1.0
+    return weight if weight > 0 and math.isfinite(weight) else 1.0
 
 
 class Strategy(Protocol):
