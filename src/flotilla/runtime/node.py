@@ -210,6 +210,16 @@ class Node:
             return
         self._stop_task = asyncio.get_running_loop().create_task(self.aclose(), name="stop")
 
+    async def abort(self) -> None:
+        """Stop as a crash would look to others: connections cut at once, no
+        deregistration (the lease runs out by itself), no grace, no drain."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        self.instances = []
+        await self.server.aclose()
+        await self.aclose()
+
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 

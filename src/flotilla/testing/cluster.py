@@ -95,12 +95,7 @@ class Cluster:
 
     async def crash(self, node: Node) -> None:
         """Stop ``node`` abruptly: no deregistration, connections cut, its lease left to expire."""
-        if node._heartbeat is not None:
-            node._heartbeat.cancel()
-            await asyncio.gather(node._heartbeat, return_exceptions=True)
-        node.instances = []  # nothing to deregister: the lease must run out by itself
-        await node.server.aclose()
-        await node.aclose()
+        await node.abort()
         self.nodes.remove(node)
 
     async def aclose(self) -> None:
