@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import _loadgen
@@ -34,7 +35,10 @@ def _frame(message: Any) -> bytearray:
 
 
 class _Framed(asyncio.Protocol):
-    """Splits the byte stream into length-prefixed msgpack messages for :meth:`on_message`."""
+    """Splits the byte stream into length-prefixed msgpack messages for ``on_message``,
+    which each side's subclass defines."""
+
+    on_message: Callable[[Any], None]
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -57,9 +61,6 @@ class _Framed(asyncio.Protocol):
             self.on_message(_decode(view[position + HEADER : stop]))
             position = stop
         self._buffer = bytes(view[position:]) if position < end else b""
-
-    def on_message(self, message: Any) -> None:
-        raise NotImplementedError
 
 
 # -- server -------------------------------------------------------------------------------

@@ -33,10 +33,8 @@ def decode(data: bytes | memoryview | msgspec.Raw, type: Any = Any) -> Any:
         decoder = _msgpack_decoders[type] = msgspec.msgpack.Decoder(type)
     try:
         return decoder.decode(data)
-    except msgspec.ValidationError as exc:
-        raise InvalidArgument(str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidArgument(f"malformed msgpack: {exc}") from None
+    except msgspec.DecodeError as exc:  # ValidationError included
+        raise _invalid(exc, "msgpack") from None
 
 
 def encode_json(value: Any) -> bytes:
@@ -47,10 +45,15 @@ def decode_json(data: bytes | str, type: Any = Any) -> Any:
     """Decode JSON ``data`` into ``type``; bad JSON or bad shape raises ``InvalidArgument``."""
     try:
         return msgspec.json.decode(data, type=type)
-    except msgspec.ValidationError as exc:
-        raise InvalidArgument(str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidArgument(f"malformed JSON: {exc}") from None
+    except msgspec.DecodeError as exc:  # ValidationError included
+        raise _invalid(exc, "JSON") from None
+
+
+def _invalid(exc: msgspec.DecodeError, encoding: str) -> InvalidArgument:
+    """A value of the wrong shape names its field; bytes that are no value say so."""
+    if isinstance(exc, msgspec.ValidationError):
+        return InvalidArgument(str(exc))
+    return InvalidArgument(f"malformed {encoding}: {exc}")
 
 
 def to_builtins(value: Any) -> Any:
