@@ -21,6 +21,7 @@ exception class it was raised as on the callee::
     │   └── ProtocolError            protocol_error       no      502
     └── Unavailable                  unavailable          yes     503
         └── ConnectFailed            unavailable          yes     503
+            └── HandshakeFailed      unavailable          yes     503
 
 ``retryable`` says whether the *error itself* allows another attempt even for a
 method that is not idempotent: the request surely had no effect (nothing was
@@ -41,6 +42,7 @@ __all__ = [
     "DeadlineExceeded",
     "FailedPrecondition",
     "FlotillaError",
+    "HandshakeFailed",
     "Internal",
     "InvalidArgument",
     "NotFound",
@@ -64,6 +66,10 @@ class FlotillaError(Exception):
     """Set on an error that a call made by this process returned.  A handler that
     lets such an error escape may have done work before it: the dispatcher then
     passes it on as not retryable."""
+    never_sent: bool = False
+    """The call never left this process (no connection, a refused handshake, an
+    open breaker, a full local bulkhead): balancing may send it to another
+    endpoint at once, with no retry budget spent.  Never carried on the wire."""
 
     def __init__(
         self,
@@ -71,6 +77,7 @@ class FlotillaError(Exception):
         *,
         details: dict[str, Any] | None = None,
         retryable: bool | None = None,
+        never_sent: bool | None = None,
     ) -> None:
         super().__init__(message or self.code)
         self.message = message or self.code
@@ -79,6 +86,8 @@ class FlotillaError(Exception):
             # An instance may know better than its class: a connection lost
             # after the request went out is Unavailable but not surely harmless.
             self.retryable = retryable  # type: ignore[misc]
+        if never_sent is not None:
+            self.never_sent = never_sent
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r})"
@@ -171,6 +180,19 @@ class ConnectFailed(Unavailable):
     Balancing sends such a call to another endpoint at once (a *requeue*, as
     Finagle calls it), which is always safe and needs no retry budget.  On the
     wire it is plain ``unavailable``.
+    """
+
+    never_sent = True
+
+
+class HandshakeFailed(ConnectFailed):
+    """The endpoint refused our handshake, or we refused its: a wrong cluster secret, a
+    server with too many connections in their handshake, a peer that is no Flotilla node.
+
+    A fault of that endpoint, like a refused connect: nothing was sent, the call
+    goes elsewhere and the endpoint is left out of balancing for a while.
+    ``details["reason"]`` holds the peer's code when it sent one
+    (``unauthenticated``, ``resource_exhausted``).
     """
 
 

@@ -13,21 +13,42 @@ import builtins
 import enum
 import math
 from collections.abc import AsyncGenerator
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
 from flotilla.errors import InvalidArgument
 
-__all__ = ["Health", "Instance", "Registry", "check_ttl"]
+__all__ = ["Health", "Instance", "MethodInfo", "Registry", "check_ttl"]
 
 
 class Health(enum.StrEnum):
-    """The health states of the seed document: 健康 / 不健康 / 未知."""
+    """How an instance reports itself: callers pick only ``HEALTHY`` ones.
+
+    ``UNKNOWN`` is an instance that has not reported yet (or whose status could
+    not be read); it is not picked either.
+    """
 
     HEALTHY = "healthy"
     UNHEALTHY = "unhealthy"
     UNKNOWN = "unknown"
+
+
+class MethodInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One ``@rpc`` method as an instance publishes it: enough to call it by name.
+
+    Callers by name (``ctx.call("svc.m")``, ``flotilla call``), the gateway's
+    OpenAPI and ``flotilla describe`` read it from the registry instead of
+    importing the service's class.
+    """
+
+    name: str
+    timeout: float | None = None
+    idempotent: bool = False
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    """JSON Schema of the arguments (an object, one property per parameter)."""
+    result: dict[str, Any] = msgspec.field(default_factory=dict)
+    """JSON Schema of the result."""
 
 
 class Instance(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,6 +61,9 @@ class Instance(msgspec.Struct, frozen=True, kw_only=True):
     version: str = "0"
     health: Health = Health.UNKNOWN
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    """Free labels; nodes set ``pid`` and, under ``flotilla run``, ``replica``."""
+    methods: tuple[MethodInfo, ...] = ()
+    """The service's method table, sorted by name."""
 
     @property
     def host(self) -> str:
