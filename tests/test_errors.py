@@ -8,6 +8,7 @@ from flotilla import errors
 from flotilla.errors import (
     ConnectFailed,
     FlotillaError,
+    HandshakeFailed,
     Internal,
     ResourceExhausted,
     Unavailable,
@@ -28,7 +29,8 @@ def all_error_classes() -> list[type[FlotillaError]]:
 
 
 CLASSES = all_error_classes()
-WIRE_CLASSES = [cls for cls in CLASSES if cls is not ConnectFailed]
+# Local refinements of unavailable: on the wire they are plain unavailable.
+WIRE_CLASSES = [cls for cls in CLASSES if not issubclass(cls, ConnectFailed)]
 
 
 def test_the_tree_has_every_exported_error() -> None:
@@ -63,6 +65,15 @@ def test_connect_failed_rebuilds_as_unavailable() -> None:
     rebuilt = error_for_code(ConnectFailed.code, "no route")
     assert type(rebuilt) is Unavailable
     assert rebuilt.message == "no route"
+
+
+def test_never_sent_is_local_knowledge() -> None:
+    assert ConnectFailed("x").never_sent
+    assert HandshakeFailed("x").never_sent
+    assert not Unavailable("x").never_sent
+    assert Unavailable("x", never_sent=True).never_sent
+    # A rebuilt error came from a peer, so it surely was sent.
+    assert not error_for_code(HandshakeFailed.code, "x").never_sent
 
 
 def test_unknown_code_becomes_internal_naming_the_code() -> None:
