@@ -91,7 +91,13 @@ def test_message_defaults_to_the_code() -> None:
 
 def test_retryable_per_class() -> None:
     retryable = {cls for cls in CLASSES if cls.retryable}
-    assert retryable == {ResourceExhausted, errors.Aborted, Unavailable, ConnectFailed}
+    assert retryable == {
+        ResourceExhausted,
+        errors.Aborted,
+        Unavailable,
+        ConnectFailed,
+        HandshakeFailed,
+    }
 
 
 def test_instance_may_override_retryable() -> None:
