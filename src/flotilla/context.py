@@ -17,9 +17,10 @@ import time
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from flotilla.calls.typed_client import TypedClient
+
 if TYPE_CHECKING:
-    from flotilla.calls.client import TypedClient
-    from flotilla.service import Service
+    from flotilla.service import MethodSpec, Service
 
 __all__ = ["Context", "Invoker", "new_request_id"]
 
@@ -55,10 +56,14 @@ class Invoker(Protocol):
     """What sends calls for a context (implemented by :class:`flotilla.calls.Caller`)."""
 
     async def invoke(
-        self, target: str, args: dict[str, Any], *, context: Context | None, result_type: Any = Any
+        self,
+        target: str,
+        args: dict[str, Any],
+        *,
+        context: Context | None,
+        result_type: Any = Any,
+        spec: MethodSpec | None = None,
     ) -> Any: ...
-
-    def client(self, service: type[S], *, context: Context) -> TypedClient[S]: ...
 
 
 class Context:
@@ -100,7 +105,7 @@ class Context:
 
     def client(self, service: type[S]) -> TypedClient[S]:
         """A typed client for ``service``: ``await ctx.client(Catalog).get(id=1)``."""
-        return self._invoker.client(service, context=self)
+        return TypedClient(self._invoker, service, self)
 
     def __repr__(self) -> str:
         return f"Context(service={self.service!r}, request_id={self.request_id!r})"

@@ -17,7 +17,8 @@ def test_json_lists_every_instance_with_its_health(flotilla: Flotilla, system: S
     expected = system.wait_registered(2)
     assert [item["id"] for item in listed] == [instance.id for instance in expected]
     for item in listed:
-        assert set(item) == {"id", "service", "address", "version", "health", "metadata"}
+        fields = {"id", "service", "address", "version", "health", "metadata", "methods"}
+        assert set(item) == fields
         assert (item["service"], item["health"]) == ("echo", "healthy")
         host, _, port = item["address"].rpartition(":")
         assert host == "127.0.0.1"

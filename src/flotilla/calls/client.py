@@ -4,14 +4,14 @@
 
     caller = Caller(registry, secret=b"...")
     await caller.invoke("catalog.get", {"id": 1}, context=ctx)
-    await caller.client(Catalog, context=ctx).get(id=1)
+    await TypedClient(caller, Catalog, ctx).get(id=1)
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Mapping
+from typing import Any
 
 import msgspec
 
@@ -25,12 +25,10 @@ from flotilla.calls.request import Request
 from flotilla.context import Context, new_request_id
 from flotilla.errors import FlotillaError, Internal, InvalidArgument, Unavailable
 from flotilla.registry import Registry
-from flotilla.service import MethodSpec, Service
+from flotilla.service import MethodSpec
 from flotilla.transport.client import Connection, ConnectionPool
 
-__all__ = ["Caller", "TypedClient", "split_target"]
-
-S = TypeVar("S", bound=Service)
+__all__ = ["Caller", "split_target"]
 
 
 def split_target(target: str) -> tuple[str, str]:
@@ -117,9 +115,6 @@ class Caller:
         parts = self._targets[target] = split_target(target)
         return parts
 
-    def client(self, service: type[S], *, context: Context) -> TypedClient[S]:
-        return TypedClient(self, service, context)
-
     def _transmit(self, request: Request) -> Awaitable[msgspec.Raw]:
         """The end of the pipeline: one attempt on the endpoint balancing chose."""
         assert request.endpoint is not None, "balance must run before the transport"
@@ -155,33 +150,3 @@ def _call_on(connection: Connection, request: Request) -> Awaitable[msgspec.Raw]
         caller=request.caller,
         meta=request.meta or None,
     )
-
-
-class TypedClient(Generic[S]):
-    """Calls the ``@rpc`` methods of a service class by attribute; results come back typed.
-
-    Positional arguments map to the method's parameters in order.
-    """
-
-    def __init__(self, caller: Caller, service: type[S], context: Context) -> None:
-        self._caller = caller
-        self._service = service
-        self._context = context
-        self._by_attribute = {spec.attribute: spec for spec in service.methods().values()}
-
-    def __getattr__(self, attribute: str) -> Callable[..., Awaitable[Any]]:
-        spec = self._by_attribute.get(attribute)
-        if spec is None:
-            raise AttributeError(f"{self._service.__name__} has no @rpc method {attribute!r}")
-        target = f"{self._service.name}.{spec.name}"
-        fields = spec.args_type.__struct_fields__
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            if len(args) > len(fields):
-                raise InvalidArgument(f"{target} takes at most {len(fields)} positional arguments")
-            kwargs.update(zip(fields, args, strict=False))
-            return await self._caller.invoke(
-                target, kwargs, context=self._context, result_type=spec.result_type, spec=spec
-            )
-
-        return call

@@ -31,10 +31,11 @@ from typing import Any, TypeVar
 import msgspec
 
 from flotilla.balancing import DEFAULT_STRATEGY, Strategy
-from flotilla.calls.client import Caller, TypedClient
+from flotilla.calls.client import Caller
 from flotilla.calls.deadline import DEFAULT_TIMEOUT
 from flotilla.calls.pipeline import Middleware
 from flotilla.calls.request import Request
+from flotilla.calls.typed_client import TypedClient
 from flotilla.clock import Clock, SystemClock
 from flotilla.context import Context
 from flotilla.errors import NotFound
@@ -246,7 +247,7 @@ class Node:
         return self.caller.invoke(target, args, context=None)
 
     def client(self, service: type[S]) -> TypedClient[S]:
-        return self.caller.client(service, context=self.context())
+        return TypedClient(self.caller, service, self.context())
 
     # -- registry upkeep ----------------------------------------------------------------
 

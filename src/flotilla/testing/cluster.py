@@ -22,9 +22,9 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from flotilla.balancing import DEFAULT_STRATEGY, Strategy
-from flotilla.calls.client import TypedClient
 from flotilla.calls.pipeline import Middleware
 from flotilla.calls.request import Request
+from flotilla.calls.typed_client import TypedClient
 from flotilla.clock import Clock
 from flotilla.context import Context
 from flotilla.registry import MemoryRegistry

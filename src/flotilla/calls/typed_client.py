@@ -1,0 +1,55 @@
+"""Typed clients: call a service's ``@rpc`` methods as attributes, results decoded into their types.
+
+::
+
+    product = await ctx.client(Catalog).get(id=1)   # a Product, not a dict
+
+The client reads the method specs of the service class (its timeout and
+idempotence travel with each call); it never imports anything at run time that
+imports it back, so ``context`` can hand one out without an import cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from flotilla.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from flotilla.context import Context, Invoker
+    from flotilla.service import Service
+
+__all__ = ["TypedClient"]
+
+S = TypeVar("S", bound="Service")
+
+
+class TypedClient(Generic[S]):
+    """Calls the ``@rpc`` methods of a service class by attribute; results come back typed.
+
+    Positional arguments map to the method's parameters in order.
+    """
+
+    def __init__(self, invoker: Invoker, service: type[S], context: Context | None) -> None:
+        self._invoker = invoker
+        self._service = service
+        self._context = context
+        self._by_attribute = {spec.attribute: spec for spec in service.methods().values()}
+
+    def __getattr__(self, attribute: str) -> Callable[..., Awaitable[Any]]:
+        spec = self._by_attribute.get(attribute)
+        if spec is None:
+            raise AttributeError(f"{self._service.__name__} has no @rpc method {attribute!r}")
+        target = f"{self._service.name}.{spec.name}"
+        fields = spec.args_type.__struct_fields__
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if len(args) > len(fields):
+                raise InvalidArgument(f"{target} takes at most {len(fields)} positional arguments")
+            kwargs.update(zip(fields, args, strict=False))
+            return await self._invoker.invoke(
+                target, kwargs, context=self._context, result_type=spec.result_type, spec=spec
+            )
+
+        return call
