@@ -12,6 +12,8 @@ deadlines and survives dead replicas::
             return f"Hello, {name}"
 """
 
+from flotilla.calls.pipeline import Handler, Middleware
+from flotilla.calls.request import Attempt, Request, Response
 from flotilla.context import Context
 from flotilla.errors import (
     Aborted,
@@ -22,6 +24,7 @@ from flotilla.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     FlotillaError,
+    HandshakeFailed,
     Internal,
     InvalidArgument,
     NotFound,
@@ -32,8 +35,12 @@ from flotilla.errors import (
     Unavailable,
     Unimplemented,
 )
+from flotilla.headers import Headers, Principal
 from flotilla.registry import Health, Instance
-from flotilla.runtime.node import Node, Timings
+from flotilla.registry.base import MethodInfo
+from flotilla.runtime.config import NodeConfig, Timings
+from flotilla.runtime.dispatcher import Incoming
+from flotilla.runtime.node import Node
 from flotilla.service import Service, on_event, rpc
 
 __version__ = "0.1.0"
@@ -41,6 +48,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Aborted",
     "AlreadyExists",
+    "Attempt",
     "Cancelled",
     "ConfigError",
     "ConnectFailed",
@@ -48,15 +56,25 @@ __all__ = [
     "DeadlineExceeded",
     "FailedPrecondition",
     "FlotillaError",
+    "Handler",
+    "HandshakeFailed",
+    "Headers",
     "Health",
+    "Incoming",
     "Instance",
     "Internal",
     "InvalidArgument",
+    "MethodInfo",
+    "Middleware",
     "Node",
+    "NodeConfig",
     "NotFound",
     "PermissionDenied",
+    "Principal",
     "ProtocolError",
+    "Request",
     "ResourceExhausted",
+    "Response",
     "Service",
     "Timings",
     "Unauthenticated",

@@ -1,4 +1,5 @@
-"""The context of one call: who asked, by when, under which request id; and how to call onward.
+"""The context of one call: its headers (who asked, by when, under which request id), and how
+to call onward.
 
 A handler that declares a ``ctx: Context`` parameter gets the context of the
 call it serves.  Calls made through it inherit the request id and the
@@ -13,11 +14,11 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from flotilla.calls.typed_client import TypedClient
+from flotilla.headers import Headers, Principal
 
 if TYPE_CHECKING:
     from flotilla.service import MethodSpec, Service
@@ -67,37 +68,72 @@ class Invoker(Protocol):
 
 
 class Context:
-    """The call being served (or the root of a chain started outside any call)."""
+    """The call being served (or the root of a chain started outside any call).
 
-    __slots__ = ("_invoker", "caller", "deadline", "meta", "request_id", "service")
+    Its :attr:`headers` are those the call arrived with; calls made through it
+    carry the same request id, deadline, trace context, principal and metadata,
+    with this service as their caller.
+    """
+
+    __slots__ = ("_invoker", "_onward", "headers", "service")
 
     def __init__(
-        self,
-        invoker: Invoker,
-        *,
-        service: str = "",
-        caller: str = "",
-        request_id: str | None = None,
-        deadline: float | None = None,
-        meta: Mapping[str, str] | None = None,
+        self, invoker: Invoker, headers: Headers | None = None, *, service: str = ""
     ) -> None:
         self._invoker = invoker
+        if headers is None:
+            headers = Headers(request_id=new_request_id())
+        elif not headers.request_id:
+            headers = headers.replace(request_id=new_request_id())
+        self.headers = headers
         self.service = service
         """The service serving this call ('' outside any service)."""
-        self.caller = caller
+        self._onward: Headers | None = None
+
+    @property
+    def request_id(self) -> str:
+        return self.headers.request_id
+
+    @property
+    def caller(self) -> str:
         """The service that made this call ('' when it came from outside)."""
-        self.request_id = request_id or new_request_id()
-        self.deadline = deadline
+        return self.headers.caller
+
+    @property
+    def deadline(self) -> float | None:
         """Absolute, on ``time.monotonic()`` (cheaper to read than the loop's clock, and
         the same on every loop); None means no deadline."""
-        self.meta: dict[str, str] = dict(meta or {})
-        """User metadata; travels with every onward call."""
+        return self.headers.deadline
+
+    @property
+    def meta(self) -> Mapping[str, str]:
+        """User metadata (read-only: :meth:`set_meta` adds to it); travels with onward calls."""
+        return self.headers.meta
+
+    @property
+    def principal(self) -> Principal | None:
+        """Who the call acts for, when the edge authenticated someone."""
+        return self.headers.principal
+
+    def set_meta(self, **items: str) -> None:
+        """Add ``items`` to the metadata of the calls made from here on through this context."""
+        self.headers = self.headers.with_meta(**items)
+        self._onward = None
+
+    def onward_headers(self) -> Headers:
+        """The headers of a call made through this context (made once, then reused)."""
+        onward = self._onward
+        if onward is None:
+            headers = self.headers
+            onward = (
+                headers if headers.caller == self.service else headers.replace(caller=self.service)
+            )
+            self._onward = onward
+        return onward
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (negative once passed), or None."""
-        if self.deadline is None:
-            return None
-        return self.deadline - time.monotonic()
+        return self.headers.remaining()
 
     def call(self, target: str, /, **args: Any) -> Awaitable[Any]:
         """Call ``"service.method"`` with keyword arguments; await it for the result as builtins."""

@@ -5,6 +5,12 @@
     caller = Caller(registry, secret=b"...")
     await caller.invoke("catalog.get", {"id": 1}, context=ctx)
     await TypedClient(caller, Catalog, ctx).get(id=1)
+
+The pipeline, outermost first (:data:`~flotilla.calls.pipeline.CLIENT_STACK`)::
+
+    request tier:  deadline -> user -> retry ->
+    balance:       choose an endpoint, one Attempt per try, requeue what never left ->
+    attempt tier:  breaker -> bulkhead -> metrics -> transport
 """
 
 from __future__ import annotations
@@ -13,17 +19,22 @@ import time
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
-import msgspec
-
 from flotilla import codec
 from flotilla.balancing import DEFAULT_STRATEGY, Strategy
 from flotilla.calls.balance import Balance
 from flotilla.calls.deadline import DEFAULT_TIMEOUT, Deadline
-from flotilla.calls.endpoints import Directory
-from flotilla.calls.pipeline import Middleware, build_stack
-from flotilla.calls.request import Request
+from flotilla.calls.endpoints import FIRST_SNAPSHOT_TIMEOUT, Directory
+from flotilla.calls.pipeline import (
+    ATTEMPT_LAYERS,
+    CLIENT_STACK,
+    REQUEST_LAYERS,
+    Middleware,
+    build_stack,
+)
+from flotilla.calls.request import Attempt, Request, Response
 from flotilla.context import Context, new_request_id
-from flotilla.errors import FlotillaError, Internal, InvalidArgument, Unavailable
+from flotilla.errors import ConfigError, FlotillaError, Internal, InvalidArgument, Unavailable
+from flotilla.headers import Headers
 from flotilla.registry import Registry
 from flotilla.service import MethodSpec
 from flotilla.transport.client import Connection, ConnectionPool
@@ -40,13 +51,14 @@ def split_target(target: str) -> tuple[str, str]:
 
 
 class Caller:
-    """Sends calls: deadline -> (resilience layers) -> balance -> transport.
+    """Sends calls through the client pipeline (see the module docstring).
 
     ``strategy`` balances calls to every service, except those ``strategies``
     names (``{"carts": "consistent_hash:cart_id"}``).  ``layers`` adds named
-    middlewares (``retry``, ``breaker``, ``bulkhead``, ``metrics``); they take
-    the place :data:`~flotilla.calls.pipeline.CLIENT_STACK` gives them,
-    whatever order they are passed in.
+    middlewares (``user``, ``retry``, ``breaker``, ``bulkhead``, ``metrics``);
+    they take the place :data:`~flotilla.calls.pipeline.CLIENT_STACK` gives
+    them, whatever order they are passed in.  A layer with an ``attach``
+    method is given the caller's :class:`Directory` once, before any call.
     """
 
     def __init__(
@@ -57,16 +69,31 @@ class Caller:
         strategy: str | Strategy = DEFAULT_STRATEGY,
         strategies: Mapping[str, str | Strategy] | None = None,
         default_timeout: float = DEFAULT_TIMEOUT,
-        layers: Mapping[str, Middleware[Request]] | None = None,
+        layers: Mapping[str, Middleware[Any]] | None = None,
     ) -> None:
+        layers = dict(layers or {})
+        unknown = set(layers) - set(CLIENT_STACK) | ({"deadline", "balance"} & set(layers))
+        if unknown:
+            settable = [name for name in CLIENT_STACK if name not in ("deadline", "balance")]
+            raise ConfigError(f"unknown client layer(s) {sorted(unknown)}; known: {settable}")
         self.directory = Directory(registry)
         self.pool = ConnectionPool(secret, on_lost=self.directory.mark_down)
-        stack: dict[str, Middleware[Request]] = {
-            "deadline": Deadline(default_timeout),
-            "balance": Balance(self.directory, strategy, strategies),
-            **(layers or {}),
-        }
-        self._send = build_stack(stack, self._transmit)
+        self.default_timeout = default_timeout
+        for layer in layers.values():
+            attach = getattr(layer, "attach", None)
+            if attach is not None:
+                attach(self.directory)
+        attempts = build_stack(
+            {name: layers[name] for name in ATTEMPT_LAYERS if name in layers},
+            self._transmit,
+            ATTEMPT_LAYERS,
+        )
+        self.balance = Balance(self.directory, attempts, strategy, strategies)
+        self._send = build_stack(
+            {"deadline": Deadline(default_timeout), **layers},
+            self.balance,
+            REQUEST_LAYERS,
+        )
         self._targets: dict[str, tuple[str, str]] = {}  # "svc.method" -> its two parts
 
     async def invoke(
@@ -81,26 +108,21 @@ class Caller:
         """Call ``target`` with ``args`` for ``context``; decode the result into ``result_type``.
 
         With no context the call starts a chain of its own: a new request id,
-        no caller, no deadline but the default timeout.
+        no caller, no deadline but the method's timeout or the default one.
+        Without ``spec`` the method's options (timeout, idempotent) come from
+        the method table its instances publish.
         """
         service, method = self._targets.get(target) or self._split(target)
         if context is None:
+            headers = Headers(request_id=new_request_id())
+        else:
+            headers = context.onward_headers()
+        if spec is not None:
             request = Request(
-                service=service, method=method, args=args, request_id=new_request_id()
+                service, method, args, headers, timeout=spec.timeout, idempotent=spec.idempotent
             )
         else:
-            request = Request(
-                service=service,
-                method=method,
-                args=args,
-                request_id=context.request_id,
-                caller=context.service,
-                meta=context.meta,
-                deadline=context.deadline,
-            )
-        if spec is not None:
-            request.timeout = spec.timeout
-            request.idempotent = spec.idempotent
+            request = await self._by_name(service, method, args, headers)
         try:
             raw = await self._send(request)
         except FlotillaError as exc:
@@ -111,29 +133,46 @@ class Caller:
         except InvalidArgument as exc:
             raise Internal(f"result of {target} does not match its type: {exc.message}") from None
 
+    async def _by_name(
+        self, service: str, method: str, args: dict[str, Any], headers: Headers
+    ) -> Request:
+        """A request whose options come from the service's published method table."""
+        endpoints = self.directory.get(service)
+        if endpoints is None:
+            # The first call to this service: its view must be opened, and
+            # that wait counts against the call's time like everything else.
+            now = time.monotonic()
+            if headers.deadline is None:
+                headers = headers.replace(deadline=now + self.default_timeout)
+            first_snapshot = min(now + FIRST_SNAPSHOT_TIMEOUT, headers.deadline or now)
+            endpoints = await self.directory.open(service, deadline=first_snapshot)
+        info = endpoints.methods.get(method)
+        if info is None:
+            return Request(service, method, args, headers)
+        return Request(
+            service, method, args, headers, timeout=info.timeout, idempotent=info.idempotent
+        )
+
     def _split(self, target: str) -> tuple[str, str]:
         parts = self._targets[target] = split_target(target)
         return parts
 
-    def _transmit(self, request: Request) -> Awaitable[msgspec.Raw]:
+    def _transmit(self, attempt: Attempt) -> Awaitable[Response]:
         """The end of the pipeline: one attempt on the endpoint balancing chose."""
-        assert request.endpoint is not None, "balance must run before the transport"
-        connection = self.pool.connected(request.endpoint.address)
+        connection = self.pool.connected(attempt.endpoint.address)
         if connection is None:
-            return self._connect_and_transmit(request)
-        return _call_on(connection, request)
+            return self._connect_and_transmit(attempt)
+        return _respond(connection, attempt, 0.0)
 
-    async def _connect_and_transmit(self, request: Request) -> msgspec.Raw:
-        assert request.endpoint is not None
-        address = request.endpoint.address
+    async def _connect_and_transmit(self, attempt: Attempt) -> Response:
+        address = attempt.endpoint.address
         started = time.monotonic()
         try:
-            connection = await self.pool.get(address, deadline=request.deadline)
+            connection = await self.pool.get(address, deadline=attempt.deadline)
         except Unavailable:
             self.directory.mark_down(address)
             raise
-        request.connect_seconds = time.monotonic() - started
-        return await _call_on(connection, request)
+        return await _respond(connection, attempt, time.monotonic() - started)
 
     async def aclose(self) -> None:
         """Stop watching the registry and close connections; idempotent."""
@@ -141,12 +180,7 @@ class Caller:
         await self.pool.aclose()
 
 
-def _call_on(connection: Connection, request: Request) -> Awaitable[msgspec.Raw]:
-    return connection.call(
-        request.target,
-        codec.encode(request.args),
-        deadline=request.deadline,
-        request_id=request.request_id,
-        caller=request.caller,
-        meta=request.meta or None,
-    )
+async def _respond(connection: Connection, attempt: Attempt, connect_seconds: float) -> Response:
+    request = attempt.request
+    payload = await connection.call(request.target, codec.encode(request.args), request.headers)
+    return Response(payload, connect_seconds)

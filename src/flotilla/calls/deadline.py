@@ -16,14 +16,14 @@ DEFAULT_TIMEOUT = 10.0
 
 
 class Deadline:
-    """Fixes ``request.deadline``, and refuses a call whose deadline has passed.
+    """Fixes the request's deadline (in its headers), and refuses a call whose deadline has passed.
 
     The deadline is the caller's, capped by the method's own timeout when it
     declares one; with no caller deadline it is now + the method's timeout, else
     now + the default timeout.
 
     It arms no timer: every layer that waits bounds its own wait by
-    ``request.deadline`` (the transport the wait for the reply, the pool the
+    the request's deadline (the transport the wait for the reply, the pool the
     connect, balancing the first registry snapshot, retries their backoff).
     A timer per call (``asyncio.timeout``) cost more than all the rest of the
     client pipeline together; see BENCHMARKS.md.
@@ -36,11 +36,16 @@ class Deadline:
     # of its own on every call, since there is nothing to do after ``next``.
     def __call__(self, request: Request, call_next: Handler[Request]) -> Awaitable[Any]:
         now = time.monotonic()
-        if request.deadline is None:
-            timeout = request.timeout if request.timeout is not None else self.default_timeout
-            request.deadline = now + timeout
-        elif request.timeout is not None:
-            request.deadline = min(request.deadline, now + request.timeout)
-        if request.deadline <= now:
+        headers = request.headers
+        deadline = headers.deadline
+        timeout = request.timeout
+        if deadline is None:
+            deadline = now + (timeout if timeout is not None else self.default_timeout)
+        elif timeout is not None and now + timeout < deadline:
+            deadline = now + timeout
+        if deadline <= now:
             raise DeadlineExceeded(f"deadline passed before calling {request.target}")
+        if deadline != headers.deadline:
+            # A new headers value: the caller's context keeps its own.
+            request.headers = headers.replace(deadline=deadline)
         return call_next(request)

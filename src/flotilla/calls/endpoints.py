@@ -2,9 +2,18 @@
 
 One watch per service feeds an :class:`EndpointSet`; picking an endpoint reads
 memory only, never the registry.  An endpoint is *available* when its instance
-is healthy and it has not been marked down; the transport marks an address
-down when a connection to it fails or drops, for a backoff period, so a
-killed replica stops getting calls at once rather than when its lease expires.
+is healthy and it is not ejected.  Two things eject an endpoint for a while:
+
+* the transport, when a connection to its address fails, drops or is refused
+  at the handshake (:meth:`EndpointSet.mark_down`, with a backoff that doubles
+  while the address keeps failing), so a killed or misconfigured replica stops
+  getting calls at once rather than when its lease expires;
+* any client layer, through :meth:`Directory.eject` and
+  :meth:`Directory.restore` (a circuit breaker, an outlier detector): the
+  balancer never needs to know why an endpoint is missing.
+
+The set also keeps the service's method table, as its instances publish it, so
+a call by name knows the method's timeout and whether it is idempotent.
 """
 
 from __future__ import annotations
@@ -13,12 +22,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import NamedTuple
 
 from flotilla.balancing import Endpoint
 from flotilla.errors import DeadlineExceeded, Unavailable
 from flotilla.registry import Health, Instance, Registry
+from flotilla.registry.base import MethodInfo
 
-__all__ = ["Directory", "EndpointSet"]
+__all__ = ["Directory", "Ejection", "EndpointSet"]
 
 log = logging.getLogger("flotilla.calls")
 
@@ -28,6 +39,15 @@ log = logging.getLogger("flotilla.calls")
 DOWN_INITIAL = 0.5
 DOWN_MAX = 8.0
 FIRST_SNAPSHOT_TIMEOUT = 5.0
+UNREACHABLE = "unreachable"
+"""The reason :meth:`EndpointSet.mark_down` ejects with."""
+
+
+class Ejection(NamedTuple):
+    """Why and until when (``time.monotonic()``) an endpoint is left out of balancing."""
+
+    until: float
+    reason: str
 
 
 class EndpointSet:
@@ -37,6 +57,10 @@ class EndpointSet:
         self.service = service
         self.endpoints: dict[str, Endpoint] = {}
         self.available: tuple[Endpoint, ...] = ()
+        self.methods: dict[str, MethodInfo] = {}
+        """The method table by name, as the instances publish it."""
+        self.ejected: dict[str, Ejection] = {}
+        """By endpoint id: what is left out of balancing now, and why."""
         # address -> (monotonic time it may be tried again, current backoff)
         self._down: dict[str, tuple[float, float]] = {}
         self._recheck_at = float("inf")
@@ -52,13 +76,28 @@ class EndpointSet:
                 endpoint.instance = instance  # a health or metadata change
             current[instance.id] = endpoint
         self.endpoints = current
+        self.methods = _method_table(instances)
         addresses = {endpoint.address for endpoint in current.values()}
         for address in [a for a in self._down if a not in addresses]:
             del self._down[address]  # gone from the registry: nothing to remember
+        for endpoint_id in [e for e in self.ejected if e not in current]:
+            del self.ejected[endpoint_id]
         self._refresh()
 
+    def eject(self, endpoint: Endpoint, until: float, reason: str) -> None:
+        """Leave ``endpoint`` out of balancing until ``until`` (``time.monotonic()``)."""
+        if endpoint.id not in self.endpoints:
+            return  # gone from the registry meanwhile
+        self.ejected[endpoint.id] = Ejection(until, reason)
+        self._refresh()
+
+    def restore(self, endpoint: Endpoint) -> None:
+        """Put an ejected ``endpoint`` back at once (a breaker that closed, say)."""
+        if self.ejected.pop(endpoint.id, None) is not None:
+            self._refresh()
+
     def mark_down(self, address: str) -> None:
-        """Leave ``address`` out until a backoff passes (doubling while it keeps failing)."""
+        """Eject the endpoints at ``address`` for a backoff (doubling while it keeps failing)."""
         now = time.monotonic()
         until, backoff = self._down.get(address, (0.0, DOWN_INITIAL / 2))
         if until > now:
@@ -67,6 +106,9 @@ class EndpointSet:
             backoff = DOWN_INITIAL / 2  # it had been fine for a while: start over
         backoff = min(backoff * 2, DOWN_MAX)
         self._down[address] = (now + backoff, backoff)
+        for endpoint in self.endpoints.values():
+            if endpoint.address == address:
+                self.ejected[endpoint.id] = Ejection(now + backoff, UNREACHABLE)
         self._refresh()
 
     def pick_list(self) -> tuple[Endpoint, ...]:
@@ -79,15 +121,30 @@ class EndpointSet:
         now = time.monotonic()
         self._recheck_at = float("inf")
         available = []
+        for endpoint_id in [e for e, ejection in self.ejected.items() if ejection.until <= now]:
+            del self.ejected[endpoint_id]  # served its time
         for endpoint in self.endpoints.values():
             if endpoint.instance.health is not Health.HEALTHY:
                 continue
-            down = self._down.get(endpoint.address)
-            if down is not None and down[0] > now:
-                self._recheck_at = min(self._recheck_at, down[0])
+            ejection = self.ejected.get(endpoint.id)
+            if ejection is not None:
+                self._recheck_at = min(self._recheck_at, ejection.until)
                 continue
             available.append(endpoint)
         self.available = tuple(available)
+
+
+def _method_table(instances: list[Instance]) -> dict[str, MethodInfo]:
+    """The methods of the healthiest, then newest-looking instance that publishes a table.
+
+    Replicas of one version publish the same table; during a rolling upgrade
+    they may differ, and a healthy instance's table is the one calls will meet.
+    """
+    ranked = sorted(
+        (instance for instance in instances if instance.methods),
+        key=lambda instance: instance.health is not Health.HEALTHY,
+    )
+    return {method.name: method for method in ranked[0].methods} if ranked else {}
 
 
 class Directory:
@@ -132,9 +189,30 @@ class Directory:
         return self._sets[service]
 
     def mark_down(self, address: str) -> None:
+        """Eject every endpoint at ``address`` (of any service) for a backoff."""
         for endpoint_set in self._sets.values():
             if any(endpoint.address == address for endpoint in endpoint_set.endpoints.values()):
                 endpoint_set.mark_down(address)
+
+    def eject(self, endpoint: Endpoint, until: float, reason: str) -> None:
+        """Leave ``endpoint`` out of its service's balancing until ``until`` (monotonic)."""
+        endpoint_set = self._sets.get(endpoint.instance.service)
+        if endpoint_set is not None:
+            endpoint_set.eject(endpoint, until, reason)
+
+    def restore(self, endpoint: Endpoint) -> None:
+        """Put an ejected ``endpoint`` back into balancing at once."""
+        endpoint_set = self._sets.get(endpoint.instance.service)
+        if endpoint_set is not None:
+            endpoint_set.restore(endpoint)
+
+    async def known_services(self) -> list[str]:
+        """Every service the registry knows now (for an error message; reads the registry)."""
+        try:
+            instances = await self.registry.list()
+        except Exception:
+            return []
+        return sorted({instance.service for instance in instances})
 
     async def _follow(self, endpoint_set: EndpointSet, ready: asyncio.Future[None]) -> None:
         backoff = 0.1

@@ -1,9 +1,30 @@
 """The client pipeline: every concern is a middleware around ``async (request) -> reply``.
 
-A middleware is ``async (request, next) -> reply``: it may change the request,
-call ``next`` zero or more times, and change or replace the reply.  They are
-folded once, when a caller is built, in the one order of
+A middleware is ``async (request, next) -> reply``: it may pass on a changed
+request, call ``next`` zero or more times, and change or replace the reply.
+They are folded once, when a caller is built, in the one order of
 :data:`CLIENT_STACK`, outermost first.
+
+The stack has two tiers, split by balancing.  Layers above it
+(:data:`REQUEST_LAYERS`) see a :class:`~flotilla.calls.request.Request` and
+get the encoded result (``msgspec.Raw``) back; layers below it
+(:data:`ATTEMPT_LAYERS`) see each :class:`~flotilla.calls.request.Attempt`
+and get the transport's :class:`~flotilla.calls.request.Response`.
+
+A layer that must act on the caller's local view of the endpoints (a breaker
+ejecting one, say) defines ``attach(directory)``: the caller calls it once,
+with its :class:`~flotilla.calls.endpoints.Directory`, when it builds the stack.
+
+::
+
+    class Stamp:
+        # Adds the caller's build to every call's metadata.
+
+        def __call__(self, request: Request, call_next: Handler[Request]) -> Awaitable[Any]:
+            request.headers = request.headers.with_meta(build="2026.11")
+            return call_next(request)
+
+    Node(Shop(), layers={"user": Stamp()})
 """
 
 from __future__ import annotations
@@ -13,16 +34,32 @@ from typing import Any, TypeVar
 
 from flotilla.errors import ConfigError
 
-__all__ = ["CLIENT_STACK", "Handler", "Middleware", "build_stack", "compose"]
+__all__ = [
+    "ATTEMPT_LAYERS",
+    "CLIENT_STACK",
+    "REQUEST_LAYERS",
+    "Handler",
+    "Middleware",
+    "build_stack",
+    "compose",
+]
 
 Req = TypeVar("Req")
 Handler = Callable[[Req], Awaitable[Any]]
 Middleware = Callable[[Req, Handler[Req]], Awaitable[Any]]
 
+REQUEST_LAYERS: tuple[str, ...] = ("deadline", "user", "retry")
+"""Layers that see the request (once per call)."""
+ATTEMPT_LAYERS: tuple[str, ...] = ("breaker", "bulkhead", "metrics")
+"""Layers that see each attempt, once its endpoint is chosen."""
+
 CLIENT_STACK: tuple[str, ...] = (
     # Outermost: turns "now + timeout" into the absolute deadline that every
     # retry, backoff and attempt below must fit in, and enforces it.
     "deadline",
+    # The application's own layer (headers to add, calls to log or refuse):
+    # it sees each call once, with its final deadline, whatever retries follow.
+    "user",
     # Above balancing so that a second attempt may choose another endpoint, and
     # below the deadline so that retries never outlive it.
     "retry",
@@ -37,6 +74,7 @@ CLIENT_STACK: tuple[str, ...] = (
     # Innermost: times and counts exactly what went over the wire.
     "metrics",
 )
+assert (*REQUEST_LAYERS, "balance", *ATTEMPT_LAYERS) == CLIENT_STACK
 
 
 def compose(middlewares: list[Middleware[Req]], terminal: Handler[Req]) -> Handler[Req]:

@@ -1,37 +1,106 @@
-"""A call on its way out, as the client pipeline's middlewares see and amend it."""
+"""The values the client pipeline passes along: a request, and each attempt at it.
+
+A :class:`Request` is what the caller asked: a method, its arguments, the call's
+:class:`~flotilla.headers.Headers`, and what the method declares of itself
+(timeout, idempotence).  Layers above balancing (deadline, retry) see requests.
+
+Balancing turns a request into one :class:`Attempt` per try: where it went and
+which try it is.  Layers below balancing (breaker, bulkhead, metrics) and the
+transport see attempts; a retry or a hedge is a second attempt of the same
+request, never a change to the first.  The transport answers an attempt with a
+:class:`Response`: the encoded result and what the try cost besides the call
+itself, so nothing it measured is written into shared state.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import msgspec
+
+from flotilla.headers import Headers
 
 if TYPE_CHECKING:
     from flotilla.balancing import Endpoint
 
-__all__ = ["Request"]
+__all__ = ["Attempt", "Request", "Response"]
 
 
-@dataclass(slots=True, kw_only=True)
 class Request:
-    """One outgoing call.  Middlewares may read and set any field; balancing sets ``endpoint``."""
+    """One call as the caller asked it.
 
-    service: str
-    method: str
-    args: dict[str, Any]
-    request_id: str
-    caller: str = ""
-    meta: dict[str, str] = field(default_factory=dict)
-    deadline: float | None = None
-    """Absolute, on ``time.monotonic()``; fixed by the deadline middleware."""
-    timeout: float | None = None
-    """The method's own timeout: caps the caller's deadline, or sets one if there is none."""
-    idempotent: bool = False
-    endpoint: Endpoint | None = None
-    connect_seconds: float = 0.0
-    """Time the transport spent opening a connection for this attempt (not the endpoint's
-    latency, so balancing leaves it out of the endpoint's average)."""
-    attempt: int = 0
+    ``headers`` is replaced, never changed in place (the deadline layer fixes
+    the deadline that way); layers below retry must treat a request as read-only,
+    since several attempts may share it.
+    """
+
+    __slots__ = ("args", "headers", "idempotent", "method", "service", "timeout")
+
+    def __init__(
+        self,
+        service: str,
+        method: str,
+        args: Mapping[str, Any],
+        headers: Headers,
+        *,
+        timeout: float | None = None,
+        idempotent: bool = False,
+    ) -> None:
+        self.service = service
+        self.method = method
+        self.args = args
+        self.headers = headers
+        self.timeout = timeout
+        """The method's own timeout: caps the caller's deadline, or sets one if there is none."""
+        self.idempotent = idempotent
+        """The method says a second attempt is harmless."""
 
     @property
     def target(self) -> str:
         return f"{self.service}.{self.method}"
+
+    @property
+    def meta(self) -> Mapping[str, str]:
+        """The headers' metadata (what a consistent-hash strategy may key on)."""
+        return self.headers.meta
+
+    @property
+    def deadline(self) -> float | None:
+        """Absolute, on ``time.monotonic()``; fixed by the deadline layer."""
+        return self.headers.deadline
+
+    def __repr__(self) -> str:
+        return f"Request({self.target!r}, request_id={self.headers.request_id!r})"
+
+
+class Attempt:
+    """One try of a request on one endpoint (``number`` counts from 1 per request)."""
+
+    __slots__ = ("endpoint", "number", "request")
+
+    def __init__(self, request: Request, endpoint: Endpoint, number: int) -> None:
+        self.request = request
+        self.endpoint = endpoint
+        self.number = number
+
+    @property
+    def target(self) -> str:
+        return self.request.target
+
+    @property
+    def deadline(self) -> float | None:
+        return self.request.headers.deadline
+
+    def __repr__(self) -> str:
+        return f"Attempt({self.target!r}, #{self.number}, {self.endpoint.address!r})"
+
+
+class Response(NamedTuple):
+    """What the transport returns for an attempt."""
+
+    payload: msgspec.Raw
+    """The result, still encoded: the caller decodes it into the type it expects."""
+    connect_seconds: float
+    """Time spent opening a connection for this attempt (0.0 on an open one): not the
+    endpoint's latency, so balancing leaves it out of the endpoint's average."""

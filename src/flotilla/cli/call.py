@@ -10,6 +10,7 @@ from flotilla.calls.client import split_target
 from flotilla.cli.common import DataDirOption, client_settings, fail, fail_with, pretty_json
 from flotilla.codec import decode_json
 from flotilla.errors import FlotillaError, InvalidArgument
+from flotilla.runtime.config import NodeConfig
 from flotilla.runtime.node import Node
 from flotilla.runtime.serve import run
 from flotilla.runtime.settings import Settings
@@ -53,5 +54,6 @@ def _arguments(text: str) -> dict[str, Any]:
 
 async def _call(settings: Settings, target: str, args: dict[str, Any], timeout: float) -> Any:
     # No services: a pure client, registered nowhere.
-    async with Node(registry=settings.registry, secret=settings.secret) as node:
+    config = NodeConfig(registry=settings.registry, secret=settings.secret)
+    async with Node(config=config) as node:
         return await node.context(timeout=timeout).call(target, **args)

@@ -12,6 +12,7 @@ Incoming calls go through the same kind of pipeline as outgoing ones
 from __future__ import annotations
 
 import asyncio
+import difflib
 import inspect
 import logging
 from collections.abc import Awaitable, Mapping
@@ -22,17 +23,23 @@ import msgspec
 from flotilla import codec
 from flotilla.calls.pipeline import Middleware, build_stack
 from flotilla.context import Context, Invoker
-from flotilla.errors import FlotillaError, Internal, NotFound
+from flotilla.errors import FlotillaError, Internal, Unavailable, Unimplemented
+from flotilla.headers import Headers
 from flotilla.service import MethodSpec, Service
-from flotilla.transport.frames import Call
 
 __all__ = ["SERVER_STACK", "Dispatcher", "Incoming"]
 
 log = logging.getLogger("flotilla.runtime")
 
 SERVER_STACK: tuple[str, ...] = (
-    # Observes what the handler did: time, outcome (the observability work adds it).
+    # Outermost: times and counts every call, those refused below included.
     "metrics",
+    # The application's own layer (an authorisation check on the principal,
+    # say): it sees the call before the callee spends anything on it.
+    "user",
+    # Innermost: caps the calls running at once, so overload is refused
+    # cheaply, after the layers that must see every call.
+    "bulkhead",
 )
 
 
@@ -71,44 +78,49 @@ class Route:
 
 
 class Incoming:
-    """A call being served, as the server pipeline's middlewares see it."""
+    """A call being served, as the server pipeline's layers see it.
 
-    __slots__ = ("_context", "call", "deadline", "invoker", "route", "values")
+    Layers run before routing and decoding, so they see every call, including
+    those that fail as ``unimplemented`` or ``invalid_argument``; ``route`` and
+    ``values`` are filled in by the innermost step.
+    """
 
-    def __init__(
-        self,
-        route: Route,
-        values: tuple[Any, ...],
-        call: Call,
-        deadline: float | None,
-        invoker: Invoker,
-    ) -> None:
-        self.route = route
-        self.values = values
-        """The arguments, validated, in the order of the method's argument struct."""
-        self.call = call
-        self.deadline = deadline
+    __slots__ = ("_context", "args", "headers", "invoker", "route", "target", "values")
+
+    def __init__(self, target: str, args: msgspec.Raw, headers: Headers, invoker: Invoker) -> None:
+        self.target = target
+        """``service.method`` as the caller named it."""
+        self.args = args
+        """The arguments, still encoded."""
+        self.headers = headers
+        """As received, the deadline made absolute (``time.monotonic()``)."""
         self.invoker = invoker
+        self.route: Route | None = None
+        self.values: tuple[Any, ...] = ()
+        """The arguments, validated, in the order of the method's argument struct."""
         self._context: Context | None = None
+
+    @property
+    def service(self) -> str:
+        return self.target.partition(".")[0]
+
+    @property
+    def deadline(self) -> float | None:
+        return self.headers.deadline
 
     @property
     def context(self) -> Context:
         """The call's context, made on first use: most handlers never ask for it."""
         if self._context is None:
-            call = self.call
-            self._context = Context(
-                self.invoker,
-                service=self.route.service,
-                caller=call.caller,
-                request_id=call.request_id or None,
-                deadline=self.deadline,
-                meta=call.meta,
-            )
+            self._context = Context(self.invoker, self.headers, service=self.service)
         return self._context
 
 
 class Dispatcher:
-    """Routes ``service.method`` to a hosted service's method (the transport's ``CallHandler``)."""
+    """Serves the calls of the transport: the server stack, then routing, decoding and the method.
+
+    It is the transport's ``CallHandler``.
+    """
 
     def __init__(
         self,
@@ -118,27 +130,44 @@ class Dispatcher:
     ) -> None:
         self.invoker = invoker
         self.routes: dict[str, Route] = {}
+        self._methods: dict[str, list[str]] = {}
         for service in services:
+            self._methods[service.name] = sorted(service.methods())
             for spec in service.methods().values():
                 route = Route(service, spec)
                 self.routes[route.target] = route
-        self._run = build_stack(dict(layers or {}), _invoke, SERVER_STACK)
+        self._run = build_stack(dict(layers or {}), self._serve, SERVER_STACK)
 
-    async def __call__(self, call: Call, deadline: float | None) -> bytes:
-        route = self.routes.get(call.method)
-        if route is None:
-            raise NotFound(f"no method {call.method!r} here")
-        values = msgspec.structs.astuple(codec.decode(call.args, route.spec.args_type))
-        result = await self._run(Incoming(route, values, call, deadline, self.invoker))
+    def __call__(self, target: str, args: msgspec.Raw, headers: Headers) -> Awaitable[bytes]:
+        return self._run(Incoming(target, args, headers, self.invoker))
+
+    async def _serve(self, incoming: Incoming) -> bytes:
+        """The innermost step: route, decode, run, encode."""
+        route = incoming.route = self.routes.get(incoming.target) or self._unrouted(incoming)
+        incoming.values = msgspec.structs.astuple(codec.decode(incoming.args, route.spec.args_type))
+        result = await _invoke(incoming, route)
         try:
             return codec.encode(result)
-        except TypeError as exc:
-            raise Internal(f"result of {call.method} cannot be encoded: {exc}") from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise Internal(f"result of {incoming.target} cannot be encoded: {exc}") from None
+
+    def _unrouted(self, incoming: Incoming) -> Route:
+        service, _, method = incoming.target.partition(".")
+        methods = self._methods.get(service)
+        if methods is None:
+            # A stale view of the registry sent it here; nothing was done.
+            raise Unavailable(f"service {service!r} is not served at this address")
+        close = difflib.get_close_matches(method, methods, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise Unimplemented(
+            f"service {service!r} has no method {method!r}{hint} "
+            f"(its methods: {', '.join(methods) or 'none'})"
+        )
 
 
-async def _invoke(incoming: Incoming) -> Any:
+async def _invoke(incoming: Incoming, route: Route) -> Any:
     try:
-        return await incoming.route.call(incoming)
+        return await route.call(incoming)
     except FlotillaError as exc:
         if exc.onward and exc.retryable:
             # "Unavailable" from a call this handler made says nothing about
@@ -148,6 +177,9 @@ async def _invoke(incoming: Incoming) -> Any:
     except asyncio.CancelledError:
         raise
     except Exception:
-        target, request_id = incoming.route.target, incoming.context.request_id
-        log.exception("%s failed (request %s)", target, request_id)
-        raise Internal(f"{target} failed") from None
+        request_id = incoming.headers.request_id
+        log.exception("%s failed (request %s)", incoming.target, request_id)
+        raise Internal(
+            f"{incoming.target} failed (request {request_id}: its log has the traceback)",
+            details={"request_id": request_id},
+        ) from None

@@ -1,17 +1,19 @@
-"""A node hosts services in one process: start, register, heartbeat, serve, drain.
+"""A node hosts services in one process: start, register, keep the lease, serve, drain.
 
 ::
 
-    async with Node(Greeter(), registry="sqlite:///.flotilla/registry.db", secret=s) as node:
+    config = NodeConfig(registry="sqlite:///.flotilla/registry.db", secret=s)
+    async with Node(Greeter(), config=config) as node:
         await node.call("greeter.hello", name="Ada")
         await node.wait_stopped()
 
-Lifecycle (``aclose`` runs the second half in reverse, once, and is idempotent)::
+A node is a list of parts (:mod:`flotilla.runtime.parts`), started in order and
+stopped in reverse, once, by :meth:`Node.aclose` (idempotent)::
 
-    start:  on_start() each service -> listen -> register (healthy) -> heartbeat loop
+    start:  caller -> services' on_start -> listen -> register under a lease, keep it
     stop:   deregister -> keep serving for the grace period (callers' views catch up)
             -> refuse new calls, finish in-flight ones (bounded) -> close connections
-            -> on_stop() each service -> close caller and registry
+            -> services' on_stop -> close the caller, then the registry if the node opened it
 
 A node with no services is a pure client (what ``flotilla call`` uses).
 """
@@ -19,7 +21,8 @@ A node with no services is a pure client (what ``flotilla call`` uses).
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -28,109 +31,98 @@ from collections.abc import Awaitable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-import msgspec
-
-from flotilla.balancing import DEFAULT_STRATEGY, Strategy
 from flotilla.calls.client import Caller
-from flotilla.calls.deadline import DEFAULT_TIMEOUT
 from flotilla.calls.pipeline import Middleware
-from flotilla.calls.request import Request
 from flotilla.calls.typed_client import TypedClient
 from flotilla.clock import Clock, SystemClock
 from flotilla.context import Context
-from flotilla.errors import NotFound
+from flotilla.headers import Headers
 from flotilla.registry import Health, Instance, Registry, open_registry
+from flotilla.runtime.config import NodeConfig, Timings
 from flotilla.runtime.dispatcher import Dispatcher, Incoming
+from flotilla.runtime.lease import LeaseKeeper
+from flotilla.runtime.parts import CallerPart, Part, ServerPart, ServicesPart
 from flotilla.service import Service
 from flotilla.transport.server import Server
 
-__all__ = ["Node", "Timings"]
+__all__ = ["Node", "NodeConfig", "Timings", "secret_id"]
 
 log = logging.getLogger("flotilla.runtime")
 
 S = TypeVar("S", bound=Service)
 
 
-class Timings:
-    """The node's clock settings, in seconds.
+def secret_id(secret: bytes) -> str:
+    """A short public fingerprint of the cluster secret, published with each instance.
 
-    A dead instance leaves callers' views within ``ttl`` plus the registry's
-    watch latency; ``heartbeat`` must be well under ``ttl`` so that one late
-    beat does not expire a live instance.
+    It lets a caller (and ``flotilla ps``) tell an instance that was started with
+    another secret without a handshake; it reveals nothing usable of the secret
+    (an HMAC under it, cut to 8 bytes).
     """
-
-    __slots__ = ("drain", "grace", "health_timeout", "heartbeat", "ttl")
-
-    def __init__(
-        self,
-        *,
-        ttl: float = 1.5,
-        heartbeat: float = 0.4,
-        grace: float = 0.5,
-        drain: float = 10.0,
-        health_timeout: float | None = None,
-    ) -> None:
-        if health_timeout is None:
-            health_timeout = min(1.0, (ttl - heartbeat) / 2)
-        if heartbeat + health_timeout >= ttl:
-            # A beat waits for the health checks: a slow one must not cost the lease.
-            raise ValueError("heartbeat + health_timeout must be shorter than the lease ttl")
-        self.ttl = ttl
-        self.heartbeat = heartbeat
-        self.grace = grace
-        self.drain = drain
-        self.health_timeout = health_timeout
+    return hmac.new(secret, b"flotilla/secret-id", hashlib.sha256).hexdigest()[:16]
 
 
 class Node:
-    """Hosts ``services`` and calls others; use as ``async with`` or ``start()`` / ``aclose()``."""
+    """Hosts ``services`` and calls others; use as ``async with`` or ``start()`` / ``aclose()``.
+
+    ``config`` is the plain-data configuration (:class:`NodeConfig`); beside it
+    go what cannot be data: a ``registry`` object to use instead of opening
+    ``config.registry`` (the nodes of one test share one), a ``clock``, client
+    ``layers`` (:data:`~flotilla.calls.pipeline.CLIENT_STACK`) and
+    ``server_layers`` (:data:`~flotilla.runtime.dispatcher.SERVER_STACK`).
+    """
 
     def __init__(
         self,
         *services: Service,
-        registry: Registry | str = "memory://",
-        secret: bytes | None = None,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        advertise: str | None = None,
-        strategy: str | Strategy = DEFAULT_STRATEGY,
-        strategies: Mapping[str, str | Strategy] | None = None,
-        default_timeout: float = DEFAULT_TIMEOUT,
-        timings: Timings | None = None,
-        caller_layers: Mapping[str, Middleware[Request]] | None = None,
-        server_layers: Mapping[str, Middleware[Incoming]] | None = None,
-        metadata: Mapping[str, str] | None = None,
+        config: NodeConfig | None = None,
+        registry: Registry | None = None,
         clock: Clock | None = None,
+        layers: Mapping[str, Middleware[Any]] | None = None,
+        server_layers: Mapping[str, Middleware[Incoming]] | None = None,
     ) -> None:
         names = [service.name for service in services]
         if len(set(names)) != len(names):
             raise ValueError(f"a node hosts each service once, got {names}")
+        self.config = config = config or NodeConfig()
         self.services: Sequence[Service] = services
-        self.timings = timings or Timings()
+        self.timings = config.timings
         self.clock = clock or SystemClock()
-        self._owns_registry = isinstance(registry, str)
-        self.registry = (
-            open_registry(registry, clock=clock) if isinstance(registry, str) else registry
-        )
-        self.secret = secret if secret is not None else secrets.token_bytes(32)
+        self._owns_registry = registry is None
+        self.registry = registry or open_registry(config.registry, clock=clock)
+        self.secret = config.secret if config.secret is not None else secrets.token_bytes(32)
         self.caller = Caller(
             self.registry,
             secret=self.secret,
-            strategy=strategy,
-            strategies=strategies,
-            default_timeout=default_timeout,
-            layers=caller_layers,
+            strategy=config.strategy,
+            strategies=config.strategies,
+            default_timeout=config.default_timeout,
+            layers=layers,
         )
-        self.server = Server(
-            Dispatcher(list(services), self.caller, server_layers),
-            secret=self.secret,
-            host=host,
-            port=port,
-        )
-        self._advertise = advertise
-        self._metadata = dict(metadata or {})
+        self.parts: list[Part] = [CallerPart(self.caller)]
+        self.server: Server | None = None
+        self._lease: LeaseKeeper | None = None
+        if services:
+            self.server = Server(
+                Dispatcher(list(services), self.caller, server_layers),
+                secret=self.secret,
+                host=config.host,
+                port=config.port,
+            )
+            self._server_part = ServerPart(
+                self.server, grace=self.timings.grace, drain=self.timings.drain
+            )
+            self._lease = LeaseKeeper(
+                self.registry,
+                self._describe,
+                ttl=self.timings.ttl,
+                interval=self.timings.heartbeat,
+                health=self._health,
+                clock=self.clock,
+            )
+            self.parts += [ServicesPart(services), self._server_part, self._lease]
         self.instances: list[Instance] = []
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._started: list[Part] = []
         self._stopped = asyncio.Event()
         self._closing = False
         self._starting = False
@@ -140,31 +132,13 @@ class Node:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the services, listen, register; on failure undo what was done and raise."""
-        started: list[Service] = []
+        """Start every part in order; on failure stop those started, in reverse, and raise."""
         self._starting = True
         try:
-            for service in self.services:
-                await service.on_start()
-                started.append(service)
-            if self.services:
-                await self.server.start()
-                host, _, port = self.server.address.rpartition(":")
-                address = f"{self._advertise or host}:{port}"
-                for service in self.services:
-                    instance = Instance(
-                        id=f"{service.name}-{os.getpid()}-{secrets.token_hex(3)}",
-                        service=service.name,
-                        address=address,
-                        version=service.version,
-                        health=Health.HEALTHY,
-                        metadata=self._metadata,
-                    )
-                    await self.registry.register(instance, ttl=self.timings.ttl)
-                    self.instances.append(instance)
-                self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+            for part in self.parts:
+                await part.start()
+                self._started.append(part)
         except BaseException:
-            self.services = started
             await self.aclose()
             raise
         finally:
@@ -173,26 +147,18 @@ class Node:
             self.stop()
 
     async def aclose(self) -> None:
-        """Drain and stop; idempotent."""
+        """Stop every started part in reverse order; idempotent."""
         if self._closing:
             await self._stopped.wait()
             return
         self._closing = True
         try:
-            if self._heartbeat is not None:
-                self._heartbeat.cancel()
-                await asyncio.gather(self._heartbeat, return_exceptions=True)
-            if self.instances:
-                await self._deregister()
-                await asyncio.sleep(self.timings.grace)
-            await self.server.drain(self.timings.drain)
-            await self.server.aclose()
-            for service in reversed(self.services):
+            while self._started:
+                part = self._started.pop()
                 try:
-                    await service.on_stop()
+                    await part.stop()
                 except Exception:
-                    log.exception("on_stop of %s failed", service.name)
-            await self.caller.aclose()
+                    log.exception("stopping the %s of the node failed", part.name)
             if self._owns_registry:
                 await self.registry.aclose()
         finally:
@@ -214,11 +180,11 @@ class Node:
     async def abort(self) -> None:
         """Stop as a crash would look to others: connections cut at once, no
         deregistration (the lease runs out by itself), no grace, no drain."""
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
-        self.instances = []
-        await self.server.aclose()
+        if self._lease is not None and self._lease in self._started:
+            self._started.remove(self._lease)
+            await self._lease.abandon()
+        if self.server is not None:
+            await self._server_part.cut()
         await self.aclose()
 
     async def wait_stopped(self) -> None:
@@ -233,6 +199,14 @@ class Node:
     ) -> None:
         await self.aclose()
 
+    @property
+    def address(self) -> str:
+        """``host:port`` where this node's services are reached (once started)."""
+        if self.server is None:
+            raise RuntimeError("a node without services does not listen")
+        host, _, port = self.server.address.rpartition(":")
+        return f"{self.config.advertise or host}:{port}"
+
     # -- calling ------------------------------------------------------------------------
 
     def context(
@@ -240,7 +214,7 @@ class Node:
     ) -> Context:
         """A root context for calls made outside any handler."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        return Context(self.caller, deadline=deadline, meta=meta)
+        return Context(self.caller, Headers(deadline=deadline, meta=dict(meta or {})))
 
     def call(self, target: str, /, **args: Any) -> Awaitable[Any]:
         """``await node.call("greeter.hello", name="Ada")`` with a fresh root context."""
@@ -249,37 +223,38 @@ class Node:
     def client(self, service: type[S]) -> TypedClient[S]:
         return TypedClient(self.caller, service, self.context())
 
-    # -- registry upkeep ----------------------------------------------------------------
+    # -- registration ---------------------------------------------------------------------
 
-    async def _beat(self) -> None:
-        while True:
-            await self.clock.sleep(self.timings.heartbeat)
-            # All checks at once: the beat waits for the slowest, not for the sum.
-            healths = await asyncio.gather(*(self._check(service) for service in self.services))
-            for instance, health in zip(self.instances, healths, strict=True):
-                try:
-                    await self.registry.heartbeat(instance.id, health=health)
-                except NotFound:
-                    # The lease ran out (a long pause, a registry restart): register again.
-                    log.warning("lease of %s was lost; registering again", instance.id)
-                    renewed = msgspec.structs.replace(instance, health=health)
-                    with contextlib.suppress(Exception):
-                        await self.registry.register(renewed, ttl=self.timings.ttl)
-                except Exception as exc:
-                    log.warning("heartbeat of %s failed: %s", instance.id, exc)
+    def _describe(self) -> list[Instance]:
+        """The instances to register, once the server listens."""
+        metadata = {
+            **self.config.metadata,
+            "pid": str(os.getpid()),
+            "secret_id": secret_id(self.secret),
+        }
+        self.instances = [
+            Instance(
+                id=f"{service.name}-{secrets.token_hex(4)}",
+                service=service.name,
+                address=self.address,
+                version=service.version,
+                health=Health.HEALTHY,
+                metadata=metadata,
+                methods=(),  # MERGE: service.method_table()
+            )
+            for service in self.services
+        ]
+        return self.instances
+
+    async def _health(self) -> list[Health]:
+        # All checks at once: the beat waits for the slowest, not for the sum.
+        return list(await asyncio.gather(*(self._check(service) for service in self.services)))
 
     async def _check(self, service: Service) -> Health:
         try:
-            async with asyncio.timeout(self.timings.health_timeout):
+            async with asyncio.timeout(self.timings.check_timeout):
                 healthy = await service.health()
         except Exception as exc:
             log.warning("health check of %s failed: %r", service.name, exc)
             return Health.UNHEALTHY
         return Health.HEALTHY if healthy else Health.UNHEALTHY
-
-    async def _deregister(self) -> None:
-        for instance in self.instances:
-            try:
-                await self.registry.deregister(instance.id)
-            except Exception as exc:
-                log.warning("deregistering %s failed (its lease will expire): %s", instance.id, exc)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import signal
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from flotilla.errors import ConfigError
+from flotilla.runtime.config import NodeConfig
 from flotilla.runtime.node import Node
 from flotilla.runtime.settings import Settings
 from flotilla.service import Service
@@ -47,20 +49,21 @@ def load_service_class(spec: str) -> type[Service]:
 
 async def serve(services: list[Service], settings: Settings) -> None:
     """Host ``services`` until SIGTERM or SIGINT, then drain and return."""
-    node = Node(
-        *services,
+    config = NodeConfig(
         registry=settings.registry,
         secret=settings.secret,
         host=settings.host,
         port=settings.port,
         advertise=settings.advertise,
+        metadata={"replica": replica} if (replica := os.environ.get("FLOTILLA_REPLICA")) else {},
     )
+    node = Node(*services, config=config)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, node.stop)
     await node.start()
     names = ", ".join(instance.id for instance in node.instances)
-    log.info("serving %s on %s", names, node.server.address)
+    log.info("serving %s on %s", names, node.address)
     await node.wait_stopped()
     log.info("stopped %s", names)
 

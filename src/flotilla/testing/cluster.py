@@ -21,14 +21,13 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
-from flotilla.balancing import DEFAULT_STRATEGY, Strategy
 from flotilla.calls.pipeline import Middleware
-from flotilla.calls.request import Request
 from flotilla.calls.typed_client import TypedClient
 from flotilla.clock import Clock
 from flotilla.context import Context
 from flotilla.registry import MemoryRegistry
-from flotilla.runtime.node import Node, Timings
+from flotilla.runtime.config import NodeConfig, Timings
+from flotilla.runtime.node import Node
 from flotilla.service import Service
 
 __all__ = ["Cluster", "wait_for"]
@@ -37,30 +36,26 @@ S = TypeVar("S", bound=Service)
 
 
 class Cluster:
-    """Nodes sharing a memory registry and a secret, plus a client node to call them from."""
+    """Nodes sharing a memory registry and a secret, plus a client node to call them from.
+
+    Every node gets ``config`` (default: no grace period, a 2 s drain), with
+    the cluster's secret, and the client ``layers``.
+    """
 
     def __init__(
         self,
+        config: NodeConfig | None = None,
         *,
         clock: Clock | None = None,
-        strategy: str | Strategy = DEFAULT_STRATEGY,
-        timings: Timings | None = None,
-        caller_layers: Mapping[str, Middleware[Request]] | None = None,
+        layers: Mapping[str, Middleware[Any]] | None = None,
     ) -> None:
         self.clock = clock
         self.registry = MemoryRegistry(clock)
-        self.secret = secrets.token_bytes(32)
         # In one process every watcher sees a deregistration at once: no grace needed.
-        self.timings = timings or Timings(grace=0.0, drain=2.0)
-        self._node_options: dict[str, Any] = {
-            "registry": self.registry,
-            "secret": self.secret,
-            "strategy": strategy,
-            "timings": self.timings,
-            "caller_layers": caller_layers,
-            "clock": clock,
-        }
-        self.client_node = Node(**self._node_options)
+        config = config or NodeConfig(timings=Timings(grace=0.0, drain=2.0))
+        self.config = config.replace(secret=config.secret or secrets.token_bytes(32))
+        self.layers = layers
+        self.client_node = self._node()
         self.nodes: list[Node] = []
 
     async def add(
@@ -72,11 +67,20 @@ class Cluster:
         started = []
         for _ in range(replicas):
             instance = service if isinstance(service, Service) else service()
-            node = Node(instance, **self._node_options)
+            node = self._node(instance)
             await node.start()
             self.nodes.append(node)
             started.append(node)
         return started
+
+    def _node(self, *services: Service) -> Node:
+        return Node(
+            *services,
+            config=self.config,
+            registry=self.registry,
+            clock=self.clock,
+            layers=self.layers,
+        )
 
     def context(self, *, timeout: float | None = None) -> Context:
         return self.client_node.context(timeout=timeout)

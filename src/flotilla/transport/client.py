@@ -26,6 +26,7 @@ from flotilla.errors import (
     Unavailable,
     error_for_code,
 )
+from flotilla.headers import Headers
 from flotilla.transport.frames import (
     DEFAULT_MAX_FRAME,
     Call,
@@ -82,36 +83,29 @@ class Connection(asyncio.Protocol):
         """Wait for the handshake to complete (or fail)."""
         await self._ready
 
-    async def call(
-        self,
-        method: str,
-        args: bytes,
-        *,
-        deadline: float | None = None,
-        request_id: str = "",
-        caller: str = "",
-        meta: dict[str, str] | None = None,
-    ) -> msgspec.Raw:
+    async def call(self, method: str, args: bytes, headers: Headers) -> msgspec.Raw:
         """Send one call and wait for its result (raised as the callee's error class on failure).
 
-        ``deadline`` is absolute, on ``time.monotonic()``; the callee is told
-        how much of it is left.
+        The deadline in ``headers`` is absolute, on ``time.monotonic()``; the
+        callee is told how much of it is left.
         """
         writer = self.writer
         if writer is None or writer.transport.is_closing():
             raise ConnectFailed(f"connection to {self.address} is closed")
-        timeout_ms = None
+        deadline = headers.deadline
         if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            if deadline <= now:
                 raise DeadlineExceeded(f"deadline passed before calling {method}")
-            timeout_ms = int(remaining * 1000) or 1
+            headers = headers.to_wire(now)
             self._sweeper.arm()
         self.next_id = call_id = self.next_id + 1
         future: asyncio.Future[msgspec.Raw] = self._loop.create_future()
         self.pending[call_id] = (future, deadline, method)
-        frame = Call(call_id, method, msgspec.Raw(args), timeout_ms, request_id, caller, meta)
-        writer.send(encode_frame(frame), batch=len(self.pending) > 1)
+        writer.send(
+            encode_frame(Call(call_id, method, msgspec.Raw(args), headers)),
+            batch=len(self.pending) > 1,
+        )
         try:
             return await future
         finally:

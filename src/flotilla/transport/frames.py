@@ -11,7 +11,7 @@ multiplexed by request id::
       |  <----------- Challenge(nonce_s) -----  |   on accept
       |  --- Hello(proof(nonce_s), nonce_c) --> |   refused unless the proof holds
       |  <----------- Welcome(proof(nonce_c)) - |   the client checks the server too
-      |  --- Call(id, ...) ---> ... <--- Reply(id, ...) / Failure(id, ...)
+      |  --- Call(id, method, args, headers) ---> ... <--- Reply(id, ...) / Failure(id, ...)
       |  --- Cancel(id) --->                    |   the caller gave up (deadline)
 
 The proof is an HMAC-SHA256 of the peer's nonce under the cluster secret, so
@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 
 from flotilla.errors import ProtocolError
+from flotilla.headers import Headers
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
@@ -66,13 +67,8 @@ class Call(msgspec.Struct, tag=3, array_like=True):
     """``service.method``"""
     args: msgspec.Raw
     """The arguments (a msgpack map) left encoded: the callee decodes them into its own types."""
-    timeout_ms: int | None = None
-    """What is left of the caller's deadline; relative, since hosts' clocks disagree."""
-    request_id: str = ""
-    caller: str = ""
-    """The calling service ('' from outside any service)."""
-    meta: dict[str, str] | None = None
-    """User metadata that travels along a chain of calls."""
+    headers: Headers = Headers()
+    """The call's headers, their deadline as the seconds left (hosts' clocks disagree)."""
 
 
 class Reply(msgspec.Struct, tag=4, array_like=True):

@@ -21,6 +21,7 @@ from typing import Any, cast
 import msgspec
 
 from flotilla.errors import DeadlineExceeded, FlotillaError, Internal, ProtocolError, Unavailable
+from flotilla.headers import Headers
 from flotilla.transport.frames import (
     DEFAULT_MAX_FRAME,
     Call,
@@ -44,9 +45,10 @@ Task = asyncio.Task[None]
 
 log = logging.getLogger("flotilla.transport")
 
-CallHandler = Callable[[Call, float | None], Awaitable[bytes]]
-"""Runs one call by its absolute deadline (``time.monotonic()``; None: none); returns the
-msgpack-encoded result or raises a ``FlotillaError``."""
+CallHandler = Callable[[str, msgspec.Raw, Headers], Awaitable[bytes]]
+"""Runs one call (``service.method``, the encoded arguments, the headers with the deadline
+made absolute on ``time.monotonic()``); returns the msgpack-encoded result or raises a
+``FlotillaError``."""
 
 if sys.version_info >= (3, 12):
 
@@ -235,20 +237,22 @@ class _ServerConnection(asyncio.Protocol):
             return
         if call.id in self.calls:
             raise ProtocolError(f"call id {call.id} is already in flight")
-        deadline = None
-        if call.timeout_ms is not None:
-            if call.timeout_ms <= 0:
+        headers = call.headers
+        deadline = headers.deadline
+        if deadline is not None:
+            if deadline <= 0:
                 # The caller has already given up: skip the work.
                 message = f"deadline of {call.method} passed before it started"
                 self._write(Failure(call.id, DeadlineExceeded.code, message))
                 return
-            deadline = time.monotonic() + call.timeout_ms / 1000
+            headers = headers.from_wire(time.monotonic())
+            deadline = headers.deadline
             self._sweeper.arm()
         self.server._call_started()
         # In the table before the task starts: an eager task may finish (and
         # take itself out) before _start_task returns.
         entry = self.calls[call.id] = [None, deadline, call.method]
-        entry[0] = _start_task(self._loop, self._run(call, entry))
+        entry[0] = _start_task(self._loop, self._run(call, headers, entry))
 
     def _finished(self, call_id: int, entry: list[Any]) -> None:
         """Forget a call, once, whoever gets there first.
@@ -273,11 +277,10 @@ class _ServerConnection(asyncio.Protocol):
                 task.cancel()
                 self._finished(call_id, entry)
 
-    async def _run(self, call: Call, entry: list[Any]) -> None:
+    async def _run(self, call: Call, headers: Headers, entry: list[Any]) -> None:
         try:
-            reply = encode_frame(
-                Reply(call.id, msgspec.Raw(await self.server.handler(call, entry[1])))
-            )
+            result = await self.server.handler(call.method, call.args, headers)
+            reply = encode_frame(Reply(call.id, msgspec.Raw(result)))
         except FlotillaError as exc:
             reply = _encode_failure(call.id, exc)
         except asyncio.CancelledError:
