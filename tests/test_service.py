@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
 import pytest
 
 from flotilla import Context, Service, on_event, rpc
+from flotilla.registry.base import MethodInfo
 from flotilla.service import EventSpec
 
 
@@ -132,18 +134,91 @@ def test_non_async_event_handler_rejected() -> None:
                 pass
 
 
+def define(source: str, **names: Any) -> Any:
+    """Define a service from source text, as a user module would (string annotations included)."""
+    namespace: dict[str, Any] = {"Service": Service, "rpc": rpc, "Context": Context, **names}
+    # dont_inherit: this module's own __future__ import must not leak into the source.
+    exec(compile(source, "<user module>", "exec", dont_inherit=True), namespace)
+    return namespace["Loose"]
+
+
 @pytest.mark.parametrize("signature", ["*args: int", "**kwargs: int", "id: int, /"])
-def test_var_args_and_positional_only_rejected(signature: str) -> None:
-    namespace: dict[str, Any] = {"Service": Service, "rpc": rpc}
-    exec(
+def test_var_args_and_positional_only_rejected_at_definition(signature: str) -> None:
+    with pytest.raises(TypeError, match=r"Loose.get cannot take \*args, \*\*kwargs or positional"):
+        define(
+            "class Loose(Service):\n"
+            "    @rpc\n"
+            f"    async def get(self, {signature}) -> int:\n"
+            "        return 1\n"
+        )
+
+
+@pytest.mark.parametrize("name", ["ctx", "context"])
+@pytest.mark.parametrize("annotation", ["", ": int", ": 'Ctx'", ": 'Context | None'"])
+@pytest.mark.parametrize("future", [True, False])
+def test_a_context_name_without_the_context_annotation_is_refused(
+    name: str, annotation: str, future: bool
+) -> None:
+    header = "from __future__ import annotations\n" if future else ""
+    with pytest.raises(
+        TypeError, match=rf"parameter '{name}' is not annotated `Context`"
+    ) as caught:
+        define(
+            f"{header}class Loose(Service):\n"
+            "    @rpc\n"
+            f"    async def get(self, {name}{annotation}, id: int) -> int:\n"
+            "        return id\n"
+        )
+    assert f"annotate it `{name}: Context`" in str(caught.value)
+    assert "or rename it" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "annotation",
+    ["Context", "'Context'", "'flotilla.Context'", "'flotilla.context.Context'", "Ctx"],
+)
+@pytest.mark.parametrize("future", [True, False])
+def test_context_spelt_any_usual_way_is_accepted(annotation: str, future: bool) -> None:
+    import flotilla
+
+    header = "from __future__ import annotations\n" if future else ""
+    cls = define(
+        f"{header}class Loose(Service):\n"
+        "    @rpc\n"
+        f"    async def get(self, ctx: {annotation}, id: int) -> int:\n"
+        "        return id\n",
+        flotilla=flotilla,
+        Ctx=Context,
+    )
+    assert cls.methods()["get"].context_param == "ctx"
+
+
+def test_the_context_check_does_not_resolve_forward_references() -> None:
+    # A later-defined argument type must not trip the definition-time check.
+    cls = define(
+        "from __future__ import annotations\n"
         "class Loose(Service):\n"
         "    @rpc\n"
-        f"    async def get(self, {signature}) -> int:\n"
-        "        return 1\n",
-        namespace,
+        "    async def get(self, ctx: Context, item: Item) -> Item:\n"
+        "        return item\n"
     )
-    with pytest.raises(TypeError, match=r"\*args, \*\*kwargs or positional-only"):
-        namespace["Loose"].methods()
+    assert cls.__name__ == "Loose"
+
+
+def test_a_context_parameter_under_another_name_is_fine() -> None:
+    class Named(Service):
+        @rpc
+        async def get(self, call: Context, id: int) -> int:
+            return id
+
+    assert Named.methods()["get"].context_param == "call"
+
+
+def test_inherited_methods_are_checked_once_and_still_exposed() -> None:
+    class Child(Shop):
+        pass
+
+    assert set(Child.methods()) == {"add", "find-item"}
 
 
 def test_unannotated_parameter_is_any() -> None:
@@ -155,3 +230,110 @@ def test_unannotated_parameter_is_any() -> None:
     spec = Loose.methods()["echo"]
     assert spec.args_type.__annotations__["value"] is Any
     assert spec.result_type is Any
+
+
+# --- the method table --------------------------------------------------------
+
+
+class Item(msgspec.Struct):
+    sku: int
+    tags: list[str] = []
+
+
+class Opaque:
+    """Not something msgspec can describe."""
+
+
+class Table(Service, name="table"):
+    @rpc(idempotent=True, timeout=2.0)
+    async def stock(self, ctx: Context, sku: int, warehouse: str = "main") -> int:
+        return sku
+
+    @rpc(name="put")
+    async def put_item(self, item: Item, note: str | None = None) -> None:
+        pass
+
+    @rpc
+    async def odd(self, thing: Opaque) -> Opaque:
+        return thing
+
+    @rpc
+    async def echo(self) -> list[Item]:
+        return []
+
+
+def table() -> dict[str, MethodInfo]:
+    return {info.name: info for info in Table.method_table()}
+
+
+def test_method_table_is_sorted_by_name_and_cached() -> None:
+    assert [info.name for info in Table.method_table()] == ["echo", "odd", "put", "stock"]
+    assert Table.method_table() is Table.method_table()
+
+
+def test_method_table_carries_the_options() -> None:
+    stock = table()["stock"]
+    assert (stock.timeout, stock.idempotent) == (2.0, True)
+    assert (table()["put"].timeout, table()["put"].idempotent) == (None, False)
+
+
+def test_params_are_an_object_schema_without_the_context() -> None:
+    assert table()["stock"].params == {
+        "type": "object",
+        "properties": {
+            "sku": {"type": "integer"},
+            "warehouse": {"type": "string", "default": "main"},
+        },
+        "required": ["sku"],
+        "additionalProperties": False,
+    }
+    assert table()["stock"].result == {"type": "integer"}
+
+
+def test_nested_types_are_shared_through_defs() -> None:
+    put = table()["put"]
+    assert put.params["properties"]["item"] == {"$ref": "#/$defs/Item"}
+    assert put.params["required"] == ["item"]
+    assert put.params["$defs"]["Item"]["required"] == ["sku"]
+    assert put.result == {"type": "null"}
+    echo = table()["echo"]
+    assert echo.params == {
+        "type": "object",
+        "properties": {},
+        "required": [],
+        "additionalProperties": False,
+    }
+    assert echo.result["items"] == {"$ref": "#/$defs/Item"}
+    assert "Item" in echo.result["$defs"]
+
+
+def test_the_table_travels_as_json() -> None:
+    # What a registry stores and a CLI reads back must round-trip unchanged.
+    for info in Table.method_table():
+        assert msgspec.json.decode(msgspec.json.encode(info), type=MethodInfo) == info
+
+
+def test_an_undescribable_type_falls_back_to_anything_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Vague(Service):
+        @rpc
+        async def odd(self, thing: Opaque) -> Opaque:
+            return thing
+
+    with caplog.at_level(logging.WARNING, logger="flotilla.service"):
+        (odd,) = Vague.method_table()
+        Vague.method_table()
+    assert (odd.params, odd.result) == ({}, {})
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2  # one per schema, once per class
+    assert "the arguments of" in warnings[0]
+    assert "Vague.odd" in warnings[0]
+    assert "the result of" in warnings[1]
+
+
+def test_a_service_without_methods_has_an_empty_table() -> None:
+    class Quiet(Service):
+        pass
+
+    assert Quiet.method_table() == ()

@@ -14,24 +14,50 @@ arguments at the edge of the callee's process; a parameter annotated
 :class:`~flotilla.context.Context` receives the call's context instead.  The
 specs are read lazily, on first use, so annotations may name types defined
 after the class.
+
+What can be checked without resolving annotations is checked when the class
+is defined, so a mistake fails at import, not on the first call: ``*args``,
+``**kwargs`` and positional-only parameters (arguments travel by name), and a
+parameter named ``ctx`` or ``context`` that is not annotated ``Context`` (it
+would otherwise be read as an argument the caller must send).  Annotations may
+be strings (``from __future__ import annotations``): the check reads their text
+(``"Context"``, ``"flotilla.Context"``) or looks a plain name up in the module,
+and never evaluates anything else.
+
+:meth:`Service.method_table` describes the methods for the registry: name,
+timeout, idempotence and JSON Schemas of arguments and result, so callers by
+name, the CLI and the gateway know a method without importing its class.  A
+type msgspec cannot describe gets the empty schema (anything) and one logged
+warning rather than stopping the node: the method still works, only its
+description is vague.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 import typing
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, overload
 
 import msgspec
 
 from flotilla.context import Context
+from flotilla.registry.base import MethodInfo
 
 __all__ = ["EventSpec", "MethodSpec", "Service", "on_event", "rpc"]
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+# Parameter names that read as "the call's context": one of them without the
+# Context annotation is almost surely a forgotten annotation, not an argument.
+_CONTEXT_NAMES = frozenset({"ctx", "context"})
+# How a string annotation may spell Context without being looked up.
+_CONTEXT_TEXTS = frozenset({"Context", "flotilla.Context", "flotilla.context.Context"})
+_DOTTED_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+log = logging.getLogger(__name__)
 
 
 class MethodSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,17 +88,29 @@ class _RpcMark(msgspec.Struct, frozen=True):
     timeout: float | None
 
 
+@overload
+def rpc(fn: F, /) -> F: ...
+
+
+@overload
+def rpc(
+    *, name: str | None = None, idempotent: bool = False, timeout: float | None = None
+) -> Callable[[F], F]: ...
+
+
 def rpc(
     fn: F | None = None,
+    /,
     *,
     name: str | None = None,
     idempotent: bool = False,
     timeout: float | None = None,
-) -> Any:
-    """Expose an ``async`` method as a remote procedure.
+) -> F | Callable[[F], F]:
+    """Expose an ``async`` method as a remote procedure: ``@rpc`` or ``@rpc(timeout=2)``.
 
     ``idempotent`` tells the retry layer that a second attempt is harmless;
-    ``timeout`` caps how long a caller waits by default.
+    ``timeout`` caps how long a caller waits by default.  The method keeps its
+    type, so type checkers see its real signature.
     """
 
     def mark(method: F) -> F:
@@ -116,6 +154,9 @@ class Service:
             cls.name = _snake(cls.__name__)
         if version is not None:
             cls.version = version
+        for member in cls.__dict__.values():
+            if isinstance(getattr(member, "__flotilla_rpc__", None), _RpcMark):
+                _check_signature(member)
 
     async def on_start(self) -> None:
         """Called once before the service is registered."""
@@ -142,6 +183,20 @@ class Service:
         return cached
 
     @classmethod
+    def method_table(cls) -> tuple[MethodInfo, ...]:
+        """The ``@rpc`` methods as the registry publishes them, sorted by name (cached per class).
+
+        ``params`` is an object schema with one property per parameter (the
+        Context parameter excluded); ``result`` is the schema of the result.
+        """
+        cached: tuple[MethodInfo, ...] | None = cls.__dict__.get("_flotilla_method_table")
+        if cached is None:
+            infos = (_method_info(cls, spec) for spec in cls.methods().values())
+            cached = tuple(sorted(infos, key=lambda info: info.name))
+            setattr(cls, "_flotilla_method_table", cached)  # noqa: B010 - per class, not inherited
+        return cached
+
+    @classmethod
     def event_handlers(cls) -> list[EventSpec]:
         """The ``@on_event`` handlers of the class."""
         return [
@@ -151,16 +206,52 @@ class Service:
         ]
 
 
+def _check_signature(fn: Callable[..., Any]) -> None:
+    """Refuse, at class definition, a signature no call could ever match."""
+    for param in list(inspect.signature(fn).parameters.values())[1:]:
+        _check_kind(fn, param)
+        if param.name in _CONTEXT_NAMES and not _names_context(fn, param.annotation):
+            raise TypeError(
+                f"@rpc method {fn.__qualname__}: parameter {param.name!r} is not annotated "
+                f"`Context`; annotate it `{param.name}: Context` to receive the call's "
+                "context, or rename it"
+            )
+
+
+def _check_kind(fn: Callable[..., Any], param: inspect.Parameter) -> None:
+    if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
+        raise TypeError(
+            f"@rpc method {fn.__qualname__} cannot take *args, **kwargs or "
+            "positional-only parameters: arguments travel by name"
+        )
+
+
+def _names_context(fn: Callable[..., Any], annotation: Any) -> bool:
+    """Whether an annotation, possibly a string not yet resolvable, means Context."""
+    if not isinstance(annotation, str):
+        return annotation is Context
+    # Quotes inside a postponed annotation (``ctx: "Context"`` under the
+    # __future__ import) are legal and resolve the same.
+    text = annotation.strip().strip("'\"")
+    if text in _CONTEXT_TEXTS:
+        return True
+    # An alias (``from flotilla import Context as Ctx``) is already bound in the
+    # module; only a plain dotted name is looked up, nothing is evaluated.
+    if not _DOTTED_NAME.match(text):
+        return False
+    head, *rest = text.split(".")
+    value = getattr(fn, "__globals__", {}).get(head)
+    for part in rest:
+        value = getattr(value, part, None)
+    return value is Context
+
+
 def _method_spec(cls: type, attribute: str, fn: Any, mark: _RpcMark) -> MethodSpec:
     hints = typing.get_type_hints(fn)
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     context_param = None
     for param in list(inspect.signature(fn).parameters.values())[1:]:
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
-            raise TypeError(
-                f"@rpc method {fn.__qualname__} cannot take *args, **kwargs or "
-                "positional-only parameters: arguments travel by name"
-            )
+        _check_kind(fn, param)
         annotation = hints.get(param.name, Any)
         if annotation is Context:
             context_param = param.name
@@ -180,6 +271,37 @@ def _method_spec(cls: type, attribute: str, fn: Any, mark: _RpcMark) -> MethodSp
         idempotent=mark.idempotent,
         timeout=mark.timeout,
     )
+
+
+def _method_info(cls: type, spec: MethodSpec) -> MethodInfo:
+    where = f"{cls.__qualname__}.{spec.attribute}"
+    params = _schema(spec.args_type, f"the arguments of {where}")
+    if "$ref" in params:
+        # The arguments struct is the top-level object: inline it, so a reader
+        # finds ``properties`` and ``required`` where it looks first.
+        defs = params.pop("$defs")
+        params = defs.pop(params["$ref"].rpartition("/")[2])
+        params.pop("title", None)  # the generated struct's name means nothing to a reader
+        if defs:
+            params["$defs"] = defs
+    return MethodInfo(
+        name=spec.name,
+        timeout=spec.timeout,
+        idempotent=spec.idempotent,
+        params=params,
+        result=_schema(spec.result_type, f"the result of {where}"),
+    )
+
+
+def _schema(type_: Any, what: str) -> dict[str, Any]:
+    try:
+        return msgspec.json.schema(type_)
+    except (TypeError, ValueError) as error:
+        # A custom type without a schema hook: describe it as "anything"
+        # rather than stop the node; the call itself still validates.
+        first_line = str(error).strip().splitlines()[-1]
+        log.warning("no JSON Schema for %s (%s); publishing it as {}", what, first_line)
+        return {}
 
 
 def _require_async(method: Callable[..., Any], what: str) -> None:

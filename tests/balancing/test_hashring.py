@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from tests.balancing.helpers import Request
+from tests.balancing.helpers import endpoints as _endpoints
 
 from flotilla.balancing import ConsistentHash, Endpoint, hashring
 from flotilla.errors import ConfigError, InvalidArgument
-from flotilla.registry.base import Instance
 
 KEYS = range(5000)
 
 
-@dataclass
-class Request:
-    args: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, str] = field(default_factory=dict)
-
-
 def endpoints(n: int, start: int = 0) -> list[Endpoint]:
-    return [
-        Endpoint(Instance(id=f"node-{i}", service="s", address=f"127.0.0.1:{1000 + i}"))
-        for i in range(start, start + n)
-    ]
+    return _endpoints(n, start=start, prefix="node-")
 
 
 def owners(strategy: ConsistentHash, eps: list[Endpoint]) -> dict[int, str]:

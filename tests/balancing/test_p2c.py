@@ -5,30 +5,12 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
+from tests.balancing.helpers import REQUEST, endpoints
 
 from flotilla.balancing import Endpoint, PeakEwma
 from flotilla.balancing.base import DECAY_SECONDS, INITIAL_LATENCY
-from flotilla.registry.base import Instance
-
-
-@dataclass
-class Request:
-    args: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, str] = field(default_factory=dict)
-
-
-REQUEST = Request()
-
-
-def endpoints(n: int) -> list[Endpoint]:
-    return [
-        Endpoint(Instance(id=f"e{i}", service="s", address=f"127.0.0.1:{1000 + i}"))
-        for i in range(n)
-    ]
 
 
 def traffic(strategy: PeakEwma, eps: list[Endpoint], calls: int) -> Counter[str]:

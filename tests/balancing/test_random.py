@@ -4,30 +4,12 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
+from tests.balancing.helpers import REQUEST, endpoints
 
 import flotilla.balancing.random as random_module
-from flotilla.balancing import Endpoint, Random
-from flotilla.registry.base import Instance
-
-
-@dataclass
-class Request:
-    args: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, str] = field(default_factory=dict)
-
-
-REQUEST = Request()
-
-
-def endpoints(n: int) -> list[Endpoint]:
-    return [
-        Endpoint(Instance(id=f"e{i}", service="s", address=f"127.0.0.1:{1000 + i}"))
-        for i in range(n)
-    ]
+from flotilla.balancing import Random
 
 
 def test_the_module_uses_the_standard_library_random() -> None:

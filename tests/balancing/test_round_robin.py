@@ -3,27 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
 
-from flotilla.balancing import Endpoint, RoundRobin
-from flotilla.registry.base import Instance
+from tests.balancing.helpers import REQUEST, endpoints
 
-
-@dataclass
-class Request:
-    args: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, str] = field(default_factory=dict)
-
-
-REQUEST = Request()
-
-
-def endpoints(n: int, service: str = "s") -> list[Endpoint]:
-    return [
-        Endpoint(Instance(id=f"e{i}", service=service, address=f"127.0.0.1:{1000 + i}"))
-        for i in range(n)
-    ]
+from flotilla.balancing import RoundRobin
 
 
 def test_cycles_in_order() -> None:

@@ -4,27 +4,11 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
+from tests.balancing.helpers import REQUEST, endpoint
 
 from flotilla.balancing import Endpoint, Weighted
-from flotilla.registry.base import Instance
-
-
-@dataclass
-class Request:
-    args: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, str] = field(default_factory=dict)
-
-
-REQUEST = Request()
-
-
-def endpoint(name: str, weight: str | None = None) -> Endpoint:
-    metadata = {} if weight is None else {"weight": weight}
-    return Endpoint(Instance(id=name, service="s", address="127.0.0.1:1000", metadata=metadata))
 
 
 def shares(strategy: Weighted, eps: list[Endpoint], calls: int) -> dict[str, float]:

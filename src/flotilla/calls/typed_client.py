@@ -7,6 +7,11 @@
 The client reads the method specs of the service class (its timeout and
 idempotence travel with each call); it never imports anything at run time that
 imports it back, so ``context`` can hand one out without an import cycle.
+
+Statically, attributes answered by ``__getattr__`` are typed only loosely; the
+mypy plugin :mod:`flotilla.mypy_plugin` gives each one the signature of the
+service's ``@rpc`` method (less ``self`` and the Context parameter) and reports
+a name that is no ``@rpc`` method, exactly the names this class refuses.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ S = TypeVar("S", bound="Service")
 class TypedClient(Generic[S]):
     """Calls the ``@rpc`` methods of a service class by attribute; results come back typed.
 
-    Positional arguments map to the method's parameters in order.
+    Positional arguments map to the method's parameters in order (the Context
+    parameter skipped).  Only ``@rpc`` methods are attributes: anything else
+    (a helper, ``on_start``) raises :class:`AttributeError`.
     """
 
     def __init__(self, invoker: Invoker, service: type[S], context: Context | None) -> None:
