@@ -19,7 +19,6 @@ A node with no services is a pure client (what ``flotilla call`` uses).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -27,8 +26,6 @@ import time
 from collections.abc import Awaitable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
-
-import msgspec
 
 from flotilla.balancing import DEFAULT_STRATEGY, Strategy
 from flotilla.calls.client import Caller
@@ -38,9 +35,9 @@ from flotilla.calls.request import Request
 from flotilla.calls.typed_client import TypedClient
 from flotilla.clock import Clock, SystemClock
 from flotilla.context import Context
-from flotilla.errors import NotFound
 from flotilla.registry import Health, Instance, Registry, open_registry
 from flotilla.runtime.dispatcher import Dispatcher, Incoming
+from flotilla.runtime.lease import LeaseKeeper
 from flotilla.service import Service
 from flotilla.transport.server import Server
 
@@ -130,7 +127,7 @@ class Node:
         self._advertise = advertise
         self._metadata = dict(metadata or {})
         self.instances: list[Instance] = []
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._lease: LeaseKeeper | None = None
         self._stopped = asyncio.Event()
         self._closing = False
         self._starting = False
@@ -151,8 +148,8 @@ class Node:
                 await self.server.start()
                 host, _, port = self.server.address.rpartition(":")
                 address = f"{self._advertise or host}:{port}"
-                for service in self.services:
-                    instance = Instance(
+                instances = [
+                    Instance(
                         id=f"{service.name}-{os.getpid()}-{secrets.token_hex(3)}",
                         service=service.name,
                         address=address,
@@ -160,9 +157,18 @@ class Node:
                         health=Health.HEALTHY,
                         metadata=self._metadata,
                     )
-                    await self.registry.register(instance, ttl=self.timings.ttl)
-                    self.instances.append(instance)
-                self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+                    for service in self.services
+                ]
+                self._lease = LeaseKeeper(
+                    self.registry,
+                    lambda: instances,
+                    ttl=self.timings.ttl,
+                    interval=self.timings.heartbeat,
+                    health=self._check_all,
+                    clock=self.clock,
+                )
+                await self._lease.start()
+                self.instances = instances
         except BaseException:
             self.services = started
             await self.aclose()
@@ -179,11 +185,9 @@ class Node:
             return
         self._closing = True
         try:
-            if self._heartbeat is not None:
-                self._heartbeat.cancel()
-                await asyncio.gather(self._heartbeat, return_exceptions=True)
+            if self._lease is not None:
+                await self._lease.stop()  # every instance leaves at once
             if self.instances:
-                await self._deregister()
                 await asyncio.sleep(self.timings.grace)
             await self.server.drain(self.timings.drain)
             await self.server.aclose()
@@ -214,9 +218,8 @@ class Node:
     async def abort(self) -> None:
         """Stop as a crash would look to others: connections cut at once, no
         deregistration (the lease runs out by itself), no grace, no drain."""
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        if self._lease is not None:
+            await self._lease.abandon()
         self.instances = []
         await self.server.aclose()
         await self.aclose()
@@ -251,22 +254,9 @@ class Node:
 
     # -- registry upkeep ----------------------------------------------------------------
 
-    async def _beat(self) -> None:
-        while True:
-            await self.clock.sleep(self.timings.heartbeat)
-            # All checks at once: the beat waits for the slowest, not for the sum.
-            healths = await asyncio.gather(*(self._check(service) for service in self.services))
-            for instance, health in zip(self.instances, healths, strict=True):
-                try:
-                    await self.registry.heartbeat(instance.id, health=health)
-                except NotFound:
-                    # The lease ran out (a long pause, a registry restart): register again.
-                    log.warning("lease of %s was lost; registering again", instance.id)
-                    renewed = msgspec.structs.replace(instance, health=health)
-                    with contextlib.suppress(Exception):
-                        await self.registry.register(renewed, ttl=self.timings.ttl)
-                except Exception as exc:
-                    log.warning("heartbeat of %s failed: %s", instance.id, exc)
+    async def _check_all(self) -> list[Health]:
+        # All checks at once: the beat waits for the slowest, not for the sum.
+        return list(await asyncio.gather(*(self._check(service) for service in self.services)))
 
     async def _check(self, service: Service) -> Health:
         try:
@@ -276,10 +266,3 @@ class Node:
             log.warning("health check of %s failed: %r", service.name, exc)
             return Health.UNHEALTHY
         return Health.HEALTHY if healthy else Health.UNHEALTHY
-
-    async def _deregister(self) -> None:
-        for instance in self.instances:
-            try:
-                await self.registry.deregister(instance.id)
-            except Exception as exc:
-                log.warning("deregistering %s failed (its lease will expire): %s", instance.id, exc)
