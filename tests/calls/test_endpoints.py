@@ -186,7 +186,7 @@ async def directory(registry: MemoryRegistry) -> AsyncIterator[Directory]:
 async def test_open_waits_for_the_first_snapshot(
     registry: MemoryRegistry, directory: Directory
 ) -> None:
-    await registry.register(inst("a", 1), ttl=30)
+    await registry.register(inst("a", 1), lease=await registry.grant(30))
     assert directory.get("svc") is None
     endpoints = await directory.open("svc")
     assert ids(endpoints) == ["a"]
@@ -199,16 +199,16 @@ async def test_the_view_follows_the_registry(
 ) -> None:
     endpoints = await directory.open("svc")
     assert ids(endpoints) == []
-    await registry.register(inst("a", 1), ttl=30)
+    await registry.register(inst("a", 1), lease=await registry.grant(30))
     await wait_for(lambda: ids(endpoints) == ["a"])
     await registry.deregister("a")
     await wait_for(lambda: ids(endpoints) == [])
 
 
 async def test_mark_down_reaches_every_set(registry: MemoryRegistry, directory: Directory) -> None:
-    await registry.register(inst("a", 1), ttl=30)
+    await registry.register(inst("a", 1), lease=await registry.grant(30))
     other = Instance(id="o", service="other", address="127.0.0.1:1", health=Health.HEALTHY)
-    await registry.register(other, ttl=30)
+    await registry.register(other, lease=await registry.grant(30))
     svc = await directory.open("svc")
     other_set = await directory.open("other")
     directory.mark_down("127.0.0.1:1")
@@ -219,9 +219,9 @@ async def test_mark_down_reaches_every_set(registry: MemoryRegistry, directory: 
 async def test_mark_down_leaves_sets_without_the_address_alone(
     registry: MemoryRegistry, directory: Directory
 ) -> None:
-    await registry.register(inst("a", 1), ttl=30)
+    await registry.register(inst("a", 1), lease=await registry.grant(30))
     other = Instance(id="o", service="other", address="127.0.0.1:2", health=Health.HEALTHY)
-    await registry.register(other, ttl=30)
+    await registry.register(other, lease=await registry.grant(30))
     svc = await directory.open("svc")
     other_set = await directory.open("other")
     directory.mark_down("127.0.0.1:1")

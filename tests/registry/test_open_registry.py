@@ -17,6 +17,8 @@ def test_public_names() -> None:
         "Health",
         "Instance",
         "MemoryRegistry",
+        "MethodInfo",
+        "REGISTRIES",
         "Registry",
         "SqliteRegistry",
         "open_registry",
@@ -37,7 +39,9 @@ async def test_memory_with_the_given_clock() -> None:
     clock = StoppedClock()
     registry = open_registry("memory://", clock=clock)
     assert isinstance(registry, MemoryRegistry)
-    await registry.register(Instance(id="a", service="s", address="h:1"), ttl=10)
+    await registry.register(
+        Instance(id="a", service="s", address="h:1"), lease=await registry.grant(10)
+    )
     clock.now += 10  # the lease runs out on the clock handed to open_registry
     assert await registry.list() == []
     await registry.aclose()
@@ -50,6 +54,7 @@ async def test_memory_with_the_given_clock() -> None:
         ("sqlite://relative/reg.db", Path("relative/reg.db")),
         ("relative/reg.db", Path("relative/reg.db")),
         ("/abs/reg.db", Path("/abs/reg.db")),
+        ("sqlite://~/reg.db", Path("~/reg.db").expanduser()),
     ],
 )
 async def test_sqlite(url: str, path: Path) -> None:

@@ -426,10 +426,10 @@ class RefusingRegistry(MemoryRegistry):
         super().__init__()
         self.refuse = refuse
 
-    async def register(self, instance: Instance, *, ttl: float) -> None:
+    async def register(self, instance: Instance, *, lease: str) -> None:
         if instance.service == self.refuse:
             raise ConnectionError("registry refused")
-        await super().register(instance, ttl=ttl)
+        await super().register(instance, lease=lease)
 
 
 async def test_failed_registration_undoes_earlier_registrations() -> None:
@@ -515,19 +515,19 @@ async def test_graceful_stop_deregisters_before_the_server_stops_accepting() -> 
     node = Node(Catalog(), registry=registry, timings=Timings(grace=0.2, drain=1.0))
     await node.start()
     address = node.server.address
-    real_deregister = registry.deregister
+    real_revoke = registry.revoke
     real_drain = node.server.drain
 
-    async def deregister(instance_id: str) -> None:
+    async def revoke(lease: str) -> None:
         serving = node.server._server is not None and node.server._server.is_serving()
-        events.append(f"deregister (serving={serving}, draining={node.server.draining})")
-        await real_deregister(instance_id)
+        events.append(f"revoke (serving={serving}, draining={node.server.draining})")
+        await real_revoke(lease)
 
     async def drain(timeout: float) -> None:
         events.append(f"drain (registered={bool(await registry.list())})")
         await real_drain(timeout)
 
-    registry.deregister = deregister  # type: ignore[method-assign]
+    registry.revoke = revoke  # type: ignore[method-assign]
     node.server.drain = drain  # type: ignore[method-assign]
 
     # A caller that knows the address can still reach the node during the grace period.
@@ -540,7 +540,7 @@ async def test_graceful_stop_deregisters_before_the_server_stops_accepting() -> 
         await pool.aclose()
         await registry.aclose()
     assert events == [
-        "deregister (serving=True, draining=False)",
+        "revoke (serving=True, draining=False)",
         "drain (registered=False)",
     ]
 
@@ -692,9 +692,9 @@ class RecordingRegistry(MemoryRegistry):
         super().__init__(clock)
         self.registered: list[Instance] = []
 
-    async def register(self, instance: Instance, *, ttl: float) -> None:
+    async def register(self, instance: Instance, *, lease: str) -> None:
         self.registered.append(instance)
-        await super().register(instance, ttl=ttl)
+        await super().register(instance, lease=lease)
 
 
 async def test_a_lost_lease_is_registered_again_with_the_health_just_checked() -> None:

@@ -135,7 +135,8 @@ async def test_replicas_register_and_a_killed_one_is_restarted(
 
     assert [p.state for p in supervisor.status()] == [ProcessState.STOPPED] * 2
     assert not any(alive(pid) for pid in last_pids if pid is not None)
-    assert await registry.list() == []  # a graceful stop deregisters
+    # A graceful stop revokes at once; the killed replica's lease may still run (ttl).
+    assert [i for i in await registry.list() if pid_of(i) != victim.pid] == []
     assert any(line.startswith("echo.1 | ") and "serving echo-" in line for line in lines)
     assert any(line.startswith("echo.2 | ") for line in lines)
 

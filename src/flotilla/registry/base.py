@@ -1,8 +1,9 @@
 """What a service registry is: instances, leases, and the Protocol every backend implements.
 
-An instance is registered with a lease of ``ttl`` seconds.  The owner renews the
-lease with :meth:`Registry.heartbeat`; an instance whose lease ran out is gone
-for every reader, whether or not anybody deleted its row.  Readers never poll
+An instance is registered under a lease of ``ttl`` seconds, which may cover
+several instances (all of one node's).  The owner renews the lease with
+:meth:`Registry.keepalive`; an instance whose lease ran out is gone for every
+reader, whether or not anybody deleted it.  Readers never poll
 the registry on the call path: they keep a local view fed by
 :meth:`Registry.watch`.
 """
@@ -17,9 +18,9 @@ from typing import Any, Protocol
 
 import msgspec
 
-from flotilla.errors import InvalidArgument
+from flotilla.errors import InvalidArgument, NotFound
 
-__all__ = ["Health", "Instance", "MethodInfo", "Registry", "check_ttl"]
+__all__ = ["Health", "Instance", "MethodInfo", "Registry", "check_ttl", "lease_not_found"]
 
 
 class Health(enum.StrEnum):
@@ -77,29 +78,59 @@ class Instance(msgspec.Struct, frozen=True, kw_only=True):
 class Registry(Protocol):
     """A store of leased instances, watched by every caller.
 
+    A node asks for one lease (:meth:`grant`), registers each of its instances
+    under it, and renews it with one :meth:`keepalive` per beat, however many
+    instances it hosts; when it stops, :meth:`revoke` removes them all at once,
+    and when it dies, they all vanish together when the lease runs out.  An
+    instance is live exactly while its lease is live.
+
     Backends: :mod:`flotilla.registry.memory` (one process) and
     :mod:`flotilla.registry.sqlite` (one machine, many processes).  Every backend
     passes ``tests/conformance/test_registry.py``.
     """
 
-    async def register(self, instance: Instance, *, ttl: float) -> None:
-        """Add or replace ``instance`` with a lease of ``ttl`` seconds."""
-        ...
+    async def grant(self, ttl: float) -> str:
+        """A new lease id, live for ``ttl`` seconds unless renewed.
 
-    async def heartbeat(self, instance_id: str, *, health: Health | None = None) -> None:
-        """Renew the lease (for the same ttl) and optionally change the health.
-
-        Raises :class:`flotilla.errors.NotFound` when the lease already expired
-        or the instance was deregistered: the owner must register again.
+        Raises :class:`flotilla.errors.InvalidArgument` for a ttl that is not a
+        positive finite number.
         """
         ...
 
+    async def register(self, instance: Instance, *, lease: str) -> None:
+        """Add ``instance`` under ``lease``, or replace the instance of the same id.
+
+        Raises :class:`flotilla.errors.NotFound` when the lease is not live.
+        """
+        ...
+
+    async def keepalive(self, lease: str) -> None:
+        """Renew ``lease`` for its ttl, counted from now.
+
+        Raises :class:`flotilla.errors.NotFound` when the lease already expired
+        or was revoked: its instances are gone, the owner must grant a new lease
+        and register them again.
+        """
+        ...
+
+    async def set_health(self, instance_id: str, health: Health) -> None:
+        """Change the health an instance reports.
+
+        Raises :class:`flotilla.errors.NotFound` when the instance is not live.
+        """
+        ...
+
+    async def revoke(self, lease: str) -> None:
+        """Remove ``lease`` and all its instances at once; an unknown or expired lease is not
+        an error (it has no live instances left to remove)."""
+        ...
+
     async def deregister(self, instance_id: str) -> None:
-        """Remove the instance at once; removing an unknown id is not an error."""
+        """Remove one instance at once (its lease lives on); an unknown id is not an error."""
         ...
 
     async def list(self, service: str | None = None) -> list[Instance]:
-        """Live instances (lease not expired) of ``service``, or of all services; sorted by id."""
+        """Live instances of ``service``, or of all services; sorted by id."""
         ...
 
     # ``builtins.list``: inside this class body a bare ``list`` names the method above.
@@ -107,14 +138,19 @@ class Registry(Protocol):
         """Yield the live instances now, then again after every change.
 
         A change is a registration, a deregistration, a health change, or a
-        lease running out.  Each snapshot is sorted by id.  Consecutive
-        snapshots are never equal.
+        lease running out or revoked.  Each snapshot is sorted by id.
+        Consecutive snapshots are never equal.  Ends when the registry closes.
         """
         ...
 
     async def aclose(self) -> None:
-        """Release connections and background tasks; idempotent."""
+        """Release connections and background tasks, end every watch; idempotent."""
         ...
+
+
+def lease_not_found(lease: str) -> NotFound:
+    """The error for a lease that is not live: one wording for every backend."""
+    return NotFound(f"lease {lease!r} is not live (expired or revoked); grant a new one")
 
 
 def check_ttl(ttl: float) -> None:
