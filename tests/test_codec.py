@@ -133,5 +133,5 @@ def test_encode_args_nested_too_deep_is_invalid() -> None:
 
 def test_encode_json_of_big_ints_is_fine_and_of_objects_invalid() -> None:
     assert codec.encode_json({"a": 2**70}) == b'{"a":1180591620717411303424}'
-    with pytest.raises(InvalidArgument, match="cannot be encoded as JSON: .*unsupported"):
+    with pytest.raises(InvalidArgument, match=r"cannot be encoded as JSON: .*unsupported"):
         codec.encode_json({"a": object()})

@@ -18,11 +18,11 @@ from flotilla.errors import (
     ConnectFailed,
     DeadlineExceeded,
     FlotillaError,
+    HandshakeFailed,
     Internal,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
-    Unauthenticated,
     Unavailable,
 )
 from flotilla.testing import wait_for
@@ -115,8 +115,10 @@ class RawPeer:
         (frame,) = self.frames.feed(size.to_bytes(HEADER, "big") + body)
         return frame
 
-    async def handshake(self, secret: bytes = SECRET) -> None:
-        challenge = await self.read_frame()
+    async def handshake(self, secret: bytes = SECRET, challenge: Frame | None = None) -> None:
+        """Complete the handshake (reading the Challenge first, unless it was read already)."""
+        if challenge is None:
+            challenge = await self.read_frame()
         assert isinstance(challenge, Challenge)
         nonce = b"c" * 16
         self.send(encode_frame(Hello(proof(secret, challenge.nonce, b"client"), nonce)))
@@ -336,10 +338,59 @@ async def test_wrong_secret_refused_and_server_keeps_serving(
     start, pools, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = await start()
-    with pytest.raises(Unauthenticated):
+    with pytest.raises(HandshakeFailed) as caught:
         await pools(b"wrong" * 8).get(server.address)
+    # The server said why before hanging up: a fault of this endpoint, never sent.
+    assert caught.value.details == {"reason": "unauthenticated"}
+    assert caught.value.never_sent
+    assert caught.value.message == (
+        f"{server.address} refused our handshake: unauthenticated (wrong cluster secret?)"
+    )
     await wait_for(lambda: bool(warnings_with(caplog, "does not know the cluster secret")))
     assert (await call(pools(), server.address, ok=True))["args"] == {"ok": True}
+
+
+async def test_a_refused_peer_is_told_why_in_a_failure_for_call_zero(start, raw_peers) -> None:
+    server = await start()
+    peer = await raw_peers(server.address)
+    challenge = await peer.read_frame()
+    assert isinstance(challenge, Challenge)
+    peer.send(encode_frame(Hello(proof(b"wrong" * 8, challenge.nonce, b"client"), b"c" * 16)))
+    refusal = await peer.read_frame()
+    assert isinstance(refusal, Failure)
+    assert (refusal.id, refusal.code) == (0, "unauthenticated")
+    assert await peer.closed_by_server()
+
+
+async def test_the_pool_logs_one_line_per_streak_of_refusals(
+    start, pools, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await start()
+    pool = pools(b"wrong" * 8)
+    for _ in range(5):
+        with pytest.raises(HandshakeFailed):
+            await pool.get(server.address)
+    assert warnings_with(caplog, "refused our handshake") == [
+        f"{server.address} refused our handshake: unauthenticated (wrong cluster secret?)"
+    ]
+    # The streak ends when a handshake succeeds; the next refusal is news again.
+    pool.secret = SECRET
+    connection = await pool.get(server.address)
+    connection.close()
+    await wait_for(lambda: pool.connected(server.address) is None)
+    pool.secret = b"wrong" * 8
+    with pytest.raises(HandshakeFailed):
+        await pool.get(server.address)
+    assert len(warnings_with(caplog, "refused our handshake")) == 2
+
+
+async def test_a_close_during_the_handshake_is_a_handshake_failure(pools) -> None:
+    async with SilentServer(handshake=False, hang_up=True) as address:
+        with pytest.raises(
+            HandshakeFailed, match="closed the connection during the handshake"
+        ) as caught:
+            await pools().get(address)
+    assert caught.value.details == {"reason": "closed"}
 
 
 async def test_client_refuses_a_server_that_does_not_know_the_secret(pools) -> None:
@@ -353,8 +404,9 @@ async def test_client_refuses_a_server_that_does_not_know_the_secret(pools) -> N
     fake = await asyncio.start_server(impostor, "127.0.0.1", 0)
     try:
         port = fake.sockets[0].getsockname()[1]
-        with pytest.raises(Unauthenticated, match="does not know the cluster secret"):
+        with pytest.raises(HandshakeFailed, match="does not know the cluster secret") as caught:
             await pools().get(f"127.0.0.1:{port}")
+        assert caught.value.details == {"reason": "unauthenticated"}
     finally:
         fake.close()
         await fake.wait_closed()
@@ -384,7 +436,7 @@ async def test_client_answers_only_one_challenge(pools, caplog: pytest.LogCaptur
     fake = await asyncio.start_server(greedy, "127.0.0.1", 0)
     try:
         port = fake.sockets[0].getsockname()[1]
-        with pytest.raises(Unauthenticated, match="unexpected Challenge frame"):
+        with pytest.raises(HandshakeFailed, match="unexpected Challenge frame"):
             await pools(connect_timeout=1.0).get(f"127.0.0.1:{port}")
         async with asyncio.timeout(2.0):
             frames = await received
@@ -438,7 +490,7 @@ async def test_cancel_before_handshake_closes_the_connection(
     assert warnings_with(caplog, "Cancel frame before the handshake")
 
 
-async def test_connections_in_their_handshake_are_capped(
+async def test_a_full_handshake_table_evicts_its_oldest_peer(
     start,
     pools,
     raw_peers,
@@ -450,16 +502,88 @@ async def test_connections_in_their_handshake_are_capped(
     waiting = [await raw_peers(server.address) for _ in range(2)]
     for peer in waiting:
         assert isinstance(await peer.read_frame(), Challenge)
-    extra = await raw_peers(server.address)
-    async with asyncio.timeout(2.0):
-        assert await extra.reader.read() == b""  # closed on arrival, not even challenged
-    assert warnings_with(caplog, "too many connections in their handshake")
-    for peer in waiting:
-        await peer.aclose()
-    await wait_for(lambda: server._handshaking == 0)
-    # The slots are free again: a well-behaved client connects and calls.
+    newcomer = await raw_peers(server.address)
+    challenge = await newcomer.read_frame()
+    assert isinstance(challenge, Challenge)  # admitted...
+    refusal = await waiting[0].read_frame()  # ...in place of the oldest, who is told why
+    assert isinstance(refusal, Failure)
+    assert (refusal.id, refusal.code) == (0, "resource_exhausted")
+    assert await waiting[0].closed_by_server()
+    assert warnings_with(caplog, "evicted: the server has too many connections in their handshake")
+    await newcomer.handshake(challenge=challenge)
+    assert len(server._handshakes) == 1
+    await waiting[1].aclose()
+    await wait_for(lambda: len(server._handshakes) == 0)
     assert (await call(pools(), server.address, ok=True))["args"] == {"ok": True}
-    assert server._handshaking == 0
+
+
+class DelayingProxy:
+    """Forwards a client's bytes to ``target`` once ``release`` is set: its handshake stalls."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.release = asyncio.Event()
+        self.connected = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+        await settle()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, _, port = self.target.rpartition(":")
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        self.connected.set()
+
+        async def pipe(
+            source: asyncio.StreamReader, sink: asyncio.StreamWriter, gate: bool
+        ) -> None:
+            try:
+                while data := await source.read(65536):
+                    if gate:
+                        await self.release.wait()
+                    sink.write(data)
+            except ConnectionError:
+                pass
+            finally:
+                sink.close()
+
+        tasks = [
+            asyncio.ensure_future(pipe(reader, up_writer, gate=True)),
+            asyncio.ensure_future(pipe(up_reader, writer, gate=False)),
+        ]
+        self._tasks.update(tasks)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_client_evicted_from_a_full_server_gets_resource_exhausted(
+    start, pools, raw_peers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_module, "MAX_HANDSHAKES", 2)
+    server = await start()
+    proxy = DelayingProxy(server.address)
+    async with proxy as proxy_address:
+        pool = pools()
+        connecting = asyncio.ensure_future(pool.get(proxy_address))
+        await proxy.connected.wait()
+        await wait_for(lambda: len(server._handshakes) == 1)  # the pool's, stalled in the proxy
+        for _ in range(2):  # newer peers fill the table and push the pool's out
+            assert isinstance(await (await raw_peers(server.address)).read_frame(), Challenge)
+        with pytest.raises(HandshakeFailed) as caught:
+            await connecting
+        proxy.release.set()
+    assert caught.value.details == {"reason": "resource_exhausted"}
+    assert "refused our handshake: resource_exhausted" in caught.value.message
 
 
 async def test_big_frame_before_handshake_refused(
@@ -758,8 +882,9 @@ async def test_only_calls_past_their_deadline_fail(start, pools) -> None:
 class SilentServer:
     """Completes the handshake, then records every frame and answers none."""
 
-    def __init__(self, handshake: bool = True) -> None:
+    def __init__(self, handshake: bool = True, hang_up: bool = False) -> None:
         self.handshake = handshake
+        self.hang_up = hang_up
         self.frames: list[Frame] = []
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
@@ -784,7 +909,8 @@ class SilentServer:
         peer = RawPeer(reader, writer)
         try:
             if not self.handshake:
-                await reader.read()  # say nothing, until the client hangs up
+                if not self.hang_up:
+                    await reader.read()  # say nothing, until the client hangs up
                 return
             nonce = b"n" * 16
             peer.send(encode_frame(Challenge(nonce)))
@@ -853,6 +979,9 @@ class CountingTransport:
 
     def is_closing(self) -> bool:
         return bool(self._transport.is_closing())
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        self._transport.set_write_buffer_limits(high, low)
 
 
 async def test_replies_to_one_read_leave_in_few_writes(
