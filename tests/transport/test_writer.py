@@ -6,6 +6,7 @@ import asyncio
 from typing import cast
 
 from flotilla.transport.writer import (
+    FLUSH_BYTES,
     FLUSH_FRAMES,
     WRITE_BUFFER_HIGH,
     WRITE_BUFFER_LOW,
@@ -189,3 +190,11 @@ async def test_buffered_counts_frames_not_yet_written() -> None:
     assert writer.buffered == 8
     await next_iteration()
     assert writer.buffered == 0  # the fake transport sends everything at once
+
+
+async def test_a_large_frame_is_written_at_once_with_those_before_it() -> None:
+    writer, transport = make()
+    writer.send(b"<small>")
+    large = b"x" * FLUSH_BYTES
+    writer.send(large)
+    assert transport.writes == [b"<small>" + large]  # not at the end of the iteration

@@ -7,7 +7,9 @@ read, the calls of the tasks one read woke) leave together at the end of the
 iteration; a lone call's frame leaves at once.  A batch is also written as
 soon as it holds :data:`FLUSH_FRAMES` frames: the peer starts on those while
 this side prepares the rest, instead of the two sides taking turns on whole
-batches.
+batches.  A frame of :data:`FLUSH_BYTES` or more is written at once with what
+came before it: it gains nothing from company, and the transport's flow
+control (below) must see it now, not at the end of the iteration.
 
 The writer also keeps the transport's flow control: once more than
 :data:`WRITE_BUFFER_HIGH` bytes wait to leave (the peer reads slower than we
@@ -24,9 +26,10 @@ from __future__ import annotations
 
 import asyncio
 
-__all__ = ["FLUSH_FRAMES", "WRITE_BUFFER_HIGH", "WRITE_BUFFER_LOW", "FrameWriter"]
+__all__ = ["FLUSH_BYTES", "FLUSH_FRAMES", "WRITE_BUFFER_HIGH", "WRITE_BUFFER_LOW", "FrameWriter"]
 
 FLUSH_FRAMES = 16
+FLUSH_BYTES = 64 * 1024
 WRITE_BUFFER_HIGH = 1024 * 1024
 WRITE_BUFFER_LOW = 256 * 1024
 
@@ -59,7 +62,7 @@ class FrameWriter:
         """
         frames = self._frames
         frames.append(frame)
-        if not batch or len(frames) >= FLUSH_FRAMES:
+        if not batch or len(frames) >= FLUSH_FRAMES or len(frame) >= FLUSH_BYTES:
             self._write()
         elif not self._scheduled:
             self._scheduled = True
