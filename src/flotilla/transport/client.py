@@ -296,7 +296,10 @@ class ConnectionPool:
         """An open connection to ``address``; concurrent first calls share one connect.
 
         The wait is bounded by the pool's connect timeout and by ``deadline``
-        (absolute, ``time.monotonic()``).
+        (absolute, ``time.monotonic()``).  Raises ``ConnectFailed`` when no
+        connection could be made, ``HandshakeFailed`` (a ``ConnectFailed``)
+        when the handshake failed, ``DeadlineExceeded`` when ``deadline``
+        passed first: the call was never sent in every case.
         """
         connection = self.connected(address)
         if connection is not None:
