@@ -89,3 +89,49 @@ def test_json_errors() -> None:
 
 def test_to_builtins() -> None:
     assert codec.to_builtins(Item(id=1, name="a")) == {"id": 1, "name": "a", "colour": "red"}
+
+
+# -- values that cannot be encoded --------------------------------------------------------
+
+
+def test_encode_args_round_trips() -> None:
+    args = {"id": 1, "item": Item(id=2, name="lamp")}
+    assert codec.decode(codec.encode_args(args)) == {
+        "id": 1,
+        "item": {"id": 2, "name": "lamp", "colour": "red"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [(2**70, "ints"), (object(), "unsupported"), ({"x": [object()]}, "unsupported")],
+    ids=["int-beyond-64-bits", "object", "nested-object"],
+)
+def test_encode_args_names_the_argument_that_cannot_be_encoded(value: Any, reason: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        codec.encode_args({"fine": 1, "bad": value})
+    assert caught.value.message.startswith("argument 'bad' cannot be encoded: ")
+    assert reason in caught.value.message
+    assert caught.value.details == {"field": "bad"}
+
+
+def test_encode_args_with_a_key_that_is_no_string_is_invalid() -> None:
+    class Opaque:
+        pass
+
+    with pytest.raises(InvalidArgument, match="arguments cannot be encoded"):
+        codec.encode_args({Opaque(): 1})  # type: ignore[dict-item]
+
+
+def test_encode_args_nested_too_deep_is_invalid() -> None:
+    deep: Any = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(InvalidArgument, match="argument 'deep' cannot be encoded: nested too deep"):
+        codec.encode_args({"deep": deep})
+
+
+def test_encode_json_of_big_ints_is_fine_and_of_objects_invalid() -> None:
+    assert codec.encode_json({"a": 2**70}) == b'{"a":1180591620717411303424}'
+    with pytest.raises(InvalidArgument, match=r"cannot be encoded as JSON: .*unsupported"):
+        codec.encode_json({"a": object()})

@@ -4,17 +4,21 @@ Values are anything msgspec encodes natively: builtins, ``msgspec.Struct``,
 dataclasses, enums, datetimes, UUIDs, decimals.  A value that does not match
 the type it is decoded into raises :class:`~flotilla.errors.InvalidArgument`
 naming the offending field, e.g. ``Expected `int`, got `str` - at `$.id```.
+A value that cannot be encoded at all (an ``object()``, an int beyond 64 bits
+in msgpack) raises ``InvalidArgument`` too: it is the caller's bad input, not a
+fault of Flotilla, and :func:`encode_args` names the argument that holds it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import msgspec
 
 from flotilla.errors import InvalidArgument
 
-__all__ = ["decode", "decode_json", "encode", "encode_json", "to_builtins"]
+__all__ = ["decode", "decode_json", "encode", "encode_args", "encode_json", "to_builtins"]
 
 T = TypeVar("T")
 
@@ -24,6 +28,34 @@ _json_encoder = msgspec.json.Encoder()
 _msgpack_decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
 
 encode = _msgpack_encoder.encode
+
+# What msgspec raises for a value it cannot encode: an unsupported type
+# (TypeError), an int out of range (OverflowError), a bad enum or datetime
+# value (ValueError), a structure nested too deep (RecursionError).
+_UNENCODABLE = (TypeError, OverflowError, ValueError, RecursionError)
+
+
+def encode_args(args: Mapping[str, Any]) -> bytes:
+    """The msgpack map of a call's arguments; a value that cannot be encoded is named.
+
+    Raises ``InvalidArgument("argument 'a' cannot be encoded: ...")`` with
+    ``details={"field": "a"}``.  The happy path costs one encode; only a
+    failure pays for finding the culprit, one argument at a time.
+    """
+    try:
+        return _msgpack_encoder.encode(args)
+    except _UNENCODABLE as exc:
+        for name, value in args.items():
+            try:
+                _msgpack_encoder.encode(value)
+            except _UNENCODABLE as culprit:
+                raise InvalidArgument(
+                    f"argument {name!r} cannot be encoded: {_reason(culprit)}",
+                    details={"field": name},
+                ) from None
+        # Every value encodes alone: the mapping itself is at fault (a key
+        # that is not a string, or not a mapping at all).
+        raise InvalidArgument(f"arguments cannot be encoded: {_reason(exc)}") from None
 
 
 def decode(data: bytes | memoryview | msgspec.Raw, type: Any = Any) -> Any:
@@ -38,7 +70,15 @@ def decode(data: bytes | memoryview | msgspec.Raw, type: Any = Any) -> Any:
 
 
 def encode_json(value: Any) -> bytes:
-    return _json_encoder.encode(value)
+    """``value`` as JSON; a value JSON cannot carry raises ``InvalidArgument``.
+
+    Ints of any size are fine (JSON has no limit); NaN and infinities become
+    ``null``, as msgspec writes them.
+    """
+    try:
+        return _json_encoder.encode(value)
+    except _UNENCODABLE as exc:
+        raise InvalidArgument(f"value cannot be encoded as JSON: {_reason(exc)}") from None
 
 
 def decode_json(data: bytes | str, type: Any = Any) -> Any:
@@ -54,6 +94,12 @@ def _invalid(exc: msgspec.DecodeError, encoding: str) -> InvalidArgument:
     if isinstance(exc, msgspec.ValidationError):
         return InvalidArgument(str(exc))
     return InvalidArgument(f"malformed {encoding}: {exc}")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deep"
+    return str(exc) or type(exc).__name__
 
 
 def to_builtins(value: Any) -> Any:

@@ -6,6 +6,7 @@ import msgspec
 import pytest
 
 from flotilla.errors import ProtocolError
+from flotilla.transport import frames
 from flotilla.transport.frames import (
     DEFAULT_MAX_FRAME,
     HEADER,
@@ -134,6 +135,29 @@ def test_default_limit() -> None:
 def test_garbage_body_is_a_protocol_error(body: bytes) -> None:
     with pytest.raises(ProtocolError, match="malformed frame"):
         FrameReader().feed(header(len(body)) + body)
+
+
+def deeply_nested_failure(depth: int = 1000) -> bytes:
+    """A Failure frame whose details nest ``depth`` arrays deep (msgspec recurses on them)."""
+    body = b"\x95\x05\x00\xa1x\xa1y" + b"\x81\xa1k" + b"\x91" * depth + b"\xc0"
+    return header(len(body)) + body
+
+
+def test_deeply_nested_frame_is_a_protocol_error_not_a_recursion_error() -> None:
+    with pytest.raises(ProtocolError, match="malformed frame: nested too deep"):
+        FrameReader().feed(deeply_nested_failure())
+
+
+def test_any_exception_from_the_decoder_is_a_protocol_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Broken:
+        def decode(self, data: object) -> Frame:
+            raise ValueError("surprise")
+
+    monkeypatch.setattr(frames, "_decoder", Broken())
+    with pytest.raises(ProtocolError, match="malformed frame: surprise"):
+        FrameReader().feed(bytes(encode_frame(Cancel(1))))
 
 
 def test_pending_reports_a_truncated_frame() -> None:

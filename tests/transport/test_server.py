@@ -18,14 +18,16 @@ from flotilla.errors import (
     ConnectFailed,
     DeadlineExceeded,
     FlotillaError,
+    HandshakeFailed,
     Internal,
     InvalidArgument,
     NotFound,
+    ProtocolError,
     ResourceExhausted,
-    Unauthenticated,
     Unavailable,
 )
 from flotilla.testing import wait_for
+from flotilla.transport import client as client_module
 from flotilla.transport import server as server_module
 from flotilla.transport.client import ConnectionPool
 from flotilla.transport.frames import (
@@ -43,6 +45,7 @@ from flotilla.transport.frames import (
     proof,
 )
 from flotilla.transport.server import Server
+from flotilla.transport.writer import WRITE_BUFFER_HIGH
 
 SECRET = b"s" * 32
 MAX_FRAME = 64 * 1024
@@ -115,8 +118,10 @@ class RawPeer:
         (frame,) = self.frames.feed(size.to_bytes(HEADER, "big") + body)
         return frame
 
-    async def handshake(self, secret: bytes = SECRET) -> None:
-        challenge = await self.read_frame()
+    async def handshake(self, secret: bytes = SECRET, challenge: Frame | None = None) -> None:
+        """Complete the handshake (reading the Challenge first, unless it was read already)."""
+        if challenge is None:
+            challenge = await self.read_frame()
         assert isinstance(challenge, Challenge)
         nonce = b"c" * 16
         self.send(encode_frame(Hello(proof(secret, challenge.nonce, b"client"), nonce)))
@@ -336,10 +341,59 @@ async def test_wrong_secret_refused_and_server_keeps_serving(
     start, pools, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = await start()
-    with pytest.raises(Unauthenticated):
+    with pytest.raises(HandshakeFailed) as caught:
         await pools(b"wrong" * 8).get(server.address)
+    # The server said why before hanging up: a fault of this endpoint, never sent.
+    assert caught.value.details == {"reason": "unauthenticated"}
+    assert caught.value.never_sent
+    assert caught.value.message == (
+        f"{server.address} refused our handshake: unauthenticated (wrong cluster secret?)"
+    )
     await wait_for(lambda: bool(warnings_with(caplog, "does not know the cluster secret")))
     assert (await call(pools(), server.address, ok=True))["args"] == {"ok": True}
+
+
+async def test_a_refused_peer_is_told_why_in_a_failure_for_call_zero(start, raw_peers) -> None:
+    server = await start()
+    peer = await raw_peers(server.address)
+    challenge = await peer.read_frame()
+    assert isinstance(challenge, Challenge)
+    peer.send(encode_frame(Hello(proof(b"wrong" * 8, challenge.nonce, b"client"), b"c" * 16)))
+    refusal = await peer.read_frame()
+    assert isinstance(refusal, Failure)
+    assert (refusal.id, refusal.code) == (0, "unauthenticated")
+    assert await peer.closed_by_server()
+
+
+async def test_the_pool_logs_one_line_per_streak_of_refusals(
+    start, pools, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await start()
+    pool = pools(b"wrong" * 8)
+    for _ in range(5):
+        with pytest.raises(HandshakeFailed):
+            await pool.get(server.address)
+    assert warnings_with(caplog, "refused our handshake") == [
+        f"{server.address} refused our handshake: unauthenticated (wrong cluster secret?)"
+    ]
+    # The streak ends when a handshake succeeds; the next refusal is news again.
+    pool.secret = SECRET
+    connection = await pool.get(server.address)
+    connection.close()
+    await wait_for(lambda: pool.connected(server.address) is None)
+    pool.secret = b"wrong" * 8
+    with pytest.raises(HandshakeFailed):
+        await pool.get(server.address)
+    assert len(warnings_with(caplog, "refused our handshake")) == 2
+
+
+async def test_a_close_during_the_handshake_is_a_handshake_failure(pools) -> None:
+    async with SilentServer(handshake=False, hang_up=True) as address:
+        with pytest.raises(
+            HandshakeFailed, match="closed the connection during the handshake"
+        ) as caught:
+            await pools().get(address)
+    assert caught.value.details == {"reason": "closed"}
 
 
 async def test_client_refuses_a_server_that_does_not_know_the_secret(pools) -> None:
@@ -353,8 +407,9 @@ async def test_client_refuses_a_server_that_does_not_know_the_secret(pools) -> N
     fake = await asyncio.start_server(impostor, "127.0.0.1", 0)
     try:
         port = fake.sockets[0].getsockname()[1]
-        with pytest.raises(Unauthenticated, match="does not know the cluster secret"):
+        with pytest.raises(HandshakeFailed, match="does not know the cluster secret") as caught:
             await pools().get(f"127.0.0.1:{port}")
+        assert caught.value.details == {"reason": "unauthenticated"}
     finally:
         fake.close()
         await fake.wait_closed()
@@ -384,7 +439,7 @@ async def test_client_answers_only_one_challenge(pools, caplog: pytest.LogCaptur
     fake = await asyncio.start_server(greedy, "127.0.0.1", 0)
     try:
         port = fake.sockets[0].getsockname()[1]
-        with pytest.raises(Unauthenticated, match="unexpected Challenge frame"):
+        with pytest.raises(HandshakeFailed, match="unexpected Challenge frame"):
             await pools(connect_timeout=1.0).get(f"127.0.0.1:{port}")
         async with asyncio.timeout(2.0):
             frames = await received
@@ -438,7 +493,7 @@ async def test_cancel_before_handshake_closes_the_connection(
     assert warnings_with(caplog, "Cancel frame before the handshake")
 
 
-async def test_connections_in_their_handshake_are_capped(
+async def test_a_full_handshake_table_evicts_its_oldest_peer(
     start,
     pools,
     raw_peers,
@@ -450,16 +505,88 @@ async def test_connections_in_their_handshake_are_capped(
     waiting = [await raw_peers(server.address) for _ in range(2)]
     for peer in waiting:
         assert isinstance(await peer.read_frame(), Challenge)
-    extra = await raw_peers(server.address)
-    async with asyncio.timeout(2.0):
-        assert await extra.reader.read() == b""  # closed on arrival, not even challenged
-    assert warnings_with(caplog, "too many connections in their handshake")
-    for peer in waiting:
-        await peer.aclose()
-    await wait_for(lambda: server._handshaking == 0)
-    # The slots are free again: a well-behaved client connects and calls.
+    newcomer = await raw_peers(server.address)
+    challenge = await newcomer.read_frame()
+    assert isinstance(challenge, Challenge)  # admitted...
+    refusal = await waiting[0].read_frame()  # ...in place of the oldest, who is told why
+    assert isinstance(refusal, Failure)
+    assert (refusal.id, refusal.code) == (0, "resource_exhausted")
+    assert await waiting[0].closed_by_server()
+    assert warnings_with(caplog, "evicted: the server has too many connections in their handshake")
+    await newcomer.handshake(challenge=challenge)
+    assert len(server._handshakes) == 1
+    await waiting[1].aclose()
+    await wait_for(lambda: len(server._handshakes) == 0)
     assert (await call(pools(), server.address, ok=True))["args"] == {"ok": True}
-    assert server._handshaking == 0
+
+
+class DelayingProxy:
+    """Forwards a client's bytes to ``target`` once ``release`` is set: its handshake stalls."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.release = asyncio.Event()
+        self.connected = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+        await settle()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, _, port = self.target.rpartition(":")
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        self.connected.set()
+
+        async def pipe(
+            source: asyncio.StreamReader, sink: asyncio.StreamWriter, gate: bool
+        ) -> None:
+            try:
+                while data := await source.read(65536):
+                    if gate:
+                        await self.release.wait()
+                    sink.write(data)
+            except ConnectionError:
+                pass
+            finally:
+                sink.close()
+
+        tasks = [
+            asyncio.ensure_future(pipe(reader, up_writer, gate=True)),
+            asyncio.ensure_future(pipe(up_reader, writer, gate=False)),
+        ]
+        self._tasks.update(tasks)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_client_evicted_from_a_full_server_gets_resource_exhausted(
+    start, pools, raw_peers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_module, "MAX_HANDSHAKES", 2)
+    server = await start()
+    proxy = DelayingProxy(server.address)
+    async with proxy as proxy_address:
+        pool = pools()
+        connecting = asyncio.ensure_future(pool.get(proxy_address))
+        await proxy.connected.wait()
+        await wait_for(lambda: len(server._handshakes) == 1)  # the pool's, stalled in the proxy
+        for _ in range(2):  # newer peers fill the table and push the pool's out
+            assert isinstance(await (await raw_peers(server.address)).read_frame(), Challenge)
+        with pytest.raises(HandshakeFailed) as caught:
+            await connecting
+        proxy.release.set()
+    assert caught.value.details == {"reason": "resource_exhausted"}
+    assert "refused our handshake: resource_exhausted" in caught.value.message
 
 
 async def test_big_frame_before_handshake_refused(
@@ -758,8 +885,19 @@ async def test_only_calls_past_their_deadline_fail(start, pools) -> None:
 class SilentServer:
     """Completes the handshake, then records every frame and answers none."""
 
-    def __init__(self, handshake: bool = True) -> None:
+    def __init__(
+        self,
+        handshake: bool = True,
+        hang_up: bool = False,
+        reading: asyncio.Event | None = None,
+        after_challenge: bytes = b"",
+    ) -> None:
         self.handshake = handshake
+        self.hang_up = hang_up
+        # When given, calls are read only once it is set (a server that stopped reading).
+        self.reading = reading
+        # Sent right after the Challenge, instead of waiting for the Hello.
+        self.after_challenge = after_challenge
         self.frames: list[Frame] = []
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
@@ -784,13 +922,20 @@ class SilentServer:
         peer = RawPeer(reader, writer)
         try:
             if not self.handshake:
-                await reader.read()  # say nothing, until the client hangs up
+                if not self.hang_up:
+                    await reader.read()  # say nothing, until the client hangs up
                 return
             nonce = b"n" * 16
             peer.send(encode_frame(Challenge(nonce)))
+            if self.after_challenge:
+                peer.send(self.after_challenge)
+                await reader.read()
+                return
             hello = await peer.read_frame()
             assert isinstance(hello, Hello)
             peer.send(encode_frame(Welcome(proof(SECRET, hello.nonce, b"server"))))
+            if self.reading is not None:
+                await self.reading.wait()
             while True:
                 self.frames.append(await peer.read_frame())
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -853,6 +998,9 @@ class CountingTransport:
 
     def is_closing(self) -> bool:
         return bool(self._transport.is_closing())
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        self._transport.set_write_buffer_limits(high, low)
 
 
 async def test_replies_to_one_read_leave_in_few_writes(
@@ -1016,3 +1164,221 @@ async def test_aclose_waits_for_cancelled_handlers_to_unwind(start, pools) -> No
     assert cleaned == ["finally"]  # done before aclose returned
     with pytest.raises(Unavailable):
         await pending
+
+
+# -- peers that attack: none may starve the others ------------------------------------------
+
+
+@pytest.fixture
+async def loop_errors() -> list[dict[str, Any]]:
+    """What reached the event loop's exception handler (nothing should)."""
+    errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+    return errors
+
+
+async def test_idle_half_open_sockets_cannot_starve_real_clients(start, pools, raw_peers) -> None:
+    server = await start()
+    for _ in range(200):  # connect, and never say a word
+        await raw_peers(server.address)
+    await wait_for(lambda: len(server._handshakes) == server_module.MAX_HANDSHAKES)
+
+    async def real_client(n: int) -> Any:
+        return (await call(pools(), server.address, n=n))["args"]
+
+    results = await asyncio.gather(*(real_client(n) for n in range(40)))
+    assert results == [{"n": n} for n in range(40)]
+
+
+async def test_garbage_connections_cost_a_bounded_number_of_log_lines(
+    start, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await start()
+
+    async def garbage_peer() -> None:
+        peer = await RawPeer.connect(server.address)
+        try:
+            peer.send(garbage())
+            assert await peer.closed_by_server()
+        finally:
+            await peer.aclose()
+
+    for _ in range(10):
+        await asyncio.gather(*(garbage_peer() for _ in range(50)))
+    await wait_for(lambda: len(server._connections) == 0)
+    await server.aclose()  # says what it still has counted
+    lines = [r.getMessage() for r in caplog.records if r.name == "flotilla.transport"]
+    assert len(lines) == 2, lines
+    assert "malformed frame" in lines[0]
+    assert lines[1] == ("closed 499 connections in their handshake in the last 10 s: 499 malformed")
+
+
+def deeply_nested_frame(depth: int = 1000) -> bytes:
+    """A Failure frame whose details nest ``depth`` arrays deep (about 1 KB)."""
+    body = b"\x95\x05\x00\xa1x\xa1y" + b"\x81\xa1k" + b"\x91" * depth + b"\xc0"
+    return len(body).to_bytes(HEADER, "big") + body
+
+
+@pytest.mark.parametrize("handshake", [False, True], ids=["before-handshake", "after-handshake"])
+async def test_a_deeply_nested_frame_closes_only_that_connection(
+    start,
+    pools,
+    raw_peers,
+    caplog: pytest.LogCaptureFixture,
+    loop_errors: list[dict[str, Any]],
+    handshake: bool,
+) -> None:
+    server = await start()
+    good = await pools().get(server.address)
+    bad = await raw_peers(server.address)
+    if handshake:
+        await bad.handshake()
+    bad.send(deeply_nested_frame())
+    assert await bad.closed_by_server()
+    await wait_for(lambda: bool(warnings_with(caplog, "nested too deep")))
+    assert len(warnings_with(caplog, "nested too deep")) == 1
+    assert loop_errors == []
+    assert codec.decode(await good.call("svc.m", codec.encode({"n": 1})))["args"] == {"n": 1}
+
+
+async def test_an_unexpected_error_in_the_server_closes_only_that_connection(
+    start,
+    pools,
+    raw_peers,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    loop_errors: list[dict[str, Any]],
+) -> None:
+    server = await start()
+    good = await pools().get(server.address)
+    bad = await raw_peers(server.address)
+    await bad.handshake()
+
+    def broken(self: Any, frame: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(server_module._ServerConnection, "_start_call", broken)
+    bad.send(call_frame(1))
+    assert await bad.closed_by_server()
+    assert warnings_with(caplog, "unexpected RuntimeError: a bug")
+    assert loop_errors == []
+    monkeypatch.undo()
+    assert codec.decode(await good.call("svc.m", codec.encode({"n": 1})))["args"] == {"n": 1}
+
+
+async def test_a_deeply_nested_frame_from_the_server_fails_the_handshake(
+    pools, loop_errors: list[dict[str, Any]]
+) -> None:
+    async with SilentServer(after_challenge=deeply_nested_frame()) as address:
+        with pytest.raises(HandshakeFailed, match="nested too deep") as caught:
+            await pools().get(address)
+        # (Checked inside: stopping the fake server cancels its stream tasks,
+        # which asyncio's streams themselves report to the loop.)
+        assert loop_errors == []
+    assert caught.value.details == {"reason": ProtocolError.code}
+
+
+async def test_an_unexpected_error_in_the_client_closes_the_connection_with_one_line(
+    start,
+    pools,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    loop_errors: list[dict[str, Any]],
+) -> None:
+    server = await start()
+    connection = await pools().get(server.address)
+
+    def broken(self: Any, frame: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(client_module.Connection, "_handle", broken)
+    with pytest.raises(Unavailable, match="lost"):
+        await connection.call("svc.m", codec.encode({}))
+    assert warnings_with(caplog, "unexpected RuntimeError: a bug")
+    assert loop_errors == []
+
+
+# -- bounded memory per connection -----------------------------------------------------------
+
+
+async def test_calls_beyond_the_limit_per_connection_are_refused_at_once(start, raw_peers) -> None:
+    release = asyncio.Event()
+
+    async def held(call: Call, deadline: float | None) -> bytes:
+        await release.wait()
+        return codec.encode("done")
+
+    server = await start(held, max_calls_per_connection=2)
+    peer = await raw_peers(server.address)
+    await peer.handshake()
+    peer.send(b"".join(bytes(call_frame(i)) for i in (1, 2, 3)))
+    refusal = await peer.read_frame()
+    assert isinstance(refusal, Failure)
+    assert (refusal.id, refusal.code, refusal.retryable) == (3, "resource_exhausted", True)
+    release.set()
+    replies = [await peer.read_frame() for _ in range(2)]
+    assert sorted(r.id for r in replies if isinstance(r, Reply)) == [1, 2]
+    # The connection stayed open, and a call fits again.
+    peer.send(call_frame(4))
+    reply = await peer.read_frame()
+    assert isinstance(reply, Reply)
+    assert reply.id == 4
+
+
+async def test_a_limit_below_one_call_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_calls_per_connection"):
+        Server(echo, secret=SECRET, max_calls_per_connection=0)
+
+
+async def test_a_peer_that_never_reads_its_replies_holds_bounded_memory(
+    start, pools, raw_peers
+) -> None:
+    reply_size = 1024 * 1024
+    started: list[int] = []
+
+    async def big(call: Call, deadline: float | None) -> bytes:
+        started.append(call.id)
+        return codec.encode(b"x" * reply_size)
+
+    server = await start(big)
+    good = await pools().get(server.address)
+    greedy = await raw_peers(server.address)
+    await greedy.handshake()
+    n = 64  # 64 MiB of replies, were they all made
+    greedy.send(b"".join(bytes(call_frame(i)) for i in range(1, n + 1)))
+    (connection,) = [c for c in server._connections if c.peer.endswith(greedy_port(greedy))]
+    assert connection.writer is not None
+    await wait_for(lambda: connection.writer is not None and connection.writer.paused)
+    # Others are served meanwhile (a small reply is a few bytes, not a MiB).
+    assert codec.decode(await good.call("svc.m", codec.encode({}))) == b"x" * reply_size
+    # The calls waiting behind the stalled replies were not run: their replies
+    # do not exist, and what does is about the high-water mark.
+    assert len(started) < n
+    assert connection.writer.buffered <= WRITE_BUFFER_HIGH + 2 * reply_size
+
+
+def greedy_port(peer: RawPeer) -> str:
+    return f":{peer.writer.get_extra_info('sockname')[1]}"
+
+
+async def test_the_client_fails_new_calls_while_the_server_reads_nothing(pools) -> None:
+    reading = asyncio.Event()
+    async with SilentServer(reading=reading) as address:
+        connection = await pools().get(address)
+        assert connection.writer is not None
+        big = codec.encode({"blob": b"x" * 1024 * 1024})
+        calls: list[asyncio.Task[Any]] = []
+        while not connection.writer.paused:
+            assert len(calls) < 200, "the write side never paused"
+            calls.append(asyncio.ensure_future(connection.call("svc.m", big)))
+            await asyncio.sleep(0)
+        in_flight = len(connection.pending)
+        with pytest.raises(ResourceExhausted) as caught:
+            await connection.call("svc.m", codec.encode({}))
+        assert caught.value.never_sent
+        assert len(connection.pending) == in_flight  # nothing queued behind the stall
+        reading.set()  # the server reads again: so may we
+        await wait_for(lambda: connection.writer is not None and not connection.writer.paused)
+        for task in calls:
+            task.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
-from flotilla.transport.writer import FLUSH_FRAMES, FrameWriter
+from flotilla.transport.writer import (
+    FLUSH_BYTES,
+    FLUSH_FRAMES,
+    WRITE_BUFFER_HIGH,
+    WRITE_BUFFER_LOW,
+    FrameWriter,
+)
 
 
 class FakeTransport:
@@ -14,6 +20,13 @@ class FakeTransport:
     def __init__(self) -> None:
         self.writes: list[bytes] = []
         self.closing = False
+        self.limits: dict[str, int] = {}
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        self.limits = {"high": high, "low": low}
+
+    def get_write_buffer_size(self) -> int:
+        return 0
 
     def write(self, data: bytes | bytearray) -> None:
         assert not self.closing, "write on a closing transport"
@@ -161,3 +174,27 @@ async def test_frames_dropped_on_close_are_not_kept() -> None:
     transport.close()
     await next_iteration()
     assert writer._frames == []
+
+
+async def test_the_transport_gets_the_write_buffer_limits() -> None:
+    writer, transport = make()
+    assert transport.limits == {"high": WRITE_BUFFER_HIGH, "low": WRITE_BUFFER_LOW}
+    assert WRITE_BUFFER_LOW < WRITE_BUFFER_HIGH
+    assert not writer.paused
+
+
+async def test_buffered_counts_frames_not_yet_written() -> None:
+    writer, _ = make()
+    writer.send(b"12345")
+    writer.send(b"678")
+    assert writer.buffered == 8
+    await next_iteration()
+    assert writer.buffered == 0  # the fake transport sends everything at once
+
+
+async def test_a_large_frame_is_written_at_once_with_those_before_it() -> None:
+    writer, transport = make()
+    writer.send(b"<small>")
+    large = b"x" * FLUSH_BYTES
+    writer.send(large)
+    assert transport.writes == [b"<small>" + large]  # not at the end of the iteration

@@ -182,5 +182,7 @@ class Caller:
 
 async def _respond(connection: Connection, attempt: Attempt, connect_seconds: float) -> Response:
     request = attempt.request
-    payload = await connection.call(request.target, codec.encode(request.args), request.headers)
+    payload = await connection.call(
+        request.target, codec.encode_args(request.args), request.headers
+    )
     return Response(payload, connect_seconds)

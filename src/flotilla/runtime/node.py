@@ -240,7 +240,7 @@ class Node:
                 version=service.version,
                 health=Health.HEALTHY,
                 metadata=metadata,
-                methods=(),  # MERGE: service.method_table()
+                methods=service.method_table(),
             )
             for service in self.services
         ]

@@ -4,6 +4,21 @@ Calls on a connection are matched to replies by request id, so any number of
 them share one socket.  When a connection drops, every call waiting on it
 fails with ``Unavailable`` and the pool tells its owner (the caller's view of
 the endpoints), which stops offering that address until it is back.
+
+A handshake that fails is a fault of that endpoint, like a refused connect:
+:class:`~flotilla.errors.HandshakeFailed`, with ``details["reason"]`` saying
+why: the server's code when it refused us in a ``Failure`` for id 0
+(``unauthenticated``, ``resource_exhausted``, ...), ``unauthenticated`` when the
+server could not prove it knows the secret, ``closed`` when it hung up,
+``protocol_error`` when it spoke no Flotilla.  The pool logs one line per
+address per streak of such failures, not one per call.
+
+Flow control: when the server stops reading what we send (the transport's
+write buffer passed its high mark), new calls on that connection fail at once
+with :class:`~flotilla.errors.ResourceExhausted` marked ``never_sent``, until
+the buffer drains.  Buffering them instead would only grow memory behind a
+peer that does not keep up, and delay the answer that balancing needs to send
+the call elsewhere.
 """
 
 from __future__ import annotations
@@ -21,7 +36,11 @@ import msgspec
 from flotilla.errors import (
     ConnectFailed,
     DeadlineExceeded,
+    FlotillaError,
+    HandshakeFailed,
+    Internal,
     ProtocolError,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
     error_for_code,
@@ -49,6 +68,12 @@ __all__ = ["Connection", "ConnectionPool"]
 log = logging.getLogger("flotilla.transport")
 
 CONNECT_TIMEOUT = 2.0
+
+# What a refusal by the server most likely means, for the one line the pool logs.
+_REFUSAL_HINTS = {
+    Unauthenticated.code: "wrong cluster secret?",
+    ResourceExhausted.code: "it has too many connections in their handshake",
+}
 
 
 class Connection(asyncio.Protocol):
@@ -92,6 +117,9 @@ class Connection(asyncio.Protocol):
         writer = self.writer
         if writer is None or writer.transport.is_closing():
             raise ConnectFailed(f"connection to {self.address} is closed")
+        if writer.paused:
+            # The server reads nothing we send: fail now, balancing may go elsewhere.
+            raise ResourceExhausted(f"{self.address} is not reading our calls", never_sent=True)
         deadline = headers.deadline
         if deadline is not None:
             now = time.monotonic()
@@ -142,13 +170,23 @@ class Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self.writer = FrameWriter(self.transport, self._loop)
 
+    def pause_writing(self) -> None:
+        if self.writer is not None:
+            self.writer.paused = True
+
+    def resume_writing(self) -> None:
+        if self.writer is not None:
+            self.writer.paused = False
+
     def data_received(self, data: bytes) -> None:
         try:
             for frame in self.reader.feed(data):
                 self._handle(frame)
-        except ProtocolError as exc:
-            log.warning("closing connection to %s: %s", self.address, exc.message)
+        except FlotillaError as exc:
             self._fail(exc)
+        except Exception as exc:
+            # A bug of ours: only this connection pays; asyncio's handler never sees it.
+            self._fail(Internal(f"unexpected {type(exc).__name__}: {exc}"))
 
     def _handle(self, frame: Frame) -> None:
         if type(frame) is Reply:
@@ -160,6 +198,8 @@ class Connection(asyncio.Protocol):
             if entry is not None and not entry[0].done():
                 error = error_for_code(frame.code, frame.message, frame.details, frame.retryable)
                 entry[0].set_exception(error)
+            elif frame.id == 0 and not self._ready.done():
+                self._refused(frame)
         elif type(frame) is Challenge and not self._challenged and self.transport is not None:
             # Answered once, during the handshake: a peer must not get proofs
             # for nonces of its choosing at will.
@@ -168,23 +208,47 @@ class Connection(asyncio.Protocol):
             self.transport.write(encode_frame(hello))
         elif type(frame) is Welcome and not self._ready.done():
             if not hmac.compare_digest(frame.proof, proof(self.secret, self.nonce, b"server")):
-                raise ProtocolError(f"{self.address} does not know the cluster secret")
+                raise HandshakeFailed(
+                    f"{self.address} does not know the cluster secret",
+                    details={"reason": Unauthenticated.code},
+                )
             self._ready.set_result(None)
         else:
             raise ProtocolError(f"unexpected {type(frame).__name__} frame")
 
-    def _fail(self, exc: Exception) -> None:
+    def _refused(self, failure: Failure) -> None:
+        """The server refused our handshake (a Failure for call 0): say why, and hang up."""
+        hint = _REFUSAL_HINTS.get(failure.code, failure.message)
+        message = f"{self.address} refused our handshake: {failure.code} ({hint})"
+        self._fail(HandshakeFailed(message, details={"reason": failure.code}))
+
+    def _fail(self, exc: FlotillaError) -> None:
+        """Close over ``exc``: in the handshake it fails :meth:`ready`, later it is logged."""
         if not self._ready.done():
-            self._ready.set_exception(exc)
+            if not isinstance(exc, HandshakeFailed):
+                message = f"{self.address} broke the handshake: {exc.message}"
+                exc = HandshakeFailed(message, details={"reason": exc.code})
+            self._fail_handshake(exc)
+        elif self.transport is not None and not self.transport.is_closing():
+            log.warning("closing connection to %s: %s", self.address, exc.message)
         if self.transport is not None:
             self.transport.close()
+
+    def _fail_handshake(self, exc: HandshakeFailed) -> None:
+        self._ready.set_exception(exc)
+        # Whoever awaits ready() gets it; nobody may (the connect timed out):
+        # then it must not be logged as "never retrieved" when collected.
+        self._ready.exception()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self._sweeper.cancel()
         if not self._ready.done():
-            self._ready.set_exception(
-                Unauthenticated(f"{self.address} closed the connection during the handshake")
+            self._fail_handshake(
+                HandshakeFailed(
+                    f"{self.address} closed the connection during the handshake",
+                    details={"reason": "closed"},
+                )
             )
         # The calls in flight may or may not have run: not safe to retry blindly.
         lost = Unavailable(f"connection to {self.address} lost", retryable=False)
@@ -213,6 +277,8 @@ class ConnectionPool:
         self.on_lost = on_lost
         self._connections: dict[str, Connection] = {}
         self._connecting: dict[str, asyncio.Future[Connection]] = {}
+        # address -> reason of its current streak of failed handshakes, logged once.
+        self._refusals: dict[str, str] = {}
         self._closed = False
 
     def connected(self, address: str) -> Connection | None:
@@ -224,7 +290,10 @@ class ConnectionPool:
         """An open connection to ``address``; concurrent first calls share one connect.
 
         The wait is bounded by the pool's connect timeout and by ``deadline``
-        (absolute, ``time.monotonic()``).
+        (absolute, ``time.monotonic()``).  Raises ``ConnectFailed`` when no
+        connection could be made, ``HandshakeFailed`` (a ``ConnectFailed``)
+        when the handshake failed, ``DeadlineExceeded`` when ``deadline``
+        passed first: the call was never sent in every case.
         """
         connection = self.connected(address)
         if connection is not None:
@@ -261,12 +330,20 @@ class ConnectionPool:
                 raise ConnectFailed(f"connect to {address} timed out") from None
             if isinstance(exc, OSError):
                 raise ConnectFailed(f"cannot connect to {address}: {exc.strerror or exc}") from None
-            if isinstance(exc, ProtocolError):
-                raise Unauthenticated(exc.message) from None
+            if isinstance(exc, HandshakeFailed):
+                self._handshake_failed(address, exc)
             raise
+        self._refusals.pop(address, None)
         connection.on_lost = self._lost
         self._connections[address] = connection
         return connection
+
+    def _handshake_failed(self, address: str, exc: HandshakeFailed) -> None:
+        """Log the first failure of a streak (or a new reason), not every attempt that follows."""
+        reason = str(exc.details.get("reason", ""))
+        if self._refusals.get(address) != reason:
+            self._refusals[address] = reason
+            log.warning("%s", exc.message)
 
     def _lost(self, connection: Connection) -> None:
         if self._connections.get(connection.address) is connection:

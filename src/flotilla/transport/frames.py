@@ -156,7 +156,12 @@ class FrameReader:
                 break
             try:
                 frames.append(_decoder.decode(view[position + HEADER : stop]))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except RecursionError:
+                raise ProtocolError("malformed frame: nested too deep") from None
+            except Exception as exc:
+                # Whatever the decoder raises (msgspec's errors, ValueError...),
+                # bytes from a peer are at fault, never this process: the
+                # connection is closed, nothing escapes into the event loop.
                 raise ProtocolError(f"malformed frame: {exc}") from None
             position = stop
         if position < end:

@@ -4,7 +4,34 @@ The server knows frames, not services: each authenticated ``Call`` is handed to
 a ``CallHandler`` (the runtime's dispatcher), whose return value is the
 encoded result.  A connection that sends garbage, an oversized or truncated
 frame, or a wrong proof is closed with a logged reason; the server and its
-other connections carry on.
+other connections carry on.  Nothing a peer sends can raise out of the
+protocol's callbacks into the event loop.
+
+What one peer can cost the server is bounded, so that no peer can starve the
+others:
+
+* **In the handshake** a peer has :data:`HANDSHAKE_TIMEOUT` to prove it knows
+  the secret, and may send at most :data:`HANDSHAKE_MAX_FRAME` bytes at a time.
+  At most :data:`MAX_HANDSHAKES` connections are in their handshake at once;
+  when the table is full, the oldest is evicted to admit the newcomer, and one
+  host may hold at most half the table (see
+  :mod:`flotilla.transport.handshakes` for why this keeps real clients in
+  while idle sockets cycle out).  A refused peer is told why before it is
+  closed, in a ``Failure`` frame with id 0 (the connection, not a call):
+  ``unauthenticated`` (wrong proof), ``resource_exhausted`` (evicted),
+  ``deadline_exceeded`` (too slow), ``protocol_error`` (not a Flotilla peer).
+  The warnings about such peers are rate-limited
+  (:class:`~flotilla.transport.log_summary.LogSummary`): one line for the
+  first of a kind, then one summary per interval, however many sockets come.
+* **Calls in flight**: at most ``max_calls_per_connection``
+  (:data:`MAX_CALLS_PER_CONNECTION` by default); a call beyond it is answered at
+  once with a retryable ``resource_exhausted`` and the connection stays open.
+* **Replies not read**: when more than
+  :data:`~flotilla.transport.writer.WRITE_BUFFER_HIGH` bytes wait to leave, the
+  server stops reading from that connection and starts none of its calls
+  until the backlog drains below the low mark.  A peer that never reads
+  costs about the high mark plus the replies of the calls that were already
+  running.
 """
 
 from __future__ import annotations
@@ -20,7 +47,15 @@ from typing import Any, cast
 
 import msgspec
 
-from flotilla.errors import DeadlineExceeded, FlotillaError, Internal, ProtocolError, Unavailable
+from flotilla.errors import (
+    DeadlineExceeded,
+    FlotillaError,
+    Internal,
+    ProtocolError,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 from flotilla.headers import Headers
 from flotilla.transport.frames import (
     DEFAULT_MAX_FRAME,
@@ -36,6 +71,8 @@ from flotilla.transport.frames import (
     encode_frame,
     proof,
 )
+from flotilla.transport.handshakes import HandshakeTable
+from flotilla.transport.log_summary import LogSummary
 from flotilla.transport.sweep import Sweeper
 from flotilla.transport.writer import FrameWriter
 
@@ -65,11 +102,23 @@ else:
 
 # A peer has this long to prove it knows the secret, and may send at most this
 # much before it has: an unauthenticated socket must not hold memory or a slot.
-HANDSHAKE_TIMEOUT = 5.0
+# A real client needs one round trip; 2 s leaves room for a far region and a
+# busy peer, while an idle socket is let go soon.
+HANDSHAKE_TIMEOUT = 2.0
 HANDSHAKE_MAX_FRAME = 1024
-# At most this many connections may be in their handshake at once; more are
-# closed on arrival, so cheap sockets cannot exhaust the file descriptors.
+# At most this many connections are in their handshake at once (the oldest is
+# evicted for a newcomer), so cheap sockets cannot exhaust file descriptors.
 MAX_HANDSHAKES = 128
+# Calls one connection may have in flight.  A pool multiplexes all of one
+# process's calls to this server on one connection, so this is the most one
+# caller process can ask of this server at once; more is a runaway caller.
+MAX_CALLS_PER_CONNECTION = 1024
+
+# The kinds of refused half-open peers, as the rate-limited log counts them.
+_TIMED_OUT = "timed out"
+_MALFORMED = "malformed"
+_WRONG_PROOF = "with a wrong proof"
+_EVICTED = "evicted"
 
 
 class Server:
@@ -83,16 +132,23 @@ class Server:
         host: str = "127.0.0.1",
         port: int = 0,
         max_frame: int = DEFAULT_MAX_FRAME,
+        max_calls_per_connection: int = MAX_CALLS_PER_CONNECTION,
     ) -> None:
+        if max_calls_per_connection < 1:
+            raise ValueError(
+                f"max_calls_per_connection must be at least 1, not {max_calls_per_connection}"
+            )
         self.handler = handler
         self.secret = secret
         self.max_frame = max_frame
+        self.max_calls_per_connection = max_calls_per_connection
         self._host = host
         self._port = port
         self._server: asyncio.Server | None = None
         self._address: str | None = None
         self._connections: set[_ServerConnection] = set()
-        self._handshaking = 0
+        self._handshakes: HandshakeTable[_ServerConnection] = HandshakeTable(MAX_HANDSHAKES)
+        self._half_open_log: LogSummary | None = None
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -107,6 +163,9 @@ class Server:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._half_open_log = LogSummary(
+            log, loop, verb="closed", what="connections in their handshake"
+        )
         self._server = await loop.create_server(
             lambda: _ServerConnection(self), self._host, self._port, reuse_address=True
         )
@@ -141,6 +200,8 @@ class Server:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+        if self._half_open_log is not None:
+            self._half_open_log.close()
 
     def _call_started(self) -> None:
         self._inflight += 1
@@ -150,6 +211,10 @@ class Server:
         self._inflight -= 1
         if self._inflight == 0:
             self._idle.set()
+
+    def _warn_half_open(self, kind: str, message: str, *args: object) -> None:
+        if self._half_open_log is not None:
+            self._half_open_log.warn(kind, message, *args)
 
 
 class _ServerConnection(asyncio.Protocol):
@@ -168,6 +233,10 @@ class _ServerConnection(asyncio.Protocol):
         self.handshake_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self._batching = False
+        self._refused = False
+        # Set while the transport takes writes; calls wait on it to start.
+        self._writable = asyncio.Event()
+        self._writable.set()
         self._sweeper = Sweeper(
             self._loop, self._expire, lambda: bool(self.calls) and self.transport is not None
         )
@@ -179,12 +248,16 @@ class _ServerConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.server._connections.add(self)
-        if self.server._handshaking >= MAX_HANDSHAKES:
-            self._refuse("too many connections in their handshake")
-            return
-        self.server._handshaking += 1
-        self.handshake_timer = asyncio.get_running_loop().call_later(
-            HANDSHAKE_TIMEOUT, self._refuse, "no handshake within the time allowed"
+        evicted = self.server._handshakes.admit(self, peer[0] if peer else "?")
+        if evicted is not None:
+            message = "evicted: the server has too many connections in their handshake"
+            evicted._refuse_handshake(_EVICTED, ResourceExhausted.code, message)
+        self.handshake_timer = self._loop.call_later(
+            HANDSHAKE_TIMEOUT,
+            self._refuse_handshake,
+            _TIMED_OUT,
+            DeadlineExceeded.code,
+            f"no handshake within {HANDSHAKE_TIMEOUT:g} s",
         )
         self.transport.write(encode_frame(Challenge(self.nonce)))
 
@@ -196,8 +269,13 @@ class _ServerConnection(asyncio.Protocol):
             self._batching = len(frames) > 1
             for frame in frames:
                 self._handle(frame)
-        except ProtocolError as exc:
-            self._refuse(exc.message)
+        except FlotillaError as exc:  # ProtocolError, or Unauthenticated in the handshake
+            self._close_for(exc.code, exc.message)
+        except Exception as exc:
+            # A bug of ours, not the peer's: still, only this connection pays,
+            # and asyncio's handler never sees it (it would log a traceback
+            # per read and leave the connection half-dead).
+            self._close_for(Internal.code, f"unexpected {type(exc).__name__}: {exc}")
         finally:
             if self._batching:
                 self._batching = False
@@ -222,9 +300,9 @@ class _ServerConnection(asyncio.Protocol):
     def _authenticate(self, hello: Hello) -> None:
         expected = proof(self.server.secret, self.nonce, b"client")
         if not hmac.compare_digest(hello.proof, expected):
-            raise ProtocolError("peer does not know the cluster secret")
+            raise Unauthenticated("peer does not know the cluster secret")
         self.authenticated = True
-        self.server._handshaking -= 1
+        self.server._handshakes.remove(self)
         self.reader.max_frame = self.server.max_frame
         if self.handshake_timer is not None:
             self.handshake_timer.cancel()
@@ -237,6 +315,11 @@ class _ServerConnection(asyncio.Protocol):
             return
         if call.id in self.calls:
             raise ProtocolError(f"call id {call.id} is already in flight")
+        if len(self.calls) >= self.server.max_calls_per_connection:
+            # Refused before any work: the caller may try again or elsewhere.
+            message = f"{len(self.calls)} calls in flight on this connection, the most allowed"
+            self._write(Failure(call.id, ResourceExhausted.code, message, None, True))
+            return
         headers = call.headers
         deadline = headers.deadline
         if deadline is not None:
@@ -279,6 +362,10 @@ class _ServerConnection(asyncio.Protocol):
 
     async def _run(self, call: Call, headers: Headers, entry: list[Any]) -> None:
         try:
+            while not self._writable.is_set():
+                # The peer is not reading its replies: make no more of them
+                # until it does (the deadline sweep still ends the wait).
+                await self._writable.wait()
             result = await self.server.handler(call.method, call.args, headers)
             reply = encode_frame(Reply(call.id, msgspec.Raw(result)))
         except FlotillaError as exc:
@@ -302,25 +389,57 @@ class _ServerConnection(asyncio.Protocol):
             # frames of the same read still to handle.
             self.writer.send(data, batch=self._batching or bool(self.calls))
 
-    def _refuse(self, reason: str) -> None:
-        log.warning("closing connection from %s: %s", self.peer, reason)
+    def _close_for(self, code: str, message: str) -> None:
+        """Close over a fault; in the handshake the peer is told ``code`` (the log rate-limited)."""
+        if not self.authenticated:
+            kind = _WRONG_PROOF if code == Unauthenticated.code else _MALFORMED
+            self._refuse_handshake(kind, code, message)
+        elif not self._refused:
+            self._refused = True
+            log.warning("closing connection from %s: %s", self.peer, message)
+            self.close()
+
+    def _refuse_handshake(self, kind: str, code: str, message: str) -> None:
+        """Tell a peer in its handshake why it is refused (a Failure for call 0), and close."""
+        if self._refused or self.transport is None:
+            return
+        self._refused = True
+        self.server._warn_half_open(kind, "closing connection from %s: %s", self.peer, message)
+        self.transport.write(encode_frame(Failure(0, code, message)))
         self.close()
 
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
 
+    # -- flow control: see the module's docstring --------------------------------------------
+
+    def pause_writing(self) -> None:
+        if self.writer is not None:
+            self.writer.paused = True
+        self._writable.clear()
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.writer is not None:
+            self.writer.paused = False
+        self._writable.set()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.reader.pending:
-            log.warning(
-                "connection from %s closed inside a frame (%d bytes)",
-                self.peer,
-                self.reader.pending,
-            )
+        if self.reader.pending and not self._refused:
+            message = "closed inside a frame (%d bytes)"
+            if self.authenticated:
+                log.warning("connection from %s " + message, self.peer, self.reader.pending)
+            else:
+                self.server._warn_half_open(
+                    _MALFORMED, "connection from %s " + message, self.peer, self.reader.pending
+                )
         if self.handshake_timer is not None:
             self.handshake_timer.cancel()
-            if not self.authenticated:
-                self.server._handshaking -= 1
+        self.server._handshakes.remove(self)
         self._sweeper.cancel()
         for call_id, entry in list(self.calls.items()):
             entry[0].cancel()
