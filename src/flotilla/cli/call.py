@@ -11,7 +11,7 @@ from flotilla.cli.common import DataDirOption, client_settings, fail, fail_with,
 from flotilla.codec import decode_json
 from flotilla.errors import FlotillaError, InvalidArgument
 from flotilla.runtime.node import Node
-from flotilla.runtime.serve import run
+from flotilla.runtime.serve import run_loop
 from flotilla.runtime.settings import Settings
 
 __all__ = ["call_command"]
@@ -37,7 +37,7 @@ def call_command(
         fail(exc.message)
     settings = client_settings(data_dir)
     try:
-        result = run(_call(settings, target, args, timeout))
+        result = run_loop(_call(settings, target, args, timeout))
     except FlotillaError as exc:
         fail_with(exc)
     typer.echo(pretty_json(result))

@@ -12,7 +12,7 @@ from flotilla.cli.common import HEALTH_STYLE, DataDirOption, client_settings, fa
 from flotilla.codec import to_builtins
 from flotilla.errors import FlotillaError
 from flotilla.registry import Instance, open_registry
-from flotilla.runtime.serve import run
+from flotilla.runtime.serve import run_loop
 
 __all__ = ["instances_table", "ps_command"]
 
@@ -26,7 +26,7 @@ def ps_command(
     """List the live instances in the registry, with their health."""
     settings = client_settings(data_dir)
     try:
-        instances = run(_list(settings.registry))
+        instances = run_loop(_list(settings.registry))
     except FlotillaError as exc:
         fail_with(exc)
     if as_json:

@@ -17,7 +17,7 @@ from flotilla.aio import wait_first
 from flotilla.cli.common import LogLevelOption, configure_logging, fail
 from flotilla.cli.status_view import show_status
 from flotilla.errors import ConfigError
-from flotilla.runtime.serve import run
+from flotilla.runtime.serve import run_loop
 from flotilla.runtime.supervisor import Supervisor
 from flotilla.runtime.system_file import SYSTEM_FILE, SystemSpec, load_system_file
 
@@ -53,7 +53,7 @@ def run_command(
     live = status and sys.stdout.isatty()
     environ = {**os.environ, "FLOTILLA_LOG_LEVEL": level}
     try:
-        run(_run_system(spec, system_dir, environ=environ, live=live, duration=duration))
+        run_loop(_run_system(spec, system_dir, environ=environ, live=live, duration=duration))
     except ConfigError as exc:  # an empty secret file, say
         fail(exc.message)
     except OSError as exc:  # the data directory cannot be created, ...
