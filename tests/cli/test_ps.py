@@ -29,10 +29,22 @@ def test_table_shows_every_instance(flotilla: Flotilla, system: System) -> None:
     done = flotilla("ps", "--data-dir", str(system.data_dir))
     assert done.returncode == 0
     header, *rows = done.stdout.strip().splitlines()
-    assert header.split() == ["SERVICE", "INSTANCE", "ADDRESS", "VERSION", "HEALTH"]
-    ids = sorted(instance.id for instance in system.wait_registered(2))
-    assert sorted(row.split()[1] for row in rows) == ids
-    assert all(row.split()[0] == "echo" and row.split()[-1] == "healthy" for row in rows)
+    assert header.split() == [
+        "SERVICE",
+        "INSTANCE",
+        "ADDRESS",
+        "VERSION",
+        "HEALTH",
+        "PID",
+        "REPLICA",
+    ]
+    instances = {instance.id: instance for instance in system.wait_registered(2)}
+    assert sorted(row.split()[1] for row in rows) == sorted(instances)
+    for row in rows:
+        service, id, _, _, health, pid, replica = row.split()
+        assert (service, health) == ("echo", "healthy")
+        metadata = instances[id].metadata
+        assert (pid, replica) == (metadata.get("pid", "-"), metadata.get("replica", "-"))
 
 
 def test_an_empty_registry(flotilla: Flotilla, tmp_path: Path) -> None:

@@ -25,6 +25,11 @@ def started_pids(output: str) -> dict[str, int]:
     return {name: int(pid) for name, pid in re.findall(r"started (\S+) \(pid (\d+)\)", output)}
 
 
+def pid_of(instance: Instance) -> int:
+    """The instance's pid: its metadata's, else (a node that does not publish it yet) its id's."""
+    return instance_pid(instance) or int(instance.id.split("-")[1])
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -37,7 +42,7 @@ def test_every_replica_runs_registers_and_answers(flotilla: Flotilla, system: Sy
     pids = started_pids(system.output())
     assert set(pids) == {"echo.1", "echo.2"}
     instances = system.wait_registered(2)
-    assert {instance_pid(instance) for instance in instances} == set(pids.values())
+    assert {pid_of(instance) for instance in instances} == set(pids.values())
     # Child output comes through, one prefixed line at a time.
     lines = system.output().splitlines()
     for name in pids:
@@ -130,27 +135,33 @@ def test_status_table_joins_instances_with_their_processes() -> None:
     ]
     instances = [
         Instance(
-            id="echo-101-abcdef", service="echo", address="127.0.0.1:4000", health=Health.HEALTHY
+            id="echo-a",
+            service="echo",
+            address="127.0.0.1:4000",
+            health=Health.HEALTHY,
+            metadata={"pid": "101", "replica": "1"},
+        ),
+        # echo.1's previous process, killed: its lease has not run out yet.
+        Instance(
+            id="echo-b",
+            service="echo",
+            address="127.0.0.1:4001",
+            health=Health.HEALTHY,
+            metadata={"pid": "99", "replica": "1"},
         ),
         Instance(id="elsewhere", service="other", address="10.0.0.1:1", health=Health.UNKNOWN),
     ]
     out = io.StringIO()
-    Console(file=out, width=200).print(status_table("system t", processes, instances))
+    table = status_table("system t", processes, instances, exited_pids=frozenset({99}))
+    Console(file=out, width=200).print(table)
     text = out.getvalue()
     assert "system t" in text
     rows = {cells[1]: cells for cells in map(_cells, text.splitlines()) if cells}
-    assert rows["echo-101-abcdef"] == [
-        "echo",
-        "echo-101-abcdef",
-        "127.0.0.1:4000",
-        "healthy",
-        "echo.1",
-        "101",
-        "2",
-    ]
+    assert rows["echo-a"] == ["echo", "echo-a", "127.0.0.1:4000", "healthy", "echo.1", "101", "2"]
+    assert rows["echo-b"] == ["echo", "echo-b", "127.0.0.1:4001", "dead", "-", "99", "-"]
     assert rows["elsewhere"] == ["other", "elsewhere", "10.0.0.1:1", "unknown", "-", "-", "-"]
     assert rows["-"] == ["echo", "-", "-", "restarting (exit 1)", "echo.2", "-", "5"]
-    assert len(rows) == 3
+    assert len(rows) == 4
 
 
 def _cells(line: str) -> list[str]:
@@ -159,10 +170,12 @@ def _cells(line: str) -> list[str]:
     return cells if len(cells) == 7 and cells[0] != "SERVICE" else []
 
 
-def test_instance_pid_reads_a_node_id() -> None:
-    def pid(id: str) -> int | None:
-        return instance_pid(Instance(id=id, service="s", address="h:1"))
+def test_instance_pid_reads_the_metadata_not_the_id() -> None:
+    def pid(id: str, **metadata: str) -> int | None:
+        return instance_pid(Instance(id=id, service="s", address="h:1", metadata=metadata))
 
-    assert pid("my-service-4242-a1b2c3") == 4242
-    assert pid("custom") is None
-    assert pid("a-b-c") is None
+    assert pid("custom", pid="4242") == 4242
+    assert pid("my-service-4242-a1b2c3") is None  # an id is a name, not a record
+    assert pid("x", pid="") is None
+    assert pid("x", pid="12a") is None
+    assert pid("x", pid="²") is None

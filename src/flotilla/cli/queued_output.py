@@ -53,10 +53,6 @@ class QueuedOutput(io.TextIOBase):
     def encoding(self) -> str:  # type: ignore[override]
         return "utf-8"
 
-    @property
-    def errors(self) -> str | None:
-        return "replace"
-
     def writable(self) -> bool:
         return True
 

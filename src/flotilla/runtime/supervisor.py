@@ -85,6 +85,7 @@ from types import TracebackType
 import msgspec
 
 from flotilla.aio import wait_first
+from flotilla.runtime.preflight import service_environment
 from flotilla.runtime.settings import ensure_data_dir, load_secret
 from flotilla.runtime.system_file import ServiceSpec, SystemSpec
 from flotilla.runtime.system_lock import SystemLock
@@ -412,10 +413,7 @@ class _Replica:
         self.output(f"{self.name} | {text}")
 
     def _environment(self, base: Mapping[str, str]) -> dict[str, str]:
-        env = {**base, **self.spec.env}
-        path = env.get("PYTHONPATH")
-        system_dir = str(self.system_dir)
-        env["PYTHONPATH"] = f"{system_dir}{os.pathsep}{path}" if path else system_dir
+        env = service_environment(base, self.spec, self.system_dir)
         env["FLOTILLA_REPLICA"] = str(self.number)
         return env
 
