@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -179,3 +180,129 @@ def test_instance_pid_reads_the_metadata_not_the_id() -> None:
     assert pid("x", pid="") is None
     assert pid("x", pid="12a") is None
     assert pid("x", pid="²") is None
+
+
+def test_killing_the_supervisor_stops_every_replica(flotilla: Flotilla, tmp_path: Path) -> None:
+    running = flotilla.start(flotilla.write_system(tmp_path, replicas=2), "--for", "120")
+    running.wait_registered(2)
+    pids = started_pids(running.output()).values()
+    running.process.kill()  # SIGKILL: no chance to stop anything itself
+    running.process.wait()
+    # Each replica drains and deregisters on its own (SIGTERM from the kernel).
+    assert running.wait_registered(0) == []
+    deadline = time.monotonic() + 20
+    while any(alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, "replicas outlived their supervisor"
+        time.sleep(0.05)
+
+
+def test_sighup_is_a_graceful_stop(flotilla: Flotilla, tmp_path: Path) -> None:
+    running = flotilla.start(flotilla.write_system(tmp_path, replicas=1), "--for", "120")
+    running.wait_registered(1)
+    assert running.stop(signal.SIGHUP) == 0
+    assert "stopping system cli-test" in running.output()
+    assert running.wait_registered(0) == []
+
+
+def test_a_second_run_of_the_same_system_is_refused(flotilla: Flotilla, system: System) -> None:
+    done = flotilla("run", "--no-status", "--for", "5", str(system.directory))
+    assert done.returncode == 2
+    assert f"already running under flotilla run (pid {system.process.pid})" in done.stderr
+    assert "started" not in done.stderr
+    assert len(system.wait_registered(2)) == 2  # the first one is untouched
+
+
+BAD_CLASSES = """\
+[system]
+name = "bad"
+
+[services.echo]
+class = "echo_service:Echo"
+
+[services.missing_module]
+class = "no_such_module:X"
+
+[services.missing_class]
+class = "echo_service:Nope"
+
+[services.not_a_service]
+class = "echo_service:asyncio"
+
+[services.inventory]
+class = "echo_service:Echo"
+"""
+
+
+def test_every_class_is_checked_before_anything_starts(flotilla: Flotilla, tmp_path: Path) -> None:
+    flotilla.write_system(tmp_path)
+    (tmp_path / "flotilla.toml").write_text(BAD_CLASSES)
+    done = flotilla("run", "--no-status", "--for", "5", str(tmp_path))
+    assert done.returncode == 2, done.stderr
+    path = tmp_path / "flotilla.toml"
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert errors[0].startswith(f"error: {path}:8: services.missing_module.class: cannot import")
+    assert errors[1] == (
+        f"error: {path}:11: services.missing_class.class: "
+        "module 'echo_service' has no attribute 'Nope'"
+    )
+    assert errors[2] == (
+        f"error: {path}:14: services.not_a_service.class: "
+        "'echo_service:asyncio' is a module, not a flotilla.Service subclass"
+    )
+    assert errors[3].startswith(
+        f"error: {path}:17: services.inventory.class: 'echo_service:Echo' is the service 'echo'"
+    )
+    assert len(errors) == 4
+    assert "started" not in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / ".flotilla").exists()
+
+
+def test_an_unknown_registry_scheme_is_refused_at_its_line(
+    flotilla: Flotilla, tmp_path: Path
+) -> None:
+    flotilla.write_system(tmp_path)
+    path = tmp_path / "flotilla.toml"
+    path.write_text(path.read_text().replace('name = "cli-test"', 'registry = "bogus://x"'))
+    done = flotilla("run", "--no-status", "--for", "5", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        f"error: {path}:2: system.registry: unknown registry URL 'bogus://x'"
+    )
+    check = flotilla("check", str(tmp_path))  # the same check, starting nothing
+    assert (check.returncode, check.stderr) == (2, done.stderr)
+
+
+def test_check_says_ok_for_a_good_system(flotilla: Flotilla, tmp_path: Path) -> None:
+    flotilla.write_system(tmp_path)
+    done = flotilla("check", str(tmp_path))
+    assert (done.returncode, done.stdout) == (0, f"{tmp_path / 'flotilla.toml'}: ok (1 services)\n")
+
+
+def test_when_every_replica_fails_on_its_configuration_run_exits_2(
+    flotilla: Flotilla, tmp_path: Path
+) -> None:
+    # The class is fine; the environment the replicas get is not.
+    flotilla.write_system(tmp_path, replicas=2)
+    path = tmp_path / "flotilla.toml"
+    path.write_text(path.read_text().replace('GREETING = "Hello"', 'FLOTILLA_PORT = "http"'))
+    done = flotilla("run", "--no-status", "--for", "60", str(tmp_path))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("not restarting it") == 2
+    assert "echo.1 | error: FLOTILLA_PORT='http' is not a port number" in done.stderr
+    assert done.stderr.endswith(
+        "error: every process of system cli-test exited with a configuration mistake "
+        "(see their output above)\n"
+    )
+
+
+def test_data_dir_option_overrides_the_file(flotilla: Flotilla, tmp_path: Path) -> None:
+    system_dir = tmp_path / "sys"
+    system_dir.mkdir()
+    flotilla.write_system(system_dir, replicas=1)
+    data_dir = tmp_path / "elsewhere"
+    options = ("--no-status", "--for", "0", "--data-dir", str(data_dir))
+    done = flotilla("run", *options, str(system_dir))
+    assert done.returncode == 0, done.stderr
+    assert (data_dir / "secret").is_file()
+    assert not (system_dir / ".flotilla").exists()

@@ -29,18 +29,18 @@ __all__ = ["QueuedOutput"]
 
 
 class QueuedOutput(io.TextIOBase):
-    """A text stream over file descriptor ``fd`` whose ``write`` never blocks.
+    """A text stream over file descriptor ``fd`` whose ``write`` and ``flush`` never block.
 
-    ``limit`` bounds the queued text, in characters.  :meth:`flush` waits (at
-    most ``flush_timeout`` seconds) for the queue to be written, so output
-    written just before exit still gets out when the reader keeps up.
+    ``limit`` bounds the queued text, in characters.  ``flush`` returns at once
+    (``print(..., flush=True)`` is common, and must not wait for a stalled
+    reader); :meth:`drain` waits, within a bound, for the queue to be written,
+    so output written just before exit still gets out when the reader keeps up.
     """
 
-    def __init__(self, fd: int, *, limit: int = 1 << 20, flush_timeout: float = 2.0) -> None:
+    def __init__(self, fd: int, *, limit: int = 1 << 20) -> None:
         super().__init__()
         self._fd = fd
         self._limit = limit
-        self._flush_timeout = flush_timeout
         self._queue: collections.deque[str] = collections.deque()
         self._queued = 0  # characters in _queue
         self._dropped = 0  # writes lost since the last report
@@ -78,8 +78,11 @@ class QueuedOutput(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        """Wait, within the bound, until everything queued has been written."""
-        deadline = time.monotonic() + self._flush_timeout
+        """Nothing to do: the thread writes as soon as it can (see the class docstring)."""
+
+    def drain(self, timeout: float = 2.0) -> None:
+        """Wait, at most ``timeout`` seconds, until everything queued has been written."""
+        deadline = time.monotonic() + timeout
         with self._changed:
             while self._queue or self._writing:
                 left = deadline - time.monotonic()

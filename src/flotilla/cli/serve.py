@@ -28,13 +28,13 @@ def serve_command(
     """Host one or more services in this process (the registry etc. come from FLOTILLA_*)."""
     # A reader that stalls (a supervisor stopped with Ctrl-Z) must not freeze
     # this process on a full pipe: see flotilla.cli.queued_output.
-    sys.stdout = QueuedOutput(sys.stdout.fileno())
-    sys.stderr = QueuedOutput(sys.stderr.fileno())
+    sys.stdout = stdout = QueuedOutput(sys.stdout.fileno())
+    sys.stderr = stderr = QueuedOutput(sys.stderr.fileno())
     try:
         _serve(classes, log_level)
     finally:
-        sys.stdout.flush()  # bounded: a reader that never comes back is not waited for
-        sys.stderr.flush()
+        stdout.drain()  # bounded: a reader that never comes back is not waited for
+        stderr.drain()
 
 
 def _serve(classes: list[str], log_level: str) -> None:
