@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from flotilla.registry import Health, Instance, open_registry
 
 if TYPE_CHECKING:  # fixtures' types; tests/cli/conftest.py provides the fixtures
     from conftest import Flotilla, System
@@ -59,3 +65,49 @@ def test_no_system_at_the_data_dir(flotilla: Flotilla, tmp_path: Path) -> None:
     done = flotilla("ps", "--data-dir", str(tmp_path / "none"))
     assert done.returncode == 2
     assert done.stderr.startswith(f"error: no flotilla system at {tmp_path / 'none'}")
+
+
+def test_a_row_whose_local_process_is_gone_shows_dead(flotilla: Flotilla, tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("s" * 64)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: its pid names no process now
+    rows = [
+        Instance(
+            id="gone",
+            service="echo",
+            address="127.0.0.1:1",
+            health=Health.HEALTHY,
+            metadata={"pid": str(gone.pid), "replica": "2"},
+        ),
+        Instance(
+            id="here",
+            service="echo",
+            address="127.0.0.1:2",
+            health=Health.HEALTHY,
+            metadata={"pid": str(os.getpid())},
+        ),
+        # Another machine's pid says nothing about this one's processes.
+        Instance(
+            id="remote",
+            service="echo",
+            address="10.1.2.3:1",
+            health=Health.HEALTHY,
+            metadata={"pid": str(gone.pid)},
+        ),
+    ]
+    asyncio.run(_register(tmp_path, rows))
+    done = flotilla("ps", "--data-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    cells = {row.split()[1]: row.split() for row in done.stdout.strip().splitlines()[1:]}
+    assert cells["gone"][4:] == ["dead", str(gone.pid), "2"]
+    assert cells["here"][4:] == ["healthy", str(os.getpid()), "-"]
+    assert cells["remote"][4] == "healthy"
+
+
+async def _register(data_dir: Path, instances: list[Instance]) -> None:
+    registry = open_registry(f"sqlite://{data_dir / 'registry.db'}")
+    try:
+        for instance in instances:
+            await registry.register(instance, ttl=120)
+    finally:
+        await registry.aclose()

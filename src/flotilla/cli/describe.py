@@ -20,6 +20,7 @@ import msgspec
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from flotilla.cli.common import DataDirOption, client_settings, fail, fail_with, pretty_json
 from flotilla.codec import to_builtins
@@ -73,10 +74,11 @@ def methods_table(methods: tuple[MethodInfo, ...]) -> Table:
     table = Table("METHOD", "PARAMETERS", "RESULT", "TIMEOUT", "IDEMPOTENT", box=None)
     for method in methods:
         timeout = "-" if method.timeout is None else f"{method.timeout:g} s"
+        # Text, not markup: "list[string]" would read as a style tag.
         table.add_row(
-            method.name,
-            _parameters(method.params),
-            schema_type(method.result, method.result.get("$defs", {})),
+            Text(method.name),
+            Text(_parameters(method.params)),
+            Text(schema_type(method.result, method.result.get("$defs", {}))),
             timeout,
             "yes" if method.idempotent else "no",
         )

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from flotilla.cli.common import HEALTH_STYLE, DataDirOption, client_settings, fail_with, pretty_json
 from flotilla.cli.status_view import DEAD, instance_pid
@@ -52,15 +53,15 @@ def instances_table(instances: list[Instance]) -> Table:
     table = Table("SERVICE", "INSTANCE", "ADDRESS", "VERSION", "HEALTH", "PID", "REPLICA", box=None)
     for instance in instances:
         health = DEAD if known_dead(instance) else str(instance.health)
-        style = HEALTH_STYLE.get(health, "")
+        # Text, not markup: an id or an address ("[::1]:80") may hold brackets.
         table.add_row(
-            instance.service,
-            instance.id,
-            instance.address,
-            instance.version,
-            f"[{style}]{health}[/]" if style else health,
-            instance.metadata.get("pid", "-"),
-            instance.metadata.get("replica", "-"),
+            Text(instance.service),
+            Text(instance.id),
+            Text(instance.address),
+            Text(instance.version),
+            Text(health, style=HEALTH_STYLE.get(health, "")),
+            Text(instance.metadata.get("pid", "-")),
+            Text(instance.metadata.get("replica", "-")),
         )
     return table
 

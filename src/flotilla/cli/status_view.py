@@ -88,9 +88,9 @@ def status_table(
             shown.add(process.name)
         health = DEAD if pid is not None and pid in exited_pids else str(instance.health)
         table.add_row(
-            instance.service,
-            instance.id,
-            instance.address,
+            Text(instance.service),  # Text, not markup: brackets in an id are not styles
+            Text(instance.id),
+            Text(instance.address),
             Text(health, style=HEALTH_STYLE.get(health, "")),
             process.name if process else "-",
             str(pid) if pid is not None else "-",
