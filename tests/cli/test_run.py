@@ -189,7 +189,7 @@ def test_killing_the_supervisor_stops_every_replica(flotilla: Flotilla, tmp_path
     running.process.kill()  # SIGKILL: no chance to stop anything itself
     running.process.wait()
     # Each replica drains and deregisters on its own (SIGTERM from the kernel).
-    assert running.wait_registered(0) == []
+    assert running.wait_registered(0, running=False) == []
     deadline = time.monotonic() + 20
     while any(alive(pid) for pid in pids):
         assert time.monotonic() < deadline, "replicas outlived their supervisor"
