@@ -5,7 +5,7 @@
     python bench/_flotilla.py probe  --registry ... --secret HEX --calls 20
 
 The server is ``Node(Echo(), registry=..., secret=...)`` run by
-``flotilla.runtime.serve.run`` (uvloop); it prints one JSON line once it is
+``flotilla.runtime.serve.run_loop`` (uvloop); it prints one JSON line once it is
 registered.  The client is ``Node(registry=..., secret=...)`` (a pure client)
 calling ``await node.call("echo.ping", n=1)``: discovery through the embedded
 SQLite registry, then deadline -> balance -> transport on every call.
@@ -27,7 +27,7 @@ from typing import Any
 import _loadgen
 
 from flotilla import Node, Service, rpc
-from flotilla.runtime.serve import run
+from flotilla.runtime.serve import run_loop
 
 
 class Echo(Service, name="echo"):
@@ -143,9 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     secret = bytes.fromhex(args.secret)
     try:
         if args.mode == "server":
-            run(_serve(args.registry, secret, _Profile(args.profile, args.profiler)))
+            run_loop(_serve(args.registry, secret, _Profile(args.profile, args.profiler)))
         elif args.mode == "client":
-            run(
+            run_loop(
                 _client(
                     args.registry,
                     secret,
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
             )
         else:
-            run(_probe(args.registry, secret, args.calls))
+            run_loop(_probe(args.registry, secret, args.calls))
     except KeyboardInterrupt:
         sys.exit(130)
 

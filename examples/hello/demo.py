@@ -19,7 +19,7 @@ from rich.table import Table
 
 from flotilla import Node
 from flotilla.registry import open_registry
-from flotilla.runtime.serve import run
+from flotilla.runtime.serve import run_loop
 from flotilla.runtime.settings import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -79,7 +79,7 @@ def main() -> int:
         [sys.executable, "-m", "flotilla", "run", str(HERE), "--no-status"], env=env
     )
     try:
-        run(exercise(settings))
+        run_loop(exercise(settings))
         console.rule('flotilla call front.greet \'{"names": ["Linus"]}\'')
         subprocess.run(
             [sys.executable, "-m", "flotilla", "call", "front.greet", '{"names": ["Linus"]}'],

@@ -62,15 +62,20 @@ class System:
         """Everything the run process wrote to stderr (its log and its children's output)."""
         return self.log.read_text()
 
-    def wait_registered(self, count: int, timeout: float = 20) -> list[Instance]:
-        """Poll the registry until exactly ``count`` instances are live; returns them."""
+    def wait_registered(
+        self, count: int, timeout: float = 20, *, running: bool = True
+    ) -> list[Instance]:
+        """Poll the registry until exactly ``count`` instances are live; returns them.
+
+        With ``running`` (the default), the run process exiting meanwhile fails the wait.
+        """
 
         async def poll() -> list[Instance]:
             registry = open_registry(self.registry)
             try:
                 async with asyncio.timeout(timeout):
                     while len(live := await registry.list()) != count:
-                        assert self.process.poll() is None, self.output()
+                        assert not running or self.process.poll() is None, self.output()
                         await asyncio.sleep(0.05)
                 return live
             finally:

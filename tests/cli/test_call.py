@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import pytest
 
 if TYPE_CHECKING:  # fixtures' types; tests/cli/conftest.py provides the fixtures
     from conftest import Flotilla, System
@@ -92,3 +95,58 @@ def test_an_unknown_registry_scheme_is_a_usage_mistake(flotilla: Flotilla, tmp_p
     assert "known schemes" in done.stderr
     assert "Traceback" not in done.stderr
     assert done.stdout == ""
+
+
+def test_an_integer_the_wire_cannot_carry_is_refused(flotilla: Flotilla, system: System) -> None:
+    args = '{"name": "x", "extra": [1, {"n": 99999999999999999999999999}]}'
+    done = flotilla("call", "--data-dir", str(system.data_dir), "echo.hello", args)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "error: integer at $.extra[1].n is out of range: calls carry integers from -2**63 "
+        "to 2**64-1 (send a bigger number as a string)\n"
+    )
+
+
+@pytest.mark.parametrize("timeout", ["inf", "nan", "-1", "0", "1e300"])
+def test_a_timeout_must_be_finite_and_bounded(
+    flotilla: Flotilla, system: System, timeout: str
+) -> None:
+    args = ("--data-dir", str(system.data_dir), "--timeout", timeout)
+    done = flotilla("call", *args, "echo.ping")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "--timeout must be more than 0 and at most 86400 seconds" in done.stderr
+
+
+def test_the_data_dir_is_found_in_a_parent_and_named(flotilla: Flotilla, system: System) -> None:
+    below = system.directory / "deep" / "er"
+    below.mkdir(parents=True, exist_ok=True)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FLOTILLA_")}
+    done = flotilla("call", "echo.ping", cwd=below, env=env)
+    assert (done.returncode, json.loads(done.stdout)) == (0, "pong")
+    assert done.stderr == (
+        f"flotilla: data directory {system.data_dir} (found in a parent directory)\n"
+    )
+    from_env = flotilla("call", "echo.ping", cwd=below, env={**env, "FLOTILLA_DATA_DIR": "/x"})
+    assert from_env.stderr.startswith("flotilla: data directory /x (FLOTILLA_DATA_DIR)\n")
+
+
+def test_a_data_dir_that_cannot_be_read_is_an_error(flotilla: Flotilla, tmp_path: Path) -> None:
+    (tmp_path / "secret").mkdir()  # not a file: no system here
+    done = flotilla("call", "--data-dir", str(tmp_path), "echo.ping")
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: no flotilla system at {tmp_path}")
+    registry = tmp_path / "d"
+    registry.mkdir()
+    (registry / "secret").write_text("s" * 64)
+    (registry / "registry.db").write_text("not a database, " * 100)
+    broken = flotilla("ps", "--data-dir", str(registry))
+    assert broken.returncode == 1
+    assert broken.stderr.startswith("error: ")
+    assert "Traceback" not in broken.stderr
+
+
+def test_version(flotilla: Flotilla) -> None:
+    done = flotilla("--version")
+    assert done.returncode == 0
+    assert re.fullmatch(r"flotilla \d+\.\d+\.\d+\S*\n", done.stdout)

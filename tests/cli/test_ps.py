@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from flotilla.registry import Health, Instance, open_registry
 
 if TYPE_CHECKING:  # fixtures' types; tests/cli/conftest.py provides the fixtures
     from conftest import Flotilla, System
@@ -29,10 +35,22 @@ def test_table_shows_every_instance(flotilla: Flotilla, system: System) -> None:
     done = flotilla("ps", "--data-dir", str(system.data_dir))
     assert done.returncode == 0
     header, *rows = done.stdout.strip().splitlines()
-    assert header.split() == ["SERVICE", "INSTANCE", "ADDRESS", "VERSION", "HEALTH"]
-    ids = sorted(instance.id for instance in system.wait_registered(2))
-    assert sorted(row.split()[1] for row in rows) == ids
-    assert all(row.split()[0] == "echo" and row.split()[-1] == "healthy" for row in rows)
+    assert header.split() == [
+        "SERVICE",
+        "INSTANCE",
+        "ADDRESS",
+        "VERSION",
+        "HEALTH",
+        "PID",
+        "REPLICA",
+    ]
+    instances = {instance.id: instance for instance in system.wait_registered(2)}
+    assert sorted(row.split()[1] for row in rows) == sorted(instances)
+    for row in rows:
+        service, id, _, _, health, pid, replica = row.split()
+        assert (service, health) == ("echo", "healthy")
+        metadata = instances[id].metadata
+        assert (pid, replica) == (metadata.get("pid", "-"), metadata.get("replica", "-"))
 
 
 def test_an_empty_registry(flotilla: Flotilla, tmp_path: Path) -> None:
@@ -47,3 +65,49 @@ def test_no_system_at_the_data_dir(flotilla: Flotilla, tmp_path: Path) -> None:
     done = flotilla("ps", "--data-dir", str(tmp_path / "none"))
     assert done.returncode == 2
     assert done.stderr.startswith(f"error: no flotilla system at {tmp_path / 'none'}")
+
+
+def test_a_row_whose_local_process_is_gone_shows_dead(flotilla: Flotilla, tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("s" * 64)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: its pid names no process now
+    rows = [
+        Instance(
+            id="gone",
+            service="echo",
+            address="127.0.0.1:1",
+            health=Health.HEALTHY,
+            metadata={"pid": str(gone.pid), "replica": "2"},
+        ),
+        Instance(
+            id="here",
+            service="echo",
+            address="127.0.0.1:2",
+            health=Health.HEALTHY,
+            metadata={"pid": str(os.getpid())},
+        ),
+        # Another machine's pid says nothing about this one's processes.
+        Instance(
+            id="remote",
+            service="echo",
+            address="10.1.2.3:1",
+            health=Health.HEALTHY,
+            metadata={"pid": str(gone.pid)},
+        ),
+    ]
+    asyncio.run(_register(tmp_path, rows))
+    done = flotilla("ps", "--data-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    cells = {row.split()[1]: row.split() for row in done.stdout.strip().splitlines()[1:]}
+    assert cells["gone"][4:] == ["dead", str(gone.pid), "2"]
+    assert cells["here"][4:] == ["healthy", str(os.getpid()), "-"]
+    assert cells["remote"][4] == "healthy"
+
+
+async def _register(data_dir: Path, instances: list[Instance]) -> None:
+    registry = open_registry(f"sqlite://{data_dir / 'registry.db'}")
+    try:
+        for instance in instances:
+            await registry.register(instance, ttl=120)
+    finally:
+        await registry.aclose()

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,11 @@ def started_pids(output: str) -> dict[str, int]:
     return {name: int(pid) for name, pid in re.findall(r"started (\S+) \(pid (\d+)\)", output)}
 
 
+def pid_of(instance: Instance) -> int:
+    """The instance's pid: its metadata's, else (a node that does not publish it yet) its id's."""
+    return instance_pid(instance) or int(instance.id.split("-")[1])
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -37,7 +43,7 @@ def test_every_replica_runs_registers_and_answers(flotilla: Flotilla, system: Sy
     pids = started_pids(system.output())
     assert set(pids) == {"echo.1", "echo.2"}
     instances = system.wait_registered(2)
-    assert {instance_pid(instance) for instance in instances} == set(pids.values())
+    assert {pid_of(instance) for instance in instances} == set(pids.values())
     # Child output comes through, one prefixed line at a time.
     lines = system.output().splitlines()
     for name in pids:
@@ -130,27 +136,33 @@ def test_status_table_joins_instances_with_their_processes() -> None:
     ]
     instances = [
         Instance(
-            id="echo-101-abcdef", service="echo", address="127.0.0.1:4000", health=Health.HEALTHY
+            id="echo-a",
+            service="echo",
+            address="127.0.0.1:4000",
+            health=Health.HEALTHY,
+            metadata={"pid": "101", "replica": "1"},
+        ),
+        # echo.1's previous process, killed: its lease has not run out yet.
+        Instance(
+            id="echo-b",
+            service="echo",
+            address="127.0.0.1:4001",
+            health=Health.HEALTHY,
+            metadata={"pid": "99", "replica": "1"},
         ),
         Instance(id="elsewhere", service="other", address="10.0.0.1:1", health=Health.UNKNOWN),
     ]
     out = io.StringIO()
-    Console(file=out, width=200).print(status_table("system t", processes, instances))
+    table = status_table("system t", processes, instances, exited_pids=frozenset({99}))
+    Console(file=out, width=200).print(table)
     text = out.getvalue()
     assert "system t" in text
     rows = {cells[1]: cells for cells in map(_cells, text.splitlines()) if cells}
-    assert rows["echo-101-abcdef"] == [
-        "echo",
-        "echo-101-abcdef",
-        "127.0.0.1:4000",
-        "healthy",
-        "echo.1",
-        "101",
-        "2",
-    ]
+    assert rows["echo-a"] == ["echo", "echo-a", "127.0.0.1:4000", "healthy", "echo.1", "101", "2"]
+    assert rows["echo-b"] == ["echo", "echo-b", "127.0.0.1:4001", "dead", "-", "99", "-"]
     assert rows["elsewhere"] == ["other", "elsewhere", "10.0.0.1:1", "unknown", "-", "-", "-"]
     assert rows["-"] == ["echo", "-", "-", "restarting (exit 1)", "echo.2", "-", "5"]
-    assert len(rows) == 3
+    assert len(rows) == 4
 
 
 def _cells(line: str) -> list[str]:
@@ -159,10 +171,138 @@ def _cells(line: str) -> list[str]:
     return cells if len(cells) == 7 and cells[0] != "SERVICE" else []
 
 
-def test_instance_pid_reads_a_node_id() -> None:
-    def pid(id: str) -> int | None:
-        return instance_pid(Instance(id=id, service="s", address="h:1"))
+def test_instance_pid_reads_the_metadata_not_the_id() -> None:
+    def pid(id: str, **metadata: str) -> int | None:
+        return instance_pid(Instance(id=id, service="s", address="h:1", metadata=metadata))
 
-    assert pid("my-service-4242-a1b2c3") == 4242
-    assert pid("custom") is None
-    assert pid("a-b-c") is None
+    assert pid("custom", pid="4242") == 4242
+    assert pid("my-service-4242-a1b2c3") is None  # an id is a name, not a record
+    assert pid("x", pid="") is None
+    assert pid("x", pid="12a") is None
+    assert pid("x", pid="²") is None
+
+
+def test_killing_the_supervisor_stops_every_replica(flotilla: Flotilla, tmp_path: Path) -> None:
+    running = flotilla.start(flotilla.write_system(tmp_path, replicas=2), "--for", "120")
+    running.wait_registered(2)
+    pids = started_pids(running.output()).values()
+    running.process.kill()  # SIGKILL: no chance to stop anything itself
+    running.process.wait()
+    # Each replica drains and deregisters on its own (SIGTERM from the kernel).
+    assert running.wait_registered(0, running=False) == []
+    deadline = time.monotonic() + 20
+    while any(alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, "replicas outlived their supervisor"
+        time.sleep(0.05)
+
+
+def test_sighup_is_a_graceful_stop(flotilla: Flotilla, tmp_path: Path) -> None:
+    running = flotilla.start(flotilla.write_system(tmp_path, replicas=1), "--for", "120")
+    running.wait_registered(1)
+    assert running.stop(signal.SIGHUP) == 0
+    assert "stopping system cli-test" in running.output()
+    assert running.wait_registered(0) == []
+
+
+def test_a_second_run_of_the_same_system_is_refused(flotilla: Flotilla, system: System) -> None:
+    done = flotilla("run", "--no-status", "--for", "5", str(system.directory))
+    assert done.returncode == 2
+    assert f"already running under flotilla run (pid {system.process.pid})" in done.stderr
+    assert "started" not in done.stderr
+    assert len(system.wait_registered(2)) == 2  # the first one is untouched
+
+
+BAD_CLASSES = """\
+[system]
+name = "bad"
+
+[services.echo]
+class = "echo_service:Echo"
+
+[services.missing_module]
+class = "no_such_module:X"
+
+[services.missing_class]
+class = "echo_service:Nope"
+
+[services.not_a_service]
+class = "echo_service:asyncio"
+
+[services.inventory]
+class = "echo_service:Echo"
+"""
+
+
+def test_every_class_is_checked_before_anything_starts(flotilla: Flotilla, tmp_path: Path) -> None:
+    flotilla.write_system(tmp_path)
+    (tmp_path / "flotilla.toml").write_text(BAD_CLASSES)
+    done = flotilla("run", "--no-status", "--for", "5", str(tmp_path))
+    assert done.returncode == 2, done.stderr
+    path = tmp_path / "flotilla.toml"
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert errors[0].startswith(f"error: {path}:8: services.missing_module.class: cannot import")
+    assert errors[1] == (
+        f"error: {path}:11: services.missing_class.class: "
+        "module 'echo_service' has no attribute 'Nope'"
+    )
+    assert errors[2] == (
+        f"error: {path}:14: services.not_a_service.class: "
+        "'echo_service:asyncio' is a module, not a flotilla.Service subclass"
+    )
+    assert errors[3].startswith(
+        f"error: {path}:17: services.inventory.class: 'echo_service:Echo' is the service 'echo'"
+    )
+    assert len(errors) == 4
+    assert "started" not in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / ".flotilla").exists()
+
+
+def test_an_unknown_registry_scheme_is_refused_at_its_line(
+    flotilla: Flotilla, tmp_path: Path
+) -> None:
+    flotilla.write_system(tmp_path)
+    path = tmp_path / "flotilla.toml"
+    path.write_text(path.read_text().replace('name = "cli-test"', 'registry = "bogus://x"'))
+    done = flotilla("run", "--no-status", "--for", "5", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        f"error: {path}:2: system.registry: unknown registry URL 'bogus://x'"
+    )
+    check = flotilla("check", str(tmp_path))  # the same check, starting nothing
+    assert (check.returncode, check.stderr) == (2, done.stderr)
+
+
+def test_check_says_ok_for_a_good_system(flotilla: Flotilla, tmp_path: Path) -> None:
+    flotilla.write_system(tmp_path)
+    done = flotilla("check", str(tmp_path))
+    assert (done.returncode, done.stdout) == (0, f"{tmp_path / 'flotilla.toml'}: ok (1 services)\n")
+
+
+def test_when_every_replica_fails_on_its_configuration_run_exits_2(
+    flotilla: Flotilla, tmp_path: Path
+) -> None:
+    # The class is fine; the environment the replicas get is not.
+    flotilla.write_system(tmp_path, replicas=2)
+    path = tmp_path / "flotilla.toml"
+    path.write_text(path.read_text().replace('GREETING = "Hello"', 'FLOTILLA_PORT = "http"'))
+    done = flotilla("run", "--no-status", "--for", "60", str(tmp_path))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("not restarting it") == 2
+    assert "echo.1 | error: FLOTILLA_PORT='http' is not a port number" in done.stderr
+    assert done.stderr.endswith(
+        "error: every process of system cli-test exited with a configuration mistake "
+        "(see their output above)\n"
+    )
+
+
+def test_data_dir_option_overrides_the_file(flotilla: Flotilla, tmp_path: Path) -> None:
+    system_dir = tmp_path / "sys"
+    system_dir.mkdir()
+    flotilla.write_system(system_dir, replicas=1)
+    data_dir = tmp_path / "elsewhere"
+    options = ("--no-status", "--for", "0", "--data-dir", str(data_dir))
+    done = flotilla("run", *options, str(system_dir))
+    assert done.returncode == 0, done.stderr
+    assert (data_dir / "secret").is_file()
+    assert not (system_dir / ".flotilla").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from flotilla.errors import ConfigError
-from flotilla.runtime.settings import Settings, load_secret
+from flotilla.runtime.settings import Settings, ensure_data_dir, load_secret
 
 
 def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,3 +138,21 @@ def test_concurrent_creation_yields_one_secret(tmp_path: Path) -> None:
     assert len(set(results)) == 1
     assert results[0] == (tmp_path / "secret").read_text().encode()
     assert sorted(os.listdir(tmp_path)) == ["secret"]
+
+
+def test_data_dir_and_secret_are_private_under_a_permissive_umask(tmp_path: Path) -> None:
+    previous = os.umask(0)
+    try:
+        load_secret(tmp_path / "data")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "data" / "secret").stat().st_mode) == 0o600
+
+
+def test_an_existing_open_data_dir_is_tightened(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    data_dir.chmod(0o777)
+    ensure_data_dir(data_dir)
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700

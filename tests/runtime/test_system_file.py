@@ -144,3 +144,23 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
     assert caught.value.message.startswith(
         f"{tmp_path / 'nowhere' / 'flotilla.toml'}: no such file"
     )
+
+
+def test_replicas_are_bounded(tmp_path: Path) -> None:
+    text = GOOD.replace("replicas = 2", "replicas = 100000000000")
+    assert refusal(tmp_path, text) == "7: services.greeter.replicas: Expected `int` <= 64"
+    assert load_system_file(write(tmp_path, GOOD.replace("replicas = 2", "replicas = 64")))
+
+
+def test_where_names_the_line_of_a_key(tmp_path: Path) -> None:
+    spec = load_system_file(write(tmp_path, GOOD))
+    path = tmp_path / "flotilla.toml"
+    assert spec.where("services.greeter.class") == f"{path}:6: services.greeter.class"
+    assert spec.where("services.front.class") == f"{path}:11: services.front.class"
+    assert spec.where("system.registry") == f"{path}:2: system.registry"  # its table
+
+
+def test_a_data_dir_given_replaces_the_files(tmp_path: Path) -> None:
+    spec = load_system_file(write(tmp_path, GOOD), data_dir=tmp_path / "other")
+    assert spec.data_dir == tmp_path / "other"
+    assert spec.registry == f"sqlite://{tmp_path / 'other' / 'registry.db'}"

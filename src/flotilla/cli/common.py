@@ -1,10 +1,19 @@
-"""What the commands share: failing with a message, logging, and finding a running system."""
+"""What the commands share: failing with a message, logging, and finding a running system.
+
+A command that talks to a running system (``call``, ``ps``, ``describe``)
+finds its data directory as git finds ``.git``: ``--data-dir``, else
+``FLOTILLA_DATA_DIR``, else a ``.flotilla`` directory in the current folder or
+the nearest of its parents.  Unless it was given with ``--data-dir``, the one
+used is named in one line on stderr, so a command run from the wrong folder
+says where it looked.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -16,13 +25,17 @@ from flotilla.errors import ConfigError, FlotillaError
 from flotilla.runtime.settings import Settings
 
 __all__ = [
+    "DATA_DIR_NAME",
     "DataDirOption",
     "LogLevelOption",
     "client_settings",
     "configure_logging",
     "fail",
+    "find_data_dir",
     "pretty_json",
 ]
+
+DATA_DIR_NAME = ".flotilla"
 
 DataDirOption = Annotated[
     Path | None,
@@ -38,13 +51,17 @@ LogLevelOption = Annotated[
 ]
 
 
-HEALTH_STYLE = {"healthy": "green", "unhealthy": "red", "unknown": "yellow"}
+HEALTH_STYLE = {"healthy": "green", "unhealthy": "red", "unknown": "yellow", "dead": "red"}
 """How a health status is coloured in tables."""
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    """Print ``error: message`` to stderr and exit with ``code`` (2: a usage mistake)."""
-    typer.echo(f"error: {message}", err=True)
+    """Print ``error: message`` to stderr and exit with ``code`` (2: a usage mistake).
+
+    A message of several lines (several mistakes) prints one ``error:`` line each.
+    """
+    for line in message.splitlines() or [""]:
+        typer.echo(f"error: {line}", err=True)
     raise typer.Exit(code)
 
 
@@ -70,16 +87,31 @@ def configure_logging(level: str) -> str:
     return name
 
 
+def find_data_dir(explicit: Path | None, env: Mapping[str, str]) -> tuple[Path, str]:
+    """The data directory a client command uses, and how it was found (see the module doc)."""
+    if explicit is not None:
+        return explicit.absolute(), "--data-dir"
+    if env.get("FLOTILLA_DATA_DIR"):
+        return Path(env["FLOTILLA_DATA_DIR"]).absolute(), "FLOTILLA_DATA_DIR"
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        if (folder / DATA_DIR_NAME).is_dir():
+            where = "the current directory" if folder == here else "a parent directory"
+            return folder / DATA_DIR_NAME, f"found in {where}"
+    return here / DATA_DIR_NAME, "the default"
+
+
 def client_settings(data_dir: Path | None) -> Settings:
-    """The settings of a command that talks to a running system (``call``, ``ps``).
+    """The settings of a command that talks to a running system (``call``, ``ps``, ``describe``).
 
     Unlike a node, a client never creates a data directory: a missing secret
     means there is no system here, which is worth saying instead of making one.
     """
     env = dict(os.environ)
-    if data_dir is not None:
-        env["FLOTILLA_DATA_DIR"] = str(data_dir)
-    directory = Path(env.get("FLOTILLA_DATA_DIR") or ".flotilla").absolute()
+    directory, source = find_data_dir(data_dir, env)
+    env["FLOTILLA_DATA_DIR"] = str(directory)
+    if source != "--data-dir" and not (env.get("FLOTILLA_SECRET") and env.get("FLOTILLA_REGISTRY")):
+        typer.echo(f"flotilla: data directory {directory} ({source})", err=True)
     if not env.get("FLOTILLA_SECRET") and not (directory / "secret").is_file():
         fail(
             f"no flotilla system at {directory} (no secret there); "
@@ -89,6 +121,8 @@ def client_settings(data_dir: Path | None) -> Settings:
         return Settings.from_env(env)
     except ConfigError as exc:
         fail(exc.message)
+    except OSError as exc:  # a secret that cannot be read, a data dir that is a file...
+        fail(f"cannot use the data directory {directory}: {exc.strerror or exc}")
 
 
 def pretty_json(value: Any) -> str:

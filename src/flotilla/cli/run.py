@@ -1,4 +1,11 @@
-"""``flotilla run [PATH]``: run a whole system from its ``flotilla.toml`` until Ctrl-C."""
+"""``flotilla run [PATH]``: run a whole system from its ``flotilla.toml`` until Ctrl-C.
+
+Before anything starts, the system is checked (:mod:`flotilla.runtime.preflight`)
+and the data directory claimed (one supervisor per data directory); either
+failing exits 2.  SIGINT, SIGTERM and SIGHUP (the terminal closed) stop every
+process gracefully and exit 0.  When every replica exits with a configuration
+mistake, nothing is left to run: the command exits 2.
+"""
 
 from __future__ import annotations
 
@@ -14,16 +21,20 @@ from typing import Annotated
 import typer
 
 from flotilla.aio import wait_first
-from flotilla.cli.common import LogLevelOption, configure_logging, fail
+from flotilla.cli.check import system_dir_of
+from flotilla.cli.common import DataDirOption, LogLevelOption, configure_logging, fail
 from flotilla.cli.status_view import show_status
-from flotilla.errors import ConfigError
-from flotilla.runtime.serve import run
+from flotilla.errors import ConfigError, FailedPrecondition
+from flotilla.runtime.preflight import check_system
+from flotilla.runtime.serve import run_loop
 from flotilla.runtime.supervisor import Supervisor
 from flotilla.runtime.system_file import SYSTEM_FILE, SystemSpec, load_system_file
 
 __all__ = ["run_command"]
 
 log = logging.getLogger("flotilla.cli")
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def run_command(
@@ -41,20 +52,21 @@ def run_command(
         float | None,
         typer.Option("--for", min=0, metavar="SECONDS", help="Stop by itself after this long."),
     ] = None,
+    data_dir: DataDirOption = None,
     log_level: LogLevelOption = "INFO",
 ) -> None:
     """Run every service of the system in PATH, restart what crashes, stop all on Ctrl-C."""
     level = configure_logging(log_level)
     try:
-        spec = load_system_file(path)
+        spec = load_system_file(path, data_dir=data_dir)
     except ConfigError as exc:
         fail(exc.message)
-    system_dir = path if path.is_dir() else path.parent
+    system_dir = system_dir_of(path)
     live = status and sys.stdout.isatty()
     environ = {**os.environ, "FLOTILLA_LOG_LEVEL": level}
     try:
-        run(_run_system(spec, system_dir, environ=environ, live=live, duration=duration))
-    except ConfigError as exc:  # an empty secret file, say
+        run_loop(_run_system(spec, system_dir, environ=environ, live=live, duration=duration))
+    except (ConfigError, FailedPrecondition) as exc:  # a class that does not import, ...
         fail(exc.message)
     except OSError as exc:  # the data directory cannot be created, ...
         fail(str(exc), 1)
@@ -68,10 +80,10 @@ async def _run_system(
     live: bool,
     duration: float | None,
 ) -> None:
+    await check_system(spec, system_dir, environ)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for signum in signals:
+    for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     try:
         async with Supervisor(spec, system_dir, environ=environ) as supervisor:
@@ -83,8 +95,14 @@ async def _run_system(
             if live:
                 waits.append(show_status(supervisor, spec.registry, title=f"system {spec.name}"))
             await wait_first(*waits)
-            log.info("stopping system %s", spec.name)
+            if not supervisor.all_failed:
+                log.info("stopping system %s", spec.name)
     finally:
-        for signum in signals:
+        for signum in _STOP_SIGNALS:
             loop.remove_signal_handler(signum)
+    if supervisor.all_failed:
+        raise ConfigError(
+            f"every process of system {spec.name} exited with a configuration mistake "
+            "(see their output above)"
+        )
     log.info("stopped system %s", spec.name)

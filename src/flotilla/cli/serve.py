@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 
 from flotilla.cli.common import LogLevelOption, configure_logging, fail, fail_with
+from flotilla.cli.queued_output import QueuedOutput
 from flotilla.errors import ConfigError, FlotillaError
-from flotilla.runtime.serve import load_service_class, run, serve
+from flotilla.runtime.serve import follow_parent, load_service_class, run_loop, serve
 from flotilla.runtime.settings import Settings
 from flotilla.service import Service
 
@@ -25,18 +26,31 @@ def serve_command(
     log_level: LogLevelOption = "INFO",
 ) -> None:
     """Host one or more services in this process (the registry etc. come from FLOTILLA_*)."""
+    # A reader that stalls (a supervisor stopped with Ctrl-Z) must not freeze
+    # this process on a full pipe: see flotilla.cli.queued_output.
+    sys.stdout = stdout = QueuedOutput(sys.stdout.fileno())
+    sys.stderr = stderr = QueuedOutput(sys.stderr.fileno())
+    try:
+        _serve(classes, log_level)
+    finally:
+        stdout.drain()  # bounded: a reader that never comes back is not waited for
+        stderr.drain()
+
+
+def _serve(classes: list[str], log_level: str) -> None:
     configure_logging(log_level)
     # As uvicorn does: `flotilla serve app:Svc` finds ./app.py, whichever way
     # flotilla itself was started (`python -m` adds the directory, a script does not).
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
+        parent = follow_parent(os.environ)
         services = _load(classes)
         settings = Settings.from_env()
-    except ConfigError as exc:
-        fail(exc.message)
+    except FlotillaError as exc:
+        fail_with(exc)
     try:
-        run(serve(services, settings))
+        run_loop(serve(services, settings, parent=parent))
     except FlotillaError as exc:
         fail_with(exc)
     except OSError as exc:  # the port is taken, the registry file is not writable, ...

@@ -1,4 +1,10 @@
-"""The live status table of ``flotilla run``: registry instances joined with their processes."""
+"""The live status table of ``flotilla run``: registry instances joined with their processes.
+
+An instance is joined to its process by the ``pid`` its node puts in the
+instance's metadata.  A killed replica's row stays in the registry until its
+lease runs out, but the supervisor knows at once that the process exited: the
+row is shown ``dead`` from that moment, not ``healthy`` with its old pid.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,10 @@ from flotilla.cli.common import HEALTH_STYLE
 from flotilla.registry import Instance, open_registry
 from flotilla.runtime.supervisor import ProcessState, ProcessStatus, Supervisor
 
-__all__ = ["instance_pid", "show_status", "status_table"]
+__all__ = ["DEAD", "instance_pid", "show_status", "status_table"]
+
+DEAD = "dead"
+"""What the health column says of an instance whose process is known to have exited."""
 
 log = logging.getLogger("flotilla.cli")
 
@@ -24,6 +33,7 @@ _STATE_STYLE = {
     ProcessState.RESTARTING: "red",
     ProcessState.STOPPING: "yellow",
     ProcessState.STOPPED: "dim",
+    ProcessState.FAILED: "red",
 }
 
 
@@ -46,16 +56,26 @@ async def show_status(
                 except Exception as exc:  # a busy registry file: show it, try again
                     problem = f"registry: {exc}"
                     instances = []
-                live.update(status_table(title, supervisor.status(), instances, problem))
+                table = status_table(
+                    title, supervisor.status(), instances, problem, supervisor.exited_pids()
+                )
+                live.update(table)
                 await asyncio.sleep(interval)
     finally:
         await registry.aclose()
 
 
 def status_table(
-    title: str, processes: list[ProcessStatus], instances: list[Instance], problem: str = ""
+    title: str,
+    processes: list[ProcessStatus],
+    instances: list[Instance],
+    problem: str = "",
+    exited_pids: frozenset[int] = frozenset(),
 ) -> Table:
-    """One row per registered instance, then one per process not (yet) registered."""
+    """One row per registered instance, then one per process not (yet) registered.
+
+    An instance whose pid is in ``exited_pids`` is shown ``dead``.
+    """
     table = Table(
         "SERVICE", "INSTANCE", "ADDRESS", "HEALTH", "PROCESS", "PID", "RESTARTS", title=title
     )
@@ -66,11 +86,12 @@ def status_table(
         process = by_pid.get(pid) if pid is not None else None
         if process is not None:
             shown.add(process.name)
+        health = DEAD if pid is not None and pid in exited_pids else str(instance.health)
         table.add_row(
-            instance.service,
-            instance.id,
-            instance.address,
-            Text(instance.health, style=HEALTH_STYLE.get(instance.health, "")),
+            Text(instance.service),  # Text, not markup: brackets in an id are not styles
+            Text(instance.id),
+            Text(instance.address),
+            Text(health, style=HEALTH_STYLE.get(health, "")),
             process.name if process else "-",
             str(pid) if pid is not None else "-",
             str(process.restarts) if process else "-",
@@ -84,9 +105,9 @@ def status_table(
 
 
 def instance_pid(instance: Instance) -> int | None:
-    """The pid in a node's instance id (``service-<pid>-<random>``), if it has that shape."""
-    parts = instance.id.rsplit("-", 2)
-    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+    """The pid its node put in the instance's metadata, if any (and if it is a number)."""
+    text = instance.metadata.get("pid", "")
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def _process_row(process: ProcessStatus) -> tuple[str | Text, ...]:

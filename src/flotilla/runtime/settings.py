@@ -11,6 +11,10 @@ itself.  With none set, a process uses the embedded mode: a data directory
 - ``FLOTILLA_HOST`` / ``FLOTILLA_PORT``: where the RPC server binds (default
   ``127.0.0.1``, any free port);
 - ``FLOTILLA_ADVERTISE``: the host others reach this process at (default: the bound host).
+
+The data directory holds the cluster secret: it is made ``0700`` and the files
+Flotilla writes there ``0600``, whatever the umask, since anybody who can
+replace ``secret`` can impersonate every process of the system.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import msgspec
 
 from flotilla.errors import ConfigError
 
-__all__ = ["Settings", "load_secret"]
+__all__ = ["Settings", "ensure_data_dir", "load_secret"]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -67,9 +71,10 @@ def load_secret(data_dir: Path) -> bytes:
     """
     path = data_dir / "secret"
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_data_dir(data_dir)
         candidate = data_dir / f".secret.{os.getpid()}.{secrets.token_hex(4)}"
         fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.fchmod(fd, 0o600)  # the mode given to open() is masked by the umask; this is not
         with os.fdopen(fd, "w") as file:
             file.write(secrets.token_hex(32))
         try:
@@ -82,3 +87,17 @@ def load_secret(data_dir: Path) -> bytes:
     if not text:
         raise ConfigError(f"cluster secret file {path} is empty")
     return text.encode()
+
+
+def ensure_data_dir(data_dir: Path) -> None:
+    """Create ``data_dir`` (and its parents) if missing; make it ``0700`` either way.
+
+    ``mkdir``'s mode is masked by the umask, so the mode is set after; an
+    existing directory that others can enter is tightened too (it holds the
+    secret).  A directory that is not ours is left alone: ``chmod`` would fail
+    and the secret's own mode still protects it.
+    """
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = data_dir.stat()
+    if info.st_mode & 0o077 and info.st_uid == os.getuid():
+        os.chmod(data_dir, 0o700)

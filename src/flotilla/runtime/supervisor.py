@@ -18,10 +18,48 @@ A replica's life, one task per replica::
                 v                   v
     SIGTERM, wait <= stop_timeout, SIGKILL  -> stopped
 
-A process that exits for any reason while the system runs is restarted (a
-service is meant to run until stopped): after 0.5 s, then 1, 2, 4 ... up to
-30 s for a process that keeps failing; a process that stayed up 30 s starts
-the count again.
+A process that exits while the system runs is restarted (a service is meant
+to run until stopped): after 0.5 s, then 1, 2, 4 ... up to 30 s for a process
+that keeps failing; a process that stayed up 30 s starts the count again.  The
+exception is exit code 2, which ``flotilla serve`` uses for a configuration
+mistake (a class that cannot be imported, a bad ``FLOTILLA_*`` value): running
+it again cannot help, so the replica is ``failed`` and stays so; once every
+replica of the system has failed, :meth:`Supervisor.supervise` returns and
+:attr:`Supervisor.all_failed` says why.
+
+What a replica's process gets:
+
+- its working directory is the system's directory (the one holding
+  ``flotilla.toml``), which is also first on its ``PYTHONPATH``: relative paths
+  in a service and ``module:Class`` names resolve from there;
+- ``FLOTILLA_DATA_DIR``, ``FLOTILLA_REGISTRY``, ``FLOTILLA_SECRET``: the
+  system's, so every replica finds the others with nothing to configure;
+- ``FLOTILLA_REPLICA``: its 1-based number within its service (``greeter.2``
+  has ``2``); a node publishes it in its instances' metadata as ``replica``;
+- ``FLOTILLA_PARENT_PID``: this process's pid, see below;
+- the service's ``env`` table from the system file, over all of the above.
+
+Replicas never outlive their supervisor.  Two mechanisms, because each alone
+has a hole:
+
+- on Linux, the child (``flotilla serve``) asks the kernel for
+  ``PR_SET_PDEATHSIG = SIGTERM``: whatever kills the supervisor, ``kill -9``
+  included, each replica gets SIGTERM at once and drains as on a normal stop.
+  The child then checks that its parent is still ``FLOTILLA_PARENT_PID``,
+  since the supervisor may have died between the fork and the ``prctl``.
+  The signal follows the death of the *thread* that started the child, so the
+  supervisor starts children from its event loop's thread only;
+- everywhere, the child also polls its parent pid every second and stops when
+  it changes (re-parented: the supervisor is gone): the portable path, and the
+  one that covers a platform without ``prctl``.
+
+A pipe whose EOF tells the child would be portable too, but it needs a reader
+in every child and an inherited descriptor the child's own children could keep
+open; the parent-pid check needs neither.
+
+Only one supervisor runs a data directory at a time
+(:class:`~flotilla.runtime.system_lock.SystemLock`): a second one is refused
+with the pid of the first.
 
 Child output (stdout and stderr, merged) goes line by line to this process's
 stderr, prefixed with the replica's name (``greeter.1 | ...``), as foreman and
@@ -47,10 +85,12 @@ from types import TracebackType
 import msgspec
 
 from flotilla.aio import wait_first
-from flotilla.runtime.settings import load_secret
+from flotilla.runtime.preflight import service_environment
+from flotilla.runtime.settings import ensure_data_dir, load_secret
 from flotilla.runtime.system_file import ServiceSpec, SystemSpec
+from flotilla.runtime.system_lock import SystemLock
 
-__all__ = ["Backoff", "ProcessState", "ProcessStatus", "Supervisor"]
+__all__ = ["CONFIG_EXIT_CODE", "Backoff", "ProcessState", "ProcessStatus", "Supervisor"]
 
 log = logging.getLogger("flotilla.supervisor")
 
@@ -58,6 +98,12 @@ log = logging.getLogger("flotilla.supervisor")
 # (a grandchild may hold the pipe open) before it stops reading.
 _OUTPUT_DRAIN = 2.0
 _CHUNK = 65536
+# How many pids of exited processes the supervisor remembers, for status
+# displays that still see their registry rows (until the leases run out).
+_EXITED_PIDS_KEPT = 1024
+
+CONFIG_EXIT_CODE = 2
+"""The exit code of ``flotilla serve`` for a configuration mistake: never restarted."""
 
 
 class ProcessState(enum.StrEnum):
@@ -68,6 +114,8 @@ class ProcessState(enum.StrEnum):
     RESTARTING = "restarting"
     STOPPING = "stopping"
     STOPPED = "stopped"
+    FAILED = "failed"
+    """Exited with :data:`CONFIG_EXIT_CODE`: not restarted."""
 
 
 class ProcessStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -104,7 +152,7 @@ class Backoff:
 
 
 class Supervisor:
-    """Runs the processes of ``spec``; use as ``async with`` or ``run()`` / ``stop()``.
+    """Runs the processes of ``spec``; use as ``async with`` or ``supervise()`` / ``stop()``.
 
     ``system_dir`` is put first on the children's ``PYTHONPATH`` and is their
     working directory.  ``environ`` is the environment the children inherit
@@ -136,12 +184,28 @@ class Supervisor:
         self._started = False
         self._runner: asyncio.Task[None] | None = None
         self._env: dict[str, str] | None = None
+        self._lock = SystemLock(spec.data_dir)
+        self._exited_pids: dict[int, None] = {}  # insertion-ordered set, oldest first
+
+    @property
+    def all_failed(self) -> bool:
+        """Every replica exited with the configuration exit code (so nothing runs)."""
+        return all(replica.state is ProcessState.FAILED for replica in self._replicas)
+
+    def exited_pids(self) -> frozenset[int]:
+        """Pids of this supervisor's processes that have exited (the most recent ones)."""
+        return frozenset(self._exited_pids)
+
+    def _exited(self, pid: int) -> None:
+        self._exited_pids[pid] = None
+        if len(self._exited_pids) > _EXITED_PIDS_KEPT:
+            del self._exited_pids[next(iter(self._exited_pids))]
 
     def status(self) -> list[ProcessStatus]:
         """Every replica's state, in the order of the system file."""
         return [replica.snapshot() for replica in self._replicas]
 
-    async def run(self) -> None:
+    async def supervise(self) -> None:
         """Run every replica until :meth:`stop`.
 
         Cancelling this stops every process first (as :meth:`stop` does), so no
@@ -151,11 +215,17 @@ class Supervisor:
             raise RuntimeError("a Supervisor runs once")
         self._started = True
         try:
+            if self._stopping.is_set():
+                return  # stopped before it started: claim nothing, start nothing
             base_env = self._env or self._base_environment()
             async with asyncio.TaskGroup() as tasks:
                 for replica in self._replicas:
                     tasks.create_task(replica.keep_running(base_env), name=replica.name)
         finally:
+            for replica in self._replicas:
+                if replica.state is not ProcessState.FAILED:
+                    replica.state = ProcessState.STOPPED
+            self._lock.release()
             self._done.set()
 
     async def stop(self) -> None:
@@ -169,12 +239,13 @@ class Supervisor:
             await self._done.wait()
 
     async def wait_stopped(self) -> None:
-        """Return once :meth:`run` has ended (after :meth:`stop`, or on a failure)."""
+        """Return once :meth:`supervise` has ended (after :meth:`stop`, or on a failure)."""
         await self._done.wait()
 
     async def __aenter__(self) -> Supervisor:
-        self._env = self._base_environment()  # a data dir that cannot be made fails here
-        self._runner = asyncio.create_task(self.run(), name="supervisor")
+        # A data dir that cannot be made, or that another supervisor runs, fails here.
+        self._env = self._base_environment()
+        self._runner = asyncio.create_task(self.supervise(), name="supervisor")
         return self
 
     async def __aexit__(
@@ -191,10 +262,20 @@ class Supervisor:
         await self._runner  # raises what the runner raised, if anything
 
     def _base_environment(self) -> dict[str, str]:
-        """What every child's environment starts from; creates the data dir and the secret."""
-        self.spec.data_dir.mkdir(parents=True, exist_ok=True)
-        secret = load_secret(self.spec.data_dir)
+        """What every child's environment starts from.
+
+        Creates the data dir and the secret, and claims the directory
+        (:class:`SystemLock`) before any process starts.
+        """
+        ensure_data_dir(self.spec.data_dir)
+        self._lock.acquire()
+        try:
+            secret = load_secret(self.spec.data_dir)
+        except BaseException:
+            self._lock.release()
+            raise
         env = dict(self._environ)
+        env["FLOTILLA_PARENT_PID"] = str(os.getpid())
         env["FLOTILLA_DATA_DIR"] = str(self.spec.data_dir)
         env["FLOTILLA_REGISTRY"] = self.spec.registry
         env["FLOTILLA_SECRET"] = secret.decode()
@@ -213,6 +294,7 @@ class _Replica:
         self.stop_timeout = owner.stop_timeout
         self.stopping = owner._stopping  # set once, by Supervisor.stop
         self.output = owner._output
+        self.on_exit = owner._exited
         self.service = service
         self.spec = spec
         self.number = number
@@ -244,6 +326,15 @@ class _Replica:
                 await self._run_once(self._environment(base_env))
                 if stopping.is_set():
                     break
+                if self.exit_code == CONFIG_EXIT_CODE:
+                    self.state = ProcessState.FAILED
+                    log.error(
+                        "%s exited with code %d (a configuration mistake; see its output): "
+                        "not restarting it",
+                        self.name,
+                        CONFIG_EXIT_CODE,
+                    )
+                    return
                 delay = backoff.delay(loop.time() - started)
                 self.state = ProcessState.RESTARTING
                 log.warning("%s %s; restarting in %.1f s", self.name, _exit(self.exit_code), delay)
@@ -251,7 +342,8 @@ class _Replica:
                 if not stopping.is_set():
                     self.restarts += 1
         finally:
-            self.state = ProcessState.STOPPED
+            if self.state is not ProcessState.FAILED:
+                self.state = ProcessState.STOPPED
             self.pid = None
 
     async def _run_once(self, env: dict[str, str]) -> None:
@@ -285,6 +377,7 @@ class _Replica:
             # Reached on exit, on stop and on cancellation alike.
             await self._terminate(process)
             self.exit_code = process.returncode
+            self.on_exit(process.pid)
             await _finish(pump, _OUTPUT_DRAIN)
 
     async def _terminate(self, process: asyncio.subprocess.Process) -> None:
@@ -320,10 +413,7 @@ class _Replica:
         self.output(f"{self.name} | {text}")
 
     def _environment(self, base: Mapping[str, str]) -> dict[str, str]:
-        env = {**base, **self.spec.env}
-        path = env.get("PYTHONPATH")
-        system_dir = str(self.system_dir)
-        env["PYTHONPATH"] = f"{system_dir}{os.pathsep}{path}" if path else system_dir
+        env = service_environment(base, self.spec, self.system_dir)
         env["FLOTILLA_REPLICA"] = str(self.number)
         return env
 

@@ -7,10 +7,14 @@
     # registry = "sqlite:///..."    # optional, default: <data_dir>/registry.db
     # data_dir = ".flotilla"        # optional, relative to the system directory
 
-    [services.greeter]
+    [services.greeter]              # the entry's name is the service's name
     class = "hello.greeter:Greeter" # module:Class, imported by each process
-    replicas = 2                    # optional, default 1
+    replicas = 2                    # optional, 1 to 64, default 1
     env = { GREETING = "Hello" }    # optional extra environment, strings
+
+``replicas`` is at most :data:`MAX_REPLICAS` (64): processes on one machine,
+each an interpreter of its own; a larger number is a typo far more often than
+a plan, and the supervisor holds state per replica.
 
 A file that cannot be used is refused before anything starts, with a
 :class:`~flotilla.errors.ConfigError` naming the file, the line and the
@@ -18,6 +22,12 @@ reason: ``examples/hello/flotilla.toml:7: services.greeter.replicas: Expected
 `int`, got `str```.  The line is found by scanning the text for the table and
 the key (TOML parsers keep no positions), so it is the line of the key when
 the key is written on a line of its own, else that of its table.
+
+What this module checks is the file alone.  Whether each class imports, is a
+:class:`~flotilla.service.Service` whose name is its entry's, and whether the
+registry URL has a known scheme, is checked by
+:mod:`flotilla.runtime.preflight` before ``flotilla run`` starts anything; its
+errors point into the file through :meth:`SystemSpec.where`.
 """
 
 from __future__ import annotations
@@ -31,9 +41,18 @@ import msgspec
 
 from flotilla.errors import ConfigError
 
-__all__ = ["SYSTEM_FILE", "ServiceSpec", "SystemSpec", "load_system_file", "parse_system"]
+__all__ = [
+    "MAX_REPLICAS",
+    "SYSTEM_FILE",
+    "ServiceSpec",
+    "SystemSpec",
+    "load_system_file",
+    "parse_system",
+]
 
 SYSTEM_FILE = "flotilla.toml"
+MAX_REPLICAS = 64
+"""The most processes one ``[services.NAME]`` entry may ask for."""
 
 T = TypeVar("T")
 
@@ -57,7 +76,7 @@ class ServiceSpec(
 
     class_: str
     """``"package.module:Class"``, a :class:`~flotilla.service.Service` subclass."""
-    replicas: Annotated[int, msgspec.Meta(ge=1)] = 1
+    replicas: Annotated[int, msgspec.Meta(ge=1, le=MAX_REPLICAS)] = 1
     env: dict[str, str] = msgspec.field(default_factory=dict)
     """Added to the environment of each of the service's processes."""
 
@@ -70,6 +89,14 @@ class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
     registry: str
     services: dict[str, ServiceSpec]
     """By entry name, in the order of the file."""
+    source: str = SYSTEM_FILE
+    """The file, as named in errors."""
+    lines: dict[str, int] = msgspec.field(default_factory=dict)
+    """The line of each checked key (``services.greeter.class``, ``system.registry``...)."""
+
+    def where(self, key: str) -> str:
+        """``file:line: key``, the start of an error about ``key``."""
+        return f"{self.source}:{self.lines.get(key, 1)}: {key}"
 
 
 class _SystemTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -85,8 +112,11 @@ class _File(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     services: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-def load_system_file(path: str | Path) -> SystemSpec:
-    """Read and check the system file at ``path`` (a ``flotilla.toml`` or its directory)."""
+def load_system_file(path: str | Path, *, data_dir: Path | None = None) -> SystemSpec:
+    """Read and check the system file at ``path`` (a ``flotilla.toml`` or its directory).
+
+    ``data_dir`` (``flotilla run --data-dir``) replaces the file's ``data_dir``.
+    """
     path = Path(path)
     if path.is_dir() or path.suffix != ".toml":
         path = path / SYSTEM_FILE
@@ -98,13 +128,18 @@ def load_system_file(path: str | Path) -> SystemSpec:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot be read: {exc}") from None
-    return parse_system(text, source=str(path), system_dir=path.absolute().parent)
+    return parse_system(
+        text, source=str(path), system_dir=path.absolute().parent, data_dir=data_dir
+    )
 
 
-def parse_system(text: str, *, source: str, system_dir: Path) -> SystemSpec:
+def parse_system(
+    text: str, *, source: str, system_dir: Path, data_dir: Path | None = None
+) -> SystemSpec:
     """Check the system file ``text``.
 
-    ``source`` names the file in errors; relative paths resolve from ``system_dir``.
+    ``source`` names the file in errors; relative paths resolve from ``system_dir``;
+    ``data_dir``, when given, replaces the file's (relative to the working directory).
     """
     try:
         data = tomllib.loads(text)
@@ -116,13 +151,22 @@ def parse_system(text: str, *, source: str, system_dir: Path) -> SystemSpec:
     }
     if not services:
         raise ConfigError(f"{source}:1: a system needs at least one [services.NAME] table")
-    data_dir = (system_dir / Path(parsed.system.data_dir).expanduser()).absolute()
+    if data_dir is not None:
+        data_dir = data_dir.expanduser().absolute()
+    else:
+        data_dir = (system_dir / Path(parsed.system.data_dir).expanduser()).absolute()
     registry = parsed.system.registry or f"sqlite://{data_dir / 'registry.db'}"
+    lines = text.splitlines()
+    keys = [["system", "registry"]]
+    for name in services:
+        keys += [["services", name], *(["services", name, key] for key in ("class", "replicas"))]
     return SystemSpec(
         name=parsed.system.name or system_dir.absolute().name,
         data_dir=data_dir,
         registry=_anchor_sqlite(registry, system_dir),
         services=services,
+        source=source,
+        lines={".".join(key): _find_line(lines, key) for key in keys},
     )
 
 

@@ -1,0 +1,148 @@
+"""Checking a system before any of it starts: classes, names and the registry URL.
+
+``flotilla run`` calls :func:`check_system` after reading the system file.  A
+mistake found here is reported as ``file:line: key: reason`` (one line per
+mistake, all of them at once) and nothing starts; found later, it would make
+every replica exit and be restarted forever.
+
+- each ``class`` imports, names an attribute of its module, and that attribute
+  is a :class:`~flotilla.service.Service` subclass whose methods can be read;
+- the service's name is its entry's: ``[services.orders]`` runs the service
+  named ``orders``.  Process names (``orders.1``), log prefixes and the status
+  table use the entry's name while callers and the registry use the
+  service's, so a difference would show one system under two sets of names.
+  A class without ``name=`` is named after itself (``OrderBook`` ->
+  ``order_book``), and the same rule applies;
+- the registry URL has a known scheme (nothing is opened or created).
+
+Each class is imported in a short subprocess (``flotilla check-class``) with
+the environment and working directory its replicas will have, not in the
+supervisor: importing user code runs it, and its side effects (threads,
+connections, memory, reading a variable meant for the replica) have no place
+in the long-lived supervisor.  The subprocesses run in parallel, so the check
+costs about one interpreter start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+from flotilla.errors import ConfigError
+from flotilla.registry import open_registry
+from flotilla.runtime.system_file import ServiceSpec, SystemSpec
+
+__all__ = ["ClassReport", "check_system", "service_environment"]
+
+# A module whose import takes longer than this is reported, not waited for.
+_IMPORT_TIMEOUT = 60.0
+
+
+class ClassReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``flotilla check-class`` prints (its last line of stdout) for a good class."""
+
+    name: str
+    """The service's name (``Service.name``)."""
+
+
+def service_environment(
+    base: Mapping[str, str], spec: ServiceSpec, system_dir: Path
+) -> dict[str, str]:
+    """The environment of a process of ``spec``: ``base``, the entry's ``env``, the system dir
+    first on ``PYTHONPATH``."""
+    env = {**base, **spec.env}
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = f"{system_dir}{os.pathsep}{path}" if path else str(system_dir)
+    return env
+
+
+async def check_system(spec: SystemSpec, system_dir: Path, environ: Mapping[str, str]) -> None:
+    """Raise :class:`ConfigError` listing every mistake found (one per line), else return.
+
+    ``system_dir`` must be absolute: it becomes the working directory and the
+    ``PYTHONPATH`` of the processes that import the classes.
+    """
+    if not system_dir.is_absolute():
+        raise ValueError(f"system_dir must be absolute, not {system_dir}")
+    limit = asyncio.Semaphore(max(2, os.cpu_count() or 2))
+    checks = [_check_registry(spec)]
+    checks += [
+        _check_service(spec, name, service, system_dir, environ, limit)
+        for name, service in spec.services.items()
+    ]
+    problems = [problem for problem in await asyncio.gather(*checks) if problem]
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+async def _check_registry(spec: SystemSpec) -> str | None:
+    try:
+        registry = open_registry(spec.registry)
+    except ConfigError as exc:
+        return f"{spec.where('system.registry')}: {exc.message}"
+    await registry.aclose()  # opening creates nothing: it only resolved the URL
+    return None
+
+
+async def _check_service(
+    spec: SystemSpec,
+    name: str,
+    service: ServiceSpec,
+    system_dir: Path,
+    environ: Mapping[str, str],
+    limit: asyncio.Semaphore,
+) -> str | None:
+    where = spec.where(f"services.{name}.class")
+    env = service_environment(environ, service, system_dir)
+    env.pop("FLOTILLA_PARENT_PID", None)
+    async with limit:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "flotilla",
+            "check-class",
+            service.class_,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=system_dir,
+        )
+        try:
+            async with asyncio.timeout(_IMPORT_TIMEOUT):
+                out, err = await process.communicate()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            return f"{where}: importing {service.class_!r} took more than {_IMPORT_TIMEOUT:.0f} s"
+        finally:
+            if process.returncode is None:  # cancelled: leave no process behind
+                process.kill()
+                await process.wait()
+    if process.returncode != 0:
+        return f"{where}: {_reason(err.decode(errors='replace'), process.returncode)}"
+    try:
+        report = msgspec.json.decode(out.strip().splitlines()[-1], type=ClassReport)
+    except (IndexError, msgspec.DecodeError):
+        return f"{where}: checking {service.class_!r} printed no report"
+    if report.name != name:
+        return (
+            f"{where}: {service.class_!r} is the service {report.name!r}, but its entry is "
+            f"[services.{name}]; name the entry [services.{report.name}] "
+            f"(or give the class name={name!r})"
+        )
+    return None
+
+
+def _reason(stderr: str, code: int | None) -> str:
+    """The ``error: ...`` line of a failed check, else the last line of its output."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("error: "):
+            return line.removeprefix("error: ")
+    return lines[-1] if lines else f"checking the class exited with code {code}"
