@@ -48,6 +48,7 @@ TARGET_IDLE_RSS_BYTES = 40 * 1000 * 1000  # idle server RSS <= 40 MB (10^6 bytes
 IDLE_SECONDS = 1.0
 QUIET_CPUS = 0.1  # a run starts once other processes use less than this many CPUs...
 QUIET_WAIT = 20.0  # ...or after this many seconds of waiting for that
+DISTURBED_CPUS = 0.15  # a run during which others used more than this is flagged (and redone)
 PROBE_CALLS = 20
 
 
@@ -307,13 +308,18 @@ def _mib(kib: float) -> str:
     return f"{kib / 1024:.1f} MiB ({kib * 1024 / 1e6:.1f} MB)"
 
 
+def disturbed(r: dict[str, Any]) -> bool:
+    """Whether other processes competed for the CPUs enough to skew the figures."""
+    return bool(max(r["busy_cpus_before"], r["busy_cpus_other"]) > DISTURBED_CPUS)
+
+
 def report(r: dict[str, Any], title: str) -> None:
     print(f"\n{title}")
     print(
         f"  other load on the machine: {r['busy_cpus_before']:.2f} CPUs busy just before, "
         f"{r['busy_cpus_other']:.2f} CPUs on average during the run (outside the bench)"
     )
-    if max(r["busy_cpus_before"], r["busy_cpus_other"]) > 0.15:
+    if disturbed(r):
         print("  WARNING: other processes competed for the CPUs; these figures are disturbed")
     print(f"  {'':<16}{'calls/s':>10}{'p50 µs':>10}{'p99 µs':>10}{'mean µs':>10}")
     for kind in ("raw", "flotilla"):
@@ -531,6 +537,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per phase (0.5)")
     parser.add_argument("--quick", action="store_true", help="1 s phases, 0.3 s warm-up")
     parser.add_argument("--runs", type=int, default=1, help="repeat and report medians (1)")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="run again a run that other processes disturbed, at most this many times (2)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
     parser.add_argument(
         "--profile",
@@ -594,7 +606,16 @@ def main() -> int:
         )
         runs = []
         for index in range(args.runs):
-            runs.append(run_once(children, workdir, args.warmup, args.seconds))
+            for attempt in range(args.retries + 1):
+                result = run_once(children, workdir, args.warmup, args.seconds)
+                if not disturbed(result) or attempt == args.retries:
+                    break
+                print(
+                    f"run {index + 1}: other processes used {result['busy_cpus_other']:.2f} CPUs;"
+                    " running it again",
+                    flush=True,
+                )
+            runs.append(result)
             if args.runs > 1:
                 report(runs[-1], f"run {index + 1} of {args.runs}")
         report(_median(runs), "median of runs" if args.runs > 1 else "results")
