@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import msgspec
@@ -17,16 +18,17 @@ import pytest
 
 from flotilla import Context, Service, codec, rpc
 from flotilla.calls.pipeline import Handler
+from flotilla.headers import Headers, Principal
 from flotilla.errors import (
     ConfigError,
+    FlotillaError,
     Internal,
     InvalidArgument,
-    NotFound,
     PermissionDenied,
     Unavailable,
+    Unimplemented,
 )
 from flotilla.runtime.dispatcher import SERVER_STACK, Dispatcher, Incoming
-from flotilla.transport.frames import Call
 
 
 class Item(msgspec.Struct):
@@ -89,13 +91,18 @@ def make(*layers: tuple[str, Any]) -> tuple[Dispatcher, Store]:
     return Dispatcher([store], NoInvoker(), dict(layers) or None), store
 
 
-def call(method: str, args: Any = None, **kw: Any) -> Call:
-    return Call(1, method, msgspec.Raw(codec.encode({} if args is None else args)), **kw)
+def dispatch(
+    dispatcher: Dispatcher, target: str, args: Any = None, **headers: Any
+) -> Awaitable[bytes]:
+    """Serve ``target`` as the transport would: arguments still encoded, headers received."""
+    return dispatcher(
+        target, msgspec.Raw(codec.encode({} if args is None else args)), Headers(**headers)
+    )
 
 
 async def test_routes_and_encodes_the_result() -> None:
     dispatcher, store = make()
-    result = await dispatcher(call("store.get", {"id": 3}), None)
+    result = await dispatch(dispatcher, "store.get", {"id": 3})
     assert codec.decode(result, Item) == Item(id=3, name="thing")
     assert store.ran == ["get"]
 
@@ -112,17 +119,40 @@ async def test_routes_by_wire_name() -> None:
     }
 
 
-@pytest.mark.parametrize("method", ["store.nope", "other.get", "store.whoami", "get"])
-async def test_unknown_method_is_not_found(method: str) -> None:
+async def test_an_unknown_method_is_unimplemented_and_lists_the_methods() -> None:
+    dispatcher, store = make()
+    with pytest.raises(Unimplemented) as caught:
+        await dispatch(dispatcher, "store.nope")
+    assert caught.value.message == (
+        "service 'store' has no method 'nope' "
+        "(its methods: crash, deny, get, slow, unencodable, who-am-i)"
+    )
+    assert store.ran == []
+
+
+@pytest.mark.parametrize(("method", "suggested"), [("whoami", "who-am-i"), ("gett", "get")])
+async def test_an_unknown_method_close_to_a_known_one_is_suggested(
+    method: str, suggested: str
+) -> None:
     dispatcher, _ = make()
-    with pytest.raises(NotFound, match=method):
-        await dispatcher(call(method), None)
+    with pytest.raises(Unimplemented, match=f"did you mean '{suggested}'\\?"):
+        await dispatch(dispatcher, f"store.{method}")
+
+
+@pytest.mark.parametrize("target", ["other.get", "get"])
+async def test_a_service_not_hosted_here_is_unavailable(target: str) -> None:
+    # A stale view sent the call to the wrong address: nothing ran, another
+    # instance may serve it.
+    dispatcher, store = make()
+    with pytest.raises(Unavailable, match="is not served at this address"):
+        await dispatch(dispatcher, target)
+    assert store.ran == []
 
 
 async def test_wrong_argument_type_names_the_field() -> None:
     dispatcher, store = make()
     with pytest.raises(InvalidArgument) as caught:
-        await dispatcher(call("store.get", {"id": "three"}), None)
+        await dispatch(dispatcher, "store.get", {"id": "three"})
     assert "$.id" in caught.value.message
     assert store.ran == []
 
@@ -130,21 +160,21 @@ async def test_wrong_argument_type_names_the_field() -> None:
 async def test_missing_argument_is_named() -> None:
     dispatcher, store = make()
     with pytest.raises(InvalidArgument, match="`id`"):
-        await dispatcher(call("store.get", {"name": "x"}), None)
+        await dispatch(dispatcher, "store.get", {"name": "x"})
     assert store.ran == []
 
 
 async def test_unknown_extra_argument_is_named() -> None:
     dispatcher, store = make()
     with pytest.raises(InvalidArgument, match="colour"):
-        await dispatcher(call("store.get", {"id": 1, "colour": "red"}), None)
+        await dispatch(dispatcher, "store.get", {"id": 1, "colour": "red"})
     assert store.ran == []
 
 
 async def test_args_that_are_not_a_map() -> None:
     dispatcher, _ = make()
     with pytest.raises(InvalidArgument):
-        await dispatcher(call("store.get", [1, 2]), None)
+        await dispatch(dispatcher, "store.get", [1, 2])
 
 
 async def test_plain_exception_becomes_internal_and_is_logged(
@@ -152,19 +182,24 @@ async def test_plain_exception_becomes_internal_and_is_logged(
 ) -> None:
     dispatcher, store = make()
     with pytest.raises(Internal) as caught:
-        await dispatcher(call("store.crash"), None)
+        await dispatch(dispatcher, "store.crash", request_id="req-crash")
     assert "private detail" not in caught.value.message
     assert "store.crash" in caught.value.message
+    # The request id leads from the caller's error to the callee's log line.
+    assert "req-crash" in caught.value.message
+    assert caught.value.details == {"request_id": "req-crash"}
     assert store.ran == ["crash"]
-    assert any(r.levelno == logging.ERROR and r.exc_info for r in caplog.records)
+    (logged,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert logged.exc_info is not None
+    assert "req-crash" in logged.getMessage()
     # The dispatcher lives on.
-    assert codec.decode(await dispatcher(call("store.get", {"id": 1}), None), Item).id == 1
+    assert codec.decode(await dispatch(dispatcher, "store.get", {"id": 1}), Item).id == 1
 
 
 async def test_flotilla_errors_pass_through() -> None:
     dispatcher, _ = make()
     with pytest.raises(PermissionDenied, match="not you") as caught:
-        await dispatcher(call("store.deny"), None)
+        await dispatch(dispatcher, "store.deny")
     assert caught.value.details == {"who": "eve"}
 
 
@@ -187,36 +222,41 @@ async def test_an_onward_error_escaping_the_handler_is_not_retryable() -> None:
     dispatcher = Dispatcher([Relay()], NoInvoker())
     for retryable in (True, False):
         with pytest.raises(Unavailable, match="callee is down") as onward:
-            await dispatcher(call("relay.onward", {"retryable": retryable}), None)
+            await dispatch(dispatcher, "relay.onward", {"retryable": retryable})
         assert onward.value.retryable is False
     with pytest.raises(Unavailable, match="not now") as own:
-        await dispatcher(call("relay.own"), None)
+        await dispatch(dispatcher, "relay.own")
     assert own.value.retryable is True  # its own refusal keeps its class's verdict
 
 
 async def test_unencodable_result_is_internal() -> None:
     dispatcher, _ = make()
     with pytest.raises(Internal, match="cannot be encoded"):
-        await dispatcher(call("store.unencodable"), None)
+        await dispatch(dispatcher, "store.unencodable")
 
 
 async def test_context_from_the_call() -> None:
     dispatcher, store = make()
     deadline = time.monotonic() + 2.0
-    frame = call(
+    principal = Principal("ada", roles=("admin",))
+    result = await dispatch(
+        dispatcher,
         "store.who-am-i",
-        timeout_ms=2000,
         request_id="req-1",
         caller="front",
+        deadline=deadline,
+        trace="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        principal=principal,
         meta={"tenant": "acme"},
     )
-    result = await dispatcher(frame, deadline)
     assert codec.decode(result) == "store"
     (ctx,) = store.contexts
     assert ctx.service == "store"
     assert ctx.caller == "front"
     assert ctx.request_id == "req-1"
     assert ctx.meta == {"tenant": "acme"}
+    assert ctx.principal == principal
+    assert ctx.headers.trace.startswith("00-4bf92f35")
     assert ctx.deadline == deadline  # the transport's absolute deadline, handed on as is
 
 
@@ -225,7 +265,7 @@ async def test_meta_is_user_metadata_only() -> None:
     # like the old reserved ones are the user's, and do not set either.
     dispatcher, store = make()
     meta = {"rid": "not-an-id", "from": "not-a-caller"}
-    await dispatcher(call("store.who-am-i", request_id="req-2", caller="front", meta=meta), None)
+    await dispatch(dispatcher, "store.who-am-i", request_id="req-2", caller="front", meta=meta)
     (ctx,) = store.contexts
     assert ctx.request_id == "req-2"
     assert ctx.caller == "front"
@@ -234,8 +274,8 @@ async def test_meta_is_user_metadata_only() -> None:
 
 async def test_context_without_deadline_or_meta() -> None:
     dispatcher, store = make()
-    await dispatcher(call("store.who-am-i"), None)
-    await dispatcher(call("store.who-am-i"), None)
+    await dispatch(dispatcher, "store.who-am-i")
+    await dispatch(dispatcher, "store.who-am-i")
     first, second = store.contexts
     assert first.deadline is None
     assert first.caller == ""
@@ -250,7 +290,7 @@ async def test_the_deadline_is_handed_on_not_enforced_here() -> None:
     # dispatcher adds no timer of its own, even for a deadline already passed.
     dispatcher, store = make()
     passed = time.monotonic() - 1.0
-    result = await dispatcher(call("store.slow", {"seconds": 0.01}), passed)
+    result = await dispatch(dispatcher, "store.slow", {"seconds": 0.01}, deadline=passed)
     assert codec.decode(result) == "done"
     assert store.ran == ["slow"]
     assert not store.cancelled
@@ -261,7 +301,7 @@ async def test_cancellation_passes_through_untouched(caplog: pytest.LogCaptureFi
     # handler sees CancelledError, and the dispatcher neither swallows it nor
     # turns it into an Internal error.
     dispatcher, store = make()
-    running = asyncio.create_task(dispatcher(call("store.slow", {"seconds": 10}), None))
+    running = asyncio.create_task(dispatch(dispatcher, "store.slow", {"seconds": 10}))
     await store.slow_started.wait()
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -274,15 +314,90 @@ async def test_server_layers_wrap_the_handler() -> None:
     seen: list[str] = []
 
     async def metrics(incoming: Incoming, call_next: Handler[Incoming]) -> Any:
+        # Before the innermost step: nothing routed or decoded yet.
+        seen.append(f"before {incoming.target} {incoming.route} {incoming.values}")
+        result = await call_next(incoming)
         route = incoming.route
+        assert route is not None
         seen.append(
-            f"{route.target} {route.spec.name} {incoming.context.service} {incoming.values}"
+            f"after {route.target} {route.spec.name} {incoming.context.service} {incoming.values}"
         )
-        return await call_next(incoming)
+        return result
 
     dispatcher, _ = make(("metrics", metrics))
-    await dispatcher(call("store.get", {"id": 1}), None)
-    assert seen == ["store.get get store (1, 'thing')"]
+    await dispatch(dispatcher, "store.get", {"id": 1})
+    assert seen == ["before store.get None ()", "after store.get get store (1, 'thing')"]
+
+
+class Outcomes:
+    """A server layer that records each call's target and how it ended."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    async def __call__(self, incoming: Incoming, call_next: Handler[Incoming]) -> Any:
+        try:
+            result = await call_next(incoming)
+        except FlotillaError as exc:
+            self.seen.append((incoming.target, exc.code))
+            raise
+        self.seen.append((incoming.target, "ok"))
+        return result
+
+
+@pytest.mark.parametrize("name", SERVER_STACK)
+async def test_every_server_layer_sees_every_call_even_those_refused(name: str) -> None:
+    # Metrics must count (and an authorisation layer must see) the calls that
+    # fail before the method runs: an unknown method, arguments that do not decode.
+    outcomes = Outcomes()
+    dispatcher, store = make((name, outcomes))
+    await dispatch(dispatcher, "store.get", {"id": 1})
+    with pytest.raises(Unimplemented):
+        await dispatch(dispatcher, "store.nope")
+    with pytest.raises(InvalidArgument):
+        await dispatch(dispatcher, "store.get", {"id": "one"})
+    with pytest.raises(Unavailable):
+        await dispatch(dispatcher, "elsewhere.get")
+    with pytest.raises(Internal):
+        await dispatch(dispatcher, "store.crash")
+    assert outcomes.seen == [
+        ("store.get", "ok"),
+        ("store.nope", "unimplemented"),
+        ("store.get", "invalid_argument"),
+        ("elsewhere.get", "unavailable"),
+        ("store.crash", "internal"),
+    ]
+    assert store.ran == ["get", "crash"]
+
+
+async def test_server_layers_run_in_the_stack_order() -> None:
+    order: list[str] = []
+
+    def layer(name: str) -> Any:
+        async def record(incoming: Incoming, call_next: Handler[Incoming]) -> Any:
+            order.append(name)
+            return await call_next(incoming)
+
+        return record
+
+    # Given in reverse: the stack's order wins.
+    dispatcher, _ = make(*((name, layer(name)) for name in reversed(SERVER_STACK)))
+    await dispatch(dispatcher, "store.get", {"id": 1})
+    assert order == list(SERVER_STACK)
+
+
+async def test_a_layer_may_refuse_a_call_before_it_is_decoded() -> None:
+    async def deny(incoming: Incoming, call_next: Handler[Incoming]) -> Any:
+        if incoming.headers.principal is None:
+            raise PermissionDenied(f"{incoming.target} needs a principal")
+        return await call_next(incoming)
+
+    dispatcher, store = make(("user", deny))
+    with pytest.raises(PermissionDenied, match="store.get needs a principal"):
+        await dispatch(dispatcher, "store.get", {"id": 1})
+    assert store.ran == []
+    await dispatch(dispatcher, "store.get", {"id": 1}, principal=Principal("ada"))
+    assert store.ran == ["get"]
 
 
 async def test_a_layer_and_the_handler_share_one_context() -> None:
@@ -290,31 +405,33 @@ async def test_a_layer_and_the_handler_share_one_context() -> None:
 
     async def tag(incoming: Incoming, call_next: Handler[Incoming]) -> Any:
         seen.append(incoming.context)
-        incoming.context.meta["layer"] = "metrics"
+        incoming.context.set_meta(layer="metrics")
         return await call_next(incoming)
 
     dispatcher, store = make(("metrics", tag))
-    await dispatcher(call("store.who-am-i", request_id="r-1", meta={"tenant": "acme"}), None)
+    await dispatch(dispatcher, "store.who-am-i", request_id="r-1", meta={"tenant": "acme"})
     (ctx,) = store.contexts
     assert seen[0] is ctx
     assert ctx.request_id == "r-1"
     assert ctx.meta == {"tenant": "acme", "layer": "metrics"}
 
 
-async def test_a_layer_sees_and_may_replace_the_values() -> None:
+async def test_a_layer_sees_and_may_replace_the_arguments() -> None:
+    # Layers run before decoding: they see (and may replace) the encoded arguments.
     async def rewrite(incoming: Incoming, call_next: Handler[Incoming]) -> Any:
-        incoming.values = (incoming.values[0] + 1, *incoming.values[1:])
+        args = codec.decode(incoming.args)
+        incoming.args = msgspec.Raw(codec.encode({**args, "id": args["id"] + 1}))
         return await call_next(incoming)
 
     dispatcher, _ = make(("metrics", rewrite))
-    result = await dispatcher(call("store.get", {"id": 1}), None)
+    result = await dispatch(dispatcher, "store.get", {"id": 1})
     assert codec.decode(result, Item) == Item(id=2, name="thing")
 
 
 def test_unknown_server_layer_refused() -> None:
     with pytest.raises(ConfigError, match="retry"):
         make(("retry", lambda i, n: n(i)))
-    assert SERVER_STACK == ("metrics",)
+    assert SERVER_STACK == ("metrics", "user", "bulkhead")
 
 
 # -- how arguments reach the method ---------------------------------------------------------
@@ -364,30 +481,30 @@ def shapes() -> tuple[Dispatcher, Shapes]:
 
 async def test_keyword_only_parameters() -> None:
     dispatcher, service = shapes()
-    result = await dispatcher(call("shapes.keywords", {"id": 4, "name": "x"}), None)
+    result = await dispatch(dispatcher, "shapes.keywords", {"id": 4, "name": "x"})
     assert codec.decode(result) == "4:x"
-    result = await dispatcher(call("shapes.keywords", {"id": 5}), None)
+    result = await dispatch(dispatcher, "shapes.keywords", {"id": 5})
     assert codec.decode(result) == "5:kw"
     assert service.seen == [(4, "x"), (5, "kw")]
     with pytest.raises(InvalidArgument, match="`id`"):
-        await dispatcher(call("shapes.keywords", {"name": "x"}), None)
+        await dispatch(dispatcher, "shapes.keywords", {"name": "x"})
 
 
 async def test_positional_and_keyword_only_parameters_mixed() -> None:
     dispatcher, service = shapes()
     # Given in another order than the signature's: matched by name.
-    result = await dispatcher(call("shapes.mixed", {"size": 3, "name": "n", "id": 1}), None)
+    result = await dispatch(dispatcher, "shapes.mixed", {"size": 3, "name": "n", "id": 1})
     assert codec.decode(result) == "1:n:3"
-    result = await dispatcher(call("shapes.mixed", {"name": "m", "id": 2}), None)
+    result = await dispatch(dispatcher, "shapes.mixed", {"name": "m", "id": 2})
     assert codec.decode(result) == "2:m:1"
     assert service.seen == [(1, "n", 3), (2, "m", 1)]
 
 
 async def test_context_parameter_in_the_middle() -> None:
     dispatcher, service = shapes()
-    frame = call("shapes.middle", {"name": "n", "id": 7}, request_id="r-7")
-    assert codec.decode(await dispatcher(frame, None)) == "7:shapes:n"
-    assert codec.decode(await dispatcher(call("shapes.middle", {"id": 8}), None)) == "8:shapes:mid"
+    result = await dispatch(dispatcher, "shapes.middle", {"name": "n", "id": 7}, request_id="r-7")
+    assert codec.decode(result) == "7:shapes:n"
+    assert codec.decode(await dispatch(dispatcher, "shapes.middle", {"id": 8})) == "8:shapes:mid"
     (id_, ctx, name), (id2, _, name2) = service.seen
     assert (id_, name, id2, name2) == (7, "n", 8, "mid")
     assert isinstance(ctx, Context)
@@ -396,7 +513,7 @@ async def test_context_parameter_in_the_middle() -> None:
 
 async def test_context_parameter_first() -> None:
     dispatcher, service = shapes()
-    assert codec.decode(await dispatcher(call("shapes.first", {"id": 3}), None)) == "shapes:3:first"
+    assert codec.decode(await dispatch(dispatcher, "shapes.first", {"id": 3})) == "shapes:3:first"
     ((ctx, id_, name),) = service.seen
     assert isinstance(ctx, Context)
     assert (id_, name) == (3, "first")
@@ -404,7 +521,7 @@ async def test_context_parameter_first() -> None:
 
 async def test_keyword_only_context_parameter() -> None:
     dispatcher, service = shapes()
-    result = await dispatcher(call("shapes.keyword_context", {"name": "k", "id": 9}), None)
+    result = await dispatch(dispatcher, "shapes.keyword_context", {"name": "k", "id": 9})
     assert codec.decode(result) == "9:shapes:k"
     ((id_, ctx, name),) = service.seen
     assert (id_, name) == (9, "k")
@@ -414,12 +531,12 @@ async def test_keyword_only_context_parameter() -> None:
 async def test_the_context_is_not_an_argument() -> None:
     dispatcher, service = shapes()
     with pytest.raises(InvalidArgument, match="ctx"):
-        await dispatcher(call("shapes.middle", {"id": 1, "ctx": "forged"}), None)
+        await dispatch(dispatcher, "shapes.middle", {"id": 1, "ctx": "forged"})
     assert service.seen == []
 
 
 async def test_defaults_fill_the_gaps_in_position() -> None:
     dispatcher, service = shapes()
-    assert codec.decode(await dispatcher(call("shapes.defaults", {"b": 20}), None)) == [1, 20, 3]
-    assert codec.decode(await dispatcher(call("shapes.defaults", {"c": 30}), None)) == [1, 2, 30]
+    assert codec.decode(await dispatch(dispatcher, "shapes.defaults", {"b": 20})) == [1, 20, 3]
+    assert codec.decode(await dispatch(dispatcher, "shapes.defaults", {"c": 30})) == [1, 2, 30]
     assert service.seen == [(1, 20, 3), (1, 2, 30)]

@@ -19,13 +19,16 @@ from flotilla import (
     Internal,
     InvalidArgument,
     Node,
-    NotFound,
+    NodeConfig,
     Service,
     Timings,
     Unavailable,
+    Unimplemented,
     codec,
     rpc,
 )
+from flotilla.errors import ConfigError
+from flotilla.headers import Headers
 from flotilla.registry import Instance, MemoryRegistry
 from flotilla.testing import Cluster, FakeClock, wait_for
 from flotilla.transport.client import ConnectionPool
@@ -121,10 +124,14 @@ async def test_call_by_name_returns_builtins(cluster: Cluster) -> None:
     assert await cluster.call("catalog.get", id=1) == {"id": 1, "name": "lamp", "tags": []}
 
 
-async def test_unknown_method_is_not_found(cluster: Cluster) -> None:
+async def test_unknown_method_is_unimplemented_listing_the_methods(cluster: Cluster) -> None:
     await cluster.add(Catalog())
-    with pytest.raises(NotFound, match=r"catalog\.nope"):
-        await cluster.call("catalog.nope")
+    with pytest.raises(Unimplemented) as caught:
+        await cluster.call("catalog.gets")
+    assert caught.value.message == (
+        "service 'catalog' has no method 'gets'; did you mean 'get'? "
+        "(its methods: crash, get, tagged)"
+    )
 
 
 async def test_wrong_argument_type_names_the_field(cluster: Cluster) -> None:
@@ -152,9 +159,13 @@ async def test_bad_target(cluster: Cluster) -> None:
 
 async def test_plain_exception_is_internal_and_the_node_lives_on(cluster: Cluster) -> None:
     await cluster.add(Catalog())
+    context = cluster.context()
     with pytest.raises(Internal) as caught:
-        await cluster.call("catalog.crash")
+        await context.call("catalog.crash")
     assert "private detail" not in caught.value.message
+    # The request id crosses the wire, in the message and in the details.
+    assert context.request_id in caught.value.message
+    assert caught.value.details == {"request_id": context.request_id}
     assert (await cluster.call("catalog.get", id=2))["id"] == 2
 
 
@@ -286,7 +297,7 @@ async def test_request_id_caller_meta_and_deadline_travel_down_a_chain(cluster: 
     await cluster.add(probe)
     await cluster.add(middle)
     root = cluster.context(timeout=5.0)
-    root.meta["tenant"] = "acme"
+    root.set_meta(tenant="acme")
     assert await root.call("middle.forward") == root.request_id
     (at_middle,) = middle.contexts
     (at_probe,) = probe.contexts
@@ -310,19 +321,20 @@ async def test_calls_from_outside_get_fresh_request_ids(cluster: Cluster) -> Non
 
 
 async def test_callee_skips_a_call_whose_deadline_passed(cluster: Cluster) -> None:
-    # A Call that arrives with no time left (timeout_ms=0) is answered
+    # A Call that arrives with no time left (a deadline of 0 s left) is answered
     # deadline_exceeded and never reaches the method.  The client never sends
     # one (see the next test), so the frame is sent by hand.
     slow = Slow()
     (node,) = await cluster.add(slow)
-    pool = ConnectionPool(cluster.secret)
+    pool = ConnectionPool(cluster.config.secret or b"")
     try:
-        connection = await pool.get(node.server.address)
+        connection = await pool.get(node.address)
         assert connection.writer is not None
         future: asyncio.Future[msgspec.Raw] = asyncio.get_running_loop().create_future()
         connection.pending[1000] = (future, None, "slow.wait")
         args = msgspec.Raw(codec.encode({"seconds": 0}))
-        connection.writer.send(encode_frame(Call(1000, "slow.wait", args, timeout_ms=0)))
+        no_time_left = Headers(deadline=0.0)  # as it travels: the seconds left
+        connection.writer.send(encode_frame(Call(1000, "slow.wait", args, no_time_left)))
         with pytest.raises(DeadlineExceeded, match="before it started"):
             await future
     finally:
@@ -333,14 +345,14 @@ async def test_callee_skips_a_call_whose_deadline_passed(cluster: Cluster) -> No
 async def test_caller_does_not_send_a_call_whose_deadline_passed(cluster: Cluster) -> None:
     slow = Slow()
     (node,) = await cluster.add(slow)
-    pool = ConnectionPool(cluster.secret)
+    pool = ConnectionPool(cluster.config.secret or b"")
     try:
-        connection = await pool.get(node.server.address)
-        passed = time.monotonic()
+        connection = await pool.get(node.address)
+        passed = Headers(deadline=time.monotonic())
         with pytest.raises(DeadlineExceeded, match="before calling"):
-            await connection.call("slow.wait", codec.encode({"seconds": 0}), deadline=passed)
+            await connection.call("slow.wait", codec.encode({"seconds": 0}), passed)
         # The connection still works, and the refused call never ran.
-        raw = await connection.call("slow.wait", codec.encode({"seconds": 0}))
+        raw = await connection.call("slow.wait", codec.encode({"seconds": 0}), Headers())
         assert codec.decode(raw) == "slept"
     finally:
         await pool.aclose()
@@ -387,13 +399,13 @@ class Third(Recorder, name="third"):
     pass
 
 
-FAST = Timings(ttl=1.0, heartbeat=0.2, grace=0.0, drain=1.0)
+FAST = NodeConfig(timings=Timings(ttl=1.0, heartbeat=0.2, grace=0.0, drain=1.0))
 
 
 async def test_on_start_and_on_stop_in_order() -> None:
     log: list[str] = []
     registry = MemoryRegistry()
-    node = Node(First(log), Second(log), Third(log), registry=registry, timings=FAST)
+    node = Node(First(log), Second(log), Third(log), registry=registry, config=FAST)
     await node.start()
     assert log == ["start first", "start second", "start third"]
     assert sorted(i.service for i in await registry.list()) == ["first", "second", "third"]
@@ -409,7 +421,7 @@ async def test_failed_on_start_registers_nothing_and_raises() -> None:
     log: list[str] = []
     registry = MemoryRegistry()
     node = Node(
-        First(log), Second(log, fail_start=True), Third(log), registry=registry, timings=FAST
+        First(log), Second(log, fail_start=True), Third(log), registry=registry, config=FAST
     )
     with pytest.raises(RuntimeError, match="second cannot start"):
         await node.start()
@@ -435,7 +447,7 @@ class RefusingRegistry(MemoryRegistry):
 async def test_failed_registration_undoes_earlier_registrations() -> None:
     log: list[str] = []
     registry = RefusingRegistry("second")
-    node = Node(First(log), Second(log), registry=registry, timings=FAST)
+    node = Node(First(log), Second(log), registry=registry, config=FAST)
     with pytest.raises(ConnectionError):
         await node.start()
     assert await registry.list() == []
@@ -449,16 +461,16 @@ def test_a_node_hosts_each_service_once() -> None:
 
 
 def test_timings_refuse_a_heartbeat_not_under_the_ttl() -> None:
-    with pytest.raises(ValueError, match="shorter"):
+    with pytest.raises(ConfigError, match="shorter"):
         Timings(ttl=1.0, heartbeat=1.0)
 
 
 def test_timings_leave_room_for_the_health_checks_within_the_ttl() -> None:
-    with pytest.raises(ValueError, match="heartbeat \\+ health_timeout"):
+    with pytest.raises(ConfigError, match="heartbeat \\+ health_timeout"):
         Timings(ttl=1.0, heartbeat=0.5, health_timeout=0.6)
     derived = Timings(ttl=0.5, heartbeat=0.1)  # the default health_timeout fits
-    assert derived.health_timeout > 0
-    assert derived.heartbeat + derived.health_timeout < derived.ttl
+    assert derived.check_timeout > 0
+    assert derived.heartbeat + derived.check_timeout < derived.ttl
 
 
 class SlowStart(Service, name="slow-start"):
@@ -484,7 +496,7 @@ async def test_stop_during_start_stops_once_started() -> None:
     # half of it behind; the node finishes starting, then stops by itself.
     registry = MemoryRegistry()
     service = SlowStart()
-    node = Node(service, registry=registry, timings=FAST)
+    node = Node(service, registry=registry, config=FAST)
     starting = asyncio.create_task(node.start())
     try:
         await service.entered.wait()
@@ -498,6 +510,7 @@ async def test_stop_during_start_stops_once_started() -> None:
             await node.wait_stopped()
         assert service.log == ["start begins", "start ends", "stop"]
         assert await registry.list() == []
+        assert node.server is not None
         assert node.server._server is None
         host, _, port = node.server.address.rpartition(":")
         with pytest.raises(ConnectionRefusedError):  # nothing listens there any more
@@ -512,15 +525,19 @@ async def test_stop_during_start_stops_once_started() -> None:
 async def test_graceful_stop_deregisters_before_the_server_stops_accepting() -> None:
     events: list[str] = []
     registry = MemoryRegistry()
-    node = Node(Catalog(), registry=registry, timings=Timings(grace=0.2, drain=1.0))
+    node = Node(
+        Catalog(), config=NodeConfig(timings=Timings(grace=0.2, drain=1.0)), registry=registry
+    )
     await node.start()
-    address = node.server.address
+    server = node.server
+    assert server is not None
+    address = server.address
     real_revoke = registry.revoke
-    real_drain = node.server.drain
+    real_drain = server.drain
 
     async def revoke(lease: str) -> None:
-        serving = node.server._server is not None and node.server._server.is_serving()
-        events.append(f"revoke (serving={serving}, draining={node.server.draining})")
+        serving = server._server is not None and server._server.is_serving()
+        events.append(f"revoke (serving={serving}, draining={server.draining})")
         await real_revoke(lease)
 
     async def drain(timeout: float) -> None:
@@ -528,7 +545,7 @@ async def test_graceful_stop_deregisters_before_the_server_stops_accepting() -> 
         await real_drain(timeout)
 
     registry.revoke = revoke  # type: ignore[method-assign]
-    node.server.drain = drain  # type: ignore[method-assign]
+    server.drain = drain  # type: ignore[method-assign]
 
     # A caller that knows the address can still reach the node during the grace period.
     pool = ConnectionPool(node.secret)
@@ -550,16 +567,32 @@ async def _call_when_gone(registry: MemoryRegistry, pool: ConnectionPool, addres
         if not snapshot:
             break
     connection = await pool.get(address)
-    return codec.decode(await connection.call("catalog.get", codec.encode({"id": 1})))
+    return codec.decode(await connection.call("catalog.get", codec.encode({"id": 1}), Headers()))
 
 
 async def test_stop_and_wait_stopped() -> None:
-    node = Node(Catalog(), timings=FAST)
+    registry = MemoryRegistry()
+    log: list[str] = []
+    node = Node(First(log), config=FAST, registry=registry)
     await node.start()
+    assert node.server is not None
+    host, _, port = node.server.address.rpartition(":")
+    assert [i.service for i in await registry.list()] == ["first"]
+    waiter = asyncio.create_task(node.wait_stopped())
+    await asyncio.sleep(0)
+    assert not waiter.done()  # stopped is not yet
     node.stop()
     async with asyncio.timeout(3.0):
-        await node.wait_stopped()
+        await waiter  # returns once every part stopped
+    assert log == ["start first", "stop first"]  # the services part stopped
+    assert await registry.list() == []  # the lease part revoked
+    with pytest.raises(ConnectionRefusedError):  # the server part closed
+        await asyncio.open_connection(host, int(port))
     node.stop()  # a second stop is harmless
+    async with asyncio.timeout(1.0):
+        await node.wait_stopped()
+    assert log == ["start first", "stop first"]
+    await registry.aclose()
 
 
 class Holder(Service, name="holder"):
@@ -585,7 +618,7 @@ class Holder(Service, name="holder"):
 async def test_stop_waits_for_cancelled_handlers_before_on_stop() -> None:
     # A handler still running when the drain gives up is cancelled; its
     # clean-up may use what on_stop releases, so it must be done first.
-    async with Cluster(timings=Timings(grace=0.0, drain=0.05)) as cluster:
+    async with Cluster(NodeConfig(timings=Timings(grace=0.0, drain=0.05))) as cluster:
         holder = Holder()
         (node,) = await cluster.add(holder)
         call = asyncio.create_task(cluster.call("holder.hold"))
@@ -597,9 +630,15 @@ async def test_stop_waits_for_cancelled_handlers_before_on_stop() -> None:
 
 
 async def test_a_pure_client_node_listens_on_nothing() -> None:
-    async with Node(timings=FAST) as node:
+    registry = MemoryRegistry()
+    async with Node(config=FAST, registry=registry) as node:
         assert node.instances == []
-        assert node.server._server is None
+        assert node.server is None
+        assert [part.name for part in node.parts] == ["caller"]
+        assert await registry.list() == []
+        with pytest.raises(RuntimeError, match="does not listen"):
+            _ = node.address
+    await registry.aclose()
 
 
 # -- health, crashes, balancing ------------------------------------------------------------
@@ -622,7 +661,7 @@ async def calls_per_replica(cluster: Cluster, n: int, **args: Any) -> collection
 
 async def test_unhealthy_instance_stops_being_picked() -> None:
     timings = Timings(ttl=0.5, heartbeat=0.1, grace=0, drain=1.0)
-    async with Cluster(timings=timings) as cluster:
+    async with Cluster(NodeConfig(timings=timings)) as cluster:
         sick, well = (node.services[0] for node in await cluster.add(Replica, replicas=2))
         assert isinstance(sick, Replica)
         assert isinstance(well, Replica)
@@ -670,7 +709,7 @@ async def test_health_checks_run_together_so_slow_ones_keep_the_lease(
     assert timings.heartbeat + seconds < timings.ttl - 0.15
     registry = MemoryRegistry()
     a, b = SlowCheckA(seconds), SlowCheckB(seconds)
-    node = Node(a, b, registry=registry, timings=timings)
+    node = Node(a, b, config=NodeConfig(timings=timings), registry=registry)
     await node.start()
     try:
         async with asyncio.timeout(5.0):
@@ -701,7 +740,7 @@ async def test_a_lost_lease_is_registered_again_with_the_health_just_checked() -
     clock = FakeClock()
     registry = RecordingRegistry(clock)
     replica = Replica()
-    node = Node(replica, registry=registry, clock=clock, timings=FAST)
+    node = Node(replica, registry=registry, clock=clock, config=FAST)
     await node.start()
     try:
         (instance,) = node.instances
@@ -709,7 +748,7 @@ async def test_a_lost_lease_is_registered_again_with_the_health_just_checked() -
         await registry.deregister(instance.id)  # the lease is gone behind the node's back
         async with asyncio.timeout(5.0):
             while len(registry.registered) < 2:  # a beat: check, heartbeat refused, register
-                await clock.advance(FAST.heartbeat)
+                await clock.advance(FAST.timings.heartbeat)
         renewed = registry.registered[1]
         assert renewed.id == instance.id
         assert renewed.health is Health.UNHEALTHY  # not the HEALTHY it started with
@@ -731,7 +770,7 @@ async def test_crashed_instance_leaves_when_its_lease_expires_on_the_fake_clock(
         await asyncio.sleep(0.05)  # real time passes; the fake clock does not
         assert len(await cluster.registry.list("replica")) == 2  # lease still held
 
-        await clock.advance(cluster.timings.ttl - 0.1)
+        await clock.advance(cluster.config.timings.ttl - 0.1)
         assert len(await cluster.registry.list("replica")) == 2  # not yet past the ttl
 
         await clock.advance(0.2)
@@ -752,7 +791,7 @@ async def test_calls_spread_over_two_replicas(cluster: Cluster) -> None:
 
 
 async def test_round_robin_splits_evenly() -> None:
-    async with Cluster(strategy="round_robin") as cluster:
+    async with Cluster(NodeConfig(strategy="round_robin")) as cluster:
         await cluster.add(Replica, replicas=2)
         await cluster.call("replica.who")  # opens the view
         counts = collections.Counter([await cluster.call("replica.who") for _ in range(20)])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flotilla import FailedPrecondition, Node
+from flotilla import FailedPrecondition, Node, NodeConfig
 from flotilla.registry import Instance, Registry, open_registry
 from flotilla.runtime.settings import load_secret
 from flotilla.runtime.supervisor import Backoff, ProcessState, Supervisor
@@ -79,7 +79,7 @@ async def registered(registry: Registry, count: int) -> list[Instance]:
 
 
 def pid_of(instance: Instance) -> int:
-    return int(instance.id.split("-")[1])  # a node's ids are service-<pid>-<random>
+    return int(instance.metadata["pid"])  # every node publishes its process id
 
 
 def alive(pid: int) -> bool:
@@ -106,11 +106,13 @@ async def test_replicas_register_and_a_killed_one_is_restarted(
         instances = await registered(registry, 2)
         pids = {process.pid for process in supervisor.status()}
         assert {pid_of(instance) for instance in instances} == pids
+        # Each process publishes its replica number (FLOTILLA_REPLICA) beside its pid.
+        assert sorted(instance.metadata["replica"] for instance in instances) == ["1", "2"]
         assert [p.state for p in supervisor.status()] == [ProcessState.RUNNING] * 2
 
         # The environment: the system's secret, the service's env, the replica number.
         secret = load_secret(spec.data_dir)
-        async with Node(registry=spec.registry, secret=secret) as client:
+        async with Node(config=NodeConfig(registry=spec.registry, secret=secret)) as client:
             replies = [await client.call("echo.hello", name="ada") for _ in range(20)]
         assert {reply["text"] for reply in replies} == {"hello, ada"}
         assert {reply["replica"] for reply in replies} == {"1", "2"}
