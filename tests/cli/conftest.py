@@ -29,7 +29,7 @@ class Echo(Service, name="echo"):
     async def ping(self) -> str:
         return "pong"
 
-    @rpc
+    @rpc(timeout=1)
     async def slow(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 """

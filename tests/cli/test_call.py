@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,7 +62,13 @@ def test_errors_of_the_call_exit_1_with_their_code(flotilla: Flotilla, system: S
     data_dir = str(system.data_dir)
     unknown_method = flotilla("call", "--data-dir", data_dir, "echo.nope")
     assert unknown_method.returncode == 1
-    assert unknown_method.stderr.startswith("error: not_found: ")
+    assert unknown_method.stderr == (
+        "error: unimplemented: service 'echo' has no method 'nope' "
+        "(its methods: hello, ping, slow)\n"
+    )
+    near_miss = flotilla("call", "--data-dir", data_dir, "echo.pong")
+    assert near_miss.returncode == 1
+    assert "did you mean 'ping'?" in near_miss.stderr
     bad_argument = flotilla("call", "--data-dir", data_dir, "echo.hello", '{"name": 7}')
     assert bad_argument.returncode == 1
     assert bad_argument.stderr.startswith("error: invalid_argument: ")
@@ -76,6 +83,19 @@ def test_timeout_bounds_the_call(flotilla: Flotilla, system: System) -> None:
     done = flotilla("call", *args, "echo.slow", '{"seconds": 5}')
     assert done.returncode == 1
     assert done.stderr.startswith("error: deadline_exceeded: ")
+
+
+def test_a_method_timeout_bounds_a_call_by_name(flotilla: Flotilla, system: System) -> None:
+    # echo.slow declares @rpc(timeout=1): the CLI knows it from the method table
+    # the service publishes, and it caps the CLI's own 10 s default.
+    started = time.monotonic()
+    done = flotilla("call", "--data-dir", str(system.data_dir), "echo.slow", '{"seconds": 3}')
+    elapsed = time.monotonic() - started
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: deadline_exceeded: "), done.stderr
+    assert elapsed < 2.9, elapsed  # the process's own start-up included
+    quick = flotilla("call", "--data-dir", str(system.data_dir), "echo.slow", '{"seconds": 0.1}')
+    assert (quick.returncode, quick.stdout) == (0, "null\n")
 
 
 def test_no_system_at_the_data_dir(flotilla: Flotilla, tmp_path: Path) -> None:

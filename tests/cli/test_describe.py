@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from flotilla.cli.describe import methods_table, schema_type
+from flotilla.codec import to_builtins
 from flotilla.registry import Health, Instance, open_registry
 from flotilla.registry.base import MethodInfo
 
 if TYPE_CHECKING:  # fixtures' types; tests/cli/conftest.py provides the fixtures
-    from conftest import Flotilla
+    from conftest import Flotilla, System
 
 PRODUCT_DEFS = {"Product": {"type": "object", "properties": {"id": {"type": "integer"}}}}
 METHODS = (
@@ -66,8 +67,9 @@ def test_the_table_shows_parameters_result_timeout_and_idempotence() -> None:
 async def _register(data_dir: Path, *instances: Instance) -> None:
     registry = open_registry(f"sqlite://{data_dir / 'registry.db'}")
     try:
+        lease = await registry.grant(120)
         for instance in instances:
-            await registry.register(instance, ttl=120)
+            await registry.register(instance, lease=lease)
     finally:
         await registry.aclose()
 
@@ -87,8 +89,9 @@ def test_describes_a_live_service_from_the_registry(flotilla: Flotilla, tmp_path
     listed = flotilla("describe", "catalog", "--json", "--data-dir", str(tmp_path))
     document: dict[str, Any] = json.loads(listed.stdout)
     assert (document["service"], document["instances"]) == ("catalog", ["cat-1"])
-    # The registry carries the table as it was published (once it stores method tables).
-    assert [method["name"] for method in document["methods"]] in (["get", "ping"], [])
+    # The registry carries the table exactly as it was published.
+    assert [method["name"] for method in document["methods"]] == ["get", "ping"]
+    assert document["methods"] == [to_builtins(method) for method in METHODS]
 
 
 def test_a_service_with_no_live_instance_names_the_known_ones(
@@ -99,3 +102,21 @@ def test_a_service_with_no_live_instance_names_the_known_ones(
     done = flotilla("describe", "nobody", "--data-dir", str(tmp_path))
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == "error: no live instance of service 'nobody'; known: catalog, orders\n"
+
+
+def test_describes_the_table_a_running_node_publishes(flotilla: Flotilla, system: System) -> None:
+    # No hand-made registry rows: what `flotilla serve` publishes for the echo
+    # service of tests/cli/conftest.py, method options included.
+    done = flotilla("describe", "echo", "--data-dir", str(system.data_dir))
+    assert (done.returncode, done.stderr) == (0, "")
+    header, columns, *rows = done.stdout.strip().splitlines()
+    assert header == "service echo: 2 live instances"
+    assert columns.split() == ["METHOD", "PARAMETERS", "RESULT", "TIMEOUT", "IDEMPOTENT"]
+    cells = {row.split()[0]: row.split() for row in rows}
+    assert sorted(cells) == ["hello", "ping", "slow"]
+    assert cells["slow"][1:] == ["seconds:", "number", "null", "1", "s", "no"]
+    assert cells["ping"][1:] == ["-", "string", "-", "no"]
+    listed = flotilla("describe", "echo", "--json", "--data-dir", str(system.data_dir))
+    methods = {method["name"]: method for method in json.loads(listed.stdout)["methods"]}
+    assert methods["slow"]["timeout"] == 1.0
+    assert methods["hello"]["timeout"] is None

@@ -107,7 +107,8 @@ def test_a_row_whose_local_process_is_gone_shows_dead(flotilla: Flotilla, tmp_pa
 async def _register(data_dir: Path, instances: list[Instance]) -> None:
     registry = open_registry(f"sqlite://{data_dir / 'registry.db'}")
     try:
+        lease = await registry.grant(120)
         for instance in instances:
-            await registry.register(instance, ttl=120)
+            await registry.register(instance, lease=lease)
     finally:
         await registry.aclose()

@@ -27,8 +27,8 @@ def started_pids(output: str) -> dict[str, int]:
 
 
 def pid_of(instance: Instance) -> int:
-    """The instance's pid: its metadata's, else (a node that does not publish it yet) its id's."""
-    return instance_pid(instance) or int(instance.id.split("-")[1])
+    """The pid its node published (every node does)."""
+    return int(instance.metadata["pid"])
 
 
 def alive(pid: int) -> bool:

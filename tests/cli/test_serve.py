@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flotilla import Node
+from flotilla import Node, NodeConfig
 from flotilla.registry import Instance, Registry, open_registry
 from flotilla.runtime.settings import Settings
 
@@ -82,7 +82,8 @@ async def test_a_replica_whose_output_is_never_read_keeps_serving(tmp_path: Path
         async with asyncio.timeout(20):
             while not await _registered(registry):  # noqa: ASYNC110 - another process
                 await asyncio.sleep(0.05)
-        async with Node(registry=settings.registry, secret=settings.secret) as client:
+        config = NodeConfig(registry=settings.registry, secret=settings.secret)
+        async with Node(config=config) as client:
             # 2000 lines of 1 KB: thirty times what the pipe holds.
             assert await client.context(timeout=10).call("chatty.chatter", lines=2000) == 2000
             # Over several lease periods (1.5 s) it keeps heartbeating and answering.

@@ -18,7 +18,6 @@ import pytest
 
 from flotilla import Context, Service, codec, rpc
 from flotilla.calls.pipeline import Handler
-from flotilla.headers import Headers, Principal
 from flotilla.errors import (
     ConfigError,
     FlotillaError,
@@ -28,6 +27,7 @@ from flotilla.errors import (
     Unavailable,
     Unimplemented,
 )
+from flotilla.headers import Headers, Principal
 from flotilla.runtime.dispatcher import SERVER_STACK, Dispatcher, Incoming
 
 
@@ -393,7 +393,7 @@ async def test_a_layer_may_refuse_a_call_before_it_is_decoded() -> None:
         return await call_next(incoming)
 
     dispatcher, store = make(("user", deny))
-    with pytest.raises(PermissionDenied, match="store.get needs a principal"):
+    with pytest.raises(PermissionDenied, match=r"store\.get needs a principal"):
         await dispatch(dispatcher, "store.get", {"id": 1})
     assert store.ran == []
     await dispatch(dispatcher, "store.get", {"id": 1}, principal=Principal("ada"))
