@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flotilla.registry import Health, Instance, open_registry
+from flotilla.runtime.node import secret_id
+from flotilla.runtime.settings import load_secret
 
 if TYPE_CHECKING:  # fixtures' types; tests/cli/conftest.py provides the fixtures
     from conftest import Flotilla, System
@@ -102,6 +104,38 @@ def test_a_row_whose_local_process_is_gone_shows_dead(flotilla: Flotilla, tmp_pa
     assert cells["gone"][4:] == ["dead", str(gone.pid), "2"]
     assert cells["here"][4:] == ["healthy", str(os.getpid()), "-"]
     assert cells["remote"][4] == "healthy"
+
+
+def test_a_row_started_with_another_secret_shows_wrong_secret(
+    flotilla: Flotilla, tmp_path: Path
+) -> None:
+    # Its handshakes fail, so it takes no calls, though it reports itself healthy.
+    (tmp_path / "secret").write_text("s" * 64)
+    ours = secret_id(load_secret(tmp_path))
+    here = str(os.getpid())
+
+    def row(id: str, **metadata: str) -> Instance:
+        address = f"127.0.0.1:{len(id)}"
+        return Instance(
+            id=id,
+            service="echo",
+            address=address,
+            health=Health.HEALTHY,
+            metadata={"pid": here, **metadata},
+        )
+
+    rows = [
+        row("same", secret_id=ours),
+        row("other", secret_id=secret_id(b"another secret")),
+        row("older"),  # publishes no secret id: not judged
+    ]
+    asyncio.run(_register(tmp_path, rows))
+    done = flotilla("ps", "--data-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    header, *lines = done.stdout.strip().splitlines()
+    health_at = header.index("HEALTH")
+    health = {line.split()[1]: line[health_at:].split("  ")[0].strip() for line in lines}
+    assert health == {"same": "healthy", "other": "wrong secret", "older": "healthy"}
 
 
 async def _register(data_dir: Path, instances: list[Instance]) -> None:

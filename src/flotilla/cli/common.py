@@ -51,7 +51,13 @@ LogLevelOption = Annotated[
 ]
 
 
-HEALTH_STYLE = {"healthy": "green", "unhealthy": "red", "unknown": "yellow", "dead": "red"}
+HEALTH_STYLE = {
+    "healthy": "green",
+    "unhealthy": "red",
+    "unknown": "yellow",
+    "dead": "red",
+    "wrong secret": "red",
+}
 """How a health status is coloured in tables."""
 
 

@@ -3,8 +3,12 @@
 The table shows each instance's ``pid`` and ``replica`` (from its metadata).
 A row whose lease has not run out yet but whose process is gone (an instance
 on this machine, a loopback address, whose pid no longer exists) shows
-``dead`` instead of its last reported health.  ``--json`` prints the
-registry's rows as they are.
+``dead`` instead of its last reported health.  A row whose ``secret_id`` (the
+public fingerprint of the cluster secret its node was started with) differs
+from the one of the secret ``ps`` reads shows ``wrong secret``: its handshakes
+fail, so callers never reach it, however healthy it says it is (the usual
+cause is a process started with another ``FLOTILLA_SECRET``).  ``--json``
+prints the registry's rows as they are.
 """
 
 from __future__ import annotations
@@ -23,9 +27,13 @@ from flotilla.cli.status_view import DEAD, instance_pid
 from flotilla.codec import to_builtins
 from flotilla.errors import FlotillaError
 from flotilla.registry import Instance, open_registry
+from flotilla.runtime.node import secret_id
 from flotilla.runtime.serve import run_loop
 
-__all__ = ["instances_table", "known_dead", "ps_command"]
+__all__ = ["WRONG_SECRET", "instances_table", "known_dead", "ps_command", "shown_health"]
+
+WRONG_SECRET = "wrong secret"
+"""What the HEALTH column shows for an instance started with another cluster secret."""
 
 
 def ps_command(
@@ -43,16 +51,20 @@ def ps_command(
     if as_json:
         typer.echo(pretty_json([to_builtins(instance) for instance in instances]))
     elif instances:
-        Console().print(instances_table(instances))
+        Console().print(instances_table(instances, secret_id=secret_id(settings.secret)))
     else:
         typer.echo("no live instances", err=True)
 
 
-def instances_table(instances: list[Instance]) -> Table:
-    """One row per instance: service, id, address, version, health, pid, replica."""
+def instances_table(instances: list[Instance], *, secret_id: str | None = None) -> Table:
+    """One row per instance: service, id, address, version, health, pid, replica.
+
+    With ``secret_id`` (of the reader's cluster secret), an instance published
+    under another one shows :data:`WRONG_SECRET` as its health.
+    """
     table = Table("SERVICE", "INSTANCE", "ADDRESS", "VERSION", "HEALTH", "PID", "REPLICA", box=None)
     for instance in instances:
-        health = DEAD if known_dead(instance) else str(instance.health)
+        health = shown_health(instance, secret_id)
         # Text, not markup: an id or an address ("[::1]:80") may hold brackets.
         table.add_row(
             Text(instance.service),
@@ -64,6 +76,20 @@ def instances_table(instances: list[Instance]) -> Table:
             Text(instance.metadata.get("replica", "-")),
         )
     return table
+
+
+def shown_health(instance: Instance, secret_id: str | None = None) -> str:
+    """``dead``, else ``wrong secret``, else the health the instance reports.
+
+    A dead process comes first (nothing else about it matters); an instance
+    that publishes no ``secret_id`` (an older node) is not judged.
+    """
+    if known_dead(instance):
+        return DEAD
+    published = instance.metadata.get("secret_id")
+    if secret_id is not None and published is not None and published != secret_id:
+        return WRONG_SECRET
+    return str(instance.health)
 
 
 def known_dead(instance: Instance) -> bool:
