@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from flotilla import Node, NodeConfig
 from flotilla.registry import Instance, Registry, open_registry
+from flotilla.runtime.node import secret_id
 from flotilla.runtime.settings import Settings
 
 if TYPE_CHECKING:  # fixtures' types; tests/cli/conftest.py provides the fixtures
@@ -114,3 +115,34 @@ def test_a_replica_whose_supervisor_is_gone_does_not_start(
         "error: failed_precondition: the supervisor (pid 1) is gone; not starting\n"
     )
     assert not (tmp_path / ".flotilla").exists()  # refused before anything started
+
+
+async def test_a_served_instance_publishes_its_pid_replica_and_secret_id(tmp_path: Path) -> None:
+    (tmp_path / "chatty_service.py").write_text(CHATTY)
+    settings = Settings.from_env({"FLOTILLA_DATA_DIR": str(tmp_path / ".flotilla")})
+    env = {**os.environ, "FLOTILLA_DATA_DIR": str(settings.data_dir), "FLOTILLA_REPLICA": "3"}
+    process = subprocess.Popen(  # noqa: ASYNC220 - started once, waited on in finally
+        [sys.executable, "-m", "flotilla", "serve", "chatty_service:Chatty"],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    registry = open_registry(settings.registry)
+    try:
+        async with asyncio.timeout(20):
+            while not (live := await _registered(registry)):
+                assert process.poll() is None
+                await asyncio.sleep(0.05)
+        (instance,) = live
+        assert instance.metadata == {
+            "pid": str(process.pid),
+            "replica": "3",
+            "secret_id": secret_id(settings.secret),
+        }
+        assert [method.name for method in instance.methods] == ["chatter"]
+    finally:
+        await registry.aclose()
+        process.terminate()
+        process.wait()
