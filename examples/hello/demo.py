@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from flotilla import Node
+from flotilla import Node, NodeConfig
 from flotilla.registry import open_registry
 from flotilla.runtime.serve import run_loop
 from flotilla.runtime.settings import Settings
@@ -42,7 +42,8 @@ async def wait_for_instances(settings: Settings, expected: dict[str, int]) -> No
 
 async def exercise(settings: Settings) -> None:
     await wait_for_instances(settings, {"greeter": 2, "front": 1})
-    async with Node(registry=settings.registry, secret=settings.secret) as client:
+    config = NodeConfig(registry=settings.registry, secret=settings.secret)
+    async with Node(config=config) as client:
         greetings = await client.call("front.greet", names=NAMES)
         table = Table(title="front.greet -> greeter.hello, balanced over 2 replicas")
         table.add_column("greeting")
