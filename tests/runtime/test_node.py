@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +14,7 @@ import msgspec
 import pytest
 
 from flotilla import (
+    Attempt,
     Context,
     DeadlineExceeded,
     Health,
@@ -20,6 +22,7 @@ from flotilla import (
     InvalidArgument,
     Node,
     NodeConfig,
+    Response,
     Service,
     Timings,
     Unavailable,
@@ -27,9 +30,12 @@ from flotilla import (
     codec,
     rpc,
 )
+from flotilla.calls.endpoints import UNREACHABLE
+from flotilla.calls.pipeline import Handler
 from flotilla.errors import ConfigError
 from flotilla.headers import Headers
 from flotilla.registry import Instance, MemoryRegistry
+from flotilla.runtime.node import secret_id
 from flotilla.testing import Cluster, FakeClock, wait_for
 from flotilla.transport.client import ConnectionPool
 from flotilla.transport.frames import Call, encode_frame
@@ -805,3 +811,109 @@ async def test_graceful_stop_of_a_replica_sends_calls_to_the_other(cluster: Clus
     await wait_for(lambda: available(cluster, "replica") == 1)
     counts = await calls_per_replica(cluster, 20)
     assert counts == {second.services[0].id: 20}  # type: ignore[attr-defined]
+
+
+# -- method options published, secrets -------------------------------------------------------
+
+
+class Sleepy(Service, name="sleepy"):
+    @rpc(timeout=0.3)
+    async def slow(self) -> str:
+        await asyncio.sleep(1.0)
+        return "woke"
+
+    @rpc(idempotent=True)
+    async def quick(self) -> str:
+        return "quick"
+
+
+async def test_a_call_by_name_honours_the_published_method_timeout(cluster: Cluster) -> None:
+    # No spec, no caller deadline: the caller knows of the 0.3 s timeout only
+    # from the method table the node published, not the 10 s default.
+    await cluster.add(Sleepy())
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        await cluster.call("sleepy.slow")
+    assert 0.29 <= time.monotonic() - started < 0.9
+    endpoints = cluster.client_node.caller.directory.get("sleepy")
+    assert endpoints is not None
+    assert endpoints.methods["slow"].timeout == 0.3
+    assert endpoints.methods["quick"].idempotent is True
+    assert endpoints.methods["quick"].timeout is None
+
+
+async def test_instances_publish_pid_secret_id_and_methods(cluster: Cluster) -> None:
+    (node,) = await cluster.add(Sleepy())
+    (published,) = await cluster.registry.list("sleepy")
+    assert published == node.instances[0]
+    assert published.metadata["pid"] == str(os.getpid())
+    assert published.metadata["secret_id"] == secret_id(node.secret)
+    assert "replica" not in published.metadata  # set only by `flotilla run`'s processes
+    assert [method.name for method in published.methods] == ["quick", "slow"]
+    # Public: it neither is nor contains the secret.
+    assert node.secret.hex() not in published.metadata["secret_id"]
+
+
+async def test_a_replica_with_another_secret_takes_no_traffic(cluster: Cluster) -> None:
+    # One replica of three started with another FLOTILLA_SECRET: its handshakes
+    # fail.  Each failed attempt never left this process, so it is sent to a
+    # good replica at once, and the bad endpoint is ejected as unreachable.
+    good = await cluster.add(Replica, replicas=2)
+    outsider = Replica()
+    bad = Node(
+        outsider,
+        config=cluster.config.replace(secret=b"another secret, another system"),
+        registry=cluster.registry,
+    )
+    await bad.start()
+    try:
+        await wait_for_instances(cluster, "replica", 3)
+        bad_id = bad.instances[0].id
+        assert bad.instances[0].metadata["secret_id"] != secret_id(cluster.config.secret or b"")
+        await cluster.call("replica.who")  # opens the client's view of the service
+        endpoints = cluster.client_node.caller.directory.get("replica")
+        assert endpoints is not None
+        assert len(endpoints.endpoints) == 3
+
+        answered: collections.Counter[str] = collections.Counter()
+        ejections = []
+        for _ in range(10):
+            batch = await asyncio.gather(*(cluster.call("replica.who") for _ in range(50)))
+            answered.update(batch)
+            ejections.append(endpoints.ejected.get(bad_id))
+        good_ids = {node.services[0].id for node in good}  # type: ignore[attr-defined]
+        assert set(answered) == good_ids
+        assert sum(answered.values()) == 500
+        # Ejected after the first failed handshake, well within the first batch.
+        assert ejections[0] is not None
+        assert ejections[0].reason == UNREACHABLE
+    finally:
+        await bad.aclose()
+
+
+async def wait_for_instances(cluster: Cluster, service: str, count: int) -> None:
+    async with asyncio.timeout(5.0):
+        async for snapshot in cluster.registry.watch(service):
+            if len(snapshot) == count:
+                return
+
+
+class AttemptLog:
+    """An attempt-tier client layer: records the endpoint each attempt went to."""
+
+    def __init__(self) -> None:
+        self.addresses: list[str] = []
+
+    async def __call__(self, attempt: Attempt, call_next: Handler[Attempt]) -> Response:
+        self.addresses.append(attempt.endpoint.address)
+        response: Response = await call_next(attempt)
+        return response
+
+
+@pytest.mark.parametrize("slot", ["breaker", "bulkhead", "metrics"])
+async def test_a_node_takes_attempt_layers(slot: str) -> None:
+    log = AttemptLog()
+    async with Cluster(layers={slot: log}) as cluster:
+        (node,) = await cluster.add(Catalog())
+        assert (await cluster.call("catalog.get", id=1))["id"] == 1
+        assert log.addresses == [node.address]

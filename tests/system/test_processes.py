@@ -15,13 +15,11 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from flotilla import Node, Unavailable
+from flotilla import Attempt, Node, NodeConfig, Response, Unavailable
 from flotilla.calls.pipeline import Handler
-from flotilla.calls.request import Request
 from flotilla.registry import open_registry
 from flotilla.runtime.settings import Settings
 
@@ -34,10 +32,10 @@ class AttemptLog:
     def __init__(self) -> None:
         self.attempts: list[tuple[float, str]] = []
 
-    async def __call__(self, request: Request, call_next: Handler[Request]) -> Any:
-        assert request.endpoint is not None
-        self.attempts.append((time.monotonic(), request.endpoint.address))
-        return await call_next(request)
+    async def __call__(self, attempt: Attempt, call_next: Handler[Attempt]) -> Response:
+        self.attempts.append((time.monotonic(), attempt.endpoint.address))
+        response: Response = await call_next(attempt)
+        return response
 
 
 @pytest.fixture
@@ -69,13 +67,13 @@ def replicas(settings: Settings) -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 async def wait_registered(settings: Settings, count: int) -> dict[int, str]:
-    """Wait for ``count`` live greeters; their addresses by pid (instance ids embed the pid)."""
+    """Wait for ``count`` live greeters; their addresses by pid (each publishes its pid)."""
     registry = open_registry(settings.registry)
     try:
         async with asyncio.timeout(20):
             while len(live := await registry.list("greeter")) != count:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-        return {int(instance.id.split("-")[1]): instance.address for instance in live}
+        return {int(instance.metadata["pid"]): instance.address for instance in live}
     finally:
         await registry.aclose()
 
@@ -98,9 +96,8 @@ async def call_many(node: Node, count: int, concurrency: int = 8) -> collections
 @pytest.fixture
 async def caller(settings: Settings) -> AsyncIterator[tuple[Node, AttemptLog]]:
     attempts = AttemptLog()
-    node = Node(
-        registry=settings.registry, secret=settings.secret, caller_layers={"metrics": attempts}
-    )
+    config = NodeConfig(registry=settings.registry, secret=settings.secret)
+    node = Node(config=config, layers={"metrics": attempts})
     async with node:
         yield node, attempts
 

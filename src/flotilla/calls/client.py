@@ -90,7 +90,8 @@ class Caller:
         )
         self.balance = Balance(self.directory, attempts, strategy, strategies)
         self._send = build_stack(
-            {"deadline": Deadline(default_timeout), **layers},
+            {"deadline": Deadline(default_timeout)}
+            | {name: layers[name] for name in REQUEST_LAYERS if name in layers},
             self.balance,
             REQUEST_LAYERS,
         )
