@@ -1,13 +1,18 @@
-"""Request ids: unique per call, across processes, without a system call per id."""
+"""The context of a call: its headers, the headers of onward calls, and request ids that are
+unique per call, across processes, without a system call per id."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 import warnings
 
+import pytest
+
 from flotilla.context import Context, new_request_id
+from flotilla.headers import Headers, Principal
 
 
 class NoInvoker:
@@ -30,7 +35,49 @@ def test_a_context_without_an_id_gets_a_fresh_one() -> None:
     first, second = Context(NoInvoker()), Context(NoInvoker())
     assert first.request_id
     assert first.request_id != second.request_id
-    assert Context(NoInvoker(), request_id="given").request_id == "given"
+    assert Context(NoInvoker(), Headers(request_id="given")).request_id == "given"
+    # Headers that came without an id (a hand-made frame) get one too.
+    assert Context(NoInvoker(), Headers(caller="front")).request_id
+
+
+def test_the_properties_read_the_headers() -> None:
+    principal = Principal("ada", ("admin",))
+    headers = Headers(
+        request_id="r1", caller="front", deadline=123.0, principal=principal, meta={"t": "a"}
+    )
+    context = Context(NoInvoker(), headers, service="shop")
+    assert context.headers is headers
+    assert (context.request_id, context.caller, context.deadline) == ("r1", "front", 123.0)
+    assert context.principal is principal
+    assert context.meta == {"t": "a"}
+    assert context.service == "shop"
+
+
+def test_onward_headers_name_this_service_as_the_caller() -> None:
+    headers = Headers(request_id="r1", caller="front", deadline=123.0, meta={"t": "a"})
+    context = Context(NoInvoker(), headers, service="shop")
+    onward = context.onward_headers()
+    assert onward == headers.replace(caller="shop")
+    assert context.onward_headers() is onward  # made once per context
+    assert context.caller == "front"  # the context's own headers are unchanged
+
+
+def test_set_meta_reaches_later_onward_calls_only() -> None:
+    context = Context(NoInvoker(), Headers(request_id="r1", meta={"t": "a"}), service="shop")
+    before = context.onward_headers()
+    context.set_meta(step="2")
+    assert context.meta == {"t": "a", "step": "2"}
+    assert context.onward_headers().meta == {"t": "a", "step": "2"}
+    assert before.meta == {"t": "a"}  # copy on write: the earlier value kept its own
+
+
+def test_remaining_counts_down_to_the_deadline() -> None:
+    assert Context(NoInvoker()).remaining() is None
+    deadline = time.monotonic() + 5.0
+    remaining = Context(NoInvoker(), Headers(deadline=deadline)).remaining()
+    assert remaining is not None
+    assert 4.0 < remaining <= 5.0
+    assert Headers(deadline=1_000.0).remaining(now=1_000.5) == pytest.approx(-0.5)
 
 
 def test_ids_are_unique_across_processes() -> None:

@@ -9,6 +9,7 @@ import flotilla
 PUBLIC = [
     "Aborted",
     "AlreadyExists",
+    "Attempt",
     "Cancelled",
     "ConfigError",
     "ConnectFailed",
@@ -16,15 +17,25 @@ PUBLIC = [
     "DeadlineExceeded",
     "FailedPrecondition",
     "FlotillaError",
+    "Handler",
+    "HandshakeFailed",
+    "Headers",
     "Health",
+    "Incoming",
     "Instance",
     "Internal",
     "InvalidArgument",
+    "MethodInfo",
+    "Middleware",
     "Node",
+    "NodeConfig",
     "NotFound",
     "PermissionDenied",
+    "Principal",
     "ProtocolError",
+    "Request",
     "ResourceExhausted",
+    "Response",
     "Service",
     "Timings",
     "Unauthenticated",
@@ -54,3 +65,22 @@ def test_every_name_is_importable() -> None:
 
 def test_version() -> None:
     assert flotilla.__version__ == "0.1.0"
+
+
+def test_the_call_path_types_are_the_ones_the_core_uses() -> None:
+    # Re-exports, not copies: a user's layer annotated with flotilla.Request
+    # gets exactly what the pipeline passes.
+    from flotilla.calls import pipeline, request
+    from flotilla.headers import Headers, Principal
+    from flotilla.runtime.config import NodeConfig
+    from flotilla.runtime.dispatcher import Incoming
+
+    assert flotilla.Request is request.Request
+    assert flotilla.Attempt is request.Attempt
+    assert flotilla.Response is request.Response
+    assert flotilla.Middleware is pipeline.Middleware
+    assert flotilla.Handler is pipeline.Handler
+    assert flotilla.Headers is Headers
+    assert flotilla.Principal is Principal
+    assert flotilla.NodeConfig is NodeConfig
+    assert flotilla.Incoming is Incoming

@@ -11,10 +11,11 @@ import pytest
 from flotilla.calls.deadline import DEFAULT_TIMEOUT, Deadline
 from flotilla.calls.request import Request
 from flotilla.errors import DeadlineExceeded
+from flotilla.headers import Headers
 
 
-def request(**kw: Any) -> Request:
-    return Request(service="svc", method="m", args={}, request_id="r", **kw)
+def request(*, deadline: float | None = None, **kw: Any) -> Request:
+    return Request("svc", "m", {}, Headers(request_id="r", deadline=deadline), **kw)
 
 
 async def answer(request: Request) -> str:
@@ -60,6 +61,25 @@ async def test_caller_deadline_wins_over_a_shorter_default_timeout() -> None:
     req = request(deadline=deadline)
     await Deadline(3.0)(req, answer)
     assert req.deadline == deadline
+
+
+async def test_the_deadline_is_set_in_new_headers_leaving_the_callers_alone() -> None:
+    # The caller's context holds the headers the request started with: fixing
+    # the deadline must not write into them.
+    headers = Headers(request_id="r", meta={"tenant": "acme"})
+    req = Request("svc", "m", {}, headers)
+    await Deadline(3.0)(req, answer)
+    assert headers.deadline is None
+    assert req.headers is not headers
+    assert req.headers.deadline is not None
+    assert (req.headers.request_id, req.headers.meta) == ("r", {"tenant": "acme"})
+
+
+async def test_a_deadline_already_in_force_keeps_the_same_headers() -> None:
+    headers = Headers(request_id="r", deadline=now() + 1.0)
+    req = Request("svc", "m", {}, headers)
+    await Deadline(3.0)(req, answer)
+    assert req.headers is headers  # nothing to change: no copy per call
 
 
 async def test_deadline_is_visible_below() -> None:

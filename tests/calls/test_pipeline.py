@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from flotilla.calls.pipeline import CLIENT_STACK, Handler, build_stack, compose
+from flotilla.calls.pipeline import (
+    ATTEMPT_LAYERS,
+    CLIENT_STACK,
+    REQUEST_LAYERS,
+    Handler,
+    build_stack,
+    compose,
+)
 from flotilla.errors import ConfigError
 
 
@@ -98,4 +105,17 @@ def test_build_stack_refuses_unknown_names() -> None:
 
 
 def test_client_stack_order() -> None:
-    assert CLIENT_STACK == ("deadline", "retry", "balance", "breaker", "bulkhead", "metrics")
+    assert CLIENT_STACK == (
+        "deadline",
+        "user",
+        "retry",
+        "balance",
+        "breaker",
+        "bulkhead",
+        "metrics",
+    )
+
+
+def test_balance_splits_the_request_tier_from_the_attempt_tier() -> None:
+    assert REQUEST_LAYERS == ("deadline", "user", "retry")
+    assert ATTEMPT_LAYERS == ("breaker", "bulkhead", "metrics")
