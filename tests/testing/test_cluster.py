@@ -44,7 +44,7 @@ async def test_a_crashed_replica_leaves_when_the_fake_clock_passes_its_lease() -
         first, second = await cluster.add(Catalog, replicas=2)
         await cluster.crash(first)
         assert len(await cluster.registry.list("catalog")) == 2  # its lease still runs
-        await clock.advance(cluster.timings.ttl)
+        await clock.advance(cluster.config.timings.ttl)
         live = await cluster.registry.list("catalog")
         assert [instance.id for instance in live] == [second.instances[0].id]
         for _ in range(10):

@@ -6,6 +6,7 @@ import msgspec
 import pytest
 
 from flotilla.errors import ProtocolError
+from flotilla.headers import Headers, Principal
 from flotilla.transport import frames
 from flotilla.transport.frames import (
     DEFAULT_MAX_FRAME,
@@ -33,8 +34,13 @@ FRAMES: list[Frame] = [
     Hello(b"p" * 32, b"c" * 16),
     Welcome(b"w" * 32),
     Call(1, "catalog.get", raw({"id": 7})),
-    Call(2**40, "catalog.get", raw({}), timeout_ms=250, meta={"tenant": "acme"}),
-    Call(8, "catalog.get", raw({}), 250, "abc", "front", {"tenant": "acme"}),
+    Call(2**40, "catalog.get", raw({}), Headers(deadline=0.25, meta={"tenant": "acme"})),
+    Call(
+        8,
+        "catalog.get",
+        raw({}),
+        Headers("abc", "front", 0.25, "00-trace-01", Principal("ada", ("admin",)), {"t": "a"}),
+    ),
     Reply(3, raw({"name": "lamp", "price": 9.5})),
     Reply(4, raw(None)),
     Failure(5, "not_found", "no such thing"),
@@ -98,20 +104,27 @@ def test_frame_of_exactly_the_limit_accepted() -> None:
     assert reader.feed(data) == [frame]
 
 
-def test_call_carries_request_id_and_caller_in_fields_of_their_own() -> None:
-    frame = Call(1, "a.b", raw({}), 250, "rid-1", "front", {"tenant": "acme"})
-    body = bytes(encode_frame(frame))[HEADER:]
-    fields = [3, 1, "a.b", {}, 250, "rid-1", "front", {"tenant": "acme"}]  # tag first
+def test_call_headers_travel_as_one_compact_array() -> None:
+    headers = Headers("rid-1", "front", 0.25, "", Principal("ada", ("admin",)), {"tenant": "acme"})
+    body = bytes(encode_frame(Call(1, "a.b", raw({}), headers)))[HEADER:]
+    # Tag first; the headers a positional array (no field names on the wire).
+    fields = [3, 1, "a.b", {}, ["rid-1", "front", 0.25, "", ["ada", ["admin"]], {"tenant": "acme"}]]
     assert msgspec.msgpack.decode(body) == fields
-    # The new fields have defaults: a Call without them still decodes.
+
+
+def test_default_headers_cost_a_few_bytes_and_may_be_left_out() -> None:
+    body = bytes(encode_frame(Call(1, "a.b", raw({}))))[HEADER:]
+    assert msgspec.msgpack.decode(body) == [3, 1, "a.b", {}, ["", "", None, "", None, {}]]
+    assert len(body) <= 16
+    # A Call without headers at all still decodes, with the defaults.
     short = msgspec.msgpack.encode([3, 1, "a.b", {}])
     (decoded,) = FrameReader().feed(header(len(short)) + short)
     assert decoded == Call(1, "a.b", raw({}))
-    assert (decoded.timeout_ms, decoded.request_id, decoded.caller, decoded.meta) == (
+    assert decoded.headers == Headers()
+    assert (decoded.headers.deadline, decoded.headers.request_id, decoded.headers.meta) == (
         None,
         "",
-        "",
-        None,
+        {},
     )
 
 

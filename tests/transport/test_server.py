@@ -26,6 +26,7 @@ from flotilla.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from flotilla.headers import Headers, Principal
 from flotilla.testing import wait_for
 from flotilla.transport import client as client_module
 from flotilla.transport import server as server_module
@@ -49,15 +50,15 @@ from flotilla.transport.writer import WRITE_BUFFER_HIGH
 
 SECRET = b"s" * 32
 MAX_FRAME = 64 * 1024
-Handler = Callable[[Call, float | None], Awaitable[bytes]]
+Handler = Callable[[str, msgspec.Raw, Headers], Awaitable[bytes]]
 
 
-async def echo(call: Call, deadline: float | None) -> bytes:
+async def echo(method: str, args: msgspec.Raw, headers: Headers) -> bytes:
     """Answers ``{"method": ..., "args": ...}``; ``sleep`` in the args delays the answer."""
-    args = codec.decode(call.args)
-    if "sleep" in args:
-        await asyncio.sleep(args["sleep"])
-    return codec.encode({"method": call.method, "args": args})
+    values = codec.decode(args)
+    if "sleep" in values:
+        await asyncio.sleep(values["sleep"])
+    return codec.encode({"method": method, "args": values})
 
 
 async def settle() -> None:
@@ -169,7 +170,7 @@ def call_frame(call_id: int, method: str = "svc.m", args: Any = None, **kw: Any)
 
 async def call(pool: ConnectionPool, address: str, method: str = "svc.m", **args: Any) -> Any:
     connection = await pool.get(address)
-    return codec.decode(await connection.call(method, codec.encode(args)))
+    return codec.decode(await connection.call(method, codec.encode(args), Headers()))
 
 
 def warnings_with(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
@@ -196,58 +197,68 @@ async def test_address_before_start_is_an_error() -> None:
         _ = Server(echo, secret=SECRET).address
 
 
-async def test_call_carries_deadline_request_id_caller_and_meta(start, pools) -> None:
-    seen: list[tuple[Call, float | None]] = []
+async def test_call_carries_the_headers_with_the_deadline_made_absolute_again(start, pools) -> None:
+    seen: list[tuple[str, Headers]] = []
 
-    async def record(call: Call, deadline: float | None) -> bytes:
-        seen.append((call, deadline))
+    async def record(method: str, args: msgspec.Raw, headers: Headers) -> bytes:
+        seen.append((method, headers))
         return codec.encode(None)
 
     server = await start(record)
     connection = await pools().get(server.address)
     deadline = time.monotonic() + 1.5
-    await connection.call(
-        "a.b",
-        codec.encode({}),
-        deadline=deadline,
-        request_id="r1",
-        caller="front",
-        meta={"tenant": "acme"},
-    )
-    ((call, handler_deadline),) = seen
-    # The frame carries what is left of the deadline (relative: clocks differ).
-    assert call.timeout_ms is not None
-    assert 1000 < call.timeout_ms <= 1500
-    assert call.request_id == "r1"
-    assert call.caller == "front"
-    assert call.meta == {"tenant": "acme"}  # user metadata only
-    # The handler gets it back as an absolute deadline (time.monotonic()).
-    assert handler_deadline is not None
-    assert handler_deadline <= time.monotonic() + call.timeout_ms / 1000
-    assert abs(handler_deadline - deadline) < 0.5
+    principal = Principal("ada", ("admin",))
+    sent = Headers("r1", "front", deadline, "00-abc-01", principal, {"tenant": "acme"})
+    await connection.call("a.b", codec.encode({}), sent)
+    ((method, headers),) = seen
+    assert method == "a.b"
+    # Everything but the deadline arrives as it was sent...
+    assert headers.replace(deadline=deadline) == sent
+    # ...and the deadline travelled as the seconds left, so the handler's
+    # absolute one can only be at or before the caller's (plus this loop's jitter).
+    assert headers.deadline is not None
+    assert abs(headers.deadline - deadline) < 0.5
+    assert headers.deadline <= time.monotonic() + 1.5
+
+
+async def test_the_deadline_travels_as_the_seconds_left(start, raw_peers) -> None:
+    # Hosts' monotonic clocks share no origin: an absolute deadline on the wire
+    # would be meaningless to the callee.
+    seen: list[Headers] = []
+
+    async def record(method: str, args: msgspec.Raw, headers: Headers) -> bytes:
+        seen.append(headers)
+        return codec.encode(None)
+
+    server = await start(record)
+    peer = await raw_peers(server.address)
+    await peer.handshake()
+    sent_at = time.monotonic()
+    peer.send(call_frame(1, headers=Headers(deadline=2.0)))
+    assert isinstance(await peer.read_frame(), Reply)
+    (headers,) = seen
+    assert headers.deadline is not None
+    assert sent_at + 1.0 < headers.deadline <= time.monotonic() + 2.0
 
 
 async def test_call_without_deadline_or_meta(start, pools) -> None:
-    seen: list[tuple[Call, float | None]] = []
+    seen: list[Headers] = []
 
-    async def record(call: Call, deadline: float | None) -> bytes:
-        seen.append((call, deadline))
+    async def record(method: str, args: msgspec.Raw, headers: Headers) -> bytes:
+        seen.append(headers)
         return codec.encode(None)
 
     server = await start(record)
     connection = await pools().get(server.address)
-    await connection.call("a.b", codec.encode({}))
-    ((call, deadline),) = seen
-    assert call.timeout_ms is None
-    assert deadline is None
-    assert (call.request_id, call.caller, call.meta) == ("", "", None)
+    await connection.call("a.b", codec.encode({}), Headers())
+    assert seen == [Headers()]
 
 
 @pytest.mark.parametrize("error", [NotFound, InvalidArgument, Unavailable, Internal])
 async def test_handler_errors_arrive_as_the_same_class(
     start, pools, error: type[FlotillaError]
 ) -> None:
-    async def fail(call: Call, deadline: float | None) -> bytes:
+    async def fail(method: str, args: msgspec.Raw, headers: Headers) -> bytes:
         raise error("it went wrong", details={"field": "id"})
 
     server = await start(fail)
@@ -272,7 +283,7 @@ async def test_retryable_crosses_the_wire(
     start, pools, make: Callable[[], FlotillaError], retryable: bool
 ) -> None:
     # The error's own verdict, not its class's default, reaches the caller.
-    async def fail(call: Call, deadline: float | None) -> bytes:
+    async def fail(method: str, args: msgspec.Raw, headers: Headers) -> bytes:
         raise make()
 
     server = await start(fail)
@@ -285,26 +296,28 @@ async def test_retryable_crosses_the_wire(
 async def test_error_with_unencodable_details_arrives_without_them(
     start, pools, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def fail(call: Call, deadline: float | None) -> bytes:
+    async def fail(method: str, args: msgspec.Raw, headers: Headers) -> bytes:
         raise NotFound("no such thing", details={"o": object()})
 
     server = await start(fail)
     connection = await pools().get(server.address)
     began = time.monotonic()
     with pytest.raises(NotFound, match="no such thing") as caught:
-        await connection.call("svc.m", codec.encode({}), deadline=began + 2.0)
+        await connection.call("svc.m", codec.encode({}), Headers(deadline=began + 2.0))
     assert time.monotonic() - began < 1.0  # answered, not left to run into the deadline
     assert caught.value.details == {}
     assert warnings_with(caplog, "cannot be encoded")
     assert server._inflight == 0
     server.handler = echo  # the connection serves on
-    assert codec.decode(await connection.call("svc.m", codec.encode({"n": 1})))["args"] == {"n": 1}
+    assert codec.decode(await connection.call("svc.m", codec.encode({"n": 1}), Headers()))[
+        "args"
+    ] == {"n": 1}
 
 
 async def test_plain_exception_becomes_internal_and_is_logged(
     start, pools, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def crash(call: Call, deadline: float | None) -> bytes:
+    async def crash(method: str, args: msgspec.Raw, headers: Headers) -> bytes:
         raise ZeroDivisionError("secret detail")
 
     server = await start(crash)
@@ -469,7 +482,7 @@ async def test_call_before_handshake_closes_the_connection(
 ) -> None:
     handled: list[Call] = []
 
-    async def record(call: Call, deadline: float | None) -> bytes:
+    async def record(method: str, args: msgspec.Raw, headers: Headers) -> bytes:
         handled.append(call)
         return codec.encode(None)
 
@@ -655,7 +668,9 @@ async def test_bad_frame_closes_only_that_connection(
 
     # The connection opened before is the same one, and still works.
     assert await good_pool.get(server.address) is before
-    assert codec.decode(await before.call("svc.m", codec.encode({"n": 1})))["args"] == {"n": 1}
+    assert codec.decode(await before.call("svc.m", codec.encode({"n": 1}), Headers()))["args"] == {
+        "n": 1
+    }
     # New connections are accepted.
     assert (await call(pools(), server.address, n=2))["args"] == {"n": 2}
 
@@ -726,7 +741,7 @@ async def test_cancel_frame_cancels_the_running_handler(start, pools) -> None:
     started = asyncio.Event()
     outcome: list[str] = []
 
-    async def slow(call: Call, deadline: float | None) -> bytes:
+    async def slow(method: str, args: msgspec.Raw, headers: Headers) -> bytes:
         started.set()
         try:
             await asyncio.sleep(10)
@@ -738,7 +753,7 @@ async def test_cancel_frame_cancels_the_running_handler(start, pools) -> None:
 
     server = await start(slow)
     connection = await pools().get(server.address)
-    waiting = asyncio.create_task(connection.call("svc.m", codec.encode({})))
+    waiting = asyncio.create_task(connection.call("svc.m", codec.encode({}), Headers()))
     await started.wait()
     waiting.cancel()  # the client sends Cancel(id) as it stops waiting
     with pytest.raises(asyncio.CancelledError):
@@ -770,11 +785,11 @@ class Sleeper:
         self.outcomes: list[str] = []
         self.deadlines: list[float | None] = []
 
-    async def __call__(self, call: Call, deadline: float | None) -> bytes:
-        self.deadlines.append(deadline)
+    async def __call__(self, method: str, args: msgspec.Raw, headers: Headers) -> bytes:
+        self.deadlines.append(headers.deadline)
         self.started.set()
         try:
-            await asyncio.sleep(codec.decode(call.args).get("sleep", 0))
+            await asyncio.sleep(codec.decode(args).get("sleep", 0))
         except asyncio.CancelledError:
             self.outcomes.append("cancelled")
             raise
@@ -790,13 +805,13 @@ async def test_handler_running_past_the_deadline_is_cancelled_and_the_caller_tol
     connection = await pools().get(server.address)
     began = time.monotonic()
     with pytest.raises(DeadlineExceeded, match=r"svc\.m"):
-        await connection.call("svc.m", codec.encode({"sleep": 10}), deadline=began + 0.05)
+        await connection.call("svc.m", codec.encode({"sleep": 10}), Headers(deadline=began + 0.05))
     assert time.monotonic() - began < 1.0  # told promptly, not when the handler would end
     await wait_for(lambda: sleeper.outcomes == ["cancelled"], timeout=2.0)
     await wait_for(lambda: server._inflight == 0, timeout=2.0)
     assert connection.pending == {}
     assert connection.open  # a missed deadline does not cost the connection
-    assert codec.decode(await connection.call("svc.m", codec.encode({}))) == "slept"
+    assert codec.decode(await connection.call("svc.m", codec.encode({}), Headers())) == "slept"
 
 
 async def test_server_cancels_a_call_past_its_deadline_by_itself(start, raw_peers) -> None:
@@ -807,7 +822,7 @@ async def test_server_cancels_a_call_past_its_deadline_by_itself(start, raw_peer
     peer = await raw_peers(server.address)
     await peer.handshake()
     began = time.monotonic()
-    peer.send(call_frame(1, "svc.slow", args={"sleep": 10}, timeout_ms=30))
+    peer.send(call_frame(1, "svc.slow", args={"sleep": 10}, headers=Headers(deadline=0.03)))
     async with asyncio.timeout(2.0):
         failure = await peer.read_frame()
     assert isinstance(failure, Failure)
@@ -818,21 +833,21 @@ async def test_server_cancels_a_call_past_its_deadline_by_itself(start, raw_peer
     await wait_for(lambda: sleeper.outcomes == ["cancelled"], timeout=2.0)
     await wait_for(lambda: server._inflight == 0, timeout=2.0)
     # The connection serves on; a call within its deadline is answered normally.
-    peer.send(call_frame(2, args={"sleep": 0}, timeout_ms=5000))
+    peer.send(call_frame(2, args={"sleep": 0}, headers=Headers(deadline=5.0)))
     reply = await peer.read_frame()
     assert isinstance(reply, Reply)
     assert reply.id == 2
 
 
-@pytest.mark.parametrize("timeout_ms", [0, -5])
+@pytest.mark.parametrize("seconds_left", [0.0, -0.005])
 async def test_call_whose_deadline_passed_never_runs_the_handler(
-    start, raw_peers, timeout_ms: int
+    start, raw_peers, seconds_left: float
 ) -> None:
     sleeper = Sleeper()
     server = await start(sleeper)
     peer = await raw_peers(server.address)
     await peer.handshake()
-    peer.send(call_frame(1, "svc.late", timeout_ms=timeout_ms))
+    peer.send(call_frame(1, "svc.late", headers=Headers(deadline=seconds_left)))
     failure = await peer.read_frame()
     assert isinstance(failure, Failure)
     assert failure.id == 1
@@ -852,7 +867,7 @@ async def test_client_refuses_a_deadline_that_already_passed(start, pools) -> No
     connection = await pools().get(server.address)
     passed = time.monotonic() - 0.001
     with pytest.raises(DeadlineExceeded, match=r"before calling svc\.m"):
-        await connection.call("svc.m", codec.encode({}), deadline=passed)
+        await connection.call("svc.m", codec.encode({}), Headers(deadline=passed))
     assert connection.pending == {}
     await asyncio.sleep(0.02)
     assert sleeper.deadlines == []  # nothing was sent
@@ -863,12 +878,14 @@ async def test_only_calls_past_their_deadline_fail(start, pools) -> None:
     server = await start(sleeper)
     connection = await pools().get(server.address)
     now = time.monotonic()
-    patient = asyncio.create_task(connection.call("svc.m", codec.encode({"sleep": 0.15})))
+    patient = asyncio.create_task(
+        connection.call("svc.m", codec.encode({"sleep": 0.15}), Headers())
+    )
     later = asyncio.create_task(
-        connection.call("svc.m", codec.encode({"sleep": 0.15}), deadline=now + 5.0)
+        connection.call("svc.m", codec.encode({"sleep": 0.15}), Headers(deadline=now + 5.0))
     )
     hasty = asyncio.create_task(
-        connection.call("svc.hasty", codec.encode({"sleep": 10}), deadline=now + 0.03)
+        connection.call("svc.hasty", codec.encode({"sleep": 10}), Headers(deadline=now + 0.03))
     )
     # Told by its own sweep ("did not answer in time") or by the callee's
     # ("ran past its deadline"), whichever runs first.
@@ -950,7 +967,7 @@ async def test_expired_call_is_cancelled_at_the_callee(pools) -> None:
         connection = await pools().get(address)
         began = time.monotonic()
         with pytest.raises(DeadlineExceeded, match=r"svc\.m did not answer in time"):
-            await connection.call("svc.m", codec.encode({}), deadline=began + 0.03)
+            await connection.call("svc.m", codec.encode({}), Headers(deadline=began + 0.03))
         assert 0.03 <= time.monotonic() - began < 1.0
         assert connection.pending == {}
         await wait_for(lambda: len(silent.frames) == 2)
@@ -1034,7 +1051,7 @@ async def test_calls_started_together_leave_in_few_writes(start, pools) -> None:
     connection.writer.transport = CountingTransport(connection.writer.transport, writes)
     n = 20
     results = await asyncio.gather(
-        *(connection.call("svc.m", codec.encode({"i": i})) for i in range(n))
+        *(connection.call("svc.m", codec.encode({"i": i}), Headers()) for i in range(n))
     )
     assert [codec.decode(r)["args"]["i"] for r in results] == list(range(n))
     assert len(writes) <= 4, [len(w) for w in writes]
@@ -1046,7 +1063,7 @@ async def test_a_lone_call_is_written_at_once(start, pools) -> None:
     assert connection.writer is not None
     writes: list[bytes] = []
     connection.writer.transport = CountingTransport(connection.writer.transport, writes)
-    task = asyncio.create_task(connection.call("svc.m", codec.encode({})))
+    task = asyncio.create_task(connection.call("svc.m", codec.encode({}), Headers()))
     await asyncio.sleep(0)  # the task runs up to its wait for the reply
     assert len(writes) == 1  # sent while the task ran, not at some later flush
     await task
@@ -1058,7 +1075,7 @@ async def test_a_lone_call_is_written_at_once(start, pools) -> None:
 async def test_lost_connection_fails_calls_in_flight_and_tells_the_pool(start, pools) -> None:
     started = asyncio.Event()
 
-    async def hang(call: Call, deadline: float | None) -> bytes:
+    async def hang(method: str, args: msgspec.Raw, headers: Headers) -> bytes:
         started.set()
         await asyncio.sleep(10)
         return codec.encode(None)
@@ -1068,7 +1085,9 @@ async def test_lost_connection_fails_calls_in_flight_and_tells_the_pool(start, p
     lost: list[str] = []
     pool = pools(on_lost=lost.append)
     connection = await pool.get(address)
-    calls = [asyncio.create_task(connection.call("svc.m", codec.encode({}))) for _ in range(3)]
+    calls = [
+        asyncio.create_task(connection.call("svc.m", codec.encode({}), Headers())) for _ in range(3)
+    ]
     await started.wait()
     await server.aclose()
     for task in calls:
@@ -1078,7 +1097,7 @@ async def test_lost_connection_fails_calls_in_flight_and_tells_the_pool(start, p
     await wait_for(lambda: lost == [address])
     assert not connection.open
     with pytest.raises(ConnectFailed):
-        await connection.call("svc.m", codec.encode({}))
+        await connection.call("svc.m", codec.encode({}), Headers())
 
 
 async def test_address_stays_readable_while_draining(start) -> None:
@@ -1094,8 +1113,8 @@ async def test_drain_finishes_in_flight_calls_and_refuses_new_ones(start, pools)
     release = asyncio.Event()
     started = asyncio.Event()
 
-    async def held(call: Call, deadline: float | None) -> bytes:
-        if codec.decode(call.args).get("hold"):
+    async def held(method: str, args: msgspec.Raw, headers: Headers) -> bytes:
+        if codec.decode(args).get("hold"):
             started.set()
             await release.wait()
         return codec.encode("done")
@@ -1103,13 +1122,13 @@ async def test_drain_finishes_in_flight_calls_and_refuses_new_ones(start, pools)
     server = await start(held)
     address = server.address
     connection = await pools().get(address)
-    first = asyncio.create_task(connection.call("svc.m", codec.encode({"hold": True})))
+    first = asyncio.create_task(connection.call("svc.m", codec.encode({"hold": True}), Headers()))
     await started.wait()
     draining = asyncio.create_task(server.drain(timeout=5.0))
     await wait_for(lambda: server.draining)
 
     with pytest.raises(Unavailable, match="draining") as caught:
-        await connection.call("svc.m", codec.encode({}))
+        await connection.call("svc.m", codec.encode({}), Headers())
     assert caught.value.retryable is True  # refused before any work
     with pytest.raises(ConnectFailed):
         await pools(connect_timeout=1.0).get(address)  # no longer accepting
@@ -1126,14 +1145,14 @@ async def test_drain_timeout_is_logged_and_close_cancels(
 ) -> None:
     started = asyncio.Event()
 
-    async def hang(call: Call, deadline: float | None) -> bytes:
+    async def hang(method: str, args: msgspec.Raw, headers: Headers) -> bytes:
         started.set()
         await asyncio.sleep(10)
         return codec.encode(None)
 
     server = await start(hang)
     connection = await pools().get(server.address)
-    pending = asyncio.create_task(connection.call("svc.m", codec.encode({})))
+    pending = asyncio.create_task(connection.call("svc.m", codec.encode({}), Headers()))
     await started.wait()
     await server.drain(timeout=0.05)
     assert [r for r in caplog.records if "drain timed out" in r.getMessage()]
@@ -1147,7 +1166,7 @@ async def test_aclose_waits_for_cancelled_handlers_to_unwind(start, pools) -> No
     started = asyncio.Event()
     cleaned: list[str] = []
 
-    async def held(call: Call, deadline: float | None) -> bytes:
+    async def held(method: str, args: msgspec.Raw, headers: Headers) -> bytes:
         started.set()
         try:
             await asyncio.Event().wait()
@@ -1158,7 +1177,7 @@ async def test_aclose_waits_for_cancelled_handlers_to_unwind(start, pools) -> No
 
     server = await start(held)
     connection = await pools().get(server.address)
-    pending = asyncio.create_task(connection.call("svc.m", codec.encode({})))
+    pending = asyncio.create_task(connection.call("svc.m", codec.encode({}), Headers()))
     await started.wait()
     await server.aclose()
     assert cleaned == ["finally"]  # done before aclose returned
@@ -1238,7 +1257,9 @@ async def test_a_deeply_nested_frame_closes_only_that_connection(
     await wait_for(lambda: bool(warnings_with(caplog, "nested too deep")))
     assert len(warnings_with(caplog, "nested too deep")) == 1
     assert loop_errors == []
-    assert codec.decode(await good.call("svc.m", codec.encode({"n": 1})))["args"] == {"n": 1}
+    assert codec.decode(await good.call("svc.m", codec.encode({"n": 1}), Headers()))["args"] == {
+        "n": 1
+    }
 
 
 async def test_an_unexpected_error_in_the_server_closes_only_that_connection(
@@ -1263,7 +1284,9 @@ async def test_an_unexpected_error_in_the_server_closes_only_that_connection(
     assert warnings_with(caplog, "unexpected RuntimeError: a bug")
     assert loop_errors == []
     monkeypatch.undo()
-    assert codec.decode(await good.call("svc.m", codec.encode({"n": 1})))["args"] == {"n": 1}
+    assert codec.decode(await good.call("svc.m", codec.encode({"n": 1}), Headers()))["args"] == {
+        "n": 1
+    }
 
 
 async def test_a_deeply_nested_frame_from_the_server_fails_the_handshake(
@@ -1293,7 +1316,7 @@ async def test_an_unexpected_error_in_the_client_closes_the_connection_with_one_
 
     monkeypatch.setattr(client_module.Connection, "_handle", broken)
     with pytest.raises(Unavailable, match="lost"):
-        await connection.call("svc.m", codec.encode({}))
+        await connection.call("svc.m", codec.encode({}), Headers())
     assert warnings_with(caplog, "unexpected RuntimeError: a bug")
     assert loop_errors == []
 
@@ -1304,7 +1327,7 @@ async def test_an_unexpected_error_in_the_client_closes_the_connection_with_one_
 async def test_calls_beyond_the_limit_per_connection_are_refused_at_once(start, raw_peers) -> None:
     release = asyncio.Event()
 
-    async def held(call: Call, deadline: float | None) -> bytes:
+    async def held(method: str, args: msgspec.Raw, headers: Headers) -> bytes:
         await release.wait()
         return codec.encode("done")
 
@@ -1336,8 +1359,8 @@ async def test_a_peer_that_never_reads_its_replies_holds_bounded_memory(
     reply_size = 1024 * 1024
     started: list[int] = []
 
-    async def big(call: Call, deadline: float | None) -> bytes:
-        started.append(call.id)
+    async def big(method: str, args: msgspec.Raw, headers: Headers) -> bytes:
+        started.append(len(started))
         return codec.encode(b"x" * reply_size)
 
     server = await start(big)
@@ -1350,7 +1373,7 @@ async def test_a_peer_that_never_reads_its_replies_holds_bounded_memory(
     assert connection.writer is not None
     await wait_for(lambda: connection.writer is not None and connection.writer.paused)
     # Others are served meanwhile (a small reply is a few bytes, not a MiB).
-    assert codec.decode(await good.call("svc.m", codec.encode({}))) == b"x" * reply_size
+    assert codec.decode(await good.call("svc.m", codec.encode({}), Headers())) == b"x" * reply_size
     # The calls waiting behind the stalled replies were not run: their replies
     # do not exist, and what does is about the high-water mark.
     assert len(started) < n
@@ -1370,11 +1393,11 @@ async def test_the_client_fails_new_calls_while_the_server_reads_nothing(pools) 
         calls: list[asyncio.Task[Any]] = []
         while not connection.writer.paused:
             assert len(calls) < 200, "the write side never paused"
-            calls.append(asyncio.ensure_future(connection.call("svc.m", big)))
+            calls.append(asyncio.ensure_future(connection.call("svc.m", big, Headers())))
             await asyncio.sleep(0)
         in_flight = len(connection.pending)
         with pytest.raises(ResourceExhausted) as caught:
-            await connection.call("svc.m", codec.encode({}))
+            await connection.call("svc.m", codec.encode({}), Headers())
         assert caught.value.never_sent
         assert len(connection.pending) == in_flight  # nothing queued behind the stall
         reading.set()  # the server reads again: so may we
