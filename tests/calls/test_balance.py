@@ -1,23 +1,39 @@
-"""The balancing middleware: pick an available endpoint, requeue unsent calls, keep load figures."""
+"""The balancing layer: one attempt per try on an available endpoint, requeue what never left,
+keep the load figures the next pick weighs."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
+import msgspec
 import pytest
 
+from flotilla import codec
 from flotilla.balancing import Endpoint, RequestView
-from flotilla.calls.balance import MAX_REQUEUES, Balance
+from flotilla.calls.balance import Balance
 from flotilla.calls.endpoints import Directory, EndpointSet
-from flotilla.calls.request import Request
-from flotilla.errors import ConnectFailed, DeadlineExceeded, Internal, NotFound, Unavailable
-from flotilla.registry import Health, Instance
+from flotilla.calls.pipeline import ATTEMPT_LAYERS, Handler, build_stack
+from flotilla.calls.request import Attempt, Request, Response
+from flotilla.errors import (
+    ConfigError,
+    ConnectFailed,
+    DeadlineExceeded,
+    FlotillaError,
+    HandshakeFailed,
+    Internal,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from flotilla.headers import Headers
+from flotilla.registry import Health, Instance, MemoryRegistry
 
 
-def inst(id: str, port: int) -> Instance:
-    return Instance(id=id, service="svc", address=f"127.0.0.1:{port}", health=Health.HEALTHY)
+def inst(id: str, port: int, service: str = "svc") -> Instance:
+    return Instance(id=id, service=service, address=f"127.0.0.1:{port}", health=Health.HEALTHY)
 
 
 class First:
@@ -30,8 +46,9 @@ class First:
 class StubDirectory:
     """A directory with fixed sets; ``open`` counts how often it is asked."""
 
-    def __init__(self, sets: dict[str, EndpointSet]) -> None:
+    def __init__(self, sets: dict[str, EndpointSet], known: Sequence[str] = ()) -> None:
         self.sets = sets
+        self.known = list(known)
         self.opened: list[str] = []
 
     def get(self, service: str) -> EndpointSet | None:
@@ -41,138 +58,202 @@ class StubDirectory:
         self.opened.append(service)
         return self.sets.setdefault(service, EndpointSet(service))
 
+    async def known_services(self) -> list[str]:
+        return self.known
 
-def setup(n: int) -> tuple[Balance, EndpointSet]:
+
+AttemptHandler = Callable[[Attempt], Awaitable[Response]]
+
+
+def setup(n: int, send: AttemptHandler, strategy: Any = None) -> tuple[Balance, EndpointSet]:
     endpoints = EndpointSet("svc")
     endpoints.update([inst(f"e{i}", 9000 + i) for i in range(n)])
     directory: Any = StubDirectory({"svc": endpoints})
-    return Balance(directory, First()), endpoints
+    return Balance(directory, send, strategy or First()), endpoints
 
 
-def request() -> Request:
-    return Request(service="svc", method="m", args={}, request_id="r")
+def request(service: str = "svc") -> Request:
+    return Request(service, "m", {}, Headers(request_id="r"))
+
+
+def response(value: Any, connect_seconds: float = 0.0) -> Response:
+    return Response(msgspec.Raw(codec.encode(value)), connect_seconds)
 
 
 def inflight(endpoints: EndpointSet) -> list[int]:
     return [e.inflight for e in endpoints.endpoints.values()]
 
 
-async def test_no_endpoint_is_unavailable_naming_the_service() -> None:
-    balance, _ = setup(0)
-    req = Request(service="catalog", method="get", args={}, request_id="r")
+async def answer_with_endpoint(attempt: Attempt) -> Response:
+    return response(attempt.endpoint.id)
 
-    async def never(req: Request) -> None:
+
+async def test_no_endpoint_is_unavailable_naming_the_service() -> None:
+    async def never(attempt: Attempt) -> Response:
         raise AssertionError("nothing to call")
 
-    with pytest.raises(Unavailable, match="'catalog'"):
-        await balance(req, never)
+    balance, _ = setup(0, never)
+    with pytest.raises(Unavailable, match="'catalog'") as caught:
+        await balance(request("catalog"))
+    assert caught.value.never_sent
 
 
-async def test_sets_the_endpoint_and_returns_the_result() -> None:
-    balance, endpoints = setup(2)
-    seen: list[str] = []
+async def test_sends_one_attempt_to_the_pick_and_returns_its_payload() -> None:
+    seen: list[Attempt] = []
 
-    async def send(req: Request) -> str:
-        assert req.endpoint is not None
-        seen.append(req.endpoint.id)
-        return "ok"
+    async def send(attempt: Attempt) -> Response:
+        seen.append(attempt)
+        return response("ok")
 
+    balance, endpoints = setup(2, send)
     req = request()
-    assert await balance(req, send) == "ok"
-    assert seen == ["e0"]
-    assert req.endpoint is endpoints.endpoints["e0"]
+    assert codec.decode(await balance(req)) == "ok"
+    (attempt,) = seen
+    assert attempt.request is req
+    assert attempt.endpoint is endpoints.endpoints["e0"]
+    assert attempt.number == 1
 
 
-async def test_connect_failed_requeues_to_another_endpoint() -> None:
-    balance, _ = setup(3)
+NEVER_SENT: list[Callable[[], FlotillaError]] = [
+    lambda: ConnectFailed("refused"),
+    lambda: HandshakeFailed("wrong secret", details={"reason": "unauthenticated"}),
+    lambda: ResourceExhausted("not reading our calls", never_sent=True),
+    lambda: Unavailable("breaker open", never_sent=True),
+]
+NEVER_SENT_IDS = ["connect-failed", "handshake-failed", "paused-connection", "unavailable-unsent"]
+
+
+@pytest.mark.parametrize("make", NEVER_SENT, ids=NEVER_SENT_IDS)
+async def test_a_never_sent_failure_is_requeued_to_another_endpoint(
+    make: Callable[[], FlotillaError],
+) -> None:
     tried: list[str] = []
 
-    async def send(req: Request) -> str:
-        assert req.endpoint is not None
-        tried.append(req.endpoint.id)
-        if req.endpoint.id == "e0":
-            raise ConnectFailed("refused")
-        return req.endpoint.id
+    async def send(attempt: Attempt) -> Response:
+        tried.append(attempt.endpoint.id)
+        if attempt.endpoint.id == "e0":
+            raise make()
+        return response(attempt.endpoint.id)
 
-    assert await balance(request(), send) == "e1"
+    balance, endpoints = setup(3, send)
+    assert codec.decode(await balance(request())) == "e1"
     assert tried == ["e0", "e1"]
+    assert inflight(endpoints) == [0, 0, 0]
 
 
-async def test_requeues_are_bounded_and_never_repeat_an_endpoint() -> None:
-    balance, endpoints = setup(6)
+async def test_a_layer_that_refuses_unsent_is_requeued_like_the_transport() -> None:
+    # A breaker (or any attempt-tier layer) refusing an endpoint before the
+    # call leaves: balancing sends the request elsewhere, the layer need not
+    # know about balancing.
+    refused: list[str] = []
+
+    async def refuse_e0(attempt: Attempt, call_next: Handler[Attempt]) -> Response:
+        if attempt.endpoint.id == "e0":
+            refused.append(attempt.endpoint.id)
+            raise Unavailable("circuit open for e0", never_sent=True)
+        response: Response = await call_next(attempt)
+        return response
+
+    stack = build_stack({"breaker": refuse_e0}, answer_with_endpoint, ATTEMPT_LAYERS)
+    balance, _ = setup(2, stack)
+    assert codec.decode(await balance(request())) == "e1"
+    assert refused == ["e0"]
+
+
+async def test_requeues_try_every_endpoint_once_with_no_cap() -> None:
+    # Nothing was sent, so trying all of them is safe; a cap would fail calls
+    # that the last healthy replica could have served.
+    tried: list[str] = []
+    numbers: list[int] = []
+
+    async def send(attempt: Attempt) -> Response:
+        tried.append(attempt.endpoint.id)
+        numbers.append(attempt.number)
+        if attempt.endpoint.id != "e7":
+            raise ConnectFailed("refused")
+        return response("last one")
+
+    balance, endpoints = setup(8, send)  # First: would pick a refused one again if offered
+    assert codec.decode(await balance(request())) == "last one"
+    assert tried == [f"e{i}" for i in range(8)]  # each once, the last one included
+    assert numbers == list(range(1, 9))
+    assert inflight(endpoints) == [0] * 8
+
+
+@pytest.mark.parametrize("make", NEVER_SENT, ids=NEVER_SENT_IDS)
+async def test_every_endpoint_refusing_unsent_fails_as_unavailable_naming_the_service(
+    make: Callable[[], FlotillaError],
+) -> None:
     tried: list[str] = []
 
-    async def refuse(req: Request) -> None:
-        assert req.endpoint is not None
-        tried.append(req.endpoint.id)
-        raise ConnectFailed("refused")
+    async def refuse(attempt: Attempt) -> Response:
+        tried.append(attempt.endpoint.id)
+        raise make()
 
-    with pytest.raises(ConnectFailed):
-        await balance(request(), refuse)
-    assert len(tried) == MAX_REQUEUES + 1
-    assert len(set(tried)) == len(tried)
+    balance, endpoints = setup(6, refuse, "random")
+    with pytest.raises(Unavailable, match="'svc'") as caught:
+        await balance(request())
+    assert type(caught.value) is Unavailable
+    assert caught.value.never_sent  # the caller above may still go elsewhere
+    assert "6 tried" in caught.value.message
+    assert sorted(tried) == [f"e{i}" for i in range(6)]
     assert inflight(endpoints) == [0] * 6
 
 
-async def test_every_endpoint_unreachable_fails_as_unavailable() -> None:
-    balance, endpoints = setup(2)
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Unavailable("connection lost", retryable=False),
+        lambda: ResourceExhausted("callee is full"),
+        lambda: Internal("boom"),
+    ],
+    ids=["lost-after-sending", "refused-by-callee", "internal"],
+)
+async def test_a_failure_that_was_sent_is_not_requeued(make: Callable[[], FlotillaError]) -> None:
     tried: list[str] = []
+    error = make()
 
-    async def refuse(req: Request) -> None:
-        assert req.endpoint is not None
-        tried.append(req.endpoint.id)
-        raise ConnectFailed("refused")
+    async def fail(attempt: Attempt) -> Response:
+        tried.append(attempt.endpoint.id)
+        raise error  # the callee may have run it: not balancing's to repeat
 
-    with pytest.raises(Unavailable):
-        await balance(request(), refuse)
-    assert sorted(tried) == ["e0", "e1"]
-    assert inflight(endpoints) == [0, 0]
-
-
-async def test_other_errors_are_not_requeued() -> None:
-    balance, endpoints = setup(3)
-    tried: list[str] = []
-
-    async def fail(req: Request) -> None:
-        assert req.endpoint is not None
-        tried.append(req.endpoint.id)
-        raise Unavailable("connection lost", retryable=False)  # may have run: not requeued
-
-    with pytest.raises(Unavailable, match="connection lost"):
-        await balance(request(), fail)
+    balance, endpoints = setup(3, fail)
+    with pytest.raises(type(error)) as caught:
+        await balance(request())
+    assert caught.value is error
     assert tried == ["e0"]
     assert inflight(endpoints) == [0, 0, 0]
 
 
 async def test_inflight_counts_during_and_returns_to_zero() -> None:
-    balance, endpoints = setup(1)
     during: list[int] = []
 
-    async def ok(req: Request) -> str:
-        assert req.endpoint is not None
-        during.append(req.endpoint.inflight)
-        return "ok"
+    async def ok(attempt: Attempt) -> Response:
+        during.append(attempt.endpoint.inflight)
+        if len(during) > 1:
+            raise Internal("boom")
+        return response("ok")
 
-    async def fail(req: Request) -> None:
-        raise Internal("boom")
-
-    await balance(request(), ok)
+    balance, endpoints = setup(1, ok)
+    await balance(request())
     assert during == [1]
     assert inflight(endpoints) == [0]
     with pytest.raises(Internal):
-        await balance(request(), fail)
+        await balance(request())
+    assert during == [1, 1]
     assert inflight(endpoints) == [0]
 
 
 async def test_inflight_returns_to_zero_on_cancellation() -> None:
-    balance, endpoints = setup(1)
     started = asyncio.Event()
 
-    async def hang(req: Request) -> None:
+    async def hang(attempt: Attempt) -> Response:
         started.set()
-        await asyncio.sleep(10)
+        await asyncio.Event().wait()
+        raise AssertionError("never answers")
 
-    task = asyncio.create_task(balance(request(), hang))
+    balance, endpoints = setup(1, hang)
+    task = asyncio.create_task(balance(request()))
     await started.wait()
     assert inflight(endpoints) == [1]
     task.cancel()
@@ -181,85 +262,191 @@ async def test_inflight_returns_to_zero_on_cancellation() -> None:
     assert inflight(endpoints) == [0]
 
 
-async def test_latency_is_recorded() -> None:
-    balance, endpoints = setup(1)
-
-    async def slow(req: Request) -> None:
-        await asyncio.sleep(0.03)
-
-    await balance(request(), slow)
-    assert endpoints.endpoints["e0"].latency() >= 0.025
-
-
-async def slow_answer(req: Request) -> str:
+async def slow_answer(attempt: Attempt) -> Response:
     await asyncio.sleep(0.02)
-    return "ok"
+    return response("ok")
+
+
+async def test_latency_is_recorded() -> None:
+    balance, endpoints = setup(1, slow_answer)
+    await balance(request())
+    assert endpoints.endpoints["e0"].latency() >= 0.015
 
 
 @pytest.mark.parametrize("error", [Unavailable, Internal, DeadlineExceeded])
-async def test_a_fast_failure_costs_the_endpoint_latency(error: type[Exception]) -> None:
+async def test_a_fast_sent_failure_costs_the_endpoint_latency(
+    error: type[FlotillaError],
+) -> None:
     # A replica that fails fast must not look fast to the strategy.
-    balance, endpoints = setup(1)
-    endpoint = endpoints.endpoints["e0"]
-    await balance(request(), slow_answer)
-    before = endpoint.latency()
-    assert before >= 0.015
+    answers: list[AttemptHandler] = [slow_answer]
 
-    async def fail(req: Request) -> None:
+    async def send(attempt: Attempt) -> Response:
+        return await answers[-1](attempt)
+
+    async def fail(attempt: Attempt) -> Response:
         raise error("boom")
 
+    balance, endpoints = setup(1, send)
+    endpoint = endpoints.endpoints["e0"]
+    await balance(request())
+    before = endpoint.latency()
+    assert before >= 0.015
+    answers.append(fail)
     with pytest.raises(error):
-        await balance(request(), fail)
+        await balance(request())
     # Twice the average (less what it decayed in the milliseconds since it was read).
     assert endpoint.latency() >= 2 * before * 0.99
     assert inflight(endpoints) == [0]
 
 
+async def test_a_sent_failure_never_makes_a_fresh_endpoint_look_cheaper() -> None:
+    async def fail(attempt: Attempt) -> Response:
+        raise Unavailable("connection lost", retryable=False)
+
+    balance, endpoints = setup(1, fail)
+    endpoint = endpoints.endpoints["e0"]
+    before = endpoint.cost()
+    for _ in range(3):
+        with pytest.raises(Unavailable):
+            await balance(request())
+        after = endpoint.cost()
+        assert after > before
+        before = after
+
+
+@pytest.mark.parametrize("make", NEVER_SENT, ids=NEVER_SENT_IDS)
+async def test_a_never_sent_failure_records_no_latency(make: Callable[[], FlotillaError]) -> None:
+    async def send(attempt: Attempt) -> Response:
+        if attempt.endpoint.id == "e0":
+            raise make()
+        return response("ok")
+
+    balance, endpoints = setup(2, send)
+    refused = endpoints.endpoints["e0"]
+    before = refused.latency()
+    await balance(request())
+    assert refused.latency() <= before  # no sample: only decay
+
+
 async def test_a_fast_not_found_is_recorded_as_its_real_time() -> None:
     # Not found is a good answer about the request, not a fault of the endpoint.
-    balance, endpoints = setup(1)
-    endpoint = endpoints.endpoints["e0"]
-    await balance(request(), slow_answer)
-    before = endpoint.latency()
+    answers: list[AttemptHandler] = [slow_answer]
 
-    async def missing(req: Request) -> None:
+    async def send(attempt: Attempt) -> Response:
+        return await answers[-1](attempt)
+
+    async def missing(attempt: Attempt) -> Response:
         raise NotFound("no such thing")
 
+    balance, endpoints = setup(1, send)
+    endpoint = endpoints.endpoints["e0"]
+    await balance(request())
+    before = endpoint.latency()
+    answers.append(missing)
     with pytest.raises(NotFound):
-        await balance(request(), missing)
+        await balance(request())
     assert endpoint.latency() <= before  # a fast sample pulls the average down, if anything
     assert inflight(endpoints) == [0]
 
 
-async def test_connect_seconds_is_reset_for_each_attempt() -> None:
-    # The first pick connected (taking time) and then failed to send; the
-    # second pick reuses an open connection: none of that connect is its own.
-    balance, endpoints = setup(2)
-    seen: list[tuple[str, float]] = []
+async def test_connect_time_is_left_out_of_the_endpoints_latency() -> None:
+    # The transport spent 0.3 s opening the connection, then the call itself
+    # took 0.02 s: only the call is the endpoint's latency.
+    async def connect_then_answer(attempt: Attempt) -> Response:
+        await asyncio.sleep(0.32)
+        return response("ok", connect_seconds=0.3)
 
-    async def send(req: Request) -> str:
-        assert req.endpoint is not None
-        seen.append((req.endpoint.id, req.connect_seconds))
-        if req.endpoint.id == "e0":
-            req.connect_seconds = 0.5
+    balance, endpoints = setup(1, connect_then_answer)
+    await balance(request())
+    latency = endpoints.endpoints["e0"].latency()
+    assert 0.015 <= latency < 0.2
+
+
+async def test_the_connect_time_of_a_requeued_attempt_is_not_charged_to_the_next() -> None:
+    # The first pick connected (taking time) and then failed before sending;
+    # the second answers on an open connection: its latency is its own.
+    async def send(attempt: Attempt) -> Response:
+        if attempt.endpoint.id == "e0":
+            await asyncio.sleep(0.3)
             raise ConnectFailed("closed before the call went out")
         await asyncio.sleep(0.02)
-        return "ok"
+        return response("ok")
 
-    assert await balance(request(), send) == "ok"
-    assert seen == [("e0", 0.0), ("e1", 0.0)]
-    assert endpoints.endpoints["e1"].latency() >= 0.015  # its own time, nothing subtracted
+    balance, endpoints = setup(2, send)
+    assert codec.decode(await balance(request())) == "ok"
+    latency = endpoints.endpoints["e1"].latency()
+    assert 0.015 <= latency < 0.2  # its own time: not the 0.3 s spent on e0
 
 
 async def test_opens_the_service_on_first_use() -> None:
-    balance, _ = setup(1)
+    balance, _ = setup(1, answer_with_endpoint)
     directory: Any = balance.directory
-
-    async def ok(req: Request) -> str:
-        return "ok"
-
-    await balance(request(), ok)
+    await balance(request())
     assert directory.opened == ["svc"]
+
+
+async def test_all_registered_but_ejected_names_the_reasons() -> None:
+    async def never(attempt: Attempt) -> Response:
+        raise AssertionError("nothing available")
+
+    balance, endpoints = setup(2, never)
+    e0, e1 = endpoints.endpoints.values()
+    endpoints.eject(e0, until=time.monotonic() + 60, reason="breaker open")
+    endpoints.mark_down(e1.address)
+    with pytest.raises(Unavailable) as caught:
+        await balance(request())
+    message = caught.value.message
+    assert "2 registered" in message
+    assert "breaker open" in message
+    assert "unreachable" in message
+
+
+def test_a_bad_strategy_name_fails_when_built() -> None:
+    directory: Any = StubDirectory({})
+    with pytest.raises(ConfigError, match="no_such"):
+        Balance(directory, answer_with_endpoint, "no_such")
+    with pytest.raises(ConfigError, match="consistent_hash"):
+        Balance(directory, answer_with_endpoint, "p2c", {"carts": "consistent_hash"})
+
+
+async def test_each_service_gets_its_own_strategy() -> None:
+    directory: Any = StubDirectory({})
+    balance = Balance(directory, answer_with_endpoint, "round_robin", {"carts": First()})
+    assert type(balance.strategy("catalog")).__name__ == "RoundRobin"
+    assert balance.strategy("catalog") is balance.strategy("catalog")
+    assert balance.strategy("catalog") is not balance.strategy("orders")  # state not shared
+    assert isinstance(balance.strategy("carts"), First)
+
+
+# -- against a real registry ------------------------------------------------------------------
+
+
+@pytest.fixture
+async def registry() -> AsyncIterator[MemoryRegistry]:
+    registry = MemoryRegistry()
+    yield registry
+    await registry.aclose()
+
+
+async def test_an_unknown_service_suggests_a_close_name(registry: MemoryRegistry) -> None:
+    lease = await registry.grant(30)
+    await registry.register(inst("s1", 9001, "shop"), lease=lease)
+    await registry.register(inst("c1", 9002, "catalog"), lease=lease)
+    directory = Directory(registry)
+    balance = Balance(directory, answer_with_endpoint, First())
+    try:
+        with pytest.raises(Unavailable) as caught:
+            await balance(request("shpo"))
+        message = caught.value.message
+        assert "'shpo'" in message
+        assert "did you mean 'shop'?" in message
+        assert "catalog, shop" in message  # what there is, to choose from
+        with pytest.raises(Unavailable) as caught:
+            await balance(request("zzz"))
+        assert "did you mean" not in caught.value.message
+        assert "catalog, shop" in caught.value.message
+    finally:
+        await directory.aclose()
 
 
 class GatedRegistry:
@@ -279,18 +466,16 @@ async def test_concurrent_first_calls_all_wait_for_the_first_snapshot() -> None:
     # first snapshot as the first does, not see an empty view and fail.
     registry = GatedRegistry()
     directory = Directory(registry)  # type: ignore[arg-type]
-    balance = Balance(directory, First())
-
-    async def ok(req: Request) -> str:
-        return "ok"
-
+    balance = Balance(directory, answer_with_endpoint, First())
     try:
-        first = asyncio.create_task(balance(request(), ok))
+        first = asyncio.create_task(balance(request()))
         await asyncio.sleep(0)
-        second = asyncio.create_task(balance(request(), ok))
+        second = asyncio.create_task(balance(request()))
         await asyncio.sleep(0.01)
+        assert not first.done()
+        assert not second.done()
         registry.release.set()
         results = await asyncio.gather(first, second, return_exceptions=True)
-        assert results == ["ok", "ok"]
+        assert [codec.decode(r) for r in results if isinstance(r, msgspec.Raw)] == ["e0", "e0"]
     finally:
         await directory.aclose()
