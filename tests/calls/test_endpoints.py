@@ -1,4 +1,4 @@
-"""The caller's view of a service: only healthy, not-marked-down endpoints are offered."""
+"""The caller's view of a service: only healthy endpoints that no one ejected are offered."""
 
 from __future__ import annotations
 
@@ -11,9 +11,17 @@ from typing import Any
 import pytest
 
 from flotilla.calls import endpoints as endpoints_module
-from flotilla.calls.endpoints import DOWN_INITIAL, DOWN_MAX, Directory, EndpointSet
+from flotilla.calls.endpoints import (
+    DOWN_INITIAL,
+    DOWN_MAX,
+    UNREACHABLE,
+    Directory,
+    Ejection,
+    EndpointSet,
+)
 from flotilla.errors import DeadlineExceeded, Unavailable
 from flotilla.registry import Health, Instance, MemoryRegistry
+from flotilla.registry.base import MethodInfo
 from flotilla.testing import wait_for
 
 
@@ -166,6 +174,84 @@ def test_an_address_that_left_the_registry_is_forgotten(clock: Monotonic) -> Non
     assert ids(endpoints) == ["a2", "b"]
 
 
+def test_mark_down_shows_as_an_unreachable_ejection(clock: Monotonic) -> None:
+    endpoints = EndpointSet("svc")
+    endpoints.update([inst("a", 1), inst("b", 2)])
+    endpoints.mark_down("127.0.0.1:1")
+    assert endpoints.ejected == {"a": Ejection(clock.now + DOWN_INITIAL, UNREACHABLE)}
+
+
+# -- the eject seam -----------------------------------------------------------------------------
+
+
+def test_eject_leaves_an_endpoint_out_until_its_time(clock: Monotonic) -> None:
+    endpoints = EndpointSet("svc")
+    endpoints.update([inst("a", 1), inst("b", 2)])
+    a = endpoints.endpoints["a"]
+    endpoints.eject(a, until=clock.now + 5.0, reason="breaker open")
+    assert ids(endpoints) == ["b"]
+    assert endpoints.ejected == {"a": Ejection(clock.now + 5.0, "breaker open")}
+    clock.now += 4.99
+    assert ids(endpoints) == ["b"]
+    clock.now += 0.01
+    assert ids(endpoints) == ["a", "b"]  # served its time, with no one calling restore
+    assert endpoints.ejected == {}
+
+
+def test_restore_puts_an_endpoint_back_at_once(clock: Monotonic) -> None:
+    endpoints = EndpointSet("svc")
+    endpoints.update([inst("a", 1), inst("b", 2)])
+    a = endpoints.endpoints["a"]
+    endpoints.eject(a, until=clock.now + 60.0, reason="outlier")
+    assert ids(endpoints) == ["b"]
+    endpoints.restore(a)
+    assert ids(endpoints) == ["a", "b"]
+    assert endpoints.ejected == {}
+    endpoints.restore(a)  # restoring what is not ejected changes nothing
+    assert ids(endpoints) == ["a", "b"]
+
+
+def test_an_ejection_outlives_snapshots_while_the_endpoint_stays(clock: Monotonic) -> None:
+    endpoints = EndpointSet("svc")
+    endpoints.update([inst("a", 1), inst("b", 2)])
+    endpoints.eject(endpoints.endpoints["a"], until=clock.now + 60.0, reason="breaker open")
+    endpoints.update([inst("a", 1), inst("b", 2), inst("c", 3)])
+    assert ids(endpoints) == ["b", "c"]
+
+
+def test_the_ejection_of_an_endpoint_that_left_the_registry_is_forgotten(
+    clock: Monotonic,
+) -> None:
+    endpoints = EndpointSet("svc")
+    endpoints.update([inst("a", 1), inst("b", 2)])
+    a = endpoints.endpoints["a"]
+    endpoints.eject(a, until=clock.now + 60.0, reason="breaker open")
+    endpoints.update([inst("b", 2)])
+    assert endpoints.ejected == {}
+    # Back under the same id (a lease re-granted after a partition): offered at once.
+    endpoints.update([inst("a", 1), inst("b", 2)])
+    assert ids(endpoints) == ["a", "b"]
+    # And an endpoint that already left cannot be ejected from a stale reference.
+    endpoints.update([inst("b", 2)])
+    endpoints.eject(a, until=clock.now + 60.0, reason="late verdict")
+    assert endpoints.ejected == {}
+
+
+def test_the_method_table_comes_from_a_healthy_instance() -> None:
+    old = (MethodInfo(name="get", timeout=1.0),)
+    new = (MethodInfo(name="get", timeout=2.0, idempotent=True), MethodInfo(name="put"))
+    endpoints = EndpointSet("svc")
+    endpoints.update(
+        [
+            Instance(id="x", service="svc", address="h:1", health=Health.UNHEALTHY, methods=old),
+            Instance(id="y", service="svc", address="h:2", health=Health.HEALTHY, methods=new),
+        ]
+    )
+    assert endpoints.methods == {"get": new[0], "put": new[1]}
+    endpoints.update([inst("z", 3)])  # publishes no table
+    assert endpoints.methods == {}
+
+
 # -- Directory ------------------------------------------------------------------------------
 
 
@@ -228,6 +314,51 @@ async def test_mark_down_leaves_sets_without_the_address_alone(
     assert svc.pick_list() == ()
     assert other_set._down == {}  # nothing remembered for an address it never had
     assert [e.id for e in other_set.pick_list()] == ["o"]
+
+
+async def test_directory_eject_and_restore_reach_the_services_set(
+    registry: MemoryRegistry, directory: Directory
+) -> None:
+    await registry.register(inst("a", 1), lease=await registry.grant(30))
+    await registry.register(inst("b", 2), lease=await registry.grant(30))
+    svc = await directory.open("svc")
+    a = svc.endpoints["a"]
+    until = time.monotonic() + 60.0
+    directory.eject(a, until, "breaker open")
+    assert ids(svc) == ["b"]
+    assert svc.ejected["a"] == Ejection(until, "breaker open")
+    directory.restore(a)
+    assert ids(svc) == ["a", "b"]
+    assert svc.ejected == {}
+
+
+async def test_directory_eject_of_an_unwatched_service_is_ignored(directory: Directory) -> None:
+    stranger = EndpointSet("other")
+    stranger.update([Instance(id="o", service="other", address="h:1", health=Health.HEALTHY)])
+    directory.eject(stranger.endpoints["o"], time.monotonic() + 60.0, "whatever")
+    directory.restore(stranger.endpoints["o"])
+    assert directory.get("other") is None
+
+
+async def test_an_ejection_is_forgotten_when_its_endpoint_deregisters(
+    registry: MemoryRegistry, directory: Directory
+) -> None:
+    await registry.register(inst("a", 1), lease=await registry.grant(30))
+    await registry.register(inst("b", 2), lease=await registry.grant(30))
+    svc = await directory.open("svc")
+    directory.eject(svc.endpoints["a"], time.monotonic() + 60.0, "breaker open")
+    await registry.deregister("a")
+    await wait_for(lambda: "a" not in svc.endpoints)
+    assert svc.ejected == {}
+
+
+async def test_known_services_lists_what_the_registry_holds(
+    registry: MemoryRegistry, directory: Directory
+) -> None:
+    await registry.register(inst("a", 1), lease=await registry.grant(30))
+    other = Instance(id="o", service="other", address="127.0.0.1:2", health=Health.HEALTHY)
+    await registry.register(other, lease=await registry.grant(30))
+    assert await directory.known_services() == ["other", "svc"]
 
 
 class SlowRegistry:
