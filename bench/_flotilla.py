@@ -4,9 +4,9 @@
     python bench/_flotilla.py client --registry ... --secret HEX --concurrency 64 --seconds 3
     python bench/_flotilla.py probe  --registry ... --secret HEX --calls 20
 
-The server is ``Node(Echo(), registry=..., secret=...)`` run by
+The server is ``Node(Echo(), config=NodeConfig(registry=..., secret=...))`` run by
 ``flotilla.runtime.serve.run_loop`` (uvloop); it prints one JSON line once it is
-registered.  The client is ``Node(registry=..., secret=...)`` (a pure client)
+registered.  The client is ``Node(config=NodeConfig(registry=..., secret=...))`` (a pure client)
 calling ``await node.call("echo.ping", n=1)``: discovery through the embedded
 SQLite registry, then deadline -> balance -> transport on every call.
 
@@ -26,7 +26,7 @@ from typing import Any
 
 import _loadgen
 
-from flotilla import Node, Service, rpc
+from flotilla import Node, NodeConfig, Service, rpc
 from flotilla.runtime.serve import run_loop
 
 
@@ -72,7 +72,7 @@ class _Profile:
 
 
 async def _serve(registry: str, secret: bytes, profile: _Profile) -> None:
-    node = Node(Echo(), registry=registry, secret=secret)
+    node = Node(Echo(), config=NodeConfig(registry=registry, secret=secret))
     loop = asyncio.get_running_loop()
 
     def on_signal() -> None:
@@ -96,7 +96,7 @@ async def _client(
     seconds: float,
     profile: _Profile,
 ) -> None:
-    async with Node(registry=registry, secret=secret) as node:
+    async with Node(config=NodeConfig(registry=registry, secret=secret)) as node:
         # The first call opens the registry watch and the connection.
         if await node.call("echo.ping", n=1) != 1:
             raise SystemExit("flotilla echo returned the wrong answer")
@@ -116,7 +116,7 @@ async def _client(
 
 
 async def _probe(registry: str, secret: bytes, calls: int) -> None:
-    async with Node(registry=registry, secret=secret) as node:
+    async with Node(config=NodeConfig(registry=registry, secret=secret)) as node:
         for _ in range(calls):
             if await node.call("echo.ping", n=1) != 1:
                 raise SystemExit("flotilla echo returned the wrong answer")
