@@ -27,6 +27,7 @@ from pathlib import Path
 import msgspec
 
 from flotilla.errors import ConfigError
+from flotilla.resolve import default_registry_url
 
 __all__ = ["Settings", "ensure_data_dir", "load_secret"]
 
@@ -46,7 +47,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """Read the ``FLOTILLA_*`` variables (of ``os.environ`` unless ``env`` is given)."""
         env = os.environ if env is None else env
         data_dir = Path(env.get("FLOTILLA_DATA_DIR") or ".flotilla").absolute()
-        registry = env.get("FLOTILLA_REGISTRY") or f"sqlite://{data_dir / 'registry.db'}"
+        registry = env.get("FLOTILLA_REGISTRY") or default_registry_url(data_dir)
         secret_text = env.get("FLOTILLA_SECRET")
         secret = secret_text.encode() if secret_text else load_secret(data_dir)
         port_text = env.get("FLOTILLA_PORT") or "0"

@@ -40,6 +40,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 
 from flotilla.errors import ConfigError
+from flotilla.resolve import anchor_sqlite, default_registry_url
 
 __all__ = [
     "MAX_REPLICAS",
@@ -155,7 +156,7 @@ def parse_system(
         data_dir = data_dir.expanduser().absolute()
     else:
         data_dir = (system_dir / Path(parsed.system.data_dir).expanduser()).absolute()
-    registry = parsed.system.registry or f"sqlite://{data_dir / 'registry.db'}"
+    registry = parsed.system.registry or default_registry_url(data_dir)
     lines = text.splitlines()
     keys = [["system", "registry"]]
     for name in services:
@@ -163,7 +164,7 @@ def parse_system(
     return SystemSpec(
         name=parsed.system.name or system_dir.absolute().name,
         data_dir=data_dir,
-        registry=_anchor_sqlite(registry, system_dir),
+        registry=anchor_sqlite(registry, system_dir),
         services=services,
         source=source,
         lines={".".join(key): _find_line(lines, key) for key in keys},
@@ -214,17 +215,6 @@ def _syntax_error(message: str, text: str, source: str) -> ConfigError:
         return ConfigError(f"{source}:{position.group(1)}: {reason} (column {position.group(2)})")
     line = max(1, len(text.splitlines()))
     return ConfigError(f"{source}:{line}: {_TOML_AT_END.sub('', message)} (at end of file)")
-
-
-def _anchor_sqlite(url: str, system_dir: Path) -> str:
-    """A relative SQLite path means relative to the system, not to wherever ``run`` started."""
-    scheme, separator, rest = url.partition("://")
-    if not separator and url.endswith(".db"):
-        scheme, rest = "sqlite", url
-    elif scheme != "sqlite" or not rest:
-        return url
-    path = str((system_dir / Path(rest).expanduser()).absolute())
-    return "sqlite:///" + path.lstrip("/")  # "//x" is a path of its own to POSIX
 
 
 # -- finding the line of a key -------------------------------------------------------------
