@@ -92,8 +92,9 @@ class Caller:
             ATTEMPT_LAYERS,
         )
         self.balance = Balance(self.directory, attempts, strategy, strategies)
+        request_layers = {name: layers[name] for name in REQUEST_LAYERS if name in layers}
         self._send = build_stack(
-            {"deadline": Deadline(default_timeout), **layers},
+            {"deadline": Deadline(default_timeout), **request_layers},
             self.balance,
             REQUEST_LAYERS,
         )
