@@ -13,7 +13,7 @@ deadlines and survives dead replicas::
 """
 
 from flotilla.calls.pipeline import Handler, Middleware
-from flotilla.calls.request import Attempt, Request, Response
+from flotilla.calls.request import Attempt, Request
 from flotilla.context import Context
 from flotilla.errors import (
     Aborted,
@@ -74,7 +74,6 @@ __all__ = [
     "ProtocolError",
     "Request",
     "ResourceExhausted",
-    "Response",
     "Service",
     "Timings",
     "Unauthenticated",

@@ -62,6 +62,13 @@ class StubDirectory:
         return self.known
 
 
+def never_twice(tried: list[str]) -> None:
+    # Fails the test at once, rather than letting a balancer that offers a
+    # refused endpoint again spin forever.
+    if len(set(tried)) != len(tried):
+        raise AssertionError(f"an endpoint was tried twice: {tried}")
+
+
 AttemptHandler = Callable[[Attempt], Awaitable[Response]]
 
 
@@ -131,6 +138,7 @@ async def test_a_never_sent_failure_is_requeued_to_another_endpoint(
 
     async def send(attempt: Attempt) -> Response:
         tried.append(attempt.endpoint.id)
+        never_twice(tried)
         if attempt.endpoint.id == "e0":
             raise make()
         return response(attempt.endpoint.id)
@@ -168,6 +176,7 @@ async def test_requeues_try_every_endpoint_once_with_no_cap() -> None:
 
     async def send(attempt: Attempt) -> Response:
         tried.append(attempt.endpoint.id)
+        never_twice(tried)
         numbers.append(attempt.number)
         if attempt.endpoint.id != "e7":
             raise ConnectFailed("refused")
@@ -188,6 +197,7 @@ async def test_every_endpoint_refusing_unsent_fails_as_unavailable_naming_the_se
 
     async def refuse(attempt: Attempt) -> Response:
         tried.append(attempt.endpoint.id)
+        never_twice(tried)
         raise make()
 
     balance, endpoints = setup(6, refuse, "random")
@@ -215,6 +225,7 @@ async def test_a_failure_that_was_sent_is_not_requeued(make: Callable[[], Flotil
 
     async def fail(attempt: Attempt) -> Response:
         tried.append(attempt.endpoint.id)
+        never_twice(tried)
         raise error  # the callee may have run it: not balancing's to repeat
 
     balance, endpoints = setup(3, fail)

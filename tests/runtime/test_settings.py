@@ -156,3 +156,14 @@ def test_an_existing_open_data_dir_is_tightened(tmp_path: Path) -> None:
     data_dir.chmod(0o777)
     ensure_data_dir(data_dir)
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+
+
+def test_bad_call_options_in_the_environment_are_config_errors(tmp_path: Path) -> None:
+    base = {"FLOTILLA_DATA_DIR": str(tmp_path), "FLOTILLA_SECRET": "s"}
+    for name, value in [
+        ("FLOTILLA_STRATEGIES", "carts=random"),
+        ("FLOTILLA_STRATEGIES", '{"carts": 1}'),
+        ("FLOTILLA_DEFAULT_TIMEOUT", "-1"),
+    ]:
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({**base, name: value})

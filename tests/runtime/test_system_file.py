@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from flotilla.errors import ConfigError
+from flotilla.runtime.settings import Settings
 from flotilla.runtime.system_file import ServiceSpec, load_system_file, parse_system
 
 GOOD = """\
@@ -164,3 +166,54 @@ def test_a_data_dir_given_replaces_the_files(tmp_path: Path) -> None:
     spec = load_system_file(write(tmp_path, GOOD), data_dir=tmp_path / "other")
     assert spec.data_dir == tmp_path / "other"
     assert spec.registry == f"sqlite://{tmp_path / 'other' / 'registry.db'}"
+
+
+CALLS = """\
+[system]
+strategy = "round_robin"
+default_timeout = 4.0
+
+[system.strategies]
+carts = "consistent_hash:cart_id"
+
+[services.front]
+class = "front:Front"
+strategies = { carts = "random" }
+default_timeout = 2.5
+
+[services.back]
+class = "back:Back"
+"""
+
+
+def test_call_options_reach_each_service_as_environment(tmp_path: Path) -> None:
+    spec = load_system_file(write(tmp_path, CALLS))
+    front = spec.call_environment("front")
+    assert front["FLOTILLA_STRATEGY"] == "round_robin"
+    assert json.loads(front["FLOTILLA_STRATEGIES"]) == {"carts": "random"}
+    assert float(front["FLOTILLA_DEFAULT_TIMEOUT"]) == 2.5
+    back = spec.call_environment("back")
+    assert json.loads(back["FLOTILLA_STRATEGIES"]) == {"carts": "consistent_hash:cart_id"}
+    assert float(back["FLOTILLA_DEFAULT_TIMEOUT"]) == 4.0
+    # What a process does with them: the node's configuration.
+    settings = Settings.from_env({**front, "FLOTILLA_SECRET": "s", "FLOTILLA_DATA_DIR": "x"})
+    config = settings.node_config()
+    assert (config.strategy, config.strategies, config.default_timeout) == (
+        "round_robin",
+        {"carts": "random"},
+        2.5,
+    )
+
+
+def test_an_unknown_strategy_is_refused_at_its_line(tmp_path: Path) -> None:
+    text = CALLS.replace('carts = "random"', 'carts = "fastest"')
+    message = refusal(tmp_path, text)
+    assert message.startswith("10: services.front.strategies.carts: unknown balancing strategy")
+
+
+def test_defaults_for_call_options(tmp_path: Path) -> None:
+    spec = load_system_file(write(tmp_path, '[services.a]\nclass = "a:A"\n'))
+    env = spec.call_environment("a")
+    assert env["FLOTILLA_STRATEGY"] == "p2c"
+    assert json.loads(env["FLOTILLA_STRATEGIES"]) == {}
+    assert float(env["FLOTILLA_DEFAULT_TIMEOUT"]) == 10.0

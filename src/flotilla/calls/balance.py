@@ -16,7 +16,7 @@ import msgspec
 from flotilla.balancing import Endpoint, Strategy, resolve_strategy
 from flotilla.calls.endpoints import Directory, EndpointSet
 from flotilla.calls.pipeline import Handler
-from flotilla.calls.request import Attempt, Request, Response
+from flotilla.calls.request import Attempt, Request
 from flotilla.errors import DeadlineExceeded, FlotillaError, Internal, Unavailable
 
 __all__ = ["Balance"]
@@ -82,10 +82,11 @@ class Balance:
             if not available:
                 raise await self._none_available(endpoints, tried)
             endpoint = strategy.select(available, request)
+            attempt = Attempt(request, endpoint, len(tried) + 1)
             endpoint.inflight += 1
             started = time.monotonic()
             try:
-                response: Response = await self._attempt(Attempt(request, endpoint, len(tried) + 1))
+                payload: msgspec.Raw = await self._attempt(attempt)
             except FlotillaError as exc:
                 endpoint.inflight -= 1
                 if exc.never_sent:
@@ -94,14 +95,14 @@ class Balance:
                 if isinstance(exc, _ENDPOINT_FAULTS):
                     _penalise(endpoint, started)
                 else:
-                    _observe(endpoint, started, 0.0)
+                    _observe(endpoint, started, attempt.connect_seconds)
                 raise
             except BaseException:
                 endpoint.inflight -= 1  # cancelled: the answer never came
                 raise
             endpoint.inflight -= 1
-            _observe(endpoint, started, response.connect_seconds)
-            return response.payload
+            _observe(endpoint, started, attempt.connect_seconds)
+            return payload
 
     async def _none_available(self, endpoints: EndpointSet, tried: list[Endpoint]) -> Exception:
         service = endpoints.service

@@ -19,6 +19,8 @@ import time
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
+import msgspec
+
 from flotilla import codec
 from flotilla.balancing import DEFAULT_STRATEGY, Strategy
 from flotilla.calls.balance import Balance
@@ -31,13 +33,14 @@ from flotilla.calls.pipeline import (
     Middleware,
     build_stack,
 )
-from flotilla.calls.request import Attempt, Request, Response
+from flotilla.calls.request import Attempt, Request
 from flotilla.context import Context, new_request_id
 from flotilla.errors import ConfigError, FlotillaError, Internal, InvalidArgument, Unavailable
 from flotilla.headers import Headers
 from flotilla.registry import Registry
+from flotilla.registry.base import MethodInfo
 from flotilla.service import MethodSpec
-from flotilla.transport.client import Connection, ConnectionPool
+from flotilla.transport.client import ConnectionPool
 
 __all__ = ["Caller", "split_target"]
 
@@ -89,9 +92,9 @@ class Caller:
             ATTEMPT_LAYERS,
         )
         self.balance = Balance(self.directory, attempts, strategy, strategies)
+        request_layers = {name: layers[name] for name in REQUEST_LAYERS if name in layers}
         self._send = build_stack(
-            {"deadline": Deadline(default_timeout)}
-            | {name: layers[name] for name in REQUEST_LAYERS if name in layers},
+            {"deadline": Deadline(default_timeout), **request_layers},
             self.balance,
             REQUEST_LAYERS,
         )
@@ -114,16 +117,20 @@ class Caller:
         the method table its instances publish.
         """
         service, method = self._targets.get(target) or self._split(target)
+        # Encoded first: an argument that cannot travel fails here, naming it,
+        # before any layer counts the call.
+        payload = codec.encode_args(args)
         if context is None:
             headers = Headers(request_id=new_request_id())
         else:
             headers = context.onward_headers()
-        if spec is not None:
-            request = Request(
-                service, method, args, headers, timeout=spec.timeout, idempotent=spec.idempotent
-            )
-        else:
-            request = await self._by_name(service, method, args, headers)
+        options: MethodSpec | MethodInfo | None = spec
+        if options is None:
+            headers, options = await self._by_name(service, method, headers)
+        request = Request(service, method, args, headers, payload=payload)
+        if options is not None:
+            request.timeout = options.timeout
+            request.idempotent = options.idempotent
         try:
             raw = await self._send(request)
         except FlotillaError as exc:
@@ -135,9 +142,9 @@ class Caller:
             raise Internal(f"result of {target} does not match its type: {exc.message}") from None
 
     async def _by_name(
-        self, service: str, method: str, args: dict[str, Any], headers: Headers
-    ) -> Request:
-        """A request whose options come from the service's published method table."""
+        self, service: str, method: str, headers: Headers
+    ) -> tuple[Headers, MethodInfo | None]:
+        """The method's options as its service publishes them (None if it publishes none)."""
         endpoints = self.directory.get(service)
         if endpoints is None:
             # The first call to this service: its view must be opened, and
@@ -147,25 +154,21 @@ class Caller:
                 headers = headers.replace(deadline=now + self.default_timeout)
             first_snapshot = min(now + FIRST_SNAPSHOT_TIMEOUT, headers.deadline or now)
             endpoints = await self.directory.open(service, deadline=first_snapshot)
-        info = endpoints.methods.get(method)
-        if info is None:
-            return Request(service, method, args, headers)
-        return Request(
-            service, method, args, headers, timeout=info.timeout, idempotent=info.idempotent
-        )
+        return headers, endpoints.methods.get(method)
 
     def _split(self, target: str) -> tuple[str, str]:
         parts = self._targets[target] = split_target(target)
         return parts
 
-    def _transmit(self, attempt: Attempt) -> Awaitable[Response]:
+    def _transmit(self, attempt: Attempt) -> Awaitable[msgspec.Raw]:
         """The end of the pipeline: one attempt on the endpoint balancing chose."""
         connection = self.pool.connected(attempt.endpoint.address)
         if connection is None:
             return self._connect_and_transmit(attempt)
-        return _respond(connection, attempt, 0.0)
+        request = attempt.request
+        return connection.call(request.target, request.payload, request.headers)
 
-    async def _connect_and_transmit(self, attempt: Attempt) -> Response:
+    async def _connect_and_transmit(self, attempt: Attempt) -> msgspec.Raw:
         address = attempt.endpoint.address
         started = time.monotonic()
         try:
@@ -173,17 +176,11 @@ class Caller:
         except Unavailable:
             self.directory.mark_down(address)
             raise
-        return await _respond(connection, attempt, time.monotonic() - started)
+        attempt.connect_seconds = time.monotonic() - started
+        request = attempt.request
+        return await connection.call(request.target, request.payload, request.headers)
 
     async def aclose(self) -> None:
         """Stop watching the registry and close connections; idempotent."""
         await self.directory.aclose()
         await self.pool.aclose()
-
-
-async def _respond(connection: Connection, attempt: Attempt, connect_seconds: float) -> Response:
-    request = attempt.request
-    payload = await connection.call(
-        request.target, codec.encode_args(request.args), request.headers
-    )
-    return Response(payload, connect_seconds)

@@ -9,7 +9,7 @@ The stack has two tiers, split by balancing.  Layers above it
 (:data:`REQUEST_LAYERS`) see a :class:`~flotilla.calls.request.Request` and
 get the encoded result (``msgspec.Raw``) back; layers below it
 (:data:`ATTEMPT_LAYERS`) see each :class:`~flotilla.calls.request.Attempt`
-and get the transport's :class:`~flotilla.calls.request.Response`.
+and get the encoded result too.
 
 A layer that must act on the caller's local view of the endpoints (a breaker
 ejecting one, say) defines ``attach(directory)``: the caller calls it once,

@@ -7,24 +7,22 @@ A :class:`Request` is what the caller asked: a method, its arguments, the call's
 Balancing turns a request into one :class:`Attempt` per try: where it went and
 which try it is.  Layers below balancing (breaker, bulkhead, metrics) and the
 transport see attempts; a retry or a hedge is a second attempt of the same
-request, never a change to the first.  The transport answers an attempt with a
-:class:`Response`: the encoded result and what the try cost besides the call
-itself, so nothing it measured is written into shared state.
+request, never a change to the first.  What a try cost is the attempt's own:
+the transport notes there the time it spent connecting (which is no measure
+of the endpoint), and nothing is written into the request the tries share.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
-
-import msgspec
+from typing import TYPE_CHECKING, Any
 
 from flotilla.headers import Headers
 
 if TYPE_CHECKING:
     from flotilla.balancing import Endpoint
 
-__all__ = ["Attempt", "Request", "Response"]
+__all__ = ["Attempt", "Request"]
 
 
 class Request:
@@ -35,7 +33,7 @@ class Request:
     since several attempts may share it.
     """
 
-    __slots__ = ("args", "headers", "idempotent", "method", "service", "timeout")
+    __slots__ = ("args", "headers", "idempotent", "method", "payload", "service", "timeout")
 
     def __init__(
         self,
@@ -44,12 +42,16 @@ class Request:
         args: Mapping[str, Any],
         headers: Headers,
         *,
+        payload: bytes = b"",
         timeout: float | None = None,
         idempotent: bool = False,
     ) -> None:
         self.service = service
         self.method = method
         self.args = args
+        """The arguments as the caller gave them (what a consistent-hash strategy may key on)."""
+        self.payload = payload
+        """The arguments encoded, once for every attempt (the caller fills it)."""
         self.headers = headers
         self.timeout = timeout
         """The method's own timeout: caps the caller's deadline, or sets one if there is none."""
@@ -77,12 +79,15 @@ class Request:
 class Attempt:
     """One try of a request on one endpoint (``number`` counts from 1 per request)."""
 
-    __slots__ = ("endpoint", "number", "request")
+    __slots__ = ("connect_seconds", "endpoint", "number", "request")
 
     def __init__(self, request: Request, endpoint: Endpoint, number: int) -> None:
         self.request = request
         self.endpoint = endpoint
         self.number = number
+        self.connect_seconds = 0.0
+        """Time the transport spent opening a connection for this try (not the
+        endpoint's latency, so balancing leaves it out of the endpoint's average)."""
 
     @property
     def target(self) -> str:
@@ -94,13 +99,3 @@ class Attempt:
 
     def __repr__(self) -> str:
         return f"Attempt({self.target!r}, #{self.number}, {self.endpoint.address!r})"
-
-
-class Response(NamedTuple):
-    """What the transport returns for an attempt."""
-
-    payload: msgspec.Raw
-    """The result, still encoded: the caller decodes it into the type it expects."""
-    connect_seconds: float
-    """Time spent opening a connection for this attempt (0.0 on an open one): not the
-    endpoint's latency, so balancing leaves it out of the endpoint's average."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
@@ -52,10 +51,9 @@ app.command("describe")(describe_command)
 
 
 def _flotilla_version() -> str:
-    try:
-        return version("flotilla")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "unknown"
+    import flotilla
+
+    return flotilla.__version__
 
 
 def _show_version(value: bool) -> None:

@@ -17,7 +17,6 @@ from flotilla.calls.client import split_target
 from flotilla.cli.common import DataDirOption, client_settings, fail, fail_with, pretty_json
 from flotilla.codec import decode_json
 from flotilla.errors import FlotillaError, InvalidArgument
-from flotilla.runtime.config import NodeConfig
 from flotilla.runtime.node import Node
 from flotilla.runtime.serve import run_loop
 from flotilla.runtime.settings import Settings
@@ -88,6 +87,5 @@ def _check_integers(value: Any, path: str) -> None:
 
 async def _call(settings: Settings, target: str, args: dict[str, Any], timeout: float) -> Any:
     # No services: a pure client, registered nowhere.
-    config = NodeConfig(registry=settings.registry, secret=settings.secret)
-    async with Node(config=config) as node:
+    async with Node(config=settings.node_config()) as node:
         return await node.context(timeout=timeout).call(target, **args)

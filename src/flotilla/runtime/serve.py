@@ -23,7 +23,6 @@ from collections.abc import Callable, Coroutine, MutableMapping
 from typing import Any, TypeVar
 
 from flotilla.errors import ConfigError, FailedPrecondition
-from flotilla.runtime.config import NodeConfig
 from flotilla.runtime.node import Node
 from flotilla.runtime.settings import Settings
 from flotilla.service import Service
@@ -92,14 +91,8 @@ async def serve(services: list[Service], settings: Settings, *, parent: int | No
     With ``parent`` (from :func:`follow_parent`), also stop when this process
     stops being that process's child.
     """
-    config = NodeConfig(
-        registry=settings.registry,
-        secret=settings.secret,
-        host=settings.host,
-        port=settings.port,
-        advertise=settings.advertise,
-        metadata={"replica": replica} if (replica := os.environ.get("FLOTILLA_REPLICA")) else {},
-    )
+    replica = os.environ.get("FLOTILLA_REPLICA")
+    config = settings.node_config({"replica": replica} if replica else None)
     node = Node(*services, config=config)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -10,7 +10,10 @@ itself.  With none set, a process uses the embedded mode: a data directory
   created there if missing);
 - ``FLOTILLA_HOST`` / ``FLOTILLA_PORT``: where the RPC server binds (default
   ``127.0.0.1``, any free port);
-- ``FLOTILLA_ADVERTISE``: the host others reach this process at (default: the bound host).
+- ``FLOTILLA_ADVERTISE``: the host others reach this process at (default: the bound host);
+- ``FLOTILLA_STRATEGY``, ``FLOTILLA_STRATEGIES`` (a JSON object, called service -> strategy),
+  ``FLOTILLA_DEFAULT_TIMEOUT`` (seconds): how this process balances and times its calls
+  (``flotilla run`` sets them from the system file).
 
 The data directory holds the cluster secret: it is made ``0700`` and the files
 Flotilla writes there ``0600``, whatever the umask, since anybody who can
@@ -23,12 +26,20 @@ import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated, Any, TypeVar, cast
 
 import msgspec
 
+from flotilla.balancing import DEFAULT_STRATEGY
+from flotilla.calls.deadline import DEFAULT_TIMEOUT
 from flotilla.errors import ConfigError
+from flotilla.resolve import default_registry_url
+from flotilla.runtime.config import NodeConfig
 
 __all__ = ["Settings", "ensure_data_dir", "load_secret"]
+
+T = TypeVar("T")
+_Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,13 +51,30 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 0
     advertise: str | None = None
+    strategy: str = DEFAULT_STRATEGY
+    strategies: dict[str, str] = msgspec.field(default_factory=dict)
+    default_timeout: float = DEFAULT_TIMEOUT
+
+    def node_config(self, metadata: Mapping[str, str] | None = None) -> NodeConfig:
+        """The configuration of a node run with these settings."""
+        return NodeConfig(
+            registry=self.registry,
+            secret=self.secret,
+            host=self.host,
+            port=self.port,
+            advertise=self.advertise,
+            strategy=self.strategy,
+            strategies=self.strategies,
+            default_timeout=self.default_timeout,
+            metadata=dict(metadata or {}),
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read the ``FLOTILLA_*`` variables (of ``os.environ`` unless ``env`` is given)."""
         env = os.environ if env is None else env
         data_dir = Path(env.get("FLOTILLA_DATA_DIR") or ".flotilla").absolute()
-        registry = env.get("FLOTILLA_REGISTRY") or f"sqlite://{data_dir / 'registry.db'}"
+        registry = env.get("FLOTILLA_REGISTRY") or default_registry_url(data_dir)
         secret_text = env.get("FLOTILLA_SECRET")
         secret = secret_text.encode() if secret_text else load_secret(data_dir)
         port_text = env.get("FLOTILLA_PORT") or "0"
@@ -59,7 +87,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             host=env.get("FLOTILLA_HOST") or "127.0.0.1",
             port=int(port_text),
             advertise=env.get("FLOTILLA_ADVERTISE") or None,
+            strategy=env.get("FLOTILLA_STRATEGY") or DEFAULT_STRATEGY,
+            strategies=_json_env(env, "FLOTILLA_STRATEGIES", dict[str, str], {}),
+            default_timeout=_json_env(
+                env,
+                "FLOTILLA_DEFAULT_TIMEOUT",
+                Annotated[float, msgspec.Meta(gt=0)],
+                DEFAULT_TIMEOUT,
+            ),
         )
+
+
+def _json_env(env: Mapping[str, str], name: str, type_: Any, default: T) -> T:
+    """The variable ``name`` decoded as JSON into ``type_``, or ``default`` when unset."""
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        return cast(T, msgspec.json.decode(text, type=type_))
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{name}={text!r} is not usable: {exc}") from None
 
 
 def load_secret(data_dir: Path) -> bytes:

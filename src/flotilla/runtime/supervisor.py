@@ -297,6 +297,7 @@ class _Replica:
         self.on_exit = owner._exited
         self.service = service
         self.spec = spec
+        self.call_environment = owner.spec.call_environment(service)
         self.number = number
         self.name = f"{service}.{number}"
         self.state = ProcessState.STARTING
@@ -414,6 +415,7 @@ class _Replica:
 
     def _environment(self, base: Mapping[str, str]) -> dict[str, str]:
         env = service_environment(base, self.spec, self.system_dir)
+        env.update(self.call_environment)
         env["FLOTILLA_REPLICA"] = str(self.number)
         return env
 

@@ -6,11 +6,17 @@
     name = "hello"                  # optional, default: the directory's name
     # registry = "sqlite:///..."    # optional, default: <data_dir>/registry.db
     # data_dir = ".flotilla"        # optional, relative to the system directory
+    # strategy = "p2c"              # optional: how calls are balanced
+    # default_timeout = 10.0        # optional: a call's deadline when nothing sets one
+
+    [system.strategies]             # optional: per called service
+    carts = "consistent_hash:cart_id"
 
     [services.greeter]              # the entry's name is the service's name
     class = "hello.greeter:Greeter" # module:Class, imported by each process
     replicas = 2                    # optional, 1 to 64, default 1
     env = { GREETING = "Hello" }    # optional extra environment, strings
+    # strategy, strategies, default_timeout: this service's own calls, over the system's
 
 ``replicas`` is at most :data:`MAX_REPLICAS` (64): processes on one machine,
 each an interpreter of its own; a larger number is a typo far more often than
@@ -39,7 +45,10 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
+from flotilla.balancing import DEFAULT_STRATEGY, resolve_strategy
+from flotilla.calls.deadline import DEFAULT_TIMEOUT
 from flotilla.errors import ConfigError
+from flotilla.resolve import anchor_sqlite, default_registry_url
 
 __all__ = [
     "MAX_REPLICAS",
@@ -65,6 +74,9 @@ _TOML_AT_END = re.compile(r"\s*\(at end of document\)$")
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
 
 
+_Timeout = Annotated[float, msgspec.Meta(gt=0, le=86400)]
+
+
 class ServiceSpec(
     msgspec.Struct,
     frozen=True,
@@ -79,6 +91,12 @@ class ServiceSpec(
     replicas: Annotated[int, msgspec.Meta(ge=1, le=MAX_REPLICAS)] = 1
     env: dict[str, str] = msgspec.field(default_factory=dict)
     """Added to the environment of each of the service's processes."""
+    strategy: str | None = None
+    """How this service's own calls are balanced (default: the system's)."""
+    strategies: dict[str, str] = msgspec.field(default_factory=dict)
+    """Per service it calls, over the system's ``strategies``."""
+    default_timeout: _Timeout | None = None
+    """The deadline of its calls when neither caller nor method sets one."""
 
 
 class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -93,6 +111,21 @@ class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
     """The file, as named in errors."""
     lines: dict[str, int] = msgspec.field(default_factory=dict)
     """The line of each checked key (``services.greeter.class``, ``system.registry``...)."""
+    strategy: str = DEFAULT_STRATEGY
+    """How calls are balanced, unless ``strategies`` names the called service."""
+    strategies: dict[str, str] = msgspec.field(default_factory=dict)
+    default_timeout: float = DEFAULT_TIMEOUT
+
+    def call_environment(self, entry: str) -> dict[str, str]:
+        """The ``FLOTILLA_*`` variables that tell a process of ``entry`` how to call others
+        (what :meth:`flotilla.runtime.settings.Settings.from_env` reads back)."""
+        service = self.services[entry]
+        strategies = {**self.strategies, **service.strategies}
+        return {
+            "FLOTILLA_STRATEGY": service.strategy or self.strategy,
+            "FLOTILLA_STRATEGIES": msgspec.json.encode(strategies).decode(),
+            "FLOTILLA_DEFAULT_TIMEOUT": repr(service.default_timeout or self.default_timeout),
+        }
 
     def where(self, key: str) -> str:
         """``file:line: key``, the start of an error about ``key``."""
@@ -103,6 +136,9 @@ class _SystemTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     name: str | None = None
     registry: str | None = None
     data_dir: str = ".flotilla"
+    strategy: str = DEFAULT_STRATEGY
+    strategies: dict[str, str] = msgspec.field(default_factory=dict)
+    default_timeout: _Timeout = DEFAULT_TIMEOUT
 
 
 class _File(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -151,11 +187,14 @@ def parse_system(
     }
     if not services:
         raise ConfigError(f"{source}:1: a system needs at least one [services.NAME] table")
+    _check_strategies(parsed.system.strategy, parsed.system.strategies, text, source, ["system"])
+    for name, spec in services.items():
+        _check_strategies(spec.strategy, spec.strategies, text, source, ["services", name])
     if data_dir is not None:
         data_dir = data_dir.expanduser().absolute()
     else:
         data_dir = (system_dir / Path(parsed.system.data_dir).expanduser()).absolute()
-    registry = parsed.system.registry or f"sqlite://{data_dir / 'registry.db'}"
+    registry = parsed.system.registry or default_registry_url(data_dir)
     lines = text.splitlines()
     keys = [["system", "registry"]]
     for name in services:
@@ -163,11 +202,28 @@ def parse_system(
     return SystemSpec(
         name=parsed.system.name or system_dir.absolute().name,
         data_dir=data_dir,
-        registry=_anchor_sqlite(registry, system_dir),
+        registry=anchor_sqlite(registry, system_dir),
         services=services,
         source=source,
         lines={".".join(key): _find_line(lines, key) for key in keys},
+        strategy=parsed.system.strategy,
+        strategies=parsed.system.strategies,
+        default_timeout=parsed.system.default_timeout,
     )
+
+
+def _check_strategies(
+    strategy: str | None, strategies: dict[str, str], text: str, source: str, path: list[str]
+) -> None:
+    """Refuse a balancing strategy name that no process could use, at its line."""
+    named = [(["strategy"], strategy), *((["strategies", k], v) for k, v in strategies.items())]
+    for key, spec in named:
+        if spec is None:
+            continue
+        try:
+            resolve_strategy(spec)
+        except ConfigError as exc:
+            raise _error(text, source, path + key, exc.message) from None
 
 
 def _service(name: str, entry: Any, text: str, source: str) -> ServiceSpec:
@@ -214,17 +270,6 @@ def _syntax_error(message: str, text: str, source: str) -> ConfigError:
         return ConfigError(f"{source}:{position.group(1)}: {reason} (column {position.group(2)})")
     line = max(1, len(text.splitlines()))
     return ConfigError(f"{source}:{line}: {_TOML_AT_END.sub('', message)} (at end of file)")
-
-
-def _anchor_sqlite(url: str, system_dir: Path) -> str:
-    """A relative SQLite path means relative to the system, not to wherever ``run`` started."""
-    scheme, separator, rest = url.partition("://")
-    if not separator and url.endswith(".db"):
-        scheme, rest = "sqlite", url
-    elif scheme != "sqlite" or not rest:
-        return url
-    path = str((system_dir / Path(rest).expanduser()).absolute())
-    return "sqlite:///" + path.lstrip("/")  # "//x" is a path of its own to POSIX
 
 
 # -- finding the line of a key -------------------------------------------------------------

@@ -108,11 +108,15 @@ class Connection(asyncio.Protocol):
         """Wait for the handshake to complete (or fail)."""
         await self._ready
 
-    async def call(self, method: str, args: bytes, headers: Headers) -> msgspec.Raw:
-        """Send one call and wait for its result (raised as the callee's error class on failure).
+    def call(self, method: str, args: bytes, headers: Headers) -> asyncio.Future[msgspec.Raw]:
+        """Send one call; the future resolves to its result (or the callee's error).
 
         The deadline in ``headers`` is absolute, on ``time.monotonic()``; the
-        callee is told how much of it is left.
+        callee is told how much of it is left.  A plain function returning the
+        future, not a coroutine: no frame of its own on every call.  A caller
+        that stops waiting cancels the future; the next sweep (within
+        :data:`~flotilla.transport.sweep.SWEEP_INTERVAL`) forgets the call and
+        tells the callee, so it stops working for nobody.
         """
         writer = self.writer
         if writer is None or writer.transport.is_closing():
@@ -126,7 +130,7 @@ class Connection(asyncio.Protocol):
             if deadline <= now:
                 raise DeadlineExceeded(f"deadline passed before calling {method}")
             headers = headers.to_wire(now)
-            self._sweeper.arm()
+        self._sweeper.arm()
         self.next_id = call_id = self.next_id + 1
         future: asyncio.Future[msgspec.Raw] = self._loop.create_future()
         self.pending[call_id] = (future, deadline, method)
@@ -134,20 +138,15 @@ class Connection(asyncio.Protocol):
             encode_frame(Call(call_id, method, msgspec.Raw(args), headers)),
             batch=len(self.pending) > 1,
         )
-        try:
-            return await future
-        finally:
-            if self.pending.pop(call_id, None) is not None:
-                # We stopped waiting before the answer came (the caller was
-                # cancelled): tell the callee, so it stops working for nobody.
-                self._cancel(call_id)
+        return future
 
     def _expire(self, now: float) -> None:
-        """Fail the calls whose deadline passed, and tell their callees."""
+        """Fail the calls whose deadline passed, forget those their caller gave up on,
+        and tell the callees of both."""
         expired = [
             call_id
-            for call_id, (_, deadline, _) in self.pending.items()
-            if deadline is not None and deadline <= now
+            for call_id, (future, deadline, _) in self.pending.items()
+            if (deadline is not None and deadline <= now) or future.cancelled()
         ]
         for call_id in expired:
             future, _, method = self.pending.pop(call_id)
