@@ -753,7 +753,7 @@ async def test_cancel_frame_cancels_the_running_handler(start, pools) -> None:
 
     server = await start(slow)
     connection = await pools().get(server.address)
-    waiting = asyncio.create_task(connection.call("svc.m", codec.encode({}), Headers()))
+    waiting = asyncio.ensure_future(connection.call("svc.m", codec.encode({}), Headers()))
     await started.wait()
     waiting.cancel()  # the client sends Cancel(id) as it stops waiting
     with pytest.raises(asyncio.CancelledError):
@@ -878,13 +878,13 @@ async def test_only_calls_past_their_deadline_fail(start, pools) -> None:
     server = await start(sleeper)
     connection = await pools().get(server.address)
     now = time.monotonic()
-    patient = asyncio.create_task(
+    patient = asyncio.ensure_future(
         connection.call("svc.m", codec.encode({"sleep": 0.15}), Headers())
     )
-    later = asyncio.create_task(
+    later = asyncio.ensure_future(
         connection.call("svc.m", codec.encode({"sleep": 0.15}), Headers(deadline=now + 5.0))
     )
-    hasty = asyncio.create_task(
+    hasty = asyncio.ensure_future(
         connection.call("svc.hasty", codec.encode({"sleep": 10}), Headers(deadline=now + 0.03))
     )
     # Told by its own sweep ("did not answer in time") or by the callee's
@@ -1063,7 +1063,7 @@ async def test_a_lone_call_is_written_at_once(start, pools) -> None:
     assert connection.writer is not None
     writes: list[bytes] = []
     connection.writer.transport = CountingTransport(connection.writer.transport, writes)
-    task = asyncio.create_task(connection.call("svc.m", codec.encode({}), Headers()))
+    task = asyncio.ensure_future(connection.call("svc.m", codec.encode({}), Headers()))
     await asyncio.sleep(0)  # the task runs up to its wait for the reply
     assert len(writes) == 1  # sent while the task ran, not at some later flush
     await task
@@ -1086,7 +1086,8 @@ async def test_lost_connection_fails_calls_in_flight_and_tells_the_pool(start, p
     pool = pools(on_lost=lost.append)
     connection = await pool.get(address)
     calls = [
-        asyncio.create_task(connection.call("svc.m", codec.encode({}), Headers())) for _ in range(3)
+        asyncio.ensure_future(connection.call("svc.m", codec.encode({}), Headers()))
+        for _ in range(3)
     ]
     await started.wait()
     await server.aclose()
@@ -1122,7 +1123,7 @@ async def test_drain_finishes_in_flight_calls_and_refuses_new_ones(start, pools)
     server = await start(held)
     address = server.address
     connection = await pools().get(address)
-    first = asyncio.create_task(connection.call("svc.m", codec.encode({"hold": True}), Headers()))
+    first = asyncio.ensure_future(connection.call("svc.m", codec.encode({"hold": True}), Headers()))
     await started.wait()
     draining = asyncio.create_task(server.drain(timeout=5.0))
     await wait_for(lambda: server.draining)
@@ -1152,7 +1153,7 @@ async def test_drain_timeout_is_logged_and_close_cancels(
 
     server = await start(hang)
     connection = await pools().get(server.address)
-    pending = asyncio.create_task(connection.call("svc.m", codec.encode({}), Headers()))
+    pending = asyncio.ensure_future(connection.call("svc.m", codec.encode({}), Headers()))
     await started.wait()
     await server.drain(timeout=0.05)
     assert [r for r in caplog.records if "drain timed out" in r.getMessage()]
@@ -1177,7 +1178,7 @@ async def test_aclose_waits_for_cancelled_handlers_to_unwind(start, pools) -> No
 
     server = await start(held)
     connection = await pools().get(server.address)
-    pending = asyncio.create_task(connection.call("svc.m", codec.encode({}), Headers()))
+    pending = asyncio.ensure_future(connection.call("svc.m", codec.encode({}), Headers()))
     await started.wait()
     await server.aclose()
     assert cleaned == ["finally"]  # done before aclose returned
