@@ -35,7 +35,6 @@ PUBLIC = [
     "ProtocolError",
     "Request",
     "ResourceExhausted",
-    "Response",
     "Service",
     "Timings",
     "Unauthenticated",
@@ -77,7 +76,6 @@ def test_the_call_path_types_are_the_ones_the_core_uses() -> None:
 
     assert flotilla.Request is request.Request
     assert flotilla.Attempt is request.Attempt
-    assert flotilla.Response is request.Response
     assert flotilla.Middleware is pipeline.Middleware
     assert flotilla.Handler is pipeline.Handler
     assert flotilla.Headers is Headers

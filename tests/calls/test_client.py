@@ -105,6 +105,16 @@ async def test_calls_by_name_take_the_published_timeout_and_idempotence() -> Non
         ]
 
 
+async def test_arguments_that_cannot_travel_fail_before_any_layer_sees_the_call() -> None:
+    recorder = Recorder()
+    async with Cluster(layers={"user": recorder}) as cluster:
+        await cluster.add(Back())
+        with pytest.raises(InvalidArgument, match="when"):
+            await cluster.call("back.plain", when=object())
+        assert recorder.seen == []
+        assert await cluster.call("back.plain") == "plain"  # and the caller is fine
+
+
 async def test_an_error_from_a_call_is_marked_onward() -> None:
     # A handler that lets it escape may have done work before: the callee's
     # dispatcher must not pass it on as retryable.

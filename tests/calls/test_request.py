@@ -1,4 +1,4 @@
-"""Request, Attempt and Response: what the pipeline passes, each try a value of its own."""
+"""Request and Attempt: what the pipeline passes, each try a value of its own."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from flotilla import codec
 from flotilla.balancing import Endpoint, RequestView
 from flotilla.calls.balance import Balance
 from flotilla.calls.endpoints import EndpointSet
-from flotilla.calls.request import Attempt, Request, Response
+from flotilla.calls.request import Attempt, Request
 from flotilla.errors import ConnectFailed
 from flotilla.headers import Headers
 from flotilla.registry import Health, Instance
@@ -57,12 +57,12 @@ def test_an_attempt_reads_through_to_its_request() -> None:
     assert attempt.deadline == 3.0
 
 
-def test_a_response_holds_the_encoded_result_and_the_connect_time() -> None:
-    payload = msgspec.Raw(codec.encode({"ok": True}))
-    response = Response(payload, 0.25)
-    assert response.payload is payload
-    assert response.connect_seconds == 0.25
-    assert codec.decode(response.payload) == {"ok": True}
+def test_an_attempt_starts_with_no_connect_time_of_its_own() -> None:
+    request = Request("carts", "get", {}, Headers(request_id="r1"))
+    first = Attempt(request, endpoint("e1", 9001), 1)
+    second = Attempt(request, endpoint("e2", 9002), 2)
+    first.connect_seconds = 0.25  # the transport's note, on this try only
+    assert (first.connect_seconds, second.connect_seconds) == (0.25, 0.0)
 
 
 class First:
@@ -84,12 +84,13 @@ async def test_each_try_of_a_requeued_request_is_an_attempt_of_its_own() -> None
     attempts: list[Attempt] = []
     seen: list[tuple[int, str]] = []
 
-    async def send(attempt: Attempt) -> Response:
+    async def send(attempt: Attempt) -> msgspec.Raw:
         attempts.append(attempt)
         seen.append((attempt.number, attempt.endpoint.id))
         if attempt.number == 1:
+            attempt.connect_seconds = 0.5  # connected, then lost it before sending
             raise ConnectFailed("refused")
-        return Response(msgspec.Raw(codec.encode("ok")), 0.0)
+        return msgspec.Raw(codec.encode("ok"))
 
     directory: Any = OneSet(endpoints)
     request = Request("svc", "m", {}, Headers(request_id="r"))
@@ -99,4 +100,5 @@ async def test_each_try_of_a_requeued_request_is_an_attempt_of_its_own() -> None
     assert seen == [(1, "e0"), (2, "e1")]  # a second try went elsewhere
     # Each attempt kept its own endpoint and number after the next was made.
     assert (first.number, first.endpoint.id) == (1, "e0")
+    assert (first.connect_seconds, second.connect_seconds) == (0.5, 0.0)
     assert first.request is second.request is request
