@@ -22,7 +22,6 @@ from flotilla import (
     InvalidArgument,
     Node,
     NodeConfig,
-    Response,
     Service,
     Timings,
     Unavailable,
@@ -904,9 +903,9 @@ class AttemptLog:
     def __init__(self) -> None:
         self.addresses: list[str] = []
 
-    async def __call__(self, attempt: Attempt, call_next: Handler[Attempt]) -> Response:
+    async def __call__(self, attempt: Attempt, call_next: Handler[Attempt]) -> msgspec.Raw:
         self.addresses.append(attempt.endpoint.address)
-        response: Response = await call_next(attempt)
+        response: msgspec.Raw = await call_next(attempt)
         return response
 
 

@@ -16,9 +16,10 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from flotilla import Attempt, Node, NodeConfig, Response, Unavailable
+from flotilla import Attempt, Node, NodeConfig, Unavailable
 from flotilla.calls.pipeline import Handler
 from flotilla.registry import open_registry
 from flotilla.runtime.settings import Settings
@@ -32,9 +33,9 @@ class AttemptLog:
     def __init__(self) -> None:
         self.attempts: list[tuple[float, str]] = []
 
-    async def __call__(self, attempt: Attempt, call_next: Handler[Attempt]) -> Response:
+    async def __call__(self, attempt: Attempt, call_next: Handler[Attempt]) -> msgspec.Raw:
         self.attempts.append((time.monotonic(), attempt.endpoint.address))
-        response: Response = await call_next(attempt)
+        response: msgspec.Raw = await call_next(attempt)
         return response
 
 
