@@ -156,6 +156,7 @@ def deeply_nested_failure(depth: int = 1000) -> bytes:
     return header(len(body)) + body
 
 
+@pytest.mark.usefixtures("default_recursion_limit")
 def test_deeply_nested_frame_is_a_protocol_error_not_a_recursion_error() -> None:
     with pytest.raises(ProtocolError, match="malformed frame: nested too deep"):
         FrameReader().feed(deeply_nested_failure())

@@ -1240,6 +1240,7 @@ def deeply_nested_frame(depth: int = 1000) -> bytes:
 
 
 @pytest.mark.parametrize("handshake", [False, True], ids=["before-handshake", "after-handshake"])
+@pytest.mark.usefixtures("default_recursion_limit")
 async def test_a_deeply_nested_frame_closes_only_that_connection(
     start,
     pools,
@@ -1290,6 +1291,7 @@ async def test_an_unexpected_error_in_the_server_closes_only_that_connection(
     }
 
 
+@pytest.mark.usefixtures("default_recursion_limit")
 async def test_a_deeply_nested_frame_from_the_server_fails_the_handshake(
     pools, loop_errors: list[dict[str, Any]]
 ) -> None:
