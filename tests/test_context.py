@@ -113,3 +113,11 @@ def test_ids_are_unique_across_a_fork() -> None:
     os.waitpid(pid, 0)
     assert child_id
     assert child_id != parent_id
+
+
+def test_meta_cannot_be_changed_in_place() -> None:
+    headers = Headers(meta={"tenant": "acme"})
+    ctx = Context(NoInvoker(), headers)
+    with pytest.raises(TypeError):
+        ctx.meta["tenant"] = "evil"  # type: ignore[index]
+    assert headers.meta == {"tenant": "acme"}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Awaitable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from flotilla.calls.typed_client import TypedClient
@@ -108,7 +109,8 @@ class Context:
     @property
     def meta(self) -> Mapping[str, str]:
         """User metadata (read-only: :meth:`set_meta` adds to it); travels with onward calls."""
-        return self.headers.meta
+        # A read-only view: the headers it belongs to may be shared with other calls.
+        return MappingProxyType(self.headers.meta)
 
     @property
     def principal(self) -> Principal | None:

@@ -27,7 +27,7 @@ import msgspec
 __all__ = ["Headers", "Principal"]
 
 
-class Principal(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+class Principal(msgspec.Struct, frozen=True, array_like=True):
     """Who a call acts for, as established at the edge (the gateway's verified token)."""
 
     subject: str
@@ -35,7 +35,7 @@ class Principal(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True
     roles: tuple[str, ...] = ()
 
 
-class Headers(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+class Headers(msgspec.Struct, frozen=True, array_like=True):
     """What travels with a call besides its arguments (see the module docstring)."""
 
     request_id: str = ""

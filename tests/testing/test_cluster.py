@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 import pytest
 
@@ -49,3 +51,26 @@ async def test_a_crashed_replica_leaves_when_the_fake_clock_passes_its_lease() -
         assert [instance.id for instance in live] == [second.instances[0].id]
         for _ in range(10):
             assert (await cluster.client(Catalog).get(id=1)).name == "teapot"
+
+
+async def test_a_layer_factory_gives_each_node_layers_of_its_own() -> None:
+    class Attached:
+        def __init__(self) -> None:
+            self.directories: list[object] = []
+
+        def attach(self, directory: object) -> None:
+            self.directories.append(directory)
+
+        def __call__(self, request: Any, call_next: Any) -> Any:
+            return call_next(request)
+
+    made: list[Attached] = []
+
+    def layers() -> dict[str, Any]:
+        made.append(Attached())
+        return {"user": made[-1]}
+
+    async with Cluster(layers=layers) as cluster:
+        await cluster.add(Catalog, replicas=2)
+        assert len(made) == 3  # the client node and each replica
+        assert all(len(layer.directories) == 1 for layer in made)

@@ -39,7 +39,8 @@ class Cluster:
     """Nodes sharing a memory registry and a secret, plus a client node to call them from.
 
     Every node gets ``config`` (default: no grace period, a 2 s drain), with
-    the cluster's secret, and the client ``layers``.
+    the cluster's secret, and the client ``layers`` (a mapping shared by every
+    node, or a function that makes one per node).
     """
 
     def __init__(
@@ -47,7 +48,9 @@ class Cluster:
         config: NodeConfig | None = None,
         *,
         clock: Clock | None = None,
-        layers: Mapping[str, Middleware[Any]] | None = None,
+        layers: Mapping[str, Middleware[Any]]
+        | Callable[[], Mapping[str, Middleware[Any]]]
+        | None = None,
     ) -> None:
         self.clock = clock
         self.registry = MemoryRegistry(clock)
@@ -79,7 +82,9 @@ class Cluster:
             config=self.config,
             registry=self.registry,
             clock=self.clock,
-            layers=self.layers,
+            # A factory gives each node layers of its own: a layer that keeps
+            # state (a breaker) or attaches to a node's view must not be shared.
+            layers=self.layers() if callable(self.layers) else self.layers,
         )
 
     def context(self, *, timeout: float | None = None) -> Context:
