@@ -76,7 +76,7 @@ class Context:
     with this service as their caller.
     """
 
-    __slots__ = ("_invoker", "_onward", "headers", "service")
+    __slots__ = ("_headers", "_invoker", "_onward", "service")
 
     def __init__(
         self, invoker: Invoker, headers: Headers | None = None, *, service: str = ""
@@ -86,13 +86,19 @@ class Context:
             headers = Headers(request_id=new_request_id())
         elif not headers.request_id:
             headers = headers.replace(request_id=new_request_id())
-        self.headers = headers
+        self._headers = headers
         self.service = service
         """The service serving this call ('' outside any service)."""
         self._onward: Headers | None = None
 
     @property
+    def headers(self) -> Headers:
+        """The headers the call arrived with (plus what :meth:`set_meta` added)."""
+        return self._headers
+
+    @property
     def request_id(self) -> str:
+        """Shared by every call of one chain, and in their log lines."""
         return self.headers.request_id
 
     @property
@@ -119,7 +125,7 @@ class Context:
 
     def set_meta(self, **items: str) -> None:
         """Add ``items`` to the metadata of the calls made from here on through this context."""
-        self.headers = self.headers.with_meta(**items)
+        self._headers = self._headers.with_meta(**items)
         self._onward = None
 
     def onward_headers(self) -> Headers:

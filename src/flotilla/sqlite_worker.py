@@ -116,6 +116,7 @@ class SqliteWorker:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`aclose` ran: no more work is accepted."""
         return self._closed
 
     async def run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable
@@ -18,6 +19,7 @@ from flotilla import (
     NotFound,
     Request,
     Service,
+    Unavailable,
     rpc,
 )
 from flotilla.calls import endpoints as endpoints_module
@@ -262,3 +264,52 @@ async def test_an_instance_with_another_secret_is_requeued_and_ejected() -> None
             assert [e.id for e in endpoints.pick_list()] == [live.instances[0].id]
         finally:
             await stranger.aclose()
+
+
+class Patient(Service, name="patient"):
+    @rpc(timeout=2.0)
+    async def wait(self, seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        return seconds
+
+
+async def test_the_first_call_by_name_gets_the_methods_longer_timeout() -> None:
+    # The default (0.2 s) is shorter than the method's own timeout (2 s): the
+    # very first call, which opens the view, must get the method's.
+    config = NodeConfig(default_timeout=0.2, timings=Timings(grace=0.0, drain=1.0))
+    async with Cluster(config) as cluster:
+        await cluster.add(Patient())
+        assert await cluster.call("patient.wait", seconds=0.5) == 0.5
+
+
+class SilentRegistry(MemoryRegistry):
+    """A registry whose watches never answer (a stuck file, a partitioned server)."""
+
+    async def watch(self, service: str | None = None) -> AsyncIterator[list[Instance]]:  # type: ignore[override]
+        await asyncio.Event().wait()
+        yield []
+
+
+async def test_a_registry_that_never_answers_is_unavailable_not_a_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(endpoints_module, "FIRST_SNAPSHOT_TIMEOUT", 0.1)
+    registry = SilentRegistry()
+    caller = Caller(registry, secret=b"s", default_timeout=10.0)
+    try:
+        with pytest.raises(Unavailable, match="registry did not answer"):
+            await caller.invoke("svc.m", {}, context=None)
+    finally:
+        await caller.aclose()
+        await registry.aclose()
+
+
+async def test_a_caller_closed_while_a_call_waits_for_the_registry_fails_it_at_once() -> None:
+    registry = SilentRegistry()
+    caller = Caller(registry, secret=b"s")
+    call = asyncio.ensure_future(caller.invoke("svc.m", {}, context=None))
+    await wait_for(lambda: bool(caller.directory._ready))
+    await caller.aclose()
+    with pytest.raises(Unavailable, match="closed"):
+        await asyncio.wait_for(call, 1.0)
+    await registry.aclose()

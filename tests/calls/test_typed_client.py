@@ -73,6 +73,13 @@ async def test_positional_arguments_follow_the_parameters_without_the_context() 
     assert recorder.calls[0]["args"] == {"sku": 5, "warehouse": "north"}
 
 
+async def test_an_argument_given_twice_is_refused_before_sending() -> None:
+    recorder = Recorder()
+    with pytest.raises(InvalidArgument, match="multiple values for argument 'sku'"):
+        await client(recorder).stock(5, sku=6)
+    assert recorder.calls == []
+
+
 async def test_too_many_positional_arguments_are_refused_before_sending() -> None:
     recorder = Recorder()
     with pytest.raises(InvalidArgument, match="at most 2 positional"):

@@ -55,6 +55,7 @@ def test_a_good_strategy_spec_is_accepted() -> None:
         ({"ttl": 1.0, "heartbeat": 0.5, "health_timeout": 0.6}, "heartbeat \\+ health_timeout"),
         ({"ttl": 0.0}, "must be positive"),
         ({"heartbeat": 0.0}, "must be positive"),
+        ({"health_timeout": 0.0}, "must be positive"),
         ({"ttl": -1.0}, "timings.ttl must be a finite number"),
         ({"grace": -0.1}, "timings.grace must be a finite number"),
         ({"drain": math.inf}, "timings.drain must be a finite number"),

@@ -916,3 +916,26 @@ async def test_a_node_takes_attempt_layers(slot: str) -> None:
         (node,) = await cluster.add(Catalog())
         assert (await cluster.call("catalog.get", id=1))["id"] == 1
         assert log.addresses == [node.address]
+
+
+async def test_a_stopped_node_cannot_start_again() -> None:
+    node = Node(Catalog(), config=FAST)
+    await node.start()
+    await node.aclose()
+    with pytest.raises(RuntimeError, match="cannot start again"):
+        await node.start()
+
+
+async def test_a_cancelled_aclose_still_stops_every_part() -> None:
+    registry = MemoryRegistry()
+    node = Node(Catalog(), config=NodeConfig(timings=Timings(grace=0.3)), registry=registry)
+    await node.start()
+    closing = asyncio.ensure_future(node.aclose())
+    await wait_for(lambda: node._teardown is not None)
+    closing.cancel()  # during the grace period
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    await asyncio.wait_for(node.wait_stopped(), 5.0)
+    assert await registry.list() == []
+    assert node.caller.pool._closed  # the last part stopped too
+    await registry.aclose()

@@ -1408,3 +1408,19 @@ async def test_the_client_fails_new_calls_while_the_server_reads_nothing(pools) 
         for task in calls:
             task.cancel()
         await asyncio.gather(*calls, return_exceptions=True)
+
+
+async def test_each_call_lost_with_its_connection_gets_an_error_of_its_own(start, pools) -> None:
+    # A caller marks the error it gets (onward, retryable): one shared object
+    # would carry one call's marks into every other.
+    async def hang(method: str, args: msgspec.Raw, headers: Headers) -> bytes:
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+    server = await start(hang)
+    connection = await pools().get(server.address)
+    calls = [connection.call("a.b", codec.encode({}), Headers()) for _ in range(2)]
+    await server.aclose()
+    errors = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(error, Unavailable) for error in errors)
+    assert errors[0] is not errors[1]

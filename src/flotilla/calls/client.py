@@ -25,7 +25,7 @@ from flotilla import codec
 from flotilla.balancing import DEFAULT_STRATEGY, Strategy
 from flotilla.calls.balance import Balance
 from flotilla.calls.deadline import DEFAULT_TIMEOUT, Deadline
-from flotilla.calls.endpoints import FIRST_SNAPSHOT_TIMEOUT, Directory
+from flotilla.calls.endpoints import Directory
 from flotilla.calls.pipeline import (
     ATTEMPT_LAYERS,
     CLIENT_STACK,
@@ -146,15 +146,21 @@ class Caller:
     ) -> tuple[Headers, MethodInfo | None]:
         """The method's options as its service publishes them (None if it publishes none)."""
         endpoints = self.directory.get(service)
-        if endpoints is None:
-            # The first call to this service: its view must be opened, and
-            # that wait counts against the call's time like everything else.
-            now = time.monotonic()
-            if headers.deadline is None:
-                headers = headers.replace(deadline=now + self.default_timeout)
-            first_snapshot = min(now + FIRST_SNAPSHOT_TIMEOUT, headers.deadline or now)
-            endpoints = await self.directory.open(service, deadline=first_snapshot)
-        return headers, endpoints.methods.get(method)
+        if endpoints is not None:
+            return headers, endpoints.methods.get(method)
+        # The first call to this service: its view must be opened first.  A
+        # root call's time starts now, not once the view is open, so its
+        # deadline is fixed here from the method's timeout (the deadline
+        # layer only ever shortens one).
+        started = time.monotonic()
+        endpoints = await self.directory.open(service, deadline=headers.deadline)
+        info = endpoints.methods.get(method)
+        if headers.deadline is None:
+            timeout = info.timeout if info is not None else None
+            headers = headers.replace(
+                deadline=started + (timeout if timeout is not None else self.default_timeout)
+            )
+        return headers, info
 
     def _split(self, target: str) -> tuple[str, str]:
         parts = self._targets[target] = split_target(target)

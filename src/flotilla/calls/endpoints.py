@@ -135,7 +135,7 @@ class EndpointSet:
 
 
 def _method_table(instances: list[Instance]) -> dict[str, MethodInfo]:
-    """The methods of the healthiest, then newest-looking instance that publishes a table.
+    """The methods of a healthy instance that publishes a table (else of any that does).
 
     Replicas of one version publish the same table; during a rolling upgrade
     they may differ, and a healthy instance's table is the one calls will meet.
@@ -155,6 +155,7 @@ class Directory:
         self._sets: dict[str, EndpointSet] = {}
         self._ready: dict[str, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     def get(self, service: str) -> EndpointSet | None:
         """The set of ``service`` if it is already watched and has its first snapshot."""
@@ -167,6 +168,8 @@ class Directory:
         The wait ends at ``deadline`` (absolute, ``time.monotonic()``) or after
         :data:`FIRST_SNAPSHOT_TIMEOUT`, whichever comes first.
         """
+        if self._closed:
+            raise Unavailable(f"cannot look up {service!r}: the caller is closed")
         ready = self._ready.get(service)
         if ready is None:
             endpoint_set = self._sets[service] = EndpointSet(service)
@@ -234,7 +237,12 @@ class Directory:
             backoff = min(backoff * 2, 5.0)
 
     async def aclose(self) -> None:
-        """Stop every watch; idempotent."""
+        """Stop every watch, failing those still waiting for a first snapshot; idempotent."""
+        self._closed = True
+        for ready in self._ready.values():
+            if not ready.done():
+                ready.set_exception(Unavailable("the caller closed while waiting for the registry"))
+                ready.exception()  # retrieved: nobody may be waiting
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -60,6 +60,7 @@ class Request:
 
     @property
     def target(self) -> str:
+        """``service.method``."""
         return f"{self.service}.{self.method}"
 
     @property
@@ -91,10 +92,12 @@ class Attempt:
 
     @property
     def target(self) -> str:
+        """``service.method``."""
         return self.request.target
 
     @property
     def deadline(self) -> float | None:
+        """The request's deadline (absolute, ``time.monotonic()``)."""
         return self.request.headers.deadline
 
     def __repr__(self) -> str:

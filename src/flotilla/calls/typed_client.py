@@ -54,7 +54,10 @@ class TypedClient(Generic[S]):
         async def call(*args: Any, **kwargs: Any) -> Any:
             if len(args) > len(fields):
                 raise InvalidArgument(f"{target} takes at most {len(fields)} positional arguments")
-            kwargs.update(zip(fields, args, strict=False))
+            for name, value in zip(fields, args, strict=False):
+                if name in kwargs:
+                    raise InvalidArgument(f"{target} got multiple values for argument {name!r}")
+                kwargs[name] = value
             return await self._invoker.invoke(
                 target, kwargs, context=self._context, result_type=spec.result_type, spec=spec
             )

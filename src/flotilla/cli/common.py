@@ -22,6 +22,7 @@ import typer
 
 from flotilla.codec import encode_json
 from flotilla.errors import ConfigError, FlotillaError
+from flotilla.registry import Instance, open_registry
 from flotilla.runtime.settings import Settings
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "configure_logging",
     "fail",
     "find_data_dir",
+    "list_instances",
     "pretty_json",
 ]
 
@@ -129,6 +131,15 @@ def client_settings(data_dir: Path | None) -> Settings:
         fail(exc.message)
     except OSError as exc:  # a secret that cannot be read, a data dir that is a file...
         fail(f"cannot use the data directory {directory}: {exc.strerror or exc}")
+
+
+async def list_instances(registry_url: str) -> list[Instance]:
+    """The live instances in the registry at ``registry_url`` (opened and closed again)."""
+    registry = open_registry(registry_url)
+    try:
+        return await registry.list()
+    finally:
+        await registry.aclose()
 
 
 def pretty_json(value: Any) -> str:

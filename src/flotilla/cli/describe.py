@@ -22,10 +22,17 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from flotilla.cli.common import DataDirOption, client_settings, fail, fail_with, pretty_json
+from flotilla.cli.common import (
+    DataDirOption,
+    client_settings,
+    fail,
+    fail_with,
+    list_instances,
+    pretty_json,
+)
 from flotilla.codec import to_builtins
 from flotilla.errors import FlotillaError
-from flotilla.registry import Instance, open_registry
+from flotilla.registry import Instance
 from flotilla.registry.base import MethodInfo
 from flotilla.runtime.serve import run_loop
 
@@ -42,7 +49,7 @@ def describe_command(
     """Show the methods of SERVICE (parameters, result, timeout, idempotent)."""
     settings = client_settings(data_dir)
     try:
-        instances = run_loop(_list(settings.registry))
+        instances = run_loop(list_instances(settings.registry))
     except FlotillaError as exc:
         fail_with(exc)
     mine = [instance for instance in instances if instance.service == service]
@@ -137,11 +144,3 @@ def _common_table(instances: list[Instance]) -> tuple[tuple[MethodInfo, ...], li
         by_table[msgspec.json.encode(instance.methods)].append(instance)
     holders = max(by_table.values(), key=len)
     return holders[0].methods, [instance.id for instance in holders]
-
-
-async def _list(url: str) -> list[Instance]:
-    registry = open_registry(url)
-    try:
-        return await registry.list()
-    finally:
-        await registry.aclose()

@@ -22,11 +22,18 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from flotilla.cli.common import HEALTH_STYLE, DataDirOption, client_settings, fail_with, pretty_json
+from flotilla.cli.common import (
+    HEALTH_STYLE,
+    DataDirOption,
+    client_settings,
+    fail_with,
+    list_instances,
+    pretty_json,
+)
 from flotilla.cli.status_view import DEAD, instance_pid
 from flotilla.codec import to_builtins
 from flotilla.errors import FlotillaError
-from flotilla.registry import Instance, open_registry
+from flotilla.registry import Instance
 from flotilla.runtime.node import secret_id
 from flotilla.runtime.serve import run_loop
 
@@ -45,7 +52,7 @@ def ps_command(
     """List the live instances in the registry, with their health."""
     settings = client_settings(data_dir)
     try:
-        instances = run_loop(_list(settings.registry))
+        instances = run_loop(list_instances(settings.registry))
     except FlotillaError as exc:
         fail_with(exc)
     if as_json:
@@ -113,11 +120,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-async def _list(url: str) -> list[Instance]:
-    registry = open_registry(url)
-    try:
-        return await registry.list()
-    finally:
-        await registry.aclose()

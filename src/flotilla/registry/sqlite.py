@@ -131,9 +131,10 @@ class SqliteRegistry:
     async def grant(self, ttl: float) -> str:
         """A new lease id, live for ``ttl`` seconds."""
         check_ttl(ttl)
-        lease, now = secrets.token_hex(16), self._clock.time()
+        lease = secrets.token_hex(16)
 
         def write(conn: sqlite3.Connection) -> None:
+            now = self._clock.time()  # when it runs: it may wait behind other work
             with transaction(conn):
                 # The leases of processes that died without revoking are
                 # collected here: a node starting is when the dead get replaced.
@@ -150,7 +151,6 @@ class SqliteRegistry:
 
     async def register(self, instance: Instance, *, lease: str) -> None:
         """Add or replace ``instance`` under ``lease``; :class:`NotFound` if it is not live."""
-        now = self._clock.time()
         row = (
             instance.id,
             instance.service,
@@ -163,6 +163,7 @@ class SqliteRegistry:
         )
 
         def write(conn: sqlite3.Connection) -> bool:
+            now = self._clock.time()
             with transaction(conn):  # the check and the insert see the same lease
                 live = conn.execute(
                     "SELECT 1 FROM leases WHERE id = ? AND expires_at > ?", (lease, now)
@@ -176,9 +177,11 @@ class SqliteRegistry:
 
     async def keepalive(self, lease: str) -> None:
         """Renew ``lease`` for its ttl; :class:`NotFound` when it expired or was revoked."""
-        now = self._clock.time()
 
         def renew(conn: sqlite3.Connection) -> int:
+            # The time it runs, not when it was asked: a lease that expired
+            # while this waited (behind other work, or busy retries) stays dead.
+            now = self._clock.time()
             # One statement: checking "still live" and renewing are atomic.
             return conn.execute(
                 "UPDATE leases SET expires_at = ? + ttl WHERE id = ? AND expires_at > ?",
@@ -190,9 +193,9 @@ class SqliteRegistry:
 
     async def set_health(self, instance_id: str, health: Health) -> None:
         """Change the instance's health; :class:`NotFound` when it is not live."""
-        now = self._clock.time()
 
         def update(conn: sqlite3.Connection) -> int:
+            now = self._clock.time()
             return conn.execute(
                 "UPDATE instances SET health = ? WHERE id = ?"
                 " AND lease IN (SELECT id FROM leases WHERE expires_at > ?)",

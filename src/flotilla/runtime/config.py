@@ -53,6 +53,8 @@ class Timings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
                 raise ConfigError(f"timings.{name} must be a finite number of seconds >= 0")
         if not (self.ttl > 0 and self.heartbeat > 0):
             raise ConfigError("timings.ttl and timings.heartbeat must be positive")
+        if self.health_timeout is not None and not self.health_timeout > 0:
+            raise ConfigError("timings.health_timeout must be positive")
         if self.heartbeat + self.check_timeout >= self.ttl:
             # A beat waits for the health checks: a slow one must not cost the lease.
             raise ConfigError("heartbeat + health_timeout must be shorter than the lease ttl")

@@ -91,10 +91,7 @@ class LeaseKeeper:
         lease = await self._end_loop()
         if lease is None:
             return
-        try:
-            await self.registry.revoke(lease)
-        except Exception as exc:
-            log.warning("revoking lease %s failed (it will expire by itself): %s", lease, exc)
+        await self._revoke_quietly(lease)
 
     async def abandon(self) -> None:
         """End the loop and leave the lease to expire, as a crash would."""
@@ -174,9 +171,12 @@ class LeaseKeeper:
             for instance in self.instances:
                 await self.registry.register(instance, lease=lease)
         except BaseException:
-            try:
-                await self.registry.revoke(lease)
-            except Exception as exc:
-                log.warning("revoking lease %s failed (it will expire by itself): %s", lease, exc)
+            await self._revoke_quietly(lease)
             raise
         return lease
+
+    async def _revoke_quietly(self, lease: str) -> None:
+        try:
+            await self.registry.revoke(lease)
+        except Exception as exc:
+            log.warning("revoking lease %s failed (it will expire by itself): %s", lease, exc)

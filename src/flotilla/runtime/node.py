@@ -124,15 +124,16 @@ class Node:
         self.instances: list[Instance] = []
         self._started: list[Part] = []
         self._stopped = asyncio.Event()
-        self._closing = False
+        self._teardown: asyncio.Future[None] | None = None
         self._starting = False
         self._stop_requested = False
-        self._stop_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start every part in order; on failure stop those started, in reverse, and raise."""
+        if self._teardown is not None:
+            raise RuntimeError("a node that was stopped cannot start again; make a new one")
         self._starting = True
         try:
             for part in self.parts:
@@ -147,11 +148,19 @@ class Node:
             self.stop()
 
     async def aclose(self) -> None:
-        """Stop every started part in reverse order; idempotent."""
-        if self._closing:
-            await self._stopped.wait()
-            return
-        self._closing = True
+        """Stop every started part in reverse order; idempotent.
+
+        The stopping runs in a task of the node's own: a caller cancelled while
+        it waits is cancelled at once, and the parts still stop, all of them.
+        """
+        await asyncio.shield(self._begin_teardown())
+
+    def _begin_teardown(self) -> asyncio.Future[None]:
+        if self._teardown is None:
+            self._teardown = asyncio.ensure_future(self._stop_parts())
+        return self._teardown
+
+    async def _stop_parts(self) -> None:
         try:
             while self._started:
                 part = self._started.pop()
@@ -160,7 +169,10 @@ class Node:
                 except Exception:
                     log.exception("stopping the %s of the node failed", part.name)
             if self._owns_registry:
-                await self.registry.aclose()
+                try:
+                    await self.registry.aclose()
+                except Exception:
+                    log.exception("closing the registry failed")
         finally:
             self._stopped.set()
 
@@ -170,12 +182,10 @@ class Node:
         Asked while :meth:`start` runs, the node stops as soon as it has started:
         tearing down under a start in progress would leave half of it behind.
         """
-        if self._closing or self._stop_task is not None:
-            return
         if self._starting:
             self._stop_requested = True
             return
-        self._stop_task = asyncio.get_running_loop().create_task(self.aclose(), name="stop")
+        self._begin_teardown()
 
     async def abort(self) -> None:
         """Stop as a crash would look to others: connections cut at once, no
@@ -188,6 +198,7 @@ class Node:
         await self.aclose()
 
     async def wait_stopped(self) -> None:
+        """Return once the node has stopped (:meth:`stop`, :meth:`aclose`, a failed start)."""
         await self._stopped.wait()
 
     async def __aenter__(self) -> Node:
@@ -221,6 +232,7 @@ class Node:
         return self.caller.invoke(target, args, context=None)
 
     def client(self, service: type[S]) -> TypedClient[S]:
+        """A typed client for ``service`` under a fresh root context."""
         return TypedClient(self.caller, service, self.context())
 
     # -- registration ---------------------------------------------------------------------

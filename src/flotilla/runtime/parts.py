@@ -49,6 +49,8 @@ class Part(Protocol):
 
 
 class CallerPart:
+    """The client side: its views open on first use; stopping closes them and the connections."""
+
     name = "caller"
 
     def __init__(self, caller: Caller) -> None:

@@ -95,7 +95,8 @@ async def serve(services: list[Service], settings: Settings, *, parent: int | No
     config = settings.node_config({"replica": replica} if replica else None)
     node = Node(*services, config=config)
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    for signum in signals:
         loop.add_signal_handler(signum, node.stop)
     watch = asyncio.create_task(_watch_parent(parent, node.stop)) if parent else None
     try:
@@ -105,6 +106,8 @@ async def serve(services: list[Service], settings: Settings, *, parent: int | No
         await node.wait_stopped()
         log.info("stopped %s", names)
     finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
         if watch is not None:
             watch.cancel()
             await asyncio.gather(watch, return_exceptions=True)

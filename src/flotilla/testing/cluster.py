@@ -88,6 +88,7 @@ class Cluster:
         )
 
     def context(self, *, timeout: float | None = None) -> Context:
+        """A root context for calls from outside the system, with ``timeout`` if given."""
         return self.client_node.context(timeout=timeout)
 
     async def call(self, target: str, /, **args: Any) -> Any:
@@ -95,6 +96,7 @@ class Cluster:
         return await self.client_node.call(target, **args)
 
     def client(self, service: type[S]) -> TypedClient[S]:
+        """A typed client for ``service``, calling from outside the system."""
         return self.client_node.client(service)
 
     async def stop(self, node: Node) -> None:
@@ -108,6 +110,7 @@ class Cluster:
         self.nodes.remove(node)
 
     async def aclose(self) -> None:
+        """Stop every node (newest first), the client node and the registry."""
         for node in reversed(self.nodes):
             await node.aclose()
         self.nodes.clear()

@@ -250,11 +250,13 @@ class Connection(asyncio.Protocol):
                 )
             )
         # The calls in flight may or may not have run: not safe to retry blindly.
-        lost = Unavailable(f"connection to {self.address} lost", retryable=False)
+        # An error each: a caller marks the error it gets (onward, retryable).
         pending, self.pending = self.pending, {}
         for future, _, _ in pending.values():
             if not future.done():
-                future.set_exception(lost)
+                future.set_exception(
+                    Unavailable(f"connection to {self.address} lost", retryable=False)
+                )
         if self.on_lost is not None:
             self.on_lost(self)
 
@@ -292,7 +294,9 @@ class ConnectionPool:
         (absolute, ``time.monotonic()``).  Raises ``ConnectFailed`` when no
         connection could be made, ``HandshakeFailed`` (a ``ConnectFailed``)
         when the handshake failed, ``DeadlineExceeded`` when ``deadline``
-        passed first: the call was never sent in every case.
+        passed first.  The call was never sent in every case; only the first
+        two say so (``never_sent``): a passed deadline leaves no time to send
+        it anywhere else.
         """
         connection = self.connected(address)
         if connection is not None:
@@ -353,8 +357,10 @@ class ConnectionPool:
     async def aclose(self) -> None:
         """Close every connection; idempotent."""
         self._closed = True
-        for future in list(self._connecting.values()):
+        connecting = list(self._connecting.values())
+        for future in connecting:
             future.cancel()
+        await asyncio.gather(*connecting, return_exceptions=True)
         for connection in list(self._connections.values()):
             connection.close()
         self._connections.clear()

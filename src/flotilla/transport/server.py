@@ -150,6 +150,9 @@ class Server:
         self._handshakes: HandshakeTable[_ServerConnection] = HandshakeTable(MAX_HANDSHAKES)
         self._half_open_log: LogSummary | None = None
         self._inflight = 0
+        # Calls cancelled (by their caller, their deadline, a lost connection)
+        # that have not finished unwinding: aclose waits for them too.
+        self._unwinding: set[Task] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self.draining = False
@@ -162,6 +165,7 @@ class Server:
         return self._address
 
     async def start(self) -> None:
+        """Listen on ``host:port``; :attr:`address` tells the port chosen."""
         loop = asyncio.get_running_loop()
         self._half_open_log = LogSummary(
             log, loop, verb="closed", what="connections in their handshake"
@@ -188,20 +192,31 @@ class Server:
         self.draining = True
         if self._server is not None:
             self._server.close()
-        tasks: list[Task] = []
         for connection in list(self._connections):
-            tasks.extend(entry[0] for entry in connection.calls.values())
+            for entry in list(connection.calls.values()):
+                self._cancel(entry[0])
             connection.close()
-        # Closing cancels the calls still running; wait for them to unwind, so
-        # their clean-up is done before the services they use are stopped.
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Wait for every cancelled call to unwind, so that its clean-up is
+        # done before the services it uses are stopped.
+        await asyncio.gather(*self._unwinding, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
         if self._half_open_log is not None:
             self._half_open_log.close()
+
+    def _cancel(self, task: Task) -> None:
+        """Cancel a call's task, once, and keep it until it has unwound (see :meth:`aclose`).
+
+        Once: a second cancellation (the connection lost after a Cancel, say)
+        would interrupt the handler's own clean-up.
+        """
+        if task in self._unwinding:
+            return
+        task.cancel()
+        if not task.done():
+            self._unwinding.add(task)
+            task.add_done_callback(self._unwinding.discard)
 
     def _call_started(self) -> None:
         self._inflight += 1
@@ -292,7 +307,7 @@ class _ServerConnection(asyncio.Protocol):
         elif type(frame) is Cancel:
             entry = self.calls.get(frame.id)
             if entry is not None:
-                entry[0].cancel()
+                self.server._cancel(entry[0])
                 self._finished(frame.id, entry)
         else:
             raise ProtocolError(f"unexpected {type(frame).__name__} frame")
@@ -310,7 +325,7 @@ class _ServerConnection(asyncio.Protocol):
 
     def _start_call(self, call: Call) -> None:
         if self.server.draining:
-            # Refused before any work: safe for the caller to send elsewhere.
+            # Refused before any work: retryable, a retry may send it elsewhere.
             self._write(Failure(call.id, Unavailable.code, "instance is draining"))
             return
         if call.id in self.calls:
@@ -357,7 +372,7 @@ class _ServerConnection(asyncio.Protocol):
             if deadline is not None and deadline <= now and not task.done():
                 message = f"{method} ran past its deadline"
                 self._write(Failure(call_id, DeadlineExceeded.code, message))
-                task.cancel()
+                self.server._cancel(task)
                 self._finished(call_id, entry)
 
     async def _run(self, call: Call, headers: Headers, entry: list[Any]) -> None:
@@ -442,7 +457,7 @@ class _ServerConnection(asyncio.Protocol):
         self.server._handshakes.remove(self)
         self._sweeper.cancel()
         for call_id, entry in list(self.calls.items()):
-            entry[0].cancel()
+            self.server._cancel(entry[0])
             self._finished(call_id, entry)
         self.server._connections.discard(self)
         self.transport = None
