@@ -23,6 +23,7 @@ import typer
 from flotilla.codec import encode_json
 from flotilla.errors import ConfigError, FlotillaError
 from flotilla.registry import Instance, open_registry
+from flotilla.runtime.serve import run_loop
 from flotilla.runtime.settings import Settings
 
 __all__ = [
@@ -33,8 +34,8 @@ __all__ = [
     "configure_logging",
     "fail",
     "find_data_dir",
-    "list_instances",
     "pretty_json",
+    "read_instances",
 ]
 
 DATA_DIR_NAME = ".flotilla"
@@ -133,8 +134,19 @@ def client_settings(data_dir: Path | None) -> Settings:
         fail(f"cannot use the data directory {directory}: {exc.strerror or exc}")
 
 
-async def list_instances(registry_url: str) -> list[Instance]:
-    """The live instances in the registry at ``registry_url`` (opened and closed again)."""
+def read_instances(data_dir: Path | None) -> tuple[Settings, list[Instance]]:
+    """The settings of a command that reads the registry, and the live instances there.
+
+    Exits with the error's message when the registry cannot be read.
+    """
+    settings = client_settings(data_dir)
+    try:
+        return settings, run_loop(_list_instances(settings.registry))
+    except FlotillaError as exc:
+        fail_with(exc)
+
+
+async def _list_instances(registry_url: str) -> list[Instance]:
     registry = open_registry(registry_url)
     try:
         return await registry.list()

@@ -24,17 +24,13 @@ from rich.text import Text
 
 from flotilla.cli.common import (
     DataDirOption,
-    client_settings,
     fail,
-    fail_with,
-    list_instances,
     pretty_json,
+    read_instances,
 )
 from flotilla.codec import to_builtins
-from flotilla.errors import FlotillaError
 from flotilla.registry import Instance
 from flotilla.registry.base import MethodInfo
-from flotilla.runtime.serve import run_loop
 
 __all__ = ["describe_command", "methods_table", "schema_type"]
 
@@ -47,11 +43,7 @@ def describe_command(
     data_dir: DataDirOption = None,
 ) -> None:
     """Show the methods of SERVICE (parameters, result, timeout, idempotent)."""
-    settings = client_settings(data_dir)
-    try:
-        instances = run_loop(list_instances(settings.registry))
-    except FlotillaError as exc:
-        fail_with(exc)
+    _, instances = read_instances(data_dir)
     mine = [instance for instance in instances if instance.service == service]
     if not mine:
         known = ", ".join(sorted({instance.service for instance in instances})) or "none"

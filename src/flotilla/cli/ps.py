@@ -25,17 +25,13 @@ from rich.text import Text
 from flotilla.cli.common import (
     HEALTH_STYLE,
     DataDirOption,
-    client_settings,
-    fail_with,
-    list_instances,
     pretty_json,
+    read_instances,
 )
 from flotilla.cli.status_view import DEAD, instance_pid
 from flotilla.codec import to_builtins
-from flotilla.errors import FlotillaError
 from flotilla.registry import Instance
 from flotilla.runtime.node import secret_id
-from flotilla.runtime.serve import run_loop
 
 __all__ = ["WRONG_SECRET", "instances_table", "known_dead", "ps_command", "shown_health"]
 
@@ -50,11 +46,7 @@ def ps_command(
     data_dir: DataDirOption = None,
 ) -> None:
     """List the live instances in the registry, with their health."""
-    settings = client_settings(data_dir)
-    try:
-        instances = run_loop(list_instances(settings.registry))
-    except FlotillaError as exc:
-        fail_with(exc)
+    settings, instances = read_instances(data_dir)
     if as_json:
         typer.echo(pretty_json([to_builtins(instance) for instance in instances]))
     elif instances:
