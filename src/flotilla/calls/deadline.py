@@ -6,6 +6,8 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+import msgspec
+
 from flotilla.calls.pipeline import Handler
 from flotilla.calls.request import Request
 from flotilla.errors import DeadlineExceeded
@@ -47,5 +49,5 @@ class Deadline:
             raise DeadlineExceeded(f"deadline passed before calling {request.target}")
         if deadline != headers.deadline:
             # A new headers value: the caller's context keeps its own.
-            request.headers = headers.replace(deadline=deadline)
+            request.headers = msgspec.structs.replace(headers, deadline=deadline)
         return call_next(request)

@@ -156,11 +156,12 @@ class Directory:
         self._ready: dict[str, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        # The sets that have their first snapshot: what every call looks up.
+        self._open: dict[str, EndpointSet] = {}
 
     def get(self, service: str) -> EndpointSet | None:
         """The set of ``service`` if it is already watched and has its first snapshot."""
-        ready = self._ready.get(service)
-        return self._sets[service] if ready is not None and ready.done() else None
+        return self._open.get(service)
 
     async def open(self, service: str, *, deadline: float | None = None) -> EndpointSet:
         """The set of ``service``, starting its watch and waiting for the first snapshot.
@@ -226,6 +227,7 @@ class Directory:
                         endpoint_set.update(snapshot)
                         if not ready.done():
                             ready.set_result(None)
+                            self._open[endpoint_set.service] = endpoint_set
                         backoff = 0.1
                 return  # the registry closed its watches: we are shutting down
             except Exception as exc:

@@ -142,10 +142,21 @@ class Dispatcher:
         return self._run(Incoming(target, args, headers, self.invoker))
 
     async def _serve(self, incoming: Incoming) -> bytes:
-        """The innermost step: route, decode, run, encode."""
+        """The innermost step: route, decode, run, encode (one coroutine: it runs per call)."""
         route = incoming.route = self.routes.get(incoming.target) or self._unrouted(incoming)
         incoming.values = msgspec.structs.astuple(codec.decode(incoming.args, route.spec.args_type))
-        result = await _invoke(incoming, route)
+        try:
+            result = await route.call(incoming)
+        except FlotillaError as exc:
+            if exc.onward and exc.retryable:
+                # "Unavailable" from a call this handler made says nothing about
+                # what the handler had already done: not safe to send again.
+                exc.retryable = False  # type: ignore[misc]
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            raise _internal(incoming) from None
         try:
             return codec.encode(result)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -165,21 +176,12 @@ class Dispatcher:
         )
 
 
-async def _invoke(incoming: Incoming, route: Route) -> Any:
-    try:
-        return await route.call(incoming)
-    except FlotillaError as exc:
-        if exc.onward and exc.retryable:
-            # "Unavailable" from a call this handler made says nothing about
-            # what the handler had already done: not safe to send again.
-            exc.retryable = False  # type: ignore[misc]
-        raise
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        request_id = incoming.headers.request_id
-        log.exception("%s failed (request %s)", incoming.target, request_id)
-        raise Internal(
-            f"{incoming.target} failed (request {request_id}: its log has the traceback)",
-            details={"request_id": request_id},
-        ) from None
+def _internal(incoming: Incoming) -> Internal:
+    """What the caller learns of an unexpected exception: its request id, to find the
+    traceback this logs."""
+    request_id = incoming.headers.request_id
+    log.exception("%s failed (request %s)", incoming.target, request_id)
+    return Internal(
+        f"{incoming.target} failed (request {request_id}: its log has the traceback)",
+        details={"request_id": request_id},
+    )
