@@ -29,4 +29,4 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/rpc.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache examples/*/.flotilla
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache examples/*/.flotilla bench/.venvs
