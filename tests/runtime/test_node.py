@@ -36,8 +36,8 @@ from flotilla.headers import Headers
 from flotilla.registry import Instance, MemoryRegistry
 from flotilla.runtime.node import secret_id
 from flotilla.testing import Cluster, FakeClock, wait_for
-from flotilla.transport.client import ConnectionPool
 from flotilla.transport.frames import Call, encode_frame
+from flotilla.transport.pool import ConnectionPool
 
 # -- services -------------------------------------------------------------------------------
 

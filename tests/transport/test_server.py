@@ -30,7 +30,6 @@ from flotilla.headers import Headers, Principal
 from flotilla.testing import wait_for
 from flotilla.transport import client as client_module
 from flotilla.transport import server as server_module
-from flotilla.transport.client import ConnectionPool
 from flotilla.transport.frames import (
     HEADER,
     Call,
@@ -45,6 +44,7 @@ from flotilla.transport.frames import (
     encode_frame,
     proof,
 )
+from flotilla.transport.pool import ConnectionPool
 from flotilla.transport.server import Server
 from flotilla.transport.writer import WRITE_BUFFER_HIGH
 

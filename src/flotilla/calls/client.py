@@ -40,7 +40,7 @@ from flotilla.headers import Headers
 from flotilla.registry import Registry
 from flotilla.registry.base import MethodInfo
 from flotilla.service import MethodSpec
-from flotilla.transport.client import ConnectionPool
+from flotilla.transport.pool import ConnectionPool
 
 __all__ = ["Caller", "split_target"]
 
