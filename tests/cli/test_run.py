@@ -16,7 +16,7 @@ from rich.console import Console
 
 from flotilla.cli.status_view import instance_pid, status_table
 from flotilla.registry import Health, Instance
-from flotilla.runtime.supervisor import ProcessState, ProcessStatus
+from flotilla.runtime.replica import ProcessState, ProcessStatus
 
 if TYPE_CHECKING:  # fixtures' types; tests/cli/conftest.py provides the fixtures
     from conftest import Flotilla, System

@@ -15,8 +15,9 @@ import pytest
 
 from flotilla import FailedPrecondition, Node, NodeConfig
 from flotilla.registry import Instance, Registry, open_registry
+from flotilla.runtime.replica import ProcessState
 from flotilla.runtime.settings import load_secret
-from flotilla.runtime.supervisor import Backoff, ProcessState, Supervisor
+from flotilla.runtime.supervisor import Supervisor
 from flotilla.runtime.system_file import ServiceSpec, SystemSpec
 
 ECHO = """
@@ -88,13 +89,6 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def test_backoff_doubles_to_a_cap_and_resets_after_a_good_run() -> None:
-    backoff = Backoff()
-    assert [backoff.delay(uptime=0.1) for _ in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
-    assert backoff.delay(uptime=31.0) == 0.5
-    assert backoff.delay(uptime=1.0) == 1
 
 
 async def test_replicas_register_and_a_killed_one_is_restarted(

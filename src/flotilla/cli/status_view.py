@@ -18,7 +18,8 @@ from rich.text import Text
 
 from flotilla.cli.common import HEALTH_STYLE
 from flotilla.registry import Instance, open_registry
-from flotilla.runtime.supervisor import ProcessState, ProcessStatus, Supervisor
+from flotilla.runtime.replica import ProcessState, ProcessStatus
+from flotilla.runtime.supervisor import Supervisor
 
 __all__ = ["DEAD", "instance_pid", "show_status", "status_table"]
 
