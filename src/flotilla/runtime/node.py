@@ -103,30 +103,35 @@ class Node:
         self.server: Server | None = None
         self._lease: LeaseKeeper | None = None
         if services:
-            self.server = Server(
-                Dispatcher(list(services), self.caller, server_layers),
-                secret=self.secret,
-                host=config.host,
-                port=config.port,
-            )
-            self._server_part = ServerPart(
-                self.server, grace=self.timings.grace, drain=self.timings.drain
-            )
-            self._lease = LeaseKeeper(
-                self.registry,
-                self._describe,
-                ttl=self.timings.ttl,
-                interval=self.timings.heartbeat,
-                health=self._health,
-                clock=self.clock,
-            )
-            self.parts += [ServicesPart(services), self._server_part, self._lease]
+            self.parts += self._hosting_parts(server_layers)
         self.instances: list[Instance] = []
         self._started: list[Part] = []
         self._stopped = asyncio.Event()
         self._teardown: asyncio.Future[None] | None = None
         self._starting = False
         self._stop_requested = False
+
+    def _hosting_parts(
+        self, server_layers: Mapping[str, Middleware[Incoming]] | None
+    ) -> list[Part]:
+        """The parts of a node that hosts services: hooks, server, lease."""
+        config, timings = self.config, self.timings
+        self.server = Server(
+            Dispatcher(list(self.services), self.caller, server_layers),
+            secret=self.secret,
+            host=config.host,
+            port=config.port,
+        )
+        self._server_part = ServerPart(self.server, grace=timings.grace, drain=timings.drain)
+        self._lease = LeaseKeeper(
+            self.registry,
+            self._describe,
+            ttl=timings.ttl,
+            interval=timings.heartbeat,
+            health=self._health,
+            clock=self.clock,
+        )
+        return [ServicesPart(self.services), self._server_part, self._lease]
 
     # -- lifecycle ----------------------------------------------------------------------
 
