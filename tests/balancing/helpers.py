@@ -1,4 +1,4 @@
-"""What the balancing tests share: a request stub and endpoints to choose from."""
+"""What the balancing tests share: a stand-in request and endpoints to choose from."""
 
 from __future__ import annotations
 

@@ -533,13 +533,11 @@ async def test_a_full_handshake_table_evicts_its_oldest_peer(
     assert (await call(pools(), server.address, ok=True))["args"] == {"ok": True}
 
 
-class DelayingProxy:
-    """Forwards a client's bytes to ``target`` once ``release`` is set: its handshake stalls."""
+class LoopbackServer:
+    """A scripted peer on a free loopback port: ``async with`` gives its address, and
+    leaving cancels the tasks it tracks for its connections, then closes it."""
 
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self.release = asyncio.Event()
-        self.connected = asyncio.Event()
+    def __init__(self) -> None:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -555,6 +553,19 @@ class DelayingProxy:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._server.wait_closed()
         await settle()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError  # each peer scripts its own
+
+
+class DelayingProxy(LoopbackServer):
+    """Forwards a client's bytes to ``target`` once ``release`` is set: its handshake stalls."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        self.target = target
+        self.release = asyncio.Event()
+        self.connected = asyncio.Event()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, _, port = self.target.rpartition(":")
@@ -899,7 +910,7 @@ async def test_only_calls_past_their_deadline_fail(start, pools) -> None:
     assert connection.pending == {}
 
 
-class SilentServer:
+class SilentServer(LoopbackServer):
     """Completes the handshake, then records every frame and answers none."""
 
     def __init__(
@@ -909,6 +920,7 @@ class SilentServer:
         reading: asyncio.Event | None = None,
         after_challenge: bytes = b"",
     ) -> None:
+        super().__init__()
         self.handshake = handshake
         self.hang_up = hang_up
         # When given, calls are read only once it is set (a server that stopped reading).
@@ -916,26 +928,11 @@ class SilentServer:
         # Sent right after the Challenge, instead of waiting for the Hello.
         self.after_challenge = after_challenge
         self.frames: list[Frame] = []
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> str:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in self._handlers:
-            task.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
-        await self._server.wait_closed()
-        await settle()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._handlers.add(task)
+        self._tasks.add(task)
         peer = RawPeer(reader, writer)
         try:
             if not self.handshake:

@@ -75,9 +75,10 @@ class Caller:
         layers: Mapping[str, Middleware[Any]] | None = None,
     ) -> None:
         layers = dict(layers or {})
-        unknown = set(layers) - set(CLIENT_STACK) | ({"deadline", "balance"} & set(layers))
+        # The caller makes its deadline and balance layers itself.
+        settable = [name for name in CLIENT_STACK if name not in ("deadline", "balance")]
+        unknown = set(layers) - set(settable)
         if unknown:
-            settable = [name for name in CLIENT_STACK if name not in ("deadline", "balance")]
             raise ConfigError(f"unknown client layer(s) {sorted(unknown)}; known: {settable}")
         self.directory = Directory(registry)
         self.pool = ConnectionPool(secret, on_lost=self.directory.mark_down)

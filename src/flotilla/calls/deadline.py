@@ -48,6 +48,7 @@ class Deadline:
         if deadline <= now:
             raise DeadlineExceeded(f"deadline passed before calling {request.target}")
         if deadline != headers.deadline:
-            # A new headers value: the caller's context keeps its own.
+            # A new headers value: the caller's context keeps its own.  (msgspec's
+            # replace itself, not Headers.replace: this runs on every call.)
             request.headers = msgspec.structs.replace(headers, deadline=deadline)
         return call_next(request)

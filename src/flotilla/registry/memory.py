@@ -161,10 +161,9 @@ class MemoryRegistry:
         return live, next_expiry
 
     def _live_lease(self, lease: str) -> _Lease:
-        found = self._leases.get(lease)
-        if found is None or found.expires_at <= self._clock.time():
+        if not self._is_live(lease):
             raise lease_not_found(lease)
-        return found
+        return self._leases[lease]
 
     def _is_live(self, lease: str) -> bool:
         found = self._leases.get(lease)
