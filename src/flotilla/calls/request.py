@@ -21,6 +21,7 @@ from flotilla.headers import Headers
 
 if TYPE_CHECKING:
     from flotilla.balancing import Endpoint
+    from flotilla.resilience.policy import Policy
 
 __all__ = ["Attempt", "Request"]
 
@@ -33,7 +34,16 @@ class Request:
     since several attempts may share it.
     """
 
-    __slots__ = ("args", "headers", "idempotent", "method", "payload", "service", "timeout")
+    __slots__ = (
+        "args",
+        "headers",
+        "idempotent",
+        "method",
+        "payload",
+        "policy",
+        "service",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -45,6 +55,7 @@ class Request:
         payload: bytes = b"",
         timeout: float | None = None,
         idempotent: bool = False,
+        policy: Policy | None = None,
     ) -> None:
         self.service = service
         self.method = method
@@ -57,6 +68,8 @@ class Request:
         """The method's own timeout: caps the caller's deadline, or sets one if there is none."""
         self.idempotent = idempotent
         """The method says a second attempt is harmless."""
+        self.policy = policy
+        """Resilience policy set for this one call; None: the configured one for its method."""
 
     @property
     def target(self) -> str:

@@ -1,0 +1,108 @@
+"""What an event backend is: a durable log with consumer groups and a dead-letter store.
+
+Every backend (``memory://``, the embedded SQLite log, NATS JetStream) passes
+the one conformance suite (``tests/conformance/test_events.py``).  The
+*backend* stores, delivers and redelivers; the *consumer* in
+:mod:`flotilla.events.consumer` decides, per delivery, to ack it, to ask for it
+again later, or to dead-letter it.
+
+Semantics every backend keeps:
+
+* :meth:`EventBackend.publish` returns once the event is durable (as durable as
+  the backend: memory is not); an event is never lost after that.
+* A :class:`Subscription` with ``broadcast=False`` shares the topic's events
+  among every consumer of its ``group`` (each event goes to one of them);
+  with ``broadcast=True`` each subscribing instance gets every event.
+* A delivery not acked within ``ack_wait`` (its consumer crashed) is delivered
+  again, with ``attempt`` one higher.
+* Within a group, events of one ``key`` are delivered in publish order, and
+  the next one of a key is not delivered before the previous one is acked or
+  dead-lettered.
+* A subscription made after events were published still gets those
+  published after the group was first created (a durable group keeps its
+  place across restarts); a new group starts at the end of the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+import msgspec
+
+from flotilla.events.envelope import DeadLetter, Envelope
+
+__all__ = ["Delivery", "EventBackend", "Subscription"]
+
+
+class Subscription(msgspec.Struct, frozen=True, kw_only=True):
+    """Who consumes which topic, and how."""
+
+    topic: str
+    group: str
+    """Durable consumer group; defaults to the service name at the ``@on_event`` level."""
+    instance: str
+    """The consuming instance (a broadcast subscription is per instance)."""
+    broadcast: bool = False
+    ack_wait: float = 30.0
+    """Seconds a delivery may stay unacked before it is delivered again."""
+
+
+class Delivery(Protocol):
+    """One delivery of one event to one consumer; exactly one of the three ends it."""
+
+    @property
+    def envelope(self) -> Envelope:
+        """The event, with ``attempt`` set to this delivery's number."""
+        ...
+
+    async def ack(self) -> None:
+        """Handled: never deliver it to this group (or instance, if broadcast) again."""
+        ...
+
+    async def nak(self, delay: float) -> None:
+        """Not handled: deliver it again after ``delay`` seconds, as attempt + 1."""
+        ...
+
+    async def dead_letter(self, error: str) -> None:
+        """Give up: keep it in the dead-letter store with ``error``, and move on."""
+        ...
+
+    async def in_progress(self) -> None:
+        """Still working on it: restart the ``ack_wait`` clock."""
+        ...
+
+
+class EventBackend(Protocol):
+    """A durable event log (see the module docstring for the semantics)."""
+
+    async def publish(self, envelope: Envelope) -> None:
+        """Store ``envelope`` durably; raises ``Unavailable`` if the backend cannot be reached."""
+        ...
+
+    def subscribe(self, subscription: Subscription) -> AsyncIterator[Delivery]:
+        """Deliveries for ``subscription``, until the iterator is closed or the backend is."""
+        ...
+
+    def tail(self, topic: str) -> AsyncIterator[Envelope]:
+        """Events of ``topic`` as they are published from now on (no group, no acks)."""
+        ...
+
+    async def dead_letters(self, *, topic: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """The dead letters, oldest first, optionally of one topic."""
+        ...
+
+    async def replay(self, ids: Sequence[str] | None = None) -> int:
+        """Deliver dead letters again to the group that gave up on them (``None``: all).
+
+        Replayed events leave the dead-letter store; returns how many.
+        """
+        ...
+
+    async def topics(self) -> list[str]:
+        """Every topic that has seen an event (for ``flotilla events`` to check names)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connection or file; idempotent."""
+        ...
