@@ -9,12 +9,13 @@ Backends are named by URL::
 
 from __future__ import annotations
 
-from flotilla.events.backend import Delivery, EventBackend, Subscription
+from flotilla.events.backend import AlreadyHandled, Delivery, EventBackend, Subscription
 from flotilla.events.envelope import DeadLetter, Envelope, new_event_id
 from flotilla.resolve import BackendFamily
 
 __all__ = [
     "EVENT_BACKENDS",
+    "AlreadyHandled",
     "DeadLetter",
     "Delivery",
     "Envelope",

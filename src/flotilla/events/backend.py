@@ -32,7 +32,15 @@ import msgspec
 
 from flotilla.events.envelope import DeadLetter, Envelope
 
-__all__ = ["Delivery", "EventBackend", "Subscription"]
+__all__ = ["AlreadyHandled", "Delivery", "EventBackend", "Subscription"]
+
+
+class AlreadyHandled(Exception):
+    """Raised (by the inbox) when a delivery's event was already handled by this group.
+
+    The consumer treats it as success and acks the delivery: a redelivered
+    event has no second effect.
+    """
 
 
 class Subscription(msgspec.Struct, frozen=True, kw_only=True):
