@@ -1,0 +1,227 @@
+"""One circuit breaker: the state machine that stops calls to an endpoint that keeps failing.
+
+::
+
+          failure or slow-call rate >= threshold
+          (with at least min_calls in the window)
+    CLOSED ───────────────────────────────────────► OPEN ◄──────────────┐
+      ▲                                               │                  │ a probe failed,
+      │                                               │ open time over   │ or never ended
+      │ every probe succeeded                         ▼ (seen lazily)    │
+      └───────────────────────────────────────── HALF_OPEN ─────────────┘
+        (window reset, trips in a row back to 0)  admits half_open_probes
+
+The rates are the failure rate and the slow-call rate of a
+:class:`~flotilla.resilience.window.SlidingWindow` over ``policy.window``
+seconds.  The *n*-th trip in a row keeps the breaker open for
+``min(open_base * 2**(n-1), open_max)`` seconds, spread by ``+-jitter`` of
+itself (so breakers that tripped together do not probe together).
+
+``BreakerPolicy.state`` overrides the machine: ``forced_open`` refuses every
+call, ``disabled`` admits every call and records nothing, ``metrics_only``
+runs the machine (rates, transitions, signals) but admits every call.
+
+What counts (:func:`outcome_of`): a failure is a fault of the endpoint
+(unavailable, internal, deadline exceeded, resource exhausted); an answer of
+the application (not found, invalid argument, failed precondition...) is a
+success, since the endpoint did its work.  A call that never left the
+process for a reason not the endpoint's (a full local bulkhead) or that was
+cancelled counts as nothing.
+
+A probe that never ends must not keep the breaker half-open for ever: a
+probe outstanding past its bound (its call's time left when admitted, else
+``open_base``; at most ``open_max``) counts as failed.  This is checked
+lazily, when the next call asks to be admitted: no timer per call.
+
+Time comes from a :class:`~flotilla.clock.Clock`, randomness from an injected
+function, and the policy is passed in on every call (it is data the breaker
+never keeps), so a test drives every transition with exact numbers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Literal, NamedTuple
+
+from flotilla.clock import Clock
+from flotilla.errors import (
+    ConnectFailed,
+    DeadlineExceeded,
+    FlotillaError,
+    Internal,
+    ResourceExhausted,
+    Unavailable,
+)
+from flotilla.resilience.policy import BreakerPolicy
+from flotilla.resilience.window import Counts, SlidingWindow
+
+__all__ = ["Breaker", "Outcome", "Permit", "State", "Transition", "outcome_of"]
+
+State = Literal["closed", "open", "half_open"]
+Outcome = Literal["success", "failure", "ignored"]
+
+# Faults of the endpoint, as opposed to answers of the application it runs.
+_ENDPOINT_FAULTS = (Unavailable, Internal, DeadlineExceeded, ResourceExhausted)
+
+
+def outcome_of(error: BaseException | None) -> Outcome:
+    """How a call that ended with ``error`` (None: it answered) counts for its breaker."""
+    if error is None:
+        return "success"
+    if not isinstance(error, FlotillaError):
+        return "ignored"  # cancelled (a hedge's loser, a caller that gave up)
+    if error.never_sent and not isinstance(error, ConnectFailed):
+        return "ignored"  # refused here (a local bulkhead): the endpoint was never asked
+    return "failure" if isinstance(error, _ENDPOINT_FAULTS) else "success"
+
+
+class Permit(NamedTuple):
+    """A call the breaker admitted; give it back to :meth:`Breaker.record` when it ends."""
+
+    started: float
+    round: int
+    """The breaker's round when admitted: an outcome from an earlier round counts for nothing."""
+    probe: int | None
+    """The probe's number when admitted half-open, else None."""
+
+
+class Transition(NamedTuple):
+    """A change of state, as the breaker reports it to its listener."""
+
+    old: State
+    new: State
+    open_until: float | None
+    """When an opening ends (clock time), for a transition to open."""
+    counts: Counts
+    reason: str
+
+
+class Breaker:
+    """The breaker of one endpoint (or one endpoint's method); see the module docstring."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        random_source: Callable[[], float] = random.random,
+        on_transition: Callable[[Transition], None] | None = None,
+    ) -> None:
+        self.clock = clock
+        self._random = random_source
+        self._on_transition = on_transition
+        self.state: State = "closed"
+        self.open_until = 0.0
+        self.trips = 0
+        """Trips in a row (back to 0 when the breaker closes)."""
+        self._window: SlidingWindow | None = None
+        self._round = 0
+        # Half-open: probe number -> the time it counts as failed if still out.
+        self._probes: dict[int, float] = {}
+        self._probes_admitted = 0
+        self._probes_passed = 0
+
+    def counts(self, policy: BreakerPolicy) -> Counts:
+        """The calls in the window now."""
+        return self._window_for(policy).counts(self.clock.monotonic())
+
+    def admit(self, policy: BreakerPolicy, time_left: float | None = None) -> Permit | None:
+        """A permit for one call, or None if the breaker refuses it.
+
+        ``time_left``: seconds the call may take (its deadline), the bound of a probe.
+        """
+        mode = policy.state
+        if mode == "forced_open":
+            return None
+        now = self.clock.monotonic()
+        if mode == "disabled":
+            return Permit(now, -1, None)
+        if self.state == "open" and now >= self.open_until:
+            self._half_open(now)
+        if self.state == "half_open":
+            self._fail_stuck_probes(policy, now)
+        if self.state == "closed":
+            return Permit(now, self._round, None)
+        if self.state == "half_open" and self._probes_admitted < policy.half_open_probes:
+            return self._probe(policy, now, time_left)
+        # Open, or half-open with every probe out: metrics_only still lets it through.
+        return Permit(now, -1, None) if mode == "metrics_only" else None
+
+    def record(self, permit: Permit, policy: BreakerPolicy, outcome: Outcome) -> None:
+        """Count how the call of ``permit`` ended."""
+        if permit.round != self._round or policy.state == "disabled":
+            return  # admitted before the last transition, or nothing to record
+        now = self.clock.monotonic()
+        if permit.probe is not None:
+            self._end_probe(permit.probe, policy, outcome, now)
+            return
+        if outcome == "ignored" or self.state != "closed":
+            return
+        slow = (
+            policy.slow_call_seconds is not None and now - permit.started > policy.slow_call_seconds
+        )
+        window = self._window_for(policy)
+        window.record(now, failed=outcome == "failure", slow=slow)
+        counts = window.counts(now)
+        if counts.calls < policy.min_calls:
+            return
+        if counts.failure_rate >= policy.failure_rate:
+            self._open(policy, now, counts, f"failure rate {counts.failure_rate:.0%}")
+        elif policy.slow_call_seconds is not None and counts.slow_rate >= policy.slow_call_rate:
+            self._open(policy, now, counts, f"slow-call rate {counts.slow_rate:.0%}")
+
+    def open_time(self, policy: BreakerPolicy, trips: int) -> float:
+        """Seconds the ``trips``-th trip in a row keeps the breaker open (jitter included)."""
+        base = min(policy.open_base * 2.0 ** (trips - 1), policy.open_max)
+        return base * (1 + policy.jitter * (2 * self._random() - 1))
+
+    def _probe(self, policy: BreakerPolicy, now: float, time_left: float | None) -> Permit:
+        bound = min(time_left if time_left is not None else policy.open_base, policy.open_max)
+        number = self._probes_admitted
+        self._probes_admitted += 1
+        self._probes[number] = now + bound
+        return Permit(now, self._round, number)
+
+    def _end_probe(self, number: int, policy: BreakerPolicy, outcome: Outcome, now: float) -> None:
+        if self._probes.pop(number, None) is None:
+            return  # already counted as stuck
+        if outcome == "failure":
+            self._open(policy, now, self._window_for(policy).counts(now), "a probe failed")
+        elif outcome == "ignored":
+            self._probes_admitted -= 1  # its slot goes to the next call
+        else:
+            self._probes_passed += 1
+            if self._probes_passed >= policy.half_open_probes:
+                self._close(policy, now)
+
+    def _fail_stuck_probes(self, policy: BreakerPolicy, now: float) -> None:
+        if any(now >= expires for expires in self._probes.values()):
+            self._open(policy, now, self._window_for(policy).counts(now), "a probe never ended")
+
+    def _open(self, policy: BreakerPolicy, now: float, counts: Counts, reason: str) -> None:
+        self.trips += 1
+        self.open_until = now + self.open_time(policy, self.trips)
+        self._move("open", counts, reason)
+
+    def _half_open(self, now: float) -> None:
+        self._probes.clear()
+        self._probes_admitted = self._probes_passed = 0
+        self._move("half_open", Counts(), "open time over")
+
+    def _close(self, policy: BreakerPolicy, now: float) -> None:
+        self.trips = 0
+        self._window_for(policy).reset()
+        self._move("closed", Counts(), "every probe succeeded")
+
+    def _move(self, new: State, counts: Counts, reason: str) -> None:
+        old, self.state = self.state, new
+        self._round += 1
+        if self._on_transition is not None:
+            until = self.open_until if new == "open" else None
+            self._on_transition(Transition(old, new, until, counts, reason))
+
+    def _window_for(self, policy: BreakerPolicy) -> SlidingWindow:
+        window = self._window
+        if window is None or window.seconds != policy.window:
+            window = self._window = SlidingWindow(policy.window)  # a new policy: a new window
+        return window

@@ -1,0 +1,242 @@
+"""The breaker layer: one circuit breaker per endpoint (or per endpoint and method) of a caller.
+
+It stands in the ``breaker`` slot of the attempt tier
+(:data:`~flotilla.calls.pipeline.ATTEMPT_LAYERS`): balancing has chosen an
+endpoint, and this layer asks that endpoint's :class:`~.breaker.Breaker`
+whether the attempt may go.  A refused attempt raises ``Unavailable`` with
+``never_sent=True``, so balancing sends it to another endpoint at once; when
+every endpoint refuses, the caller gets ``unavailable`` at once, its message
+naming the open breakers.
+
+Attached to the caller's :class:`~flotilla.calls.endpoints.Directory`, the
+layer also takes an endpoint whose breaker opens out of balancing until its
+open time is over (reason ``"breaker open"``), so calls stop going to it
+rather than being refused one by one; the first call after that finds the
+breaker half-open and probes.  A per-method breaker ejects nothing: the
+endpoint's other methods may be fine.
+
+Every transition is a signal in the node's :class:`~.signals.Signals` hub
+(``breaker.*``, ``endpoint.ejected``, ``endpoint.restored``), and
+:meth:`Breakers.snapshot` tells ``flotilla ps`` what each breaker is doing.
+
+::
+
+    breakers = Breakers(policies, signals, clock)
+    Node(Shop(), layers={"breaker": breakers})
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from flotilla.calls.pipeline import Handler
+from flotilla.calls.request import Attempt
+from flotilla.clock import Clock, SystemClock
+from flotilla.errors import Unavailable
+from flotilla.resilience.breaker import Breaker, Transition, outcome_of
+from flotilla.resilience.policy import BreakerPolicy, PolicyLookup
+from flotilla.resilience.signals import SignalKind, Signals
+
+if TYPE_CHECKING:
+    from flotilla.balancing import Endpoint
+    from flotilla.calls.endpoints import Directory
+
+__all__ = ["BREAKER_OPEN", "BreakerView", "Breakers"]
+
+BREAKER_OPEN = "breaker open"
+"""The reason an open breaker ejects its endpoint with, and its refusals' ``details["refusal"]``."""
+FORCED_OPEN = "breaker forced open"
+
+Key = tuple[str, str, str | None]
+"""(service, endpoint id, method or None for a per-endpoint breaker)."""
+
+
+class BreakerView(msgspec.Struct, frozen=True, kw_only=True):
+    """One breaker as ``flotilla ps`` shows it."""
+
+    service: str
+    endpoint: str
+    address: str
+    method: str | None
+    """None: the breaker guards every method of the endpoint."""
+    state: str
+    """closed, open, half_open, or the policy's forced_open / disabled / metrics_only
+    (``metrics_only:open`` when the machine is open but lets calls through)."""
+    calls: int
+    failure_rate: float
+    open_until: float | None
+    """Wall-clock time (Unix seconds) the open breaker probes again; None unless open."""
+
+
+class _Guard:
+    """A breaker and the endpoint it guards."""
+
+    __slots__ = ("breaker", "endpoint", "key")
+
+    breaker: Breaker
+
+    def __init__(self, key: Key, endpoint: Endpoint) -> None:
+        self.key = key
+        self.endpoint = endpoint
+
+
+class Breakers:
+    """The ``breaker`` middleware (see the module docstring)."""
+
+    def __init__(
+        self,
+        policies: PolicyLookup,
+        signals: Signals,
+        clock: Clock | None = None,
+        *,
+        random_source: Callable[[], float] = random.random,
+    ) -> None:
+        self._policies = policies
+        self._signals = signals
+        self._clock = clock or SystemClock()
+        self._random = random_source
+        self._guards: dict[Key, _Guard] = {}
+        self._directory: Directory | None = None
+
+    def attach(self, directory: Directory) -> None:
+        """Eject endpoints whose breaker is open from ``directory`` (the caller's local view)."""
+        self._directory = directory
+
+    async def __call__(self, attempt: Attempt, call_next: Handler[Attempt]) -> msgspec.Raw:
+        request = attempt.request
+        policy = (request.policy or self._policies(request.service, request.method)).breaker
+        if policy.state == "disabled":
+            return await call_next(attempt)  # type: ignore[no-any-return]
+        guard = self._guards.get(_key(attempt, policy)) or self._guard(attempt, policy)
+        deadline = attempt.deadline
+        time_left = deadline - time.monotonic() if deadline is not None else None
+        permit = guard.breaker.admit(policy, time_left)
+        if permit is None:
+            raise self._refusal(guard, policy)
+        try:
+            payload: msgspec.Raw = await call_next(attempt)
+        except BaseException as exc:  # re-raised: only counted here
+            guard.breaker.record(permit, policy, outcome_of(exc))
+            raise
+        guard.breaker.record(permit, policy, "success")
+        return payload
+
+    def snapshot(self) -> list[BreakerView]:
+        """Every breaker's state now, by service, endpoint and method."""
+        views = []
+        now = self._clock.monotonic()
+        for (service, endpoint_id, method), guard in sorted(
+            self._guards.items(), key=lambda item: (item[0][0], item[0][1], item[0][2] or "")
+        ):
+            policy = self._policies(service, method).breaker
+            breaker = guard.breaker
+            counts = breaker.counts(policy)
+            state: str = breaker.state
+            if policy.state in ("forced_open", "disabled"):
+                state = policy.state
+            elif policy.state == "metrics_only":
+                state = f"metrics_only:{state}"
+            is_open = breaker.state == "open" and policy.state != "disabled"
+            views.append(
+                BreakerView(
+                    service=service,
+                    endpoint=endpoint_id,
+                    address=guard.endpoint.address,
+                    method=method,
+                    state=state,
+                    calls=counts.calls,
+                    failure_rate=counts.failure_rate,
+                    open_until=self._clock.time() + breaker.open_until - now if is_open else None,
+                )
+            )
+        return views
+
+    def _guard(self, attempt: Attempt, policy: BreakerPolicy) -> _Guard:
+        key = _key(attempt, policy)
+        self._forget_gone(key[0])
+        guard = _Guard(key, attempt.endpoint)
+        guard.breaker = Breaker(
+            self._clock,
+            random_source=self._random,
+            on_transition=lambda change: self._on_transition(guard, change),
+        )
+        self._guards[key] = guard
+        return guard
+
+    def _forget_gone(self, service: str) -> None:
+        # A new breaker is rare (a new endpoint): the time to drop those of
+        # endpoints that have left the registry, so churn does not pile them up.
+        endpoint_set = self._directory.get(service) if self._directory else None
+        if endpoint_set is None:
+            return
+        for key in [k for k in self._guards if k[0] == service]:
+            if key[1] not in endpoint_set.endpoints:
+                del self._guards[key]
+
+    def _refusal(self, guard: _Guard, policy: BreakerPolicy) -> Unavailable:
+        service, _, method = guard.key
+        where = f"{service}{'.' + method if method else ''} at {guard.endpoint.address}"
+        breaker = guard.breaker
+        if policy.state == "forced_open":
+            self._eject(guard, policy.open_base, FORCED_OPEN)
+            message, refusal = f"breaker of {where} is forced open by its policy", FORCED_OPEN
+        elif breaker.state == "open":
+            left = breaker.open_until - self._clock.monotonic()
+            message, refusal = f"breaker of {where} is open ({left:.1f}s more)", BREAKER_OPEN
+        else:
+            message = f"breaker of {where} is half-open and its probes are out"
+            refusal = "breaker half-open"
+        return Unavailable(message, never_sent=True, details={"refusal": refusal})
+
+    def _on_transition(self, guard: _Guard, change: Transition) -> None:
+        service, endpoint_id, method = guard.key
+        kind = {
+            "open": SignalKind.BREAKER_OPENED,
+            "half_open": SignalKind.BREAKER_HALF_OPEN,
+            "closed": SignalKind.BREAKER_CLOSED,
+        }[change.new]
+        detail: dict[str, object] = {
+            "reason": change.reason,
+            "calls": change.counts.calls,
+            "failure_rate": change.counts.failure_rate,
+            "trips": guard.breaker.trips,
+        }
+        if change.open_until is not None:
+            detail["open_seconds"] = change.open_until - self._clock.monotonic()
+        self._signals.emit(kind, service, endpoint=endpoint_id, method=method, detail=detail)
+        if method is not None:
+            return  # a per-method breaker leaves the endpoint to its other methods
+        if change.open_until is not None:
+            self._eject(guard, change.open_until - self._clock.monotonic(), BREAKER_OPEN)
+        elif change.old == "open":
+            # The ejection ran out with the open time: the endpoint is back for probes.
+            self._signals.emit(
+                SignalKind.RESTORED, service, endpoint=endpoint_id, detail={"reason": "probing"}
+            )
+
+    def _eject(self, guard: _Guard, seconds: float, reason: str) -> None:
+        endpoint_set = self._directory.get(guard.key[0]) if self._directory else None
+        if endpoint_set is None or guard.key[2] is not None:
+            return
+        now = time.monotonic()
+        current = endpoint_set.ejected.get(guard.endpoint.id)
+        if current is not None and current.reason == reason and current.until > now:
+            return  # already out for this reason: no second signal
+        # The directory keeps real monotonic time; the breaker its clock's: carry the duration.
+        endpoint_set.eject(guard.endpoint, now + seconds, reason)
+        self._signals.emit(
+            SignalKind.EJECTED,
+            guard.key[0],
+            endpoint=guard.endpoint.id,
+            detail={"reason": reason, "seconds": seconds},
+        )
+
+
+def _key(attempt: Attempt, policy: BreakerPolicy) -> Key:
+    request = attempt.request
+    return (request.service, attempt.endpoint.id, request.method if policy.per_method else None)
