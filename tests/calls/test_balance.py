@@ -30,6 +30,8 @@ from flotilla.errors import (
 )
 from flotilla.headers import Headers
 from flotilla.registry import Health, Instance, MemoryRegistry
+from flotilla.resilience.policy import Policy, uniform
+from flotilla.resilience.signals import SignalKind, Signals
 
 
 def inst(id: str, port: int, service: str = "svc") -> Instance:
@@ -80,11 +82,15 @@ def never_twice(send: AttemptHandler) -> AttemptHandler:
     return guarded
 
 
-def setup(n: int, send: AttemptHandler, strategy: Any = None) -> tuple[Balance, EndpointSet]:
+def setup(
+    n: int, send: AttemptHandler, strategy: Any = None, *, panic_threshold: float = 0.5
+) -> tuple[Balance, EndpointSet]:
     endpoints = EndpointSet("svc")
     endpoints.update([inst(f"e{i}", 9000 + i) for i in range(n)])
     directory: Any = StubDirectory({"svc": endpoints})
-    return Balance(directory, never_twice(send), strategy or First()), endpoints
+    policies = uniform(Policy(panic_threshold=panic_threshold))
+    balance = Balance(directory, never_twice(send), strategy or First(), policies=policies)
+    return balance, endpoints
 
 
 def request(service: str = "svc") -> Request:
@@ -408,7 +414,7 @@ async def test_all_registered_but_ejected_names_the_reasons() -> None:
     async def never(attempt: Attempt) -> msgspec.Raw:
         raise AssertionError("nothing available")
 
-    balance, endpoints = setup(2, never)
+    balance, endpoints = setup(2, never, panic_threshold=1.0)  # no panic
     e0, e1 = endpoints.endpoints.values()
     endpoints.eject(e0, until=time.monotonic() + 60, reason="breaker open")
     endpoints.mark_down(e1.address)
@@ -418,6 +424,79 @@ async def test_all_registered_but_ejected_names_the_reasons() -> None:
     assert "2 registered" in message
     assert "breaker open" in message
     assert "unreachable" in message
+
+
+# -- panic --------------------------------------------------------------------------------------
+
+
+def panic_setup(
+    healths: list[Health], send: AttemptHandler
+) -> tuple[Balance, EndpointSet, Signals]:
+    endpoints = EndpointSet("svc")
+    endpoints.update(
+        [
+            Instance(id=f"e{i}", service="svc", address=f"127.0.0.1:{9000 + i}", health=health)
+            for i, health in enumerate(healths)
+        ]
+    )
+    directory: Any = StubDirectory({"svc": endpoints})
+    signals = Signals()
+    balance = Balance(directory, never_twice(send), "round_robin", signals=signals)
+    return balance, endpoints, signals
+
+
+async def test_most_endpoints_out_balances_over_all_of_them_and_signals_once() -> None:
+    unhealthy = Health.UNHEALTHY
+    balance, endpoints, signals = panic_setup(
+        [Health.HEALTHY, unhealthy, unhealthy], answer_with_endpoint
+    )
+    answered = {codec.decode(await balance(request())) for _ in range(6)}
+    assert answered == {"e0", "e1", "e2"}  # 2 of 3 out: over the default 50 %
+    panics = [s for s in signals.recent if s.kind == SignalKind.PANIC]
+    assert len(panics) == 1
+    assert panics[0].detail == {"registered": 3, "available": 1, "offered": 3}
+
+    endpoints.update([inst("e0", 9000), inst("e1", 9001), endpoints.endpoints["e2"].instance])
+    answered = {codec.decode(await balance(request())) for _ in range(6)}
+    assert answered == {"e0", "e1"}  # 1 of 3 out: panic over
+    endpoints.update([inst("e0", 9000), inst("e1", 9001)])
+    endpoints.mark_down("127.0.0.1:9001")  # 1 of 2 out: exactly 50 %, not more
+    assert {codec.decode(await balance(request())) for _ in range(4)} == {"e0"}
+    endpoints.eject(endpoints.endpoints["e0"], time.monotonic() + 60, "breaker open")
+    assert codec.decode(await balance(request())) == "e0"  # panic again, a second signal
+    assert len([s for s in signals.recent if s.kind == SignalKind.PANIC]) == 2
+
+
+async def test_panic_never_offers_an_endpoint_no_connection_reaches() -> None:
+    balance, endpoints, _ = panic_setup([Health.HEALTHY] * 3, answer_with_endpoint)
+    endpoints.mark_down("127.0.0.1:9000")
+    endpoints.mark_down("127.0.0.1:9001")
+    assert [e.id for e in endpoints.panic_list] == ["e2"]
+    assert {codec.decode(await balance(request())) for _ in range(4)} == {"e2"}
+
+
+async def test_every_breaker_refusing_in_panic_fails_at_once_saying_why() -> None:
+    async def refuse(attempt: Attempt) -> msgspec.Raw:
+        raise Unavailable("open", never_sent=True, details={"refusal": "breaker open"})
+
+    balance, endpoints = setup(3, refuse)
+    for endpoint in list(endpoints.endpoints.values())[:2]:
+        endpoints.eject(endpoint, time.monotonic() + 60, "breaker open")
+    with pytest.raises(Unavailable) as caught:
+        await balance(request())
+    assert "3 tried, none reachable (breaker open: 3)" in caught.value.message
+
+
+async def test_refusals_of_several_kinds_are_counted_by_kind() -> None:
+    async def refuse(attempt: Attempt) -> msgspec.Raw:
+        if attempt.endpoint.id == "e0":
+            raise ConnectFailed("connection refused")
+        raise Unavailable("open", never_sent=True, details={"refusal": "breaker open"})
+
+    balance, _ = setup(3, refuse)
+    with pytest.raises(Unavailable) as caught:
+        await balance(request())
+    assert "(unreachable: 1, breaker open: 2)" in caught.value.message
 
 
 def test_a_bad_strategy_name_fails_when_built() -> None:

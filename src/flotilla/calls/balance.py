@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import time
+from collections import Counter
 from collections.abc import Mapping
 
 import msgspec
@@ -17,7 +18,9 @@ from flotilla.balancing import Endpoint, Strategy, resolve_strategy
 from flotilla.calls.endpoints import Directory, EndpointSet
 from flotilla.calls.pipeline import Handler
 from flotilla.calls.request import Attempt, Request
-from flotilla.errors import DeadlineExceeded, FlotillaError, Internal, Unavailable
+from flotilla.errors import ConnectFailed, DeadlineExceeded, FlotillaError, Internal, Unavailable
+from flotilla.resilience.policy import PolicyLookup, uniform
+from flotilla.resilience.signals import SignalKind, Signals
 
 __all__ = ["Balance"]
 
@@ -44,6 +47,17 @@ class Balance:
     Each service gets a strategy of its own (``overrides`` by service name,
     else ``default``): strategies keep state, a counter or a hash ring, that
     means nothing across services.
+
+    *Panic*: when more than the service's ``Policy.panic_threshold`` of its
+    endpoints are ejected or unhealthy, the strategy chooses among all of them
+    (but those no connection reaches; see
+    :attr:`~flotilla.calls.endpoints.EndpointSet.panic_list`) rather than pile
+    the load onto the few left; ``signals`` hears ``balance.panic`` once each
+    time a service enters panic.  Panic lifts ejections, not breakers: an
+    endpoint whose breaker is open still refuses the attempt below this layer,
+    which requeues it at once (nothing was sent), so panic never sends a call
+    through an open breaker, and when every breaker is open the caller still
+    gets ``unavailable`` at once.  A threshold of 1.0 turns panic off.
     """
 
     def __init__(
@@ -52,8 +66,14 @@ class Balance:
         attempt: Handler[Attempt],
         default: str | Strategy,
         overrides: Mapping[str, str | Strategy] | None = None,
+        *,
+        policies: PolicyLookup | None = None,
+        signals: Signals | None = None,
     ) -> None:
         self.directory = directory
+        self._policies = policies or uniform()
+        self._signals = signals
+        self._panicking: set[str] = set()
         self._attempt = attempt
         self._specs = dict(overrides or {})
         self._default = default
@@ -74,13 +94,19 @@ class Balance:
             service, deadline=request.deadline
         )
         strategy = self._strategies.get(service) or self.strategy(service)
+        threshold = (request.policy or self._policies(service)).panic_threshold
         tried: list[Endpoint] = []
+        refusals: list[str] = []
         while True:
             available = endpoints.pick_list()
+            if endpoints.shortfall > threshold:
+                available = self._panic(endpoints)
+            elif service in self._panicking:
+                self._panicking.discard(service)
             if tried:
                 available = tuple(e for e in available if e not in tried)
             if not available:
-                raise await self._none_available(endpoints, tried)
+                raise await self._none_available(endpoints, refusals)
             endpoint = strategy.select(available, request)
             attempt = Attempt(request, endpoint, len(tried) + 1)
             endpoint.inflight += 1
@@ -91,6 +117,7 @@ class Balance:
                 endpoint.inflight -= 1
                 if exc.never_sent:
                     tried.append(endpoint)  # nothing to learn of its latency
+                    refusals.append(_refusal(exc))
                     continue
                 if isinstance(exc, _ENDPOINT_FAULTS):
                     _penalise(endpoint, started)
@@ -104,12 +131,26 @@ class Balance:
             _observe(endpoint, started, attempt.connect_seconds)
             return payload
 
-    async def _none_available(self, endpoints: EndpointSet, tried: list[Endpoint]) -> Exception:
+    def _panic(self, endpoints: EndpointSet) -> tuple[Endpoint, ...]:
         service = endpoints.service
-        if tried:
+        if service not in self._panicking:
+            self._panicking.add(service)
+            if self._signals is not None:
+                detail = {
+                    "registered": len(endpoints.endpoints),
+                    "available": len(endpoints.available),
+                    "offered": len(endpoints.panic_list),
+                }
+                self._signals.emit(SignalKind.PANIC, service, detail=detail)
+        return endpoints.panic_list
+
+    async def _none_available(self, endpoints: EndpointSet, refusals: list[str]) -> Exception:
+        service = endpoints.service
+        if refusals:
+            why = ", ".join(f"{reason}: {count}" for reason, count in Counter(refusals).items())
             return Unavailable(
                 f"no instance of service {service!r} took the call: "
-                f"{len(tried)} tried, none reachable",
+                f"{len(refusals)} tried, none reachable ({why})",
                 never_sent=True,
             )
         if endpoints.endpoints:
@@ -127,6 +168,14 @@ class Balance:
         if known:
             hint += f" (services known: {', '.join(known)})"
         return Unavailable(f"no live instance of service {service!r}{hint}", never_sent=True)
+
+
+def _refusal(error: FlotillaError) -> str:
+    """Why an attempt never left: the refusing layer's word (a breaker's), else the transport's."""
+    refusal = error.details.get("refusal")
+    if isinstance(refusal, str):
+        return refusal
+    return "unreachable" if isinstance(error, ConnectFailed) else error.message
 
 
 def _observe(endpoint: Endpoint, started: float, connect: float) -> None:

@@ -12,6 +12,13 @@ is healthy and it is not ejected.  Two things eject an endpoint for a while:
   :meth:`Directory.restore` (a circuit breaker, an outlier detector): the
   balancer never needs to know why an endpoint is missing.
 
+When most of a service's endpoints are out (ejected or unhealthy), the few
+left would take the whole load and likely fall in turn; past the service's
+``panic_threshold`` balancing offers :attr:`EndpointSet.panic_list` instead
+(Envoy's *panic mode*): every registered endpoint but those no connection can
+reach.  Which list to offer is the balancer's choice; the set keeps both
+ready, so a pick costs the same in panic or not.
+
 The set also keeps the service's method table, as its instances publish it, so
 a call by name knows the method's timeout and whether it is idempotent.
 """
@@ -57,6 +64,10 @@ class EndpointSet:
         self.service = service
         self.endpoints: dict[str, Endpoint] = {}
         self.available: tuple[Endpoint, ...] = ()
+        self.panic_list: tuple[Endpoint, ...] = ()
+        """Every endpoint but those ejected as unreachable: what panic balances over."""
+        self.shortfall = 0.0
+        """The fraction of the endpoints that are not available (0.0 with none registered)."""
         self.methods: dict[str, MethodInfo] = {}
         """The method table by name, as the instances publish it."""
         self.ejected: dict[str, Ejection] = {}
@@ -112,7 +123,10 @@ class EndpointSet:
         self._refresh()
 
     def pick_list(self) -> tuple[Endpoint, ...]:
-        """The endpoints available now (what a balancing strategy may choose from)."""
+        """The endpoints available now (what a balancing strategy may choose from).
+
+        It also brings :attr:`shortfall` and :attr:`panic_list` up to date.
+        """
         if time.monotonic() >= self._recheck_at:
             self._refresh()
         return self.available
@@ -121,17 +135,25 @@ class EndpointSet:
         now = time.monotonic()
         self._recheck_at = float("inf")
         available = []
+        panic = []
         for endpoint_id in [e for e, ejection in self.ejected.items() if ejection.until <= now]:
             del self.ejected[endpoint_id]  # served its time
         for endpoint in self.endpoints.values():
+            ejection = self.ejected.get(endpoint.id)
+            if ejection is None or ejection.reason != UNREACHABLE:
+                # Panic may try an unhealthy or ejected endpoint, never one no
+                # connection reaches: that attempt could only fail.
+                panic.append(endpoint)
             if endpoint.instance.health is not Health.HEALTHY:
                 continue
-            ejection = self.ejected.get(endpoint.id)
             if ejection is not None:
                 self._recheck_at = min(self._recheck_at, ejection.until)
                 continue
             available.append(endpoint)
         self.available = tuple(available)
+        self.panic_list = tuple(panic)
+        total = len(self.endpoints)
+        self.shortfall = 1 - len(available) / total if total else 0.0
 
 
 def _method_table(instances: list[Instance]) -> dict[str, MethodInfo]:
