@@ -128,7 +128,8 @@ async def test_one_failed_probe_opens_it_again_for_longer() -> None:
     trip(breaker)
     await clock.advance(5.0)
     first, second = breaker.admit(POLICY), breaker.admit(POLICY)
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     breaker.record(first, POLICY, "success")
     breaker.record(second, POLICY, "failure")
     assert breaker.state == "open"

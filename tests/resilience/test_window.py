@@ -55,7 +55,8 @@ def test_reset_forgets_every_call() -> None:
     window.record(T0, failed=True, slow=True)
     window.reset()
     assert window.counts(T0) == Counts()
-    assert Counts().failure_rate == 0.0 and Counts().slow_rate == 0.0
+    assert Counts().failure_rate == 0.0
+    assert Counts().slow_rate == 0.0
 
 
 def test_refuses_a_window_of_no_time() -> None:

@@ -1,0 +1,274 @@
+"""The breaker layer: a breaker per endpoint, ejection while open, refusals balancing requeues."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import msgspec
+import pytest
+
+from flotilla import codec
+from flotilla.calls.balance import Balance
+from flotilla.calls.endpoints import EndpointSet
+from flotilla.calls.pipeline import build_stack
+from flotilla.calls.request import Attempt, Request
+from flotilla.errors import Internal, NotFound, Unavailable
+from flotilla.headers import Headers
+from flotilla.registry import Health, Instance
+from flotilla.resilience.breakers import BREAKER_OPEN, Breakers
+from flotilla.resilience.policy import BreakerPolicy, Policy, uniform
+from flotilla.resilience.signals import SignalKind, Signals
+from flotilla.testing.clock import FakeClock
+
+BREAKER = BreakerPolicy(min_calls=2, failure_rate=0.5, open_base=5.0, jitter=0.0)
+
+
+class OneSetDirectory:
+    """The part of a Directory the breaker layer and balancing use, over fixed sets."""
+
+    def __init__(self, *sets: EndpointSet) -> None:
+        self.sets = {endpoint_set.service: endpoint_set for endpoint_set in sets}
+
+    def get(self, service: str) -> EndpointSet | None:
+        return self.sets.get(service)
+
+    async def open(self, service: str, *, deadline: float | None = None) -> EndpointSet:
+        return self.sets[service]
+
+    async def known_services(self) -> list[str]:
+        return sorted(self.sets)
+
+
+def endpoint_set(n: int, service: str = "svc") -> EndpointSet:
+    endpoints = EndpointSet(service)
+    endpoints.update(
+        [
+            Instance(
+                id=f"e{i}", service=service, address=f"127.0.0.1:{9000 + i}", health=Health.HEALTHY
+            )
+            for i in range(n)
+        ]
+    )
+    return endpoints
+
+
+def make(
+    policy: BreakerPolicy = BREAKER,
+) -> tuple[Breakers, FakeClock, Signals]:
+    clock, signals = FakeClock(), Signals()
+    breakers = Breakers(uniform(Policy(breaker=policy)), signals, clock, random_source=lambda: 0.5)
+    return breakers, clock, signals
+
+
+def attempt(endpoints: EndpointSet, endpoint: str, method: str = "m") -> Attempt:
+    headers = Headers(request_id="r", deadline=time.monotonic() + 10)
+    return Attempt(
+        Request(endpoints.service, method, {}, headers), endpoints.endpoints[endpoint], 1
+    )
+
+
+def raw(value: Any) -> msgspec.Raw:
+    return msgspec.Raw(codec.encode(value))
+
+
+async def ok(attempt: Attempt) -> msgspec.Raw:
+    return raw(attempt.endpoint.id)
+
+
+async def fail(attempt: Attempt) -> msgspec.Raw:
+    raise Internal("it broke")
+
+
+def kinds(signals: Signals) -> list[str]:
+    return [signal.kind for signal in signals.recent]
+
+
+async def test_failures_open_the_breaker_and_eject_its_endpoint() -> None:
+    breakers, _, signals = make()
+    endpoints = endpoint_set(3)
+    directory: Any = OneSetDirectory(endpoints)
+    breakers.attach(directory)
+
+    async def e0_fails(attempt: Attempt) -> msgspec.Raw:
+        return await (fail if attempt.endpoint.id == "e0" else ok)(attempt)
+
+    for _ in range(2):
+        with pytest.raises(Internal):
+            await breakers(attempt(endpoints, "e0"), e0_fails)
+    before = time.monotonic()
+    ejection = endpoints.ejected["e0"]
+    assert ejection.reason == BREAKER_OPEN
+    assert before + 4.5 < ejection.until <= before + 5.0  # the open time, in real time
+    assert [e.id for e in endpoints.pick_list()] == ["e1", "e2"]
+    assert kinds(signals) == [SignalKind.BREAKER_OPENED, SignalKind.EJECTED]
+    opened = signals.recent[0]
+    assert (opened.service, opened.endpoint, opened.method) == ("svc", "e0", None)
+    assert opened.detail["failure_rate"] == 1.0
+    assert opened.detail["open_seconds"] == 5.0
+
+    with pytest.raises(Unavailable) as caught:  # balancing offered it anyway (panic, say)
+        await breakers(attempt(endpoints, "e0"), ok)
+    assert caught.value.never_sent
+    assert caught.value.details == {"refusal": BREAKER_OPEN}
+    assert "breaker of svc at 127.0.0.1:9000 is open (5.0s more)" in caught.value.message
+    assert codec.decode(await breakers(attempt(endpoints, "e1"), ok)) == "e1"  # its own breaker
+
+
+async def test_half_open_after_the_open_time_then_closed_by_probes() -> None:
+    breakers, clock, signals = make(BreakerPolicy(min_calls=1, half_open_probes=2, jitter=0.0))
+    endpoints = endpoint_set(1)
+    with pytest.raises(Internal):
+        await breakers(attempt(endpoints, "e0"), fail)
+    await clock.advance(5.0)
+    gate = asyncio.Event()
+
+    async def slow_ok(attempt: Attempt) -> msgspec.Raw:
+        await gate.wait()
+        return raw("late")
+
+    probes = [asyncio.create_task(breakers(attempt(endpoints, "e0"), slow_ok)) for _ in range(2)]
+    await asyncio.sleep(0)
+    with pytest.raises(Unavailable, match="half-open and its probes are out"):
+        await breakers(attempt(endpoints, "e0"), ok)
+    gate.set()
+    assert [codec.decode(await probe) for probe in probes] == ["late", "late"]
+    assert kinds(signals) == [
+        SignalKind.BREAKER_OPENED,
+        SignalKind.BREAKER_HALF_OPEN,
+        SignalKind.RESTORED,
+        SignalKind.BREAKER_CLOSED,
+    ]
+    assert breakers.snapshot()[0].state == "closed"
+
+
+async def test_application_answers_and_cancelled_calls_do_not_trip_it() -> None:
+    breakers, _, _ = make(BreakerPolicy(min_calls=1, jitter=0.0))
+    endpoints = endpoint_set(1)
+
+    async def not_found(attempt: Attempt) -> msgspec.Raw:
+        raise NotFound("no such item")
+
+    async def hang(attempt: Attempt) -> msgspec.Raw:
+        await asyncio.Event().wait()
+        raise AssertionError("never")
+
+    for _ in range(5):
+        with pytest.raises(NotFound):
+            await breakers(attempt(endpoints, "e0"), not_found)
+    task = asyncio.create_task(breakers(attempt(endpoints, "e0"), hang))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (view,) = breakers.snapshot()
+    assert (view.state, view.calls, view.failure_rate) == ("closed", 5, 0.0)
+
+
+async def test_every_breaker_open_gives_unavailable_at_once_saying_why() -> None:
+    breakers, _, _ = make(BreakerPolicy(min_calls=1, jitter=0.0))
+    endpoints = endpoint_set(3)
+    directory: Any = OneSetDirectory(endpoints)
+    breakers.attach(directory)
+    sent: list[str] = []
+
+    async def transmit(attempt: Attempt) -> msgspec.Raw:
+        sent.append(attempt.endpoint.id)
+        raise Internal("down")
+
+    balance = Balance(directory, build_stack({"breaker": breakers}, transmit, ("breaker",)), "p2c")
+    request = Request("svc", "m", {}, Headers(request_id="r"))
+    for _ in range(3):
+        with pytest.raises(Internal):
+            await balance(request)
+    assert sorted(sent) == ["e0", "e1", "e2"]  # each failed once, each breaker open
+    started = time.monotonic()
+    with pytest.raises(Unavailable) as caught:
+        await balance(request)
+    assert time.monotonic() - started < 0.1
+    assert "3 tried, none reachable (breaker open: 3)" in caught.value.message
+    assert len(sent) == 3  # nothing more went out
+
+    no_panic = Balance(
+        directory,
+        build_stack({"breaker": breakers}, transmit, ("breaker",)),
+        "p2c",
+        policies=uniform(Policy(panic_threshold=1.0)),
+    )
+    with pytest.raises(Unavailable, match="3 registered, all breaker open"):
+        await no_panic(request)
+
+
+async def test_per_method_breakers_leave_the_endpoint_to_its_other_methods() -> None:
+    breakers, _, signals = make(BreakerPolicy(min_calls=1, per_method=True, jitter=0.0))
+    endpoints = endpoint_set(1)
+    directory: Any = OneSetDirectory(endpoints)
+    breakers.attach(directory)
+    with pytest.raises(Internal):
+        await breakers(attempt(endpoints, "e0", "broken"), fail)
+    with pytest.raises(Unavailable, match=r"breaker of svc\.broken at"):
+        await breakers(attempt(endpoints, "e0", "broken"), ok)
+    assert codec.decode(await breakers(attempt(endpoints, "e0", "fine"), ok)) == "e0"
+    assert endpoints.ejected == {}
+    assert kinds(signals) == [SignalKind.BREAKER_OPENED]
+    assert signals.recent[0].method == "broken"
+    states = {view.method: view.state for view in breakers.snapshot()}
+    assert states == {"broken": "open", "fine": "closed"}
+
+
+async def test_forced_open_refuses_and_ejects_once() -> None:
+    breakers, _, signals = make(BreakerPolicy(state="forced_open"))
+    endpoints = endpoint_set(2)
+    directory: Any = OneSetDirectory(endpoints)
+    breakers.attach(directory)
+    for _ in range(2):
+        with pytest.raises(Unavailable, match="forced open by its policy"):
+            await breakers(attempt(endpoints, "e0"), ok)
+    assert endpoints.ejected["e0"].reason == "breaker forced open"
+    assert kinds(signals) == [SignalKind.EJECTED]
+    assert breakers.snapshot()[0].state == "forced_open"
+
+
+async def test_a_calls_own_policy_takes_precedence() -> None:
+    breakers, _, _ = make()
+    endpoints = endpoint_set(1)
+    forced = attempt(endpoints, "e0")
+    forced.request.policy = Policy(breaker=BreakerPolicy(state="forced_open"))
+    with pytest.raises(Unavailable):
+        await breakers(forced, ok)
+    assert codec.decode(await breakers(attempt(endpoints, "e0"), ok)) == "e0"
+
+
+async def test_disabled_admits_everything_and_keeps_no_breaker() -> None:
+    breakers, _, signals = make(BreakerPolicy(state="disabled", min_calls=1))
+    endpoints = endpoint_set(1)
+    for _ in range(3):
+        with pytest.raises(Internal):
+            await breakers(attempt(endpoints, "e0"), fail)
+    assert breakers.snapshot() == []
+    assert list(signals.recent) == []
+
+
+async def test_snapshot_names_each_breaker_and_when_it_probes_again() -> None:
+    breakers, clock, _ = make(BreakerPolicy(min_calls=1, jitter=0.0))
+    endpoints = endpoint_set(2)
+    with pytest.raises(Internal):
+        await breakers(attempt(endpoints, "e1"), fail)
+    await breakers(attempt(endpoints, "e0"), ok)
+    first, second = breakers.snapshot()
+    assert (first.endpoint, first.state, first.open_until, first.calls) == ("e0", "closed", None, 1)
+    assert (second.endpoint, second.address, second.state) == ("e1", "127.0.0.1:9001", "open")
+    assert second.open_until == clock.time() + 5.0
+
+
+async def test_breakers_of_endpoints_that_left_are_forgotten() -> None:
+    breakers, _, _ = make()
+    endpoints = endpoint_set(2)
+    directory: Any = OneSetDirectory(endpoints)
+    breakers.attach(directory)
+    await breakers(attempt(endpoints, "e0"), ok)
+    gone = attempt(endpoints, "e1")
+    endpoints.update([endpoints.endpoints["e1"].instance])  # e0 left the registry
+    await breakers(gone, ok)
+    assert [view.endpoint for view in breakers.snapshot()] == ["e1"]
