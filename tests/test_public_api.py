@@ -16,6 +16,7 @@ PUBLIC = [
     "Context",
     "DeadlineExceeded",
     "FailedPrecondition",
+    "Fallbacks",
     "FlotillaError",
     "Handler",
     "HandshakeFailed",
@@ -40,6 +41,7 @@ PUBLIC = [
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
+    "fallback",
     "on_event",
     "rpc",
 ]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from flotilla import Context, Service, rpc
+from flotilla.testing import Cluster
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -39,3 +40,11 @@ async def test_the_testing_example_runs_in_the_readmes_words() -> None:
     exec(compile(python_blocks()[0], str(README), "exec"), namespace)  # Catalog and Shop
     exec(compile(block_defining("test_describe"), str(README), "exec"), namespace)
     await namespace["test_describe"]()
+
+
+async def test_the_fallback_example_answers_when_the_catalog_is_down() -> None:
+    namespace: dict[str, Any] = {}
+    exec(compile(block_defining("Front"), str(README), "exec"), namespace)
+    async with Cluster() as cluster:
+        await cluster.add(namespace["Front"]())  # and no catalog at all
+        assert await cluster.call("front.show", id=3) == "item 3 (from cache: unavailable)"

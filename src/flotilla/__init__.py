@@ -38,6 +38,7 @@ from flotilla.errors import (
 from flotilla.headers import Headers, Principal
 from flotilla.registry import Health, Instance
 from flotilla.registry.base import MethodInfo
+from flotilla.resilience.fallback import Fallbacks, fallback
 from flotilla.runtime.config import NodeConfig, Timings
 from flotilla.runtime.dispatcher import Incoming
 from flotilla.runtime.node import Node
@@ -55,6 +56,7 @@ __all__ = [
     "Context",
     "DeadlineExceeded",
     "FailedPrecondition",
+    "Fallbacks",
     "FlotillaError",
     "Handler",
     "HandshakeFailed",
@@ -79,6 +81,7 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
+    "fallback",
     "on_event",
     "rpc",
 ]

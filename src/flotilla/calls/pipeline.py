@@ -48,7 +48,7 @@ Req = TypeVar("Req")
 Handler = Callable[[Req], Awaitable[Any]]
 Middleware = Callable[[Req, Handler[Req]], Awaitable[Any]]
 
-REQUEST_LAYERS: tuple[str, ...] = ("deadline", "user", "retry")
+REQUEST_LAYERS: tuple[str, ...] = ("deadline", "user", "fallback", "retry")
 """Layers that see the request (once per call)."""
 ATTEMPT_LAYERS: tuple[str, ...] = ("breaker", "bulkhead", "metrics")
 """Layers that see each attempt, once its endpoint is chosen."""
@@ -60,6 +60,10 @@ CLIENT_STACK: tuple[str, ...] = (
     # The application's own layer (headers to add, calls to log or refuse):
     # it sees each call once, with its final deadline, whatever retries follow.
     "user",
+    # Above retry, so it sees only the final outcome, after every retry and
+    # requeue; below the application's layer, which sees a fallback's answer
+    # as the call's answer, as the caller will.
+    "fallback",
     # Above balancing so that a second attempt may choose another endpoint, and
     # below the deadline so that retries never outlive it.
     "retry",

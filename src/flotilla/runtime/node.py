@@ -38,6 +38,7 @@ from flotilla.clock import Clock, SystemClock
 from flotilla.context import Context
 from flotilla.headers import Headers
 from flotilla.registry import Health, Instance, Registry, open_registry
+from flotilla.resilience.fallback import Fallbacks
 from flotilla.runtime.config import NodeConfig, Timings
 from flotilla.runtime.dispatcher import Dispatcher, Incoming
 from flotilla.runtime.lease import LeaseKeeper
@@ -91,6 +92,10 @@ class Node:
         self._owns_registry = registry is None
         self.registry = registry or open_registry(config.registry, clock=clock)
         self.secret = config.secret if config.secret is not None else secrets.token_bytes(32)
+        fallbacks = Fallbacks.of_services(services)
+        if fallbacks and "fallback" not in (layers or {}):
+            # What the hosted services declare with @fallback, unless the caller brings its own.
+            layers = {**(layers or {}), "fallback": fallbacks}
         self.caller = Caller(
             self.registry,
             secret=self.secret,
