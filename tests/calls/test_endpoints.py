@@ -476,3 +476,20 @@ async def test_aclose_stops_the_watches(registry: MemoryRegistry) -> None:
     await directory.aclose()
     await directory.aclose()
     assert not directory._tasks
+
+
+def test_shortfall_and_panic_list_follow_health_and_ejections(clock: Monotonic) -> None:
+    endpoint_set = EndpointSet("svc")
+    endpoint_set.update(
+        [inst("a", 9000), inst("b", 9001, Health.UNHEALTHY), inst("c", 9002), inst("d", 9003)]
+    )
+    assert endpoint_set.shortfall == 0.25
+    assert [e.id for e in endpoint_set.panic_list] == ["a", "b", "c", "d"]
+    endpoint_set.eject(endpoint_set.endpoints["c"], clock.now + 5, "breaker open")
+    endpoint_set.mark_down("127.0.0.1:9003")
+    assert endpoint_set.shortfall == 0.75
+    assert [e.id for e in endpoint_set.panic_list] == ["a", "b", "c"]  # never the unreachable
+    clock.now += 5
+    assert ids(endpoint_set) == ["a", "c", "d"]  # both ejections served their time
+    assert endpoint_set.shortfall == 0.25
+    assert EndpointSet("empty").shortfall == 0.0

@@ -272,3 +272,16 @@ async def test_breakers_of_endpoints_that_left_are_forgotten() -> None:
     endpoints.update([endpoints.endpoints["e1"].instance])  # e0 left the registry
     await breakers(gone, ok)
     assert [view.endpoint for view in breakers.snapshot()] == ["e1"]
+
+
+async def test_metrics_only_signals_but_neither_refuses_nor_ejects() -> None:
+    breakers, _, signals = make(BreakerPolicy(state="metrics_only", min_calls=1, jitter=0.0))
+    endpoints = endpoint_set(2)
+    directory: Any = OneSetDirectory(endpoints)
+    breakers.attach(directory)
+    with pytest.raises(Internal):
+        await breakers(attempt(endpoints, "e0"), fail)
+    assert codec.decode(await breakers(attempt(endpoints, "e0"), ok)) == "e0"
+    assert endpoints.ejected == {}
+    assert kinds(signals) == [SignalKind.BREAKER_OPENED]
+    assert breakers.snapshot()[0].state == "metrics_only:open"

@@ -76,13 +76,15 @@ class BreakerView(msgspec.Struct, frozen=True, kw_only=True):
 class _Guard:
     """A breaker and the endpoint it guards."""
 
-    __slots__ = ("breaker", "endpoint", "key")
+    __slots__ = ("breaker", "endpoint", "key", "mode")
 
     breaker: Breaker
 
     def __init__(self, key: Key, endpoint: Endpoint) -> None:
         self.key = key
         self.endpoint = endpoint
+        # The policy's state at the last call: a transition reads it (metrics_only ejects nothing).
+        self.mode = "auto"
 
 
 class Breakers:
@@ -113,6 +115,7 @@ class Breakers:
         if policy.state == "disabled":
             return await call_next(attempt)  # type: ignore[no-any-return]
         guard = self._guards.get(_key(attempt, policy)) or self._guard(attempt, policy)
+        guard.mode = policy.state
         deadline = attempt.deadline
         time_left = deadline - time.monotonic() if deadline is not None else None
         permit = guard.breaker.admit(policy, time_left)
@@ -209,8 +212,10 @@ class Breakers:
         if change.open_until is not None:
             detail["open_seconds"] = change.open_until - self._clock.monotonic()
         self._signals.emit(kind, service, endpoint=endpoint_id, method=method, detail=detail)
-        if method is not None:
-            return  # a per-method breaker leaves the endpoint to its other methods
+        if method is not None or guard.mode == "metrics_only":
+            # A per-method breaker leaves the endpoint to its other methods; a
+            # watching one leaves it alone.
+            return
         if change.open_until is not None:
             self._eject(guard, change.open_until - self._clock.monotonic(), BREAKER_OPEN)
         elif change.old == "open":
