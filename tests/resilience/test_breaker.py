@@ -61,6 +61,15 @@ def test_three_failures_of_five_open_it() -> None:
     assert breaker.admit(POLICY) is None
 
 
+def test_the_success_that_makes_the_minimum_can_open_it() -> None:
+    breaker, _, _ = make()
+    for outcome in ("failure", "failure", "failure", "success"):
+        call(breaker, outcome)  # type: ignore[arg-type]
+    assert breaker.state == "closed"
+    call(breaker, "success")  # 3 failures of 5 calls: 60 %
+    assert breaker.state == "open"
+
+
 def test_two_failures_of_five_leave_it_closed() -> None:
     breaker, _, changes = make()
     for outcome in ("failure", "success", "failure", "success", "success"):

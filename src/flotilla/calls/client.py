@@ -39,6 +39,8 @@ from flotilla.errors import ConfigError, FlotillaError, Internal, InvalidArgumen
 from flotilla.headers import Headers
 from flotilla.registry import Registry
 from flotilla.registry.base import MethodInfo
+from flotilla.resilience.policy import PolicyLookup
+from flotilla.resilience.signals import Signals
 from flotilla.service import MethodSpec
 from flotilla.transport.pool import ConnectionPool
 
@@ -59,10 +61,11 @@ class Caller:
     ``strategy`` balances calls to every service, except those ``strategies``
     names (``{"carts": "consistent_hash:cart_id"}``).  ``layers`` adds named
     middlewares (``user``, ``fallback``, ``retry``, ``breaker``, ``bulkhead``,
-    ``metrics``);
-    they take the place :data:`~flotilla.calls.pipeline.CLIENT_STACK` gives
-    them, whatever order they are passed in.  A layer with an ``attach``
+    ``metrics``); they take the place :data:`~flotilla.calls.pipeline.CLIENT_STACK`
+    gives them, whatever order they are passed in.  A layer with an ``attach``
     method is given the caller's :class:`Directory` once, before any call.
+    ``policies`` and ``signals`` go to balancing (its panic threshold, its
+    panic signal).
     """
 
     def __init__(
@@ -74,6 +77,8 @@ class Caller:
         strategies: Mapping[str, str | Strategy] | None = None,
         default_timeout: float = DEFAULT_TIMEOUT,
         layers: Mapping[str, Middleware[Any]] | None = None,
+        policies: PolicyLookup | None = None,
+        signals: Signals | None = None,
     ) -> None:
         layers = dict(layers or {})
         # The caller makes its deadline and balance layers itself.
@@ -93,7 +98,9 @@ class Caller:
             self._transmit,
             ATTEMPT_LAYERS,
         )
-        self.balance = Balance(self.directory, attempts, strategy, strategies)
+        self.balance = Balance(
+            self.directory, attempts, strategy, strategies, policies=policies, signals=signals
+        )
         request_layers = {name: layers[name] for name in REQUEST_LAYERS if name in layers}
         self._send = build_stack(
             {"deadline": Deadline(default_timeout), **request_layers},

@@ -157,11 +157,11 @@ class Breaker:
             return
         if outcome == "ignored" or self.state != "closed":
             return
-        slow = (
-            policy.slow_call_seconds is not None and now - permit.started > policy.slow_call_seconds
-        )
+        limit = policy.slow_call_seconds
+        slow = limit is not None and now - permit.started > limit
         window = self._window_for(policy)
         window.record(now, failed=outcome == "failure", slow=slow)
+        # Even a quick success may trip it: the one that brings the window to min_calls.
         counts = window.counts(now)
         if counts.calls < policy.min_calls:
             return

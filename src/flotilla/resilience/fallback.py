@@ -58,7 +58,7 @@ def fallback(target: str, *, on: Errors = Unavailable) -> Callable[[F], F]:
     """Declare the decorated ``async def`` method as the fallback of the calls its service makes to
     ``target`` (``"service.method"``), run when such a call fails with one of ``on``."""
     errors = _errors(on, target)
-    _check_target(target)
+    _split(target)
 
     def mark(method: F) -> F:
         _require_async(method)
@@ -83,12 +83,14 @@ class Fallbacks:
         signals: Signals | None = None,
     ) -> None:
         self._signals = signals
-        self._any: dict[str, _Declared] = {}
-        self._by_caller: dict[tuple[str, str], _Declared] = {}
+        # Keyed by (service, method) and (caller, service, method): tuples, as a
+        # call carries them, rather than a "service.method" string made per call.
+        self._any: dict[tuple[str, str], _Declared] = {}
+        self._by_caller: dict[tuple[str, str, str], _Declared] = {}
         for target, function in (handlers or {}).items():
-            _check_target(target)
+            _split(target)
             name = getattr(function, "__qualname__", repr(function))
-            self._any[target] = _Declared(function, name, _errors(on, target))
+            self._any[_split(target)] = _Declared(function, name, _errors(on, target))
 
     @classmethod
     def of_services(cls, services: Iterable[Any], *, signals: Signals | None = None) -> Fallbacks:
@@ -106,15 +108,15 @@ class Fallbacks:
 
     # A plain function: a call with no fallback costs a dict lookup, no coroutine frame.
     def __call__(self, request: Request, call_next: Handler[Request]) -> Awaitable[Any]:
-        declared = self._by_caller.get((request.headers.caller, request.target))
+        declared = self._by_caller.get((request.headers.caller, request.service, request.method))
         if declared is None:
-            declared = self._any.get(request.target)
+            declared = self._any.get((request.service, request.method))
             if declared is None:
                 return call_next(request)
         return self._guarded(request, call_next, declared)
 
     def _add(self, caller: str, mark: _Mark, function: FallbackFunction) -> None:
-        key = (caller, mark.target)
+        key = (caller, *_split(mark.target))
         name = function.__qualname__
         if key in self._by_caller:
             other = self._by_caller[key].name
@@ -189,7 +191,8 @@ def _require_async(method: Callable[..., Any]) -> None:
         raise ConfigError(f"fallback {method.__qualname__} must be `async def`")
 
 
-def _check_target(target: str) -> None:
+def _split(target: str) -> tuple[str, str]:
     service, dot, method = target.partition(".")
     if not (service and dot and method):
         raise ConfigError(f"fallback target {target!r} is not 'service.method'")
+    return service, method
