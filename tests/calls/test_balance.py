@@ -497,6 +497,7 @@ async def test_refusals_of_several_kinds_are_counted_by_kind() -> None:
     with pytest.raises(Unavailable) as caught:
         await balance(request())
     assert "(unreachable: 1, breaker open: 2)" in caught.value.message
+    assert caught.value.details == {"refusals": {"unreachable": 1, "breaker open": 2}}
 
 
 def test_a_bad_strategy_name_fails_when_built() -> None:

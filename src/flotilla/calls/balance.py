@@ -147,11 +147,13 @@ class Balance:
     async def _none_available(self, endpoints: EndpointSet, refusals: list[str]) -> Exception:
         service = endpoints.service
         if refusals:
-            why = ", ".join(f"{reason}: {count}" for reason, count in Counter(refusals).items())
+            counted = Counter(refusals)
+            why = ", ".join(f"{reason}: {count}" for reason, count in counted.items())
             return Unavailable(
                 f"no instance of service {service!r} took the call: "
                 f"{len(refusals)} tried, none reachable ({why})",
                 never_sent=True,
+                details={"refusals": dict(counted)},  # for a layer above: all breakers open?
             )
         if endpoints.endpoints:
             reasons = sorted({e.reason for e in endpoints.ejected.values()} or {"unhealthy"})
