@@ -160,15 +160,14 @@ class Breaker:
         limit = policy.slow_call_seconds
         slow = limit is not None and now - permit.started > limit
         window = self._window_for(policy)
-        window.record(now, failed=outcome == "failure", slow=slow)
+        calls, failures, slow_calls = window.record(now, failed=outcome == "failure", slow=slow)
         # Even a quick success may trip it: the one that brings the window to min_calls.
-        counts = window.counts(now)
-        if counts.calls < policy.min_calls:
+        if calls < policy.min_calls:
             return
-        if counts.failure_rate >= policy.failure_rate:
-            self._open(policy, now, counts, f"failure rate {counts.failure_rate:.0%}")
-        elif policy.slow_call_seconds is not None and counts.slow_rate >= policy.slow_call_rate:
-            self._open(policy, now, counts, f"slow-call rate {counts.slow_rate:.0%}")
+        if failures / calls >= policy.failure_rate:
+            self._open(policy, now, window.counts(now), f"failure rate {failures / calls:.0%}")
+        elif limit is not None and slow_calls / calls >= policy.slow_call_rate:
+            self._open(policy, now, window.counts(now), f"slow-call rate {slow_calls / calls:.0%}")
 
     def open_time(self, policy: BreakerPolicy, trips: int) -> float:
         """Seconds the ``trips``-th trip in a row keeps the breaker open (jitter included)."""

@@ -16,6 +16,7 @@ so the window is pure and a test drives it with exact numbers.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 __all__ = ["Counts", "SlidingWindow"]
@@ -58,17 +59,23 @@ class SlidingWindow:
         self._totals = [0, 0, 0]
         self._epoch: int | None = None
 
-    def record(self, now: float, *, failed: bool, slow: bool) -> None:
-        """Count one call that ended at ``now``."""
+    def record(self, now: float, *, failed: bool, slow: bool) -> Sequence[int]:
+        """Count one call that ended at ``now``; returns the totals then (calls, failures, slow).
+
+        The totals are the window's own, read-only, and valid until the next call
+        (the breaker reads them on every call: no copy, no second look at the clock).
+        """
         slot = self._slots[self._advance(now) % self._size]
+        totals = self._totals
         slot[0] += 1
-        self._totals[0] += 1
+        totals[0] += 1
         if failed:
             slot[1] += 1
-            self._totals[1] += 1
+            totals[1] += 1
         if slow:
             slot[2] += 1
-            self._totals[2] += 1
+            totals[2] += 1
+        return totals
 
     def counts(self, now: float) -> Counts:
         """The calls still in the window at ``now``."""
