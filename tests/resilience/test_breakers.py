@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from flotilla import codec
+from flotilla import NodeConfig, Service, Timings, codec, rpc
 from flotilla.calls.balance import Balance
 from flotilla.calls.endpoints import EndpointSet
 from flotilla.calls.pipeline import build_stack
@@ -20,6 +20,7 @@ from flotilla.registry import Health, Instance
 from flotilla.resilience.breakers import BREAKER_OPEN, Breakers
 from flotilla.resilience.policy import BreakerPolicy, Policy, uniform
 from flotilla.resilience.signals import SignalKind, Signals
+from flotilla.testing import Cluster
 from flotilla.testing.clock import FakeClock
 
 BREAKER = BreakerPolicy(min_calls=2, failure_rate=0.5, open_base=5.0, jitter=0.0)
@@ -285,3 +286,46 @@ async def test_metrics_only_signals_but_neither_refuses_nor_ejects() -> None:
     assert endpoints.ejected == {}
     assert kinds(signals) == [SignalKind.BREAKER_OPENED]
     assert breakers.snapshot()[0].state == "metrics_only:open"
+
+
+# -- through real nodes --------------------------------------------------------------------------
+
+
+class Flaky(Service, name="flaky"):
+    def __init__(self, failing: bool, served: list[str]) -> None:
+        self.failing = failing
+        self.served = served
+
+    @rpc
+    async def work(self) -> str:
+        self.served.append("bad" if self.failing else "good")
+        if self.failing:
+            raise Internal("this replica is broken")
+        return "done"
+
+
+async def test_through_a_cluster_traffic_leaves_a_replica_that_answers_errors() -> None:
+    # Default thresholds (50 % of at least 5 calls): the bad replica's breaker
+    # opens after its fifth call, and it is ejected from the caller's view.
+    signals = Signals()
+    served: list[str] = []
+    replicas = iter([True, False])
+
+    async with Cluster(
+        NodeConfig(strategy="round_robin", timings=Timings(grace=0.0, drain=2.0)),
+        layers=lambda: {"breaker": Breakers(uniform(), signals)},
+    ) as cluster:
+        await cluster.add(lambda: Flaky(next(replicas), served), replicas=2)
+        failures = 0
+        for _ in range(40):
+            try:
+                await cluster.call("flaky.work")
+            except Internal:
+                failures += 1
+        assert failures == 5
+        assert served.count("bad") == 5
+        assert served[-20:] == ["good"] * 20  # round robin, but the bad one is out
+        endpoints = cluster.client_node.caller.directory.get("flaky")
+        assert endpoints is not None
+        assert [e.reason for e in endpoints.ejected.values()] == [BREAKER_OPEN]
+        assert SignalKind.EJECTED in kinds(signals)
