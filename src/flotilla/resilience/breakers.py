@@ -116,8 +116,10 @@ class Breakers:
             return await call_next(attempt)  # type: ignore[no-any-return]
         guard = self._guards.get(_key(attempt, policy)) or self._guard(attempt, policy)
         guard.mode = policy.state
+        time_left = None
         deadline = attempt.deadline
-        time_left = deadline - time.monotonic() if deadline is not None else None
+        if guard.breaker.state != "closed" and deadline is not None:
+            time_left = deadline - time.monotonic()  # a probe's bound: read only when it may probe
         permit = guard.breaker.admit(policy, time_left)
         if permit is None:
             raise self._refusal(guard, policy)

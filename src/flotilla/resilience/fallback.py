@@ -57,8 +57,8 @@ class _Declared(NamedTuple):
 def fallback(target: str, *, on: Errors = Unavailable) -> Callable[[F], F]:
     """Declare the decorated ``async def`` method as the fallback of the calls its service makes to
     ``target`` (``"service.method"``), run when such a call fails with one of ``on``."""
-    errors = _errors(on, target)
     _split(target)
+    errors = _errors(on, target)
 
     def mark(method: F) -> F:
         _require_async(method)
@@ -88,7 +88,6 @@ class Fallbacks:
         self._any: dict[tuple[str, str], _Declared] = {}
         self._by_caller: dict[tuple[str, str, str], _Declared] = {}
         for target, function in (handlers or {}).items():
-            _split(target)
             name = getattr(function, "__qualname__", repr(function))
             self._any[_split(target)] = _Declared(function, name, _errors(on, target))
 
