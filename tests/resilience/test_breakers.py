@@ -144,6 +144,26 @@ async def test_half_open_after_the_open_time_then_closed_by_probes() -> None:
     assert breakers.snapshot()[0].state == "closed"
 
 
+async def test_half_open_puts_the_endpoint_back_for_its_probes() -> None:
+    # The breaker's fake clock runs ahead of the directory's real one: the
+    # ejection has not run out yet when the breaker goes half-open.
+    breakers, clock, signals = make(BreakerPolicy(min_calls=1, half_open_probes=1, jitter=0.0))
+    endpoints = endpoint_set(2)
+    directory: Any = OneSetDirectory(endpoints)
+    breakers.attach(directory)
+    with pytest.raises(Internal):
+        await breakers(attempt(endpoints, "e0"), fail)
+    assert [e.id for e in endpoints.pick_list()] == ["e1"]
+    await clock.advance(5.0)
+    await breakers(attempt(endpoints, "e0"), ok)  # the probe (offered in panic, say)
+    assert [e.id for e in endpoints.pick_list()] == ["e0", "e1"]
+    assert kinds(signals)[-3:] == [
+        SignalKind.BREAKER_HALF_OPEN,
+        SignalKind.RESTORED,
+        SignalKind.BREAKER_CLOSED,
+    ]
+
+
 async def test_application_answers_and_cancelled_calls_do_not_trip_it() -> None:
     breakers, _, _ = make(BreakerPolicy(min_calls=1, jitter=0.0))
     endpoints = endpoint_set(1)

@@ -220,11 +220,23 @@ class Breakers:
             return
         if change.open_until is not None:
             self._eject(guard, change.open_until - self._clock.monotonic(), BREAKER_OPEN)
-        elif change.old == "open":
-            # The ejection ran out with the open time: the endpoint is back for probes.
-            self._signals.emit(
-                SignalKind.RESTORED, service, endpoint=endpoint_id, detail={"reason": "probing"}
-            )
+        elif change.new == "half_open":
+            self._restore(guard)
+
+    def _restore(self, guard: _Guard) -> None:
+        # The ejection runs out with the open time (one duration, two clocks):
+        # restoring here only matters when the clocks differ (a test's fake one).
+        endpoint_set = self._directory.get(guard.key[0]) if self._directory else None
+        if endpoint_set is not None:
+            current = endpoint_set.ejected.get(guard.endpoint.id)
+            if current is not None and current.reason in (BREAKER_OPEN, FORCED_OPEN):
+                endpoint_set.restore(guard.endpoint)
+        self._signals.emit(
+            SignalKind.RESTORED,
+            guard.key[0],
+            endpoint=guard.endpoint.id,
+            detail={"reason": "probing"},
+        )
 
     def _eject(self, guard: _Guard, seconds: float, reason: str) -> None:
         endpoint_set = self._directory.get(guard.key[0]) if self._directory else None
