@@ -43,6 +43,8 @@ MAX_BODY = 4096
 REQUEST_TIMEOUT = 5.0
 WRITE_TIMEOUT = 5.0
 MAX_CONNECTIONS = 64
+LINGER = 1.0
+MAX_LINGER = 65536
 _READ = 4096
 
 
@@ -76,7 +78,7 @@ class OpsServer:
         self.port = port
         self.request_timeout = request_timeout
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
+        self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
 
     @property
     def address(self) -> str:
@@ -94,13 +96,18 @@ class OpsServer:
         if self._server is None:
             return
         self._server.close()
-        # The handlers' tasks belong to asyncio's server; cancelled and awaited
-        # here, since wait_closed() does not wait for them on Python 3.11.
-        tasks = list(self._connections)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        # The handlers' tasks belong to asyncio's server, which logs a cancelled
+        # one as an error: their connections are closed instead, which ends them
+        # (awaited here, since wait_closed() does not wait for them on 3.11); a
+        # connection whose client reads nothing is cut.
+        for writer in self._connections.values():
+            writer.transport.close()
+        if self._connections:
+            await asyncio.wait(list(self._connections), timeout=LINGER)
+        for writer in self._connections.values():
+            writer.transport.abort()
+        if self._connections:
+            await asyncio.wait(list(self._connections))
         await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -109,13 +116,13 @@ class OpsServer:
         if len(self._connections) >= MAX_CONNECTIONS:
             writer.close()
             return
-        self._connections.add(task)
+        self._connections[task] = writer
         try:
             await self._answer(reader, writer)
         except (ConnectionError, TimeoutError) as exc:
             log.debug("ops client went away: %r", exc)
         finally:
-            self._connections.discard(task)
+            del self._connections[task]
             writer.close()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -134,6 +141,10 @@ class OpsServer:
         head_only = request is not None and request.method == b"HEAD"
         async with asyncio.timeout(WRITE_TIMEOUT):
             await _respond(connection, writer, status, body, head_only=head_only)
+        if request is None:
+            if writer.can_write_eof():
+                writer.write_eof()  # the answer is complete: the client may close now
+            await _linger(reader)
 
     def _route(self, request: h11.Request) -> tuple[int, Any]:
         if request.method not in (b"GET", b"HEAD"):
@@ -195,3 +206,16 @@ async def _respond(
         writer.write(connection.send(h11.Data(data=payload)) or b"")
     writer.write(connection.send(h11.EndOfMessage()) or b"")
     await writer.drain()
+
+
+async def _linger(reader: asyncio.StreamReader) -> None:
+    """Read and drop what a refused client still sends, briefly, before closing.
+
+    Closing a socket with unread input makes the kernel send a reset, which
+    can destroy the error response before the client reads it (what HTTP
+    servers call a lingering close).
+    """
+    dropped = 0
+    async with asyncio.timeout(LINGER):
+        while dropped < MAX_LINGER and (chunk := await reader.read(_READ)):
+            dropped += len(chunk)
