@@ -1,4 +1,4 @@
-"""The [resilience] section: levels merged field by field once, lookups, and refusals at file:line."""
+"""The [resilience] section: levels merged field by field once, lookups, refusals at file:line."""
 
 from __future__ import annotations
 
