@@ -36,4 +36,4 @@ def test_close_stops_following_the_hub() -> None:
 def test_summarize_counts_open_then_half_open() -> None:
     assert summarize(["open", "half_open", "open"]) == "2 open, 1 half_open"
     assert summarize(["half_open"]) == "1 half_open"
-    assert summarize([]) == "-"
+    assert summarize([]) == "closed"

@@ -74,7 +74,8 @@ class BreakerStates:
 
 
 def summarize(states: Iterable[str]) -> str:
-    """``"2 open, 1 half_open"`` for states as :class:`BreakerState` names them; ``"-"``: none."""
+    """``"2 open, 1 half_open"`` for states as :class:`BreakerState` names them; ``"closed"``:
+    none (every breaker closed)."""
     counts = Counter(states)
     parts = [f"{counts[state]} {state}" for state in ("open", "half_open") if counts[state]]
-    return ", ".join(parts) or "-"
+    return ", ".join(parts) or "closed"
