@@ -40,6 +40,7 @@ PUBLIC = [
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
+    "health_check",
     "on_event",
     "rpc",
 ]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from flotilla import Context, Service, rpc
+from flotilla.runtime.system_file import parse_system
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -39,3 +40,16 @@ async def test_the_testing_example_runs_in_the_readmes_words() -> None:
     exec(compile(python_blocks()[0], str(README), "exec"), namespace)  # Catalog and Shop
     exec(compile(block_defining("test_describe"), str(README), "exec"), namespace)
     await namespace["test_describe"]()
+
+
+def test_the_resilience_example_is_a_valid_system_file() -> None:
+    (block,) = [
+        b
+        for b in re.findall(r"```toml\n(.*?)```", README.read_text(), flags=re.S)
+        if "[resilience]" in b
+    ]
+    table = parse_system(block, source="README.md", system_dir=README.parent).resilience
+    assert table("catalog").breaker.failure_rate == 0.3
+    assert table("catalog").breaker.window == 10
+    assert table("catalog", "search").retry.max_attempts == 1
+    assert table("carts").faults.delay_fraction == 0.1

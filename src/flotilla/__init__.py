@@ -36,6 +36,7 @@ from flotilla.errors import (
     Unimplemented,
 )
 from flotilla.headers import Headers, Principal
+from flotilla.health import health_check
 from flotilla.registry import Health, Instance
 from flotilla.registry.base import MethodInfo
 from flotilla.runtime.config import NodeConfig, Timings
@@ -79,6 +80,7 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
+    "health_check",
     "on_event",
     "rpc",
 ]

@@ -43,7 +43,8 @@ class Timings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     grace: _Pause = 0.5
     drain: _Pause = 10.0
     health_timeout: _Seconds | None = None
-    """How long a health check may take; default ``min(1, (ttl - heartbeat) / 2)``."""
+    """How long the default health check (``Service.health``, run every heartbeat) may
+    take; default ``min(1, (ttl - heartbeat) / 2)``."""
 
     def __post_init__(self) -> None:
         # Meta constraints hold for decoded values only; a value built in code
@@ -57,7 +58,8 @@ class Timings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
         if self.health_timeout is not None and not self.health_timeout > 0:
             raise ConfigError("timings.health_timeout must be positive")
         if self.heartbeat + self.check_timeout >= self.ttl:
-            # A beat waits for the health checks: a slow one must not cost the lease.
+            # The default check runs once per heartbeat and its result is published
+            # on the next beat: a check slower than the lease lasts reports too late.
             raise ConfigError("heartbeat + health_timeout must be shorter than the lease ttl")
 
     @property
