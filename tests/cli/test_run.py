@@ -315,3 +315,35 @@ def test_data_dir_option_overrides_the_file(flotilla: Flotilla, tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     assert (data_dir / "secret").is_file()
     assert not (system_dir / ".flotilla").exists()
+
+
+def test_a_policy_for_a_method_the_service_lacks_is_refused_at_its_line(
+    flotilla: Flotilla, tmp_path: Path
+) -> None:
+    flotilla.write_system(tmp_path)
+    path = tmp_path / "flotilla.toml"
+    policies = (
+        "\n[resilience.services.echo.methods.hello]\nretry = { max_attempts = 1 }\n"
+        "\n[resilience.services.echo.methods.helo]\nretry = { max_attempts = 1 }\n"
+    )
+    path.write_text(path.read_text() + policies)
+    line = path.read_text().splitlines().index("[resilience.services.echo.methods.helo]") + 1
+    done = flotilla("check", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"error: {path}:{line}: resilience.services.echo.methods.helo: echo has no @rpc"
+        " method 'helo' (its methods: hello, ping, slow)\n"
+    )
+
+
+def test_a_bad_resilience_value_starts_nothing(flotilla: Flotilla, tmp_path: Path) -> None:
+    flotilla.write_system(tmp_path)
+    path = tmp_path / "flotilla.toml"
+    path.write_text(path.read_text() + "\n[resilience]\nbreaker = { window = 0 }\n")
+    done = flotilla("run", "--no-status", "--for", "5", str(tmp_path))
+    assert done.returncode == 2
+    line = len(path.read_text().splitlines())
+    assert done.stderr.startswith(
+        f"error: {path}:{line}: resilience.breaker.window: window must be positive, not 0"
+    )
+    assert "started" not in done.stderr

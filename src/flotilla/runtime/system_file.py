@@ -217,6 +217,8 @@ def parse_system(
     keys = [["system", "registry"]]
     for name in services:
         keys += [["services", name], *(["services", name, key] for key in ("class", "replicas"))]
+    for name, methods in resilience.methods.items():
+        keys += [["resilience", "services", name, "methods", method] for method in methods]
     return SystemSpec(
         name=parsed.system.name or system_dir.absolute().name,
         data_dir=data_dir,
