@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from flotilla.runtime.ops_http import MAX_BODY, MAX_HEAD, OpsServer
+from flotilla.testing import wait_for
 
 
 def broken() -> tuple[int, Any]:
@@ -152,3 +153,24 @@ async def test_stop_cuts_connections_still_open() -> None:
             await reader.read()
     writer.close()
     await ops.stop()  # idempotent
+
+
+async def test_connections_over_the_limit_are_closed_at_once() -> None:
+    ops = OpsServer(ROUTES, port=0, request_timeout=30, max_connections=2)
+    await ops.start()
+    host, _, port = ops.address.rpartition(":")
+    idle = [await asyncio.open_connection(host, int(port)) for _ in range(2)]
+    try:
+        await wait_for(lambda: len(ops._connections) == 2)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(5):  # closed, not answered, and not after 30 s
+            with contextlib.suppress(ConnectionResetError):
+                assert await reader.read() == b""
+        writer.close()
+        for _, idle_writer in idle:
+            idle_writer.close()
+        await wait_for(lambda: not ops._connections)
+        assert (await get(ops.address, "/healthz"))[0] == 200  # room again
+    finally:
+        await ops.stop()

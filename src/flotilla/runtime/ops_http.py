@@ -72,11 +72,13 @@ class OpsServer:
         host: str = "127.0.0.1",
         port: int = 0,
         request_timeout: float = REQUEST_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.routes = dict(routes)
         self.host = host
         self.port = port
         self.request_timeout = request_timeout
+        self.max_connections = max_connections
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
 
@@ -113,7 +115,7 @@ class OpsServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._connections) >= MAX_CONNECTIONS:
+        if len(self._connections) >= self.max_connections:
             writer.close()
             return
         self._connections[task] = writer
