@@ -161,7 +161,7 @@ async def test_connections_over_the_limit_are_closed_at_once() -> None:
     host, _, port = ops.address.rpartition(":")
     idle = [await asyncio.open_connection(host, int(port)) for _ in range(2)]
     try:
-        await wait_for(lambda: len(ops._connections) == 2)
+        await wait_for(lambda: ops.open_connections == 2)
         reader, writer = await asyncio.open_connection(host, int(port))
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         async with asyncio.timeout(5):  # closed, not answered, and not after 30 s
@@ -170,7 +170,7 @@ async def test_connections_over_the_limit_are_closed_at_once() -> None:
         writer.close()
         for _, idle_writer in idle:
             idle_writer.close()
-        await wait_for(lambda: not ops._connections)
+        await wait_for(lambda: ops.open_connections == 0)
         assert (await get(ops.address, "/healthz"))[0] == 200  # room again
     finally:
         await ops.stop()

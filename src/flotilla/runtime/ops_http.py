@@ -90,6 +90,11 @@ class OpsServer:
         host, port = self._server.sockets[0].getsockname()[:2]
         return f"{host}:{port}"
 
+    @property
+    def open_connections(self) -> int:
+        """Connections being answered now."""
+        return len(self._connections)
+
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEAD)
 
