@@ -132,3 +132,44 @@ async def test_a_node_without_ops_port_opens_none() -> None:
         assert node.ops is None
         assert "ops" not in node.instances[0].metadata
     await registry.aclose()
+
+
+class SlowFirstCheck(Service, name="slow-first"):
+    """Its check answers only once ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    @health_check(interval=1, timeout=5)
+    async def warm(self) -> bool:
+        await self.release.wait()
+        return True
+
+
+async def test_a_starting_node_says_so_and_which_checks_have_no_result_yet() -> None:
+    registry = MemoryRegistry()
+    service = SlowFirstCheck()
+    node = Node(service, config=NodeConfig(timings=TIMINGS, ops_port=0), registry=registry)
+    starting = asyncio.ensure_future(node.start())
+    try:
+        # The default check has answered: the first round runs, the ops port is up.
+        await wait_for(lambda: node.health is not None and node.health.results()[0] is not None)
+        assert node.ops is not None
+        status, body = await get(node.ops.address, "/readyz")
+        assert (status, body) == (
+            503,
+            {
+                "ready": False,
+                "state": "starting",
+                "failing": [{"service": "slow-first", "check": "warm", "reason": "no result yet"}],
+            },
+        )
+        assert await registry.list() == []  # not registered before its first result
+        service.release.set()
+        await starting
+        assert (await get(node.ops.address, "/readyz"))[0] == 200
+    finally:
+        service.release.set()
+        await starting
+        await node.aclose()
+        await registry.aclose()
