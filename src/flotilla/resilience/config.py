@@ -18,7 +18,11 @@ The sub-tables are the fields of :class:`~flotilla.resilience.policy.Policy`
 (``breaker``, ``retry``, ``budget``, ``hedge``, ``bulkhead``, ``faults``,
 ``panic_threshold``).  A service's policy is the policy of calls *to* that
 service (its breakers, the retries of its callers, its bulkhead), so every
-process of the system gets the same table.  The levels::
+process of the system gets the same table.  It lives under ``[resilience]``
+rather than in each ``[services.NAME]`` entry because those entries describe
+processes to run, while a policy is about calls: all of it in one section
+reads as one document, and a service called but not run here stays
+expressible should the check of names ever be relaxed.  The levels::
 
     call   (Request.policy, set for one call: TypedClient.with_policy)
       > method   [resilience.services.S.methods.M]
