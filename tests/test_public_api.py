@@ -42,6 +42,7 @@ PUBLIC = [
     "Unavailable",
     "Unimplemented",
     "fallback",
+    "health_check",
     "on_event",
     "rpc",
 ]

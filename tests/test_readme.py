@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from flotilla import Context, Service, rpc
+from flotilla.runtime.system_file import parse_system
 from flotilla.testing import Cluster
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -48,3 +49,16 @@ async def test_the_fallback_example_answers_when_the_catalog_is_down() -> None:
     async with Cluster() as cluster:
         await cluster.add(namespace["Front"]())  # and no catalog at all
         assert await cluster.call("front.show", id=3) == "item 3 (from cache: unavailable)"
+
+
+def test_the_resilience_example_is_a_valid_system_file() -> None:
+    (block,) = [
+        b
+        for b in re.findall(r"```toml\n(.*?)```", README.read_text(), flags=re.S)
+        if "[resilience]" in b
+    ]
+    table = parse_system(block, source="README.md", system_dir=README.parent).resilience
+    assert table("catalog").breaker.failure_rate == 0.3
+    assert table("catalog").breaker.window == 10
+    assert table("catalog", "search").retry.max_attempts == 1
+    assert table("carts").faults.delay_fraction == 0.1

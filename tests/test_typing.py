@@ -17,6 +17,7 @@ USER_MODULE = """
 from __future__ import annotations
 
 from flotilla import Context, Service, rpc
+from flotilla.resilience.policy import Policy, RetryPolicy
 
 
 class Inventory(Service, name="inventory"):
@@ -42,6 +43,9 @@ class Shop(Service, name="shop"):
         await inventory.stock(sku="x")  # line: wrong-type
         await inventory.stok(sku=5)  # line: misspelt
         await inventory.helper()  # line: not-rpc
+        quick = Policy(retry=RetryPolicy(max_attempts=1))
+        once = ctx.client(Inventory, policy=quick).with_policy(None)
+        reveal_type(await once.stock(sku=5))  # line: revealed-with-policy
         return ok
 """
 
@@ -91,6 +95,12 @@ def test_a_client_method_returns_the_method_result_type(mypy_output: dict[int, l
     assert mypy_output[line_of("revealed-list")] == ['note: Revealed type is "list[str]"']
 
 
+def test_a_client_with_a_policy_keeps_its_typed_methods(
+    mypy_output: dict[int, list[str]],
+) -> None:
+    assert mypy_output[line_of("revealed-with-policy")] == ['note: Revealed type is "int"']
+
+
 def test_a_correct_call_is_clean(mypy_output: dict[int, list[str]]) -> None:
     assert line_of("correct") not in mypy_output
 
@@ -112,5 +122,6 @@ def test_a_name_that_is_no_rpc_method_is_an_error(
 
 def test_nothing_else_is_reported(mypy_output: dict[int, list[str]]) -> None:
     tagged = {line_of(tag) for tag in ("revealed-int", "revealed-list", "wrong-type")}
+    tagged.add(line_of("revealed-with-policy"))
     tagged |= {line_of("misspelt"), line_of("not-rpc")}
     assert set(mypy_output) == tagged

@@ -36,6 +36,7 @@ from flotilla.errors import (
     Unimplemented,
 )
 from flotilla.headers import Headers, Principal
+from flotilla.health import health_check
 from flotilla.registry import Health, Instance
 from flotilla.registry.base import MethodInfo
 from flotilla.resilience.fallback import Fallbacks, fallback
@@ -82,6 +83,7 @@ __all__ = [
     "Unavailable",
     "Unimplemented",
     "fallback",
+    "health_check",
     "on_event",
     "rpc",
 ]

@@ -22,6 +22,7 @@ from flotilla.calls.typed_client import TypedClient
 from flotilla.headers import Headers, Principal
 
 if TYPE_CHECKING:
+    from flotilla.resilience.policy import Policy
     from flotilla.service import MethodSpec, Service
 
 __all__ = ["Context", "Invoker", "new_request_id"]
@@ -65,6 +66,7 @@ class Invoker(Protocol):
         context: Context | None,
         result_type: Any = Any,
         spec: MethodSpec | None = None,
+        policy: Policy | None = None,
     ) -> Any: ...
 
 
@@ -147,9 +149,12 @@ class Context:
         """Call ``"service.method"`` with keyword arguments; await it for the result as builtins."""
         return self._invoker.invoke(target, args, context=self)
 
-    def client(self, service: type[S]) -> TypedClient[S]:
-        """A typed client for ``service``: ``await ctx.client(Catalog).get(id=1)``."""
-        return TypedClient(self._invoker, service, self)
+    def client(self, service: type[S], *, policy: Policy | None = None) -> TypedClient[S]:
+        """A typed client for ``service``: ``await ctx.client(Catalog).get(id=1)``.
+
+        ``policy``: the resilience policy of its calls, over the configured one.
+        """
+        return TypedClient(self._invoker, service, self, policy=policy)
 
     def __repr__(self) -> str:
         return f"Context(service={self.service!r}, request_id={self.request_id!r})"

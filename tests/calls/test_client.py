@@ -26,6 +26,7 @@ from flotilla.calls import endpoints as endpoints_module
 from flotilla.calls.client import Caller, split_target
 from flotilla.calls.endpoints import UNREACHABLE, Directory, EndpointSet
 from flotilla.registry import Health, Instance, MemoryRegistry
+from flotilla.resilience.policy import HedgePolicy, Policy
 from flotilla.runtime.config import NodeConfig, Timings
 from flotilla.runtime.node import Node
 from flotilla.testing import Cluster, wait_for
@@ -105,6 +106,28 @@ async def test_calls_by_name_take_the_published_timeout_and_idempotence() -> Non
             ("back.plain", None, False),
             ("back.meta", 2.5, True),
         ]
+
+
+class PolicyRecorder:
+    """A user layer that records the policy each request carries."""
+
+    def __init__(self) -> None:
+        self.seen: list[Policy | None] = []
+
+    def __call__(self, request: Request, call_next: Handler[Request]) -> Awaitable[Any]:
+        self.seen.append(request.policy)
+        return call_next(request)
+
+
+async def test_a_policy_set_for_a_call_reaches_the_request_and_no_other() -> None:
+    recorder = PolicyRecorder()
+    hedged = Policy(hedge=HedgePolicy(enabled=True, delay=0.05))
+    async with Cluster(layers={"user": recorder}) as cluster:
+        await cluster.add(Back())
+        await cluster.client_node.client(Back, policy=hedged).plain()
+        await cluster.client(Back).plain()
+        await cluster.client_node.caller.invoke("back.plain", {}, context=None, policy=hedged)
+        assert recorder.seen == [hedged, None, hedged]
 
 
 async def test_arguments_that_cannot_travel_fail_before_any_layer_sees_the_call() -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from flotilla import Context, InvalidArgument, Service, rpc
 from flotilla.calls.typed_client import TypedClient
+from flotilla.resilience.policy import Policy, RetryPolicy
 from flotilla.service import MethodSpec
 
 
@@ -44,9 +45,17 @@ class Recorder:
         context: Context | None,
         result_type: Any = Any,
         spec: MethodSpec | None = None,
+        policy: Policy | None = None,
     ) -> Any:
         self.calls.append(
-            {"target": target, "args": args, "context": context, "type": result_type, "spec": spec}
+            {
+                "target": target,
+                "args": args,
+                "context": context,
+                "type": result_type,
+                "spec": spec,
+                "policy": policy,
+            }
         )
         return self.answer
 
@@ -97,3 +106,13 @@ async def test_the_result_type_is_the_method_annotation() -> None:
 def test_a_name_that_is_no_rpc_attribute_is_an_attribute_error(name: str) -> None:
     with pytest.raises(AttributeError, match=rf"Inventory has no @rpc method '{name}'"):
         getattr(client(Recorder()), name)
+
+
+async def test_a_client_with_a_policy_sends_it_with_every_call() -> None:
+    recorder = Recorder()
+    quick = Policy(retry=RetryPolicy(max_attempts=1))
+    plain = client(recorder)
+    await plain.with_policy(quick).item(1)
+    await plain.item(2)  # with_policy made another client; this one has none
+    await TypedClient(recorder, Inventory, None, policy=quick).item(3)
+    assert [call["policy"] for call in recorder.calls] == [quick, None, quick]

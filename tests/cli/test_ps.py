@@ -45,14 +45,17 @@ def test_table_shows_every_instance(flotilla: Flotilla, system: System) -> None:
         "HEALTH",
         "PID",
         "REPLICA",
+        "BREAKERS",
     ]
     instances = {instance.id: instance for instance in system.wait_registered(2)}
     assert sorted(row.split()[1] for row in rows) == sorted(instances)
     for row in rows:
-        service, id, _, _, health, pid, replica = row.split()
+        service, id, _, _, health, pid, replica, breakers = row.split()
         assert (service, health) == ("echo", "healthy")
         metadata = instances[id].metadata
         assert (pid, replica) == (metadata.get("pid", "-"), metadata.get("replica", "-"))
+        assert "ops" in metadata  # flotilla run gives every replica an ops port
+        assert breakers == "closed"  # asked of each replica's ops port
 
 
 def test_an_empty_registry(flotilla: Flotilla, tmp_path: Path) -> None:
@@ -101,8 +104,8 @@ def test_a_row_whose_local_process_is_gone_shows_dead(flotilla: Flotilla, tmp_pa
     done = flotilla("ps", "--data-dir", str(tmp_path))
     assert done.returncode == 0, done.stderr
     cells = {row.split()[1]: row.split() for row in done.stdout.strip().splitlines()[1:]}
-    assert cells["gone"][4:] == ["dead", str(gone.pid), "2"]
-    assert cells["here"][4:] == ["healthy", str(os.getpid()), "-"]
+    assert cells["gone"][4:] == ["dead", str(gone.pid), "2", "-"]  # no ops port: "-"
+    assert cells["here"][4:] == ["healthy", str(os.getpid()), "-", "-"]
     assert cells["remote"][4] == "healthy"
 
 
@@ -146,3 +149,24 @@ async def _register(data_dir: Path, instances: list[Instance]) -> None:
             await registry.register(instance, lease=lease)
     finally:
         await registry.aclose()
+
+
+def test_an_ops_port_that_does_not_answer_shows_a_question_mark(
+    flotilla: Flotilla, tmp_path: Path
+) -> None:
+    (tmp_path / "secret").write_text("s" * 64)
+    rows = [
+        Instance(
+            id="mute",
+            service="echo",
+            address="127.0.0.1:3",
+            health=Health.HEALTHY,
+            metadata={"pid": str(os.getpid()), "ops": "127.0.0.1:1"},  # nothing listens there
+        )
+    ]
+    asyncio.run(_register(tmp_path, rows))
+    done = flotilla("ps", "--data-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    header, line = done.stdout.strip().splitlines()
+    assert header.split()[-1] == "BREAKERS"
+    assert line.split()[-1] == "?"

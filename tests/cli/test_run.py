@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import msgspec
 import pytest
 from rich.console import Console
 
@@ -153,22 +154,30 @@ def test_status_table_joins_instances_with_their_processes() -> None:
         Instance(id="elsewhere", service="other", address="10.0.0.1:1", health=Health.UNKNOWN),
     ]
     out = io.StringIO()
-    table = status_table("system t", processes, instances, exited_pids=frozenset({99}))
+    instances[0] = msgspec.structs.replace(
+        instances[0], metadata={**instances[0].metadata, "ops": "127.0.0.1:5000"}
+    )
+    breakers = {"127.0.0.1:5000": "2 open"}
+    table = status_table(
+        "system t", processes, instances, exited_pids=frozenset({99}), breakers=breakers
+    )
     Console(file=out, width=200).print(table)
     text = out.getvalue()
     assert "system t" in text
     rows = {cells[1]: cells for cells in map(_cells, text.splitlines()) if cells}
-    assert rows["echo-a"] == ["echo", "echo-a", "127.0.0.1:4000", "healthy", "echo.1", "101", "2"]
-    assert rows["echo-b"] == ["echo", "echo-b", "127.0.0.1:4001", "dead", "-", "99", "-"]
-    assert rows["elsewhere"] == ["other", "elsewhere", "10.0.0.1:1", "unknown", "-", "-", "-"]
-    assert rows["-"] == ["echo", "-", "-", "restarting (exit 1)", "echo.2", "-", "5"]
+    assert rows["echo-a"] == [
+        *("echo", "echo-a", "127.0.0.1:4000", "healthy", "echo.1", "101", "2", "2 open")
+    ]
+    assert rows["echo-b"] == ["echo", "echo-b", "127.0.0.1:4001", "dead", "-", "99", "-", "-"]
+    assert rows["elsewhere"] == ["other", "elsewhere", "10.0.0.1:1", "unknown", "-", "-", "-", "-"]
+    assert rows["-"] == ["echo", "-", "-", "restarting (exit 1)", "echo.2", "-", "5", "-"]
     assert len(rows) == 4
 
 
 def _cells(line: str) -> list[str]:
     """The cells of one body row of a rich table (``│ a │ b │``), or [] for other lines."""
     cells = [cell.strip() for cell in line.strip().strip("│").split("│")]
-    return cells if len(cells) == 7 and cells[0] != "SERVICE" else []
+    return cells if len(cells) == 8 and cells[0] != "SERVICE" else []
 
 
 def test_instance_pid_reads_the_metadata_not_the_id() -> None:
@@ -306,3 +315,35 @@ def test_data_dir_option_overrides_the_file(flotilla: Flotilla, tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     assert (data_dir / "secret").is_file()
     assert not (system_dir / ".flotilla").exists()
+
+
+def test_a_policy_for_a_method_the_service_lacks_is_refused_at_its_line(
+    flotilla: Flotilla, tmp_path: Path
+) -> None:
+    flotilla.write_system(tmp_path)
+    path = tmp_path / "flotilla.toml"
+    policies = (
+        "\n[resilience.services.echo.methods.hello]\nretry = { max_attempts = 1 }\n"
+        "\n[resilience.services.echo.methods.helo]\nretry = { max_attempts = 1 }\n"
+    )
+    path.write_text(path.read_text() + policies)
+    line = path.read_text().splitlines().index("[resilience.services.echo.methods.helo]") + 1
+    done = flotilla("check", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"error: {path}:{line}: resilience.services.echo.methods.helo: echo has no @rpc"
+        " method 'helo' (its methods: hello, ping, slow)\n"
+    )
+
+
+def test_a_bad_resilience_value_starts_nothing(flotilla: Flotilla, tmp_path: Path) -> None:
+    flotilla.write_system(tmp_path)
+    path = tmp_path / "flotilla.toml"
+    path.write_text(path.read_text() + "\n[resilience]\nbreaker = { window = 0 }\n")
+    done = flotilla("run", "--no-status", "--for", "5", str(tmp_path))
+    assert done.returncode == 2
+    line = len(path.read_text().splitlines())
+    assert done.stderr.startswith(
+        f"error: {path}:{line}: resilience.breaker.window: window must be positive, not 0"
+    )
+    assert "started" not in done.stderr

@@ -76,9 +76,21 @@ def logged(
     return run
 
 
-def test_a_node_is_caller_services_server_lease_in_that_order() -> None:
+def test_a_node_is_caller_services_health_server_lease_in_that_order() -> None:
     node = Node(Echo([]), config=FAST)
-    assert [part.name for part in node.parts] == ["caller", "services", "server", "lease"]
+    assert [part.name for part in node.parts] == [
+        "caller",
+        "services",
+        "health",
+        "server",
+        "lease",
+    ]
+
+
+def test_the_ops_port_comes_right_after_the_caller() -> None:
+    node = Node(Echo([]), config=FAST.replace(ops_port=0))
+    names = [part.name for part in node.parts]
+    assert names == ["caller", "ops", "services", "health", "server", "lease"]
 
 
 async def test_parts_start_in_order_and_stop_in_reverse(registry: MemoryRegistry) -> None:
@@ -90,15 +102,23 @@ async def test_parts_start_in_order_and_stop_in_reverse(registry: MemoryRegistry
         "caller start",
         "services start",
         "echo on_start",
+        "health start",
         "server start",
         "lease start",
     ]
     assert [i.service for i in await registry.list()] == ["echo"]
     log.clear()
     await node.aclose()
-    assert log == ["lease stop", "server stop", "services stop", "echo on_stop", "caller stop"]
+    assert log == [
+        "lease stop",
+        "server stop",
+        "health stop",
+        "services stop",
+        "echo on_stop",
+        "caller stop",
+    ]
     await node.aclose()  # idempotent: nothing stops twice
-    assert len(log) == 5
+    assert len(log) == 6
 
 
 async def test_an_added_part_starts_last_and_stops_first(registry: MemoryRegistry) -> None:
@@ -125,12 +145,14 @@ async def test_a_failing_start_stops_the_started_parts_in_reverse(
         "caller start",
         "services start",
         "echo on_start",
+        "health start",
         "server start",
         "lease start",
         "broken start failed",
         # The failed part is not stopped (it undid itself); the rest in reverse.
         "lease stop",
         "server stop",
+        "health stop",
         "services stop",
         "echo on_stop",
         "caller stop",

@@ -86,6 +86,16 @@ def test_port_bounds(port: str) -> None:
     assert Settings.from_env({"FLOTILLA_PORT": port, "FLOTILLA_SECRET": "x"}).port == int(port)
 
 
+def test_the_ops_port_is_off_unless_set_and_checked_like_the_port() -> None:
+    base = {"FLOTILLA_SECRET": "x"}
+    assert Settings.from_env(base).node_config().ops_port is None
+    settings = Settings.from_env({**base, "FLOTILLA_OPS_PORT": "0", "FLOTILLA_OPS_HOST": "0.0.0.0"})
+    config = settings.node_config()
+    assert (config.ops_port, config.ops_host) == (0, "0.0.0.0")
+    with pytest.raises(ConfigError, match="FLOTILLA_OPS_PORT='http' is not a port number"):
+        Settings.from_env({**base, "FLOTILLA_OPS_PORT": "http"})
+
+
 def test_settings_are_frozen(tmp_path: Path) -> None:
     settings = Settings.from_env({"FLOTILLA_DATA_DIR": str(tmp_path), "FLOTILLA_SECRET": "x"})
     with pytest.raises(AttributeError):

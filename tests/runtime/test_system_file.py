@@ -195,9 +195,13 @@ def test_call_options_reach_each_service_as_environment(tmp_path: Path) -> None:
     back = spec.call_environment("back")
     assert json.loads(back["FLOTILLA_STRATEGIES"]) == {"carts": "consistent_hash:cart_id"}
     assert float(back["FLOTILLA_DEFAULT_TIMEOUT"]) == 4.0
+    assert front["FLOTILLA_OPS_PORT"] == "0"  # every replica an ops port of its own
+    assert json.loads(front["FLOTILLA_RESILIENCE"])["services"] == {}
     # What a process does with them: the node's configuration.
     settings = Settings.from_env({**front, "FLOTILLA_SECRET": "s", "FLOTILLA_DATA_DIR": "x"})
     config = settings.node_config()
+    assert config.ops_port == 0
+    assert config.resilience == spec.resilience
     assert (config.strategy, config.strategies, config.default_timeout) == (
         "round_robin",
         {"carts": "random"},

@@ -39,7 +39,7 @@ from flotilla.errors import ConfigError, FlotillaError, Internal, InvalidArgumen
 from flotilla.headers import Headers
 from flotilla.registry import Registry
 from flotilla.registry.base import MethodInfo
-from flotilla.resilience.policy import PolicyLookup
+from flotilla.resilience.policy import Policy, PolicyLookup
 from flotilla.resilience.signals import Signals
 from flotilla.service import MethodSpec
 from flotilla.transport.pool import ConnectionPool
@@ -117,8 +117,11 @@ class Caller:
         context: Context | None,
         result_type: Any = Any,
         spec: MethodSpec | None = None,
+        policy: Policy | None = None,
     ) -> Any:
         """Call ``target`` with ``args`` for ``context``; decode the result into ``result_type``.
+
+        ``policy``: the resilience policy of this one call (``Request.policy``).
 
         With no context the call starts a chain of its own: a new request id,
         no caller, no deadline but the method's timeout or the default one.
@@ -136,7 +139,7 @@ class Caller:
         options: MethodSpec | MethodInfo | None = spec
         if options is None:
             headers, options = await self._by_name(service, method, headers)
-        request = Request(service, method, args, headers, payload=payload)
+        request = Request(service, method, args, headers, payload=payload, policy=policy)
         if options is not None:
             request.timeout = options.timeout
             request.idempotent = options.idempotent

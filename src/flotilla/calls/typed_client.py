@@ -3,6 +3,11 @@
 ::
 
     product = await ctx.client(Catalog).get(id=1)   # a Product, not a dict
+    quick = ctx.client(Catalog).with_policy(Policy(retry=RetryPolicy(max_attempts=1)))
+
+A client may carry a resilience policy of its own (``with_policy``, or
+``policy=`` to ``ctx.client``): it is every call's ``Request.policy``, over
+what the system configures for the method.
 
 The client reads the method specs of the service class (its timeout and
 idempotence travel with each call); it never imports anything at run time that
@@ -23,6 +28,7 @@ from flotilla.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from flotilla.context import Context, Invoker
+    from flotilla.resilience.policy import Policy
     from flotilla.service import Service
 
 __all__ = ["TypedClient"]
@@ -38,11 +44,23 @@ class TypedClient(Generic[S]):
     (a helper, ``on_start``) raises :class:`AttributeError`.
     """
 
-    def __init__(self, invoker: Invoker, service: type[S], context: Context | None) -> None:
+    def __init__(
+        self,
+        invoker: Invoker,
+        service: type[S],
+        context: Context | None,
+        *,
+        policy: Policy | None = None,
+    ) -> None:
         self._invoker = invoker
         self._service = service
         self._context = context
+        self._policy = policy
         self._by_attribute = {spec.attribute: spec for spec in service.methods().values()}
+
+    def with_policy(self, policy: Policy | None) -> TypedClient[S]:
+        """The same client, its calls made under ``policy`` (None: the configured one)."""
+        return TypedClient(self._invoker, self._service, self._context, policy=policy)
 
     def __getattr__(self, attribute: str) -> Callable[..., Awaitable[Any]]:
         spec = self._by_attribute.get(attribute)
@@ -59,7 +77,12 @@ class TypedClient(Generic[S]):
                     raise InvalidArgument(f"{target} got multiple values for argument {name!r}")
                 kwargs[name] = value
             return await self._invoker.invoke(
-                target, kwargs, context=self._context, result_type=spec.result_type, spec=spec
+                target,
+                kwargs,
+                context=self._context,
+                result_type=spec.result_type,
+                spec=spec,
+                policy=self._policy,
             )
 
         return call

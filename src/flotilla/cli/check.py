@@ -49,7 +49,8 @@ def check_class_command(
         cls = load_service_class(class_)
     except ConfigError as exc:
         fail(exc.message)
-    typer.echo(msgspec.json.encode(ClassReport(name=cls.name)).decode())
+    report = ClassReport(name=cls.name, methods=sorted(cls.methods()))
+    typer.echo(msgspec.json.encode(report).decode())
 
 
 def system_dir_of(path: Path) -> Path:

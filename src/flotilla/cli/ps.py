@@ -9,16 +9,23 @@ from the one of the secret ``ps`` reads shows ``wrong secret``: its handshakes
 fail, so callers never reach it, however healthy it says it is (the usual
 cause is a process started with another ``FLOTILLA_SECRET``).  ``--json``
 prints the registry's rows as they are.
+
+The BREAKERS column asks each node's ops port (``/status``, the address its
+instances publish as ``ops``) which circuit breakers it holds open toward
+others: ``closed`` (none), ``2 open, 1 half_open``, ``?`` when the port does
+not answer within half a second (``ps`` goes on), ``-`` for a node without one.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -32,6 +39,8 @@ from flotilla.cli.status_view import DEAD, instance_pid
 from flotilla.codec import to_builtins
 from flotilla.registry import Instance
 from flotilla.runtime.node import secret_id
+from flotilla.runtime.ops_client import breaker_summaries
+from flotilla.runtime.serve import run_loop
 
 __all__ = ["WRONG_SECRET", "instances_table", "known_dead", "ps_command", "shown_health"]
 
@@ -50,18 +59,40 @@ def ps_command(
     if as_json:
         typer.echo(pretty_json([to_builtins(instance) for instance in instances]))
     elif instances:
-        Console().print(instances_table(instances, secret_id=secret_id(settings.secret)))
+        breakers = run_loop(breaker_summaries(instances))
+        table = instances_table(instances, secret_id=secret_id(settings.secret), breakers=breakers)
+        _console_for(table).print(table)
     else:
         typer.echo("no live instances", err=True)
 
 
-def instances_table(instances: list[Instance], *, secret_id: str | None = None) -> Table:
-    """One row per instance: service, id, address, version, health, pid, replica.
+def _console_for(table: Table) -> Console:
+    """A console as wide as the table when the output is no terminal (a pipe, a file):
+    nothing there gets cut to 80 columns."""
+    console = Console()
+    if console.is_terminal:
+        return console
+    needed = Measurement.get(console, console.options.update_width(1000), table).maximum
+    return Console(width=max(console.width, needed))
+
+
+def instances_table(
+    instances: list[Instance],
+    *,
+    secret_id: str | None = None,
+    breakers: Mapping[str, str] | None = None,
+) -> Table:
+    """One row per instance: service, id, address, version, health, pid, replica, breakers.
 
     With ``secret_id`` (of the reader's cluster secret), an instance published
-    under another one shows :data:`WRONG_SECRET` as its health.
+    under another one shows :data:`WRONG_SECRET` as its health.  ``breakers``
+    maps an ops address to what its node's breakers column says.
     """
-    table = Table("SERVICE", "INSTANCE", "ADDRESS", "VERSION", "HEALTH", "PID", "REPLICA", box=None)
+    table = Table(
+        "SERVICE", "INSTANCE", "ADDRESS", "VERSION", "HEALTH", "PID", "REPLICA", "BREAKERS",
+        box=None,
+    )  # fmt: skip
+    breakers = breakers or {}
     for instance in instances:
         health = shown_health(instance, secret_id)
         # Text, not markup: an id or an address ("[::1]:80") may hold brackets.
@@ -73,6 +104,7 @@ def instances_table(instances: list[Instance], *, secret_id: str | None = None) 
             Text(health, style=HEALTH_STYLE.get(health, "")),
             Text(instance.metadata.get("pid", "-")),
             Text(instance.metadata.get("replica", "-")),
+            Text(breakers.get(instance.metadata.get("ops", ""), "-")),
         )
     return table
 

@@ -4,12 +4,17 @@ An instance is joined to its process by the ``pid`` its node puts in the
 instance's metadata.  A killed replica's row stays in the registry until its
 lease runs out, but the supervisor knows at once that the process exited: the
 row is shown ``dead`` from that moment, not ``healthy`` with its old pid.
+
+The BREAKERS column is what each replica's ops port says of the circuit
+breakers it holds toward others (as in ``flotilla ps``): ``closed``, ``2 open``,
+``?`` when the port did not answer this refresh.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
 from rich.console import Console
 from rich.live import Live
@@ -18,6 +23,7 @@ from rich.text import Text
 
 from flotilla.cli.common import HEALTH_STYLE
 from flotilla.registry import Instance, open_registry
+from flotilla.runtime.ops_client import breaker_summaries
 from flotilla.runtime.replica import ProcessState, ProcessStatus
 from flotilla.runtime.supervisor import Supervisor
 
@@ -27,6 +33,9 @@ DEAD = "dead"
 """What the health column says of an instance whose process is known to have exited."""
 
 log = logging.getLogger("flotilla.cli")
+
+# Each refresh asks every ops port: short, so one stuck node does not stall the table.
+_OPS_TIMEOUT = 0.3
 
 _STATE_STYLE = {
     ProcessState.STARTING: "cyan",
@@ -57,8 +66,14 @@ async def show_status(
                 except Exception as exc:  # a busy registry file: show it, try again
                     problem = f"registry: {exc}"
                     instances = []
+                breakers = await breaker_summaries(instances, timeout=_OPS_TIMEOUT)
                 table = status_table(
-                    title, supervisor.status(), instances, problem, supervisor.exited_pids()
+                    title,
+                    supervisor.status(),
+                    instances,
+                    problem,
+                    supervisor.exited_pids(),
+                    breakers=breakers,
                 )
                 live.update(table)
                 await asyncio.sleep(interval)
@@ -72,14 +87,19 @@ def status_table(
     instances: list[Instance],
     problem: str = "",
     exited_pids: frozenset[int] = frozenset(),
+    *,
+    breakers: Mapping[str, str] | None = None,
 ) -> Table:
     """One row per registered instance, then one per process not (yet) registered.
 
-    An instance whose pid is in ``exited_pids`` is shown ``dead``.
+    An instance whose pid is in ``exited_pids`` is shown ``dead``.  ``breakers``
+    maps an ops address to what the BREAKERS column says of its node.
     """
     table = Table(
-        "SERVICE", "INSTANCE", "ADDRESS", "HEALTH", "PROCESS", "PID", "RESTARTS", title=title
-    )
+        "SERVICE", "INSTANCE", "ADDRESS", "HEALTH", "PROCESS", "PID", "RESTARTS", "BREAKERS",
+        title=title,
+    )  # fmt: skip
+    breakers = breakers or {}
     by_pid = {process.pid: process for process in processes if process.pid is not None}
     shown: set[str] = set()
     for instance in instances:
@@ -96,6 +116,7 @@ def status_table(
             process.name if process else "-",
             str(pid) if pid is not None else "-",
             str(process.restarts) if process else "-",
+            Text(breakers.get(instance.metadata.get("ops", ""), "-")),
         )
     for process in processes:
         if process.name not in shown:
@@ -123,4 +144,5 @@ def _process_row(process: ProcessStatus) -> tuple[str | Text, ...]:
         process.name,
         str(process.pid) if process.pid is not None else "-",
         str(process.restarts),
+        "-",
     )

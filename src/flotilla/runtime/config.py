@@ -20,6 +20,7 @@ import msgspec
 from flotilla.balancing import DEFAULT_STRATEGY, resolve_strategy
 from flotilla.calls.deadline import DEFAULT_TIMEOUT
 from flotilla.errors import ConfigError
+from flotilla.resilience.config import PolicyTable
 
 __all__ = ["NodeConfig", "Timings"]
 
@@ -42,7 +43,8 @@ class Timings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     grace: _Pause = 0.5
     drain: _Pause = 10.0
     health_timeout: _Seconds | None = None
-    """How long a health check may take; default ``min(1, (ttl - heartbeat) / 2)``."""
+    """How long the default health check (``Service.health``, run every heartbeat) may
+    take; default ``min(1, (ttl - heartbeat) / 2)``."""
 
     def __post_init__(self) -> None:
         # Meta constraints hold for decoded values only; a value built in code
@@ -56,7 +58,8 @@ class Timings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
         if self.health_timeout is not None and not self.health_timeout > 0:
             raise ConfigError("timings.health_timeout must be positive")
         if self.heartbeat + self.check_timeout >= self.ttl:
-            # A beat waits for the health checks: a slow one must not cost the lease.
+            # The default check runs once per heartbeat and its result is published
+            # on the next beat: a check slower than the lease lasts reports too late.
             raise ConfigError("heartbeat + health_timeout must be shorter than the lease ttl")
 
     @property
@@ -88,10 +91,17 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     timings: Timings = msgspec.field(default_factory=Timings)
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
     """Labels every instance of the node publishes."""
+    ops_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] | None = None
+    """The ops HTTP port (``/healthz``, ``/readyz``, ``/status``); 0: any free port; None: off."""
+    ops_host: str | None = None
+    """Where the ops port binds (default: ``host``); ``0.0.0.0`` for probes from outside."""
+    resilience: PolicyTable = msgspec.field(default_factory=PolicyTable)
+    """The resilience policies of calls, by called service and method (``[resilience]``)."""
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port {self.port} is not a port number")
+        for name, port in (("port", self.port), ("ops_port", self.ops_port)):
+            if port is not None and not 0 <= port <= 65535:
+                raise ConfigError(f"{name} {port} is not a port number")
         if not self.default_timeout > 0:
             raise ConfigError("default_timeout must be positive")
         for spec in (self.strategy, *self.strategies.values()):

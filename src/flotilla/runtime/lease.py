@@ -16,9 +16,12 @@ finds its lease expired: a registration lost behind the node's back (a long
 pause, a deleted registry file) heals within a beat instead of leaving a
 healthy node invisible until it restarts.
 
-A health check that raises counts as every instance ``UNHEALTHY``: a node
-that cannot tell whether it is well should not be picked, and the lease is
-still renewed, so a broken check never costs the registration itself.
+``health`` says each instance's health at each beat; a node passes the
+health part's last results (:mod:`flotilla.runtime.health`), so a beat never
+waits for a check to run.  A ``health`` that raises counts as every instance
+``UNHEALTHY``: a node that cannot tell whether it is well should not be
+picked, and the lease is still renewed, so a broken check never costs the
+registration itself.
 """
 
 from __future__ import annotations

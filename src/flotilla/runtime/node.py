@@ -10,10 +10,21 @@
 A node is a list of parts (:mod:`flotilla.runtime.parts`), started in order and
 stopped in reverse, once, by :meth:`Node.aclose` (idempotent)::
 
-    start:  caller -> services' on_start -> listen -> register under a lease, keep it
+    start:  caller -> ops port (if configured) -> services' on_start
+            -> health checks (a first round) -> listen -> register under a lease, keep it
     stop:   deregister -> keep serving for the grace period (callers' views catch up)
             -> refuse new calls, finish in-flight ones (bounded) -> close connections
-            -> services' on_stop -> close the caller, then the registry if the node opened it
+            -> stop the health checks -> services' on_stop -> close the ops port
+            -> close the caller, then the registry if the node opened it
+
+The ops port opens early and closes late so that probes see the whole life:
+``/readyz`` says ``starting``, then ready, then ``stopping`` through the drain.
+The node's :class:`~flotilla.resilience.signals.Signals` hub (``node.signals``)
+is where its resilience layers report; ``node.breakers`` follows it.
+
+Its :attr:`Node.state`::
+
+    starting --every part started--> running --stop()/aclose()--> stopping --> stopped
 
 A node with no services is a pure client (what ``flotilla call`` uses).
 """
@@ -39,9 +50,15 @@ from flotilla.context import Context
 from flotilla.headers import Headers
 from flotilla.registry import Health, Instance, Registry, open_registry
 from flotilla.resilience.fallback import Fallbacks
+from flotilla.resilience.policy import Policy, PolicyLookup
+from flotilla.resilience.signals import Signals
+from flotilla.resilience.states import BreakerStates
 from flotilla.runtime.config import NodeConfig, Timings
 from flotilla.runtime.dispatcher import Dispatcher, Incoming
+from flotilla.runtime.health import HealthMonitor
 from flotilla.runtime.lease import LeaseKeeper
+from flotilla.runtime.ops_http import OpsServer
+from flotilla.runtime.ops_routes import ops_routes
 from flotilla.runtime.parts import CallerPart, Part, ServerPart, ServicesPart
 from flotilla.service import Service
 from flotilla.transport.server import Server
@@ -92,7 +109,12 @@ class Node:
         self._owns_registry = registry is None
         self.registry = registry or open_registry(config.registry, clock=clock)
         self.secret = config.secret if config.secret is not None else secrets.token_bytes(32)
-        fallbacks = Fallbacks.of_services(services)
+        self.signals = Signals()
+        """Where this node's resilience layers report what they did."""
+        self.breakers = BreakerStates(self.signals)
+        self.policies: PolicyLookup = config.resilience
+        """The resilience policy of each called service and method."""
+        fallbacks = Fallbacks.of_services(services, signals=self.signals)
         if fallbacks and "fallback" not in (layers or {}):
             # What the hosted services declare with @fallback, unless the caller brings its own.
             layers = {**(layers or {}), "fallback": fallbacks}
@@ -103,9 +125,17 @@ class Node:
             strategies=config.strategies,
             default_timeout=config.default_timeout,
             layers=layers,
+            policies=self.policies,
+            signals=self.signals,
         )
         self.parts: list[Part] = [CallerPart(self.caller)]
+        self.ops: OpsServer | None = None
+        if config.ops_port is not None:
+            host = config.ops_host or config.host
+            self.ops = OpsServer(ops_routes(self), host=host, port=config.ops_port)
+            self.parts.append(self.ops)
         self.server: Server | None = None
+        self.health: HealthMonitor | None = None
         self._lease: LeaseKeeper | None = None
         if services:
             self.parts += self._hosting_parts(server_layers)
@@ -119,8 +149,14 @@ class Node:
     def _hosting_parts(
         self, server_layers: Mapping[str, Middleware[Incoming]] | None
     ) -> list[Part]:
-        """The parts of a node that hosts services: hooks, server, lease."""
+        """The parts of a node that hosts services: hooks, health checks, server, lease."""
         config, timings = self.config, self.timings
+        self.health = HealthMonitor(
+            self.services,
+            interval=timings.heartbeat,
+            timeout=timings.check_timeout,
+            clock=self.clock,
+        )
         self.server = Server(
             Dispatcher(list(self.services), self.caller, server_layers),
             secret=self.secret,
@@ -133,10 +169,10 @@ class Node:
             self._describe,
             ttl=timings.ttl,
             interval=timings.heartbeat,
-            health=self._health,
+            health=self.health.healths,
             clock=self.clock,
         )
-        return [ServicesPart(self.services), self._server_part, self._lease]
+        return [ServicesPart(self.services), self.health, self._server_part, self._lease]
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -221,6 +257,15 @@ class Node:
         await self.aclose()
 
     @property
+    def state(self) -> str:
+        """``starting``, ``running``, ``stopping`` or ``stopped`` (see the module docstring)."""
+        if self._stopped.is_set():
+            return "stopped"
+        if self._teardown is not None:
+            return "stopping"
+        return "running" if len(self._started) == len(self.parts) else "starting"
+
+    @property
     def address(self) -> str:
         """``host:port`` where this node's services are reached (once started)."""
         if self.server is None:
@@ -241,9 +286,12 @@ class Node:
         """``await node.call("greeter.hello", name="Ada")`` with a fresh root context."""
         return self.caller.invoke(target, args, context=None)
 
-    def client(self, service: type[S]) -> TypedClient[S]:
-        """A typed client for ``service`` under a fresh root context."""
-        return TypedClient(self.caller, service, self.context())
+    def client(self, service: type[S], *, policy: Policy | None = None) -> TypedClient[S]:
+        """A typed client for ``service`` under a fresh root context.
+
+        ``policy``: the resilience policy of its calls, over the configured one.
+        """
+        return TypedClient(self.caller, service, self.context(), policy=policy)
 
     # -- registration ---------------------------------------------------------------------
 
@@ -254,29 +302,19 @@ class Node:
             "pid": str(os.getpid()),
             "secret_id": secret_id(self.secret),
         }
+        if self.ops is not None:
+            host, _, port = self.ops.address.rpartition(":")
+            metadata["ops"] = f"{self.config.advertise or host}:{port}"
         self.instances = [
             Instance(
                 id=f"{service.name}-{secrets.token_hex(4)}",
                 service=service.name,
                 address=self.address,
                 version=service.version,
-                health=Health.HEALTHY,
+                health=self.health.health(service.name) if self.health else Health.UNKNOWN,
                 metadata=metadata,
                 methods=service.method_table(),
             )
             for service in self.services
         ]
         return self.instances
-
-    async def _health(self) -> list[Health]:
-        # All checks at once: the beat waits for the slowest, not for the sum.
-        return list(await asyncio.gather(*(self._check(service) for service in self.services)))
-
-    async def _check(self, service: Service) -> Health:
-        try:
-            async with asyncio.timeout(self.timings.check_timeout):
-                healthy = await service.health()
-        except Exception as exc:
-            log.warning("health check of %s failed: %r", service.name, exc)
-            return Health.UNHEALTHY
-        return Health.HEALTHY if healthy else Health.UNHEALTHY

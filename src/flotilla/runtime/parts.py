@@ -2,20 +2,24 @@
 
 ::
 
-    caller  -> services -> server -> lease            start, in this order
-    caller  <- services <- server <- lease            stop, in reverse
+    caller -> [ops] -> services -> health -> server -> lease     start, in this order
+    caller <- [ops] <- services <- health <- server <- lease     stop, in reverse
 
 * ``caller``: the client side (local view of the registry, connections); first
   up so that ``on_start`` hooks may call other services, last down so that
   calls still running during the drain can finish theirs.
+* ``ops``: the ops HTTP port (:mod:`flotilla.runtime.ops_http`), when configured;
+  up early and down late, so probes see the node start, serve and drain.
 * ``services``: the services' ``on_start`` / ``on_stop`` hooks.
+* ``health``: runs the services' health checks (:mod:`flotilla.runtime.health`);
+  a first round before the server listens, so registration carries results.
 * ``server``: listens; on stop keeps serving for the grace period (callers'
   views drop this node meanwhile), then refuses new calls and drains.
 * ``lease``: registers the instances under a lease and keeps it; on stop
   deregisters first, so callers stop choosing the node before it stops serving.
 
-Later floors add parts (event consumers, the outbox relay, the ops HTTP port)
-by implementing :class:`Part`.
+Later floors add parts (event consumers, the outbox relay) by implementing
+:class:`Part`.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ every replica exit and be restarted forever.
   service's, so a difference would show one system under two sets of names.
   A class without ``name=`` is named after itself (``OrderBook`` ->
   ``order_book``), and the same rule applies;
+- each method named in ``[resilience.services.NAME.methods.METHOD]`` is an
+  ``@rpc`` method of the service (a misspelt one would silently get the
+  service's policy);
 - the registry URL has a known scheme (nothing is opened or created).
 
 Each class is imported in a short subprocess (``flotilla check-class``) with
@@ -48,6 +51,8 @@ class ClassReport(msgspec.Struct, frozen=True, kw_only=True):
 
     name: str
     """The service's name (``Service.name``)."""
+    methods: list[str] = msgspec.field(default_factory=list)
+    """The wire names of its ``@rpc`` methods."""
 
 
 def service_environment(
@@ -136,6 +141,16 @@ async def _check_service(
             f"[services.{name}]; name the entry [services.{report.name}] "
             f"(or give the class name={name!r})"
         )
+    return _check_policy_methods(spec, name, report.methods)
+
+
+def _check_policy_methods(spec: SystemSpec, name: str, methods: list[str]) -> str | None:
+    """A method policy for a method the service does not have, at its line."""
+    for method in spec.resilience.methods.get(name, {}):
+        if method not in methods:
+            where = spec.where(f"resilience.services.{name}.methods.{method}")
+            known = ", ".join(methods) or "none"
+            return f"{where}: {name} has no @rpc method {method!r} (its methods: {known})"
     return None
 
 

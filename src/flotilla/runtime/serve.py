@@ -102,7 +102,8 @@ async def serve(services: list[Service], settings: Settings, *, parent: int | No
     try:
         await node.start()
         names = ", ".join(instance.id for instance in node.instances)
-        log.info("serving %s on %s", names, node.address)
+        ops = f" (ops port {node.ops.address})" if node.ops is not None else ""
+        log.info("serving %s on %s%s", names, node.address, ops)
         await node.wait_stopped()
         log.info("stopped %s", names)
     finally:

@@ -13,7 +13,13 @@ itself.  With none set, a process uses the embedded mode: a data directory
 - ``FLOTILLA_ADVERTISE``: the host others reach this process at (default: the bound host);
 - ``FLOTILLA_STRATEGY``, ``FLOTILLA_STRATEGIES`` (a JSON object, called service -> strategy),
   ``FLOTILLA_DEFAULT_TIMEOUT`` (seconds): how this process balances and times its calls
-  (``flotilla run`` sets them from the system file).
+  (``flotilla run`` sets them from the system file);
+- ``FLOTILLA_RESILIENCE``: the resilience policies, a
+  :class:`~flotilla.resilience.config.PolicyTable` as JSON (``flotilla run`` sets it
+  from the ``[resilience]`` section);
+- ``FLOTILLA_OPS_PORT``: the ops HTTP port (``/healthz``, ``/readyz``, ``/status``),
+  0 for any free one (``flotilla run`` sets 0); unset: no ops port.
+  ``FLOTILLA_OPS_HOST``: where it binds (default: ``FLOTILLA_HOST``).
 
 The data directory holds the cluster secret: it is made ``0700`` and the files
 Flotilla writes there ``0600``, whatever the umask, since anybody who can
@@ -33,6 +39,7 @@ import msgspec
 from flotilla.balancing import DEFAULT_STRATEGY
 from flotilla.calls.deadline import DEFAULT_TIMEOUT
 from flotilla.errors import ConfigError
+from flotilla.resilience.config import PolicyTable
 from flotilla.resolve import default_registry_url
 from flotilla.runtime.config import NodeConfig
 
@@ -54,6 +61,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     strategy: str = DEFAULT_STRATEGY
     strategies: dict[str, str] = msgspec.field(default_factory=dict)
     default_timeout: float = DEFAULT_TIMEOUT
+    resilience: PolicyTable = msgspec.field(default_factory=PolicyTable)
+    ops_port: int | None = None
+    ops_host: str | None = None
 
     def node_config(self, metadata: Mapping[str, str] | None = None) -> NodeConfig:
         """The configuration of a node run with these settings."""
@@ -67,6 +77,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             strategies=self.strategies,
             default_timeout=self.default_timeout,
             metadata=dict(metadata or {}),
+            resilience=self.resilience,
+            ops_port=self.ops_port,
+            ops_host=self.ops_host,
         )
 
     @classmethod
@@ -77,15 +90,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         registry = env.get("FLOTILLA_REGISTRY") or default_registry_url(data_dir)
         secret_text = env.get("FLOTILLA_SECRET")
         secret = secret_text.encode() if secret_text else load_secret(data_dir)
-        port_text = env.get("FLOTILLA_PORT") or "0"
-        if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
-            raise ConfigError(f"FLOTILLA_PORT={port_text!r} is not a port number")
         return cls(
             data_dir=data_dir,
             registry=registry,
             secret=secret,
             host=env.get("FLOTILLA_HOST") or "127.0.0.1",
-            port=int(port_text),
+            port=_port(env, "FLOTILLA_PORT") or 0,
             advertise=env.get("FLOTILLA_ADVERTISE") or None,
             strategy=env.get("FLOTILLA_STRATEGY") or DEFAULT_STRATEGY,
             strategies=_json_env(env, "FLOTILLA_STRATEGIES", dict[str, str], {}),
@@ -95,7 +105,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 Annotated[float, msgspec.Meta(gt=0)],
                 DEFAULT_TIMEOUT,
             ),
+            resilience=_json_env(env, "FLOTILLA_RESILIENCE", PolicyTable, PolicyTable()),
+            ops_port=_port(env, "FLOTILLA_OPS_PORT"),
+            ops_host=env.get("FLOTILLA_OPS_HOST") or None,
         )
+
+
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    """The port number in variable ``name`` (None when unset)."""
+    text = env.get(name)
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit()) or int(text) > 65535:
+        raise ConfigError(f"{name}={text!r} is not a port number")
+    return int(text)
 
 
 def _json_env(env: Mapping[str, str], name: str, type_: Any, default: T) -> T:
@@ -107,6 +130,8 @@ def _json_env(env: Mapping[str, str], name: str, type_: Any, default: T) -> T:
         return cast(T, msgspec.json.decode(text, type=type_))
     except msgspec.DecodeError as exc:
         raise ConfigError(f"{name}={text!r} is not usable: {exc}") from None
+    except ConfigError as exc:  # a value's own check (a policy's threshold, say)
+        raise ConfigError(f"{name} is not usable: {exc.message}") from None
 
 
 def load_secret(data_dir: Path) -> bytes:

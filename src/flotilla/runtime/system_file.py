@@ -18,6 +18,11 @@
     env = { GREETING = "Hello" }    # optional extra environment, strings
     # strategy, strategies, default_timeout: this service's own calls, over the system's
 
+    [resilience]                    # optional: policies of calls (flotilla.resilience.config)
+    breaker = { failure_rate = 0.5 }
+    [resilience.services.greeter]   # calls to greeter, over the system's; .methods.NAME below
+    retry = { max_attempts = 2 }
+
 ``replicas`` is at most :data:`MAX_REPLICAS` (64): processes on one machine,
 each an interpreter of its own; a larger number is a typo far more often than
 a plan, and the supervisor holds state per replica.
@@ -48,6 +53,7 @@ import msgspec
 from flotilla.balancing import DEFAULT_STRATEGY, resolve_strategy
 from flotilla.calls.deadline import DEFAULT_TIMEOUT
 from flotilla.errors import ConfigError
+from flotilla.resilience.config import PolicyTable, policy_table
 from flotilla.resolve import anchor_sqlite, default_registry_url
 
 __all__ = [
@@ -115,6 +121,8 @@ class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
     """How calls are balanced, unless ``strategies`` names the called service."""
     strategies: dict[str, str] = msgspec.field(default_factory=dict)
     default_timeout: float = DEFAULT_TIMEOUT
+    resilience: PolicyTable = msgspec.field(default_factory=PolicyTable)
+    """The ``[resilience]`` section, every level merged."""
 
     def call_environment(self, entry: str) -> dict[str, str]:
         """The ``FLOTILLA_*`` variables that tell a process of ``entry`` how to call others
@@ -125,6 +133,9 @@ class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
             "FLOTILLA_STRATEGY": service.strategy or self.strategy,
             "FLOTILLA_STRATEGIES": msgspec.json.encode(strategies).decode(),
             "FLOTILLA_DEFAULT_TIMEOUT": repr(service.default_timeout or self.default_timeout),
+            "FLOTILLA_RESILIENCE": msgspec.json.encode(self.resilience).decode(),
+            # Each replica an ops port of its own; `flotilla ps` finds it in the registry.
+            "FLOTILLA_OPS_PORT": "0",
         }
 
     def where(self, key: str) -> str:
@@ -146,6 +157,8 @@ class _File(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     # Each entry is checked on its own: msgspec does not name the dict key in
     # its error paths (``$.services[...]``), and the message must name it.
     services: dict[str, Any] = msgspec.field(default_factory=dict)
+    resilience: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Checked by :func:`flotilla.resilience.config.policy_table`, at its lines."""
 
 
 def load_system_file(path: str | Path, *, data_dir: Path | None = None) -> SystemSpec:
@@ -195,10 +208,17 @@ def parse_system(
     else:
         data_dir = (system_dir / Path(parsed.system.data_dir).expanduser()).absolute()
     registry = parsed.system.registry or default_registry_url(data_dir)
+    resilience = policy_table(
+        parsed.resilience,
+        services=services,
+        error=lambda path, reason: _error(text, source, path, reason),
+    )
     lines = text.splitlines()
     keys = [["system", "registry"]]
     for name in services:
         keys += [["services", name], *(["services", name, key] for key in ("class", "replicas"))]
+    for name, methods in resilience.methods.items():
+        keys += [["resilience", "services", name, "methods", method] for method in methods]
     return SystemSpec(
         name=parsed.system.name or system_dir.absolute().name,
         data_dir=data_dir,
@@ -209,6 +229,7 @@ def parse_system(
         strategy=parsed.system.strategy,
         strategies=parsed.system.strategies,
         default_timeout=parsed.system.default_timeout,
+        resilience=resilience,
     )
 
 

@@ -40,6 +40,9 @@ class FakeClock:
 
     async def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``, waking every sleeper due on the way, in order."""
+        # Tasks started just before (a part's loop) first reach their sleep:
+        # time must not move past a sleeper that was about to register.
+        await _settle()
         target = self._now + seconds
         while self._sleepers and self._sleepers[0][0] <= target:
             wake_at, _, future = heapq.heappop(self._sleepers)
