@@ -2,7 +2,8 @@
 
     python bench/_replica.py --registry sqlite:///tmp/x/registry.db --secret HEX --index 0 \
         [--service-time 0.002] [--workers 4] [--chain] \
-        [--faults '{"error_fraction": 1.0}'] [--faults-service leaf] [--armed]
+        [--faults '{"error_fraction": 1.0}'] [--faults-service leaf] [--armed] \
+        [--policy '{"bulkhead": {"max_concurrent": 4}}']
 
 It hosts ``bench.work`` (idempotent; sleeps ``--service-time``, holding one of
 ``--workers`` slots when given: a replica's capacity is then ``workers /
@@ -13,6 +14,8 @@ Misbehaviour is a :class:`~flotilla.resilience.policy.FaultPolicy` (JSON
 fields) applied to ``--faults-service``'s calls, from the start with
 ``--armed``, else from the first SIGUSR1 (so a phase can begin healthy).
 Where the faults are applied is the one seam :class:`Injector` hides.
+``--policy`` is the system level of the node's ``[resilience]`` table (its
+bulkhead, and the retries of the calls ``front`` and ``middle`` make).
 
 Protocol with the driver, one JSON line per message on stdout:
 
@@ -40,7 +43,8 @@ import msgspec
 from flotilla import Context, Node, NodeConfig, Service, rpc
 from flotilla.calls.pipeline import Handler
 from flotilla.errors import error_for_code
-from flotilla.resilience.policy import FaultPolicy
+from flotilla.resilience.config import PolicyTable
+from flotilla.resilience.policy import FaultPolicy, Policy
 from flotilla.runtime.dispatcher import Incoming
 from flotilla.runtime.serve import run_loop
 
@@ -153,7 +157,12 @@ async def _serve(args: argparse.Namespace) -> None:
     tally = Tally()
     faults = msgspec.json.decode(args.faults, type=FaultPolicy) if args.faults else None
     injector = Injector(faults, args.faults_service, tally) if faults else None
-    config = NodeConfig(registry=args.registry, secret=bytes.fromhex(args.secret))
+    policy = msgspec.json.decode(args.policy, type=Policy) if args.policy else Policy()
+    config = NodeConfig(
+        registry=args.registry,
+        secret=bytes.fromhex(args.secret),
+        resilience=PolicyTable(system=policy),
+    )
     node = Node(*services, config=config, server_layers=_layers(tally, injector))
     loop = asyncio.get_running_loop()
 
@@ -184,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--faults", default=None, help="a FaultPolicy as JSON")
     parser.add_argument("--faults-service", default="bench", help="the service faults hit")
     parser.add_argument("--armed", action="store_true", help="faults from the start")
+    parser.add_argument("--policy", default=None, help="the node's resilience Policy as JSON")
     args = parser.parse_args(argv)
     try:
         run_loop(_serve(args))

@@ -33,7 +33,8 @@ import msgspec
 
 from flotilla import FlotillaError, Node, NodeConfig
 from flotilla.resilience.breakers import Breakers
-from flotilla.resilience.policy import Policy, uniform
+from flotilla.resilience.config import PolicyTable
+from flotilla.resilience.policy import Policy
 from flotilla.resilience.signals import Signal, Signals
 from flotilla.runtime.serve import run_loop
 
@@ -137,14 +138,18 @@ class SignalLog:
 def client_node(args: argparse.Namespace, signals: Signals) -> Node:
     """THE SEAM on the client side: a pure-client node with the resilience layers the case asks.
 
-    Today the breaker layer is built here from ``--policy``; once the node wires
-    every layer itself from ``NodeConfig.resilience``, this passes the policy there.
+    ``--policy`` is the system level of the node's ``[resilience]`` table.  The
+    breaker layer is added here (reporting to ``signals``) until the node wires
+    every layer itself.
     """
     policy = msgspec.json.decode(args.policy, type=Policy) if args.policy else Policy()
     config = NodeConfig(
-        registry=args.registry, secret=bytes.fromhex(args.secret), strategy=args.strategy
+        registry=args.registry,
+        secret=bytes.fromhex(args.secret),
+        strategy=args.strategy,
+        resilience=PolicyTable(system=policy),
     )
-    return Node(config=config, layers={"breaker": Breakers(uniform(policy), signals)})
+    return Node(config=config, layers={"breaker": Breakers(config.resilience, signals)})
 
 
 async def _run(args: argparse.Namespace) -> None:
@@ -152,6 +157,8 @@ async def _run(args: argparse.Namespace) -> None:
     signals.listen(log)
     record, stop = Record(), asyncio.Event()
     async with client_node(args, signals) as node:
+        if node.signals is not signals:
+            node.signals.listen(log)
         # Discovery and the first connection; the call itself may meet a broken replica.
         with contextlib.suppress(FlotillaError):
             await node.call(args.target, n=1)

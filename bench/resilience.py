@@ -25,17 +25,20 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import math
 import os
 import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from _rcluster import Replicas, policy_json, run_load
-from rpc import Children, busy_cpus, source_state
+from rpc import Children, _cpu_sample, busy_cpus, source_state
 
 REPLICAS = 5
 SERVICE_TIME = 0.002  # seconds per bench.work call on a healthy replica
@@ -63,6 +66,8 @@ class Bench:
         self.warmup = warmup
         self.seconds = seconds
         self.rows: list[Row] = []
+        self.figures: dict[str, dict[str, Any]] = {}
+        """Each case's raw results, by case letter (what ``--json`` keeps)."""
 
     def replicas(self, extra: Callable[[int], list[str]] = lambda i: []) -> Replicas:
         return Replicas(self.children, self.workdir, REPLICAS, extra)
@@ -122,6 +127,7 @@ def case_a(bench: Bench) -> None:
         rr = bench.load(replicas, *closed, "--strategy", "round_robin")
     finally:
         replicas.close()
+    bench.figures["a"] = {"healthy": healthy, "p2c": p2c, "round_robin": rr}
     base = healthy["p99_us"]
     case = "a. one replica 50x slower"
     for name, result, target in (("P2C", p2c, 1.5), ("round robin", rr, None)):
@@ -184,12 +190,13 @@ def _share(replicas: Replicas, index: int) -> tuple[int, int]:
     return mine["calls"].get("bench.work", 0), total
 
 
-def case_c(bench: Bench) -> None:
-    """One replica starts answering errors mid-run: how soon its traffic stops."""
-    case = "c. one replica answers errors"
+def _broken_run(bench: Bench, strategy: str) -> tuple[float, float, dict[str, Any], str]:
+    """Replica 0 answers errors from a quarter into the window; then the breakers are switched
+    off on the same replicas.  Returns (first error -> last call it got, -> breaker.opened
+    or NaN, the guarded run, the share of calls it got with the breakers off)."""
     broken = faults(error="internal", error_fraction=1.0)
     replicas = bench.replicas(lambda i: broken if i == 0 else [])
-    closed = ["--concurrency", str(CONCURRENCY)]
+    closed = ["--concurrency", str(CONCURRENCY), "--strategy", strategy]
     try:
         # The breaker's shortest open time (open_base 5 s less 20 % jitter) is
         # longer than the rest of the window: a call after the trip is a leak, not a probe.
@@ -197,38 +204,44 @@ def case_c(bench: Bench) -> None:
             replicas, *closed, action=lambda: replicas.arm(0), action_after=bench.seconds / 4
         )
         stats = replicas.stats()[0]
-        assert stats is not None
-        # The same broken replica, breakers off: the share of calls it keeps getting.
         bad0, total0 = _share(replicas, 0)
         bench.load(replicas, *closed, "--policy", policy_json(breaker={"state": "disabled"}))
         bad1, total1 = _share(replicas, 0)
     finally:
         replicas.close()
+    assert stats is not None
     first_error = stats["first_call_armed_at"]
     if first_error is None:
         raise RuntimeError("case c: no call reached the broken replica after its faults began")
     left = stats["last_call_at"]["bench.work"] - first_error
-    if os.environ.get("RBENCH_DEBUG"):
-        print(stats, {k: v for k, v in guarded.items() if k.endswith("_at")}, guarded["signals"])
-    opened = guarded["signals"]["first_at"].get("breaker.opened")
-    bench.row(
-        case,
-        "first error -> last call it got",
-        f"{left:.3f} s",
-        f"breaker off: it still got {pct(bad1 - bad0, total1 - total0)} of calls",
-        "",
-        "<= 1 s",
-        left <= 1.0,
-    )
-    bench.row(
-        case,
-        "first error -> breaker.opened",
-        "never" if opened is None else f"{opened - first_error:.3f} s",
-        f"errors seen by the caller: {guarded['failed']}",
-        "",
-        "(comparison)",
-        None,
-    )
+    opened = guarded["signals"]["first_at"].get("breaker.opened", math.nan) - first_error
+    return left, opened, guarded, pct(bad1 - bad0, total1 - total0)
+
+
+def case_c(bench: Bench) -> None:
+    """One replica starts answering errors mid-run: how soon its traffic stops."""
+    case = "c. one replica answers errors"
+    for strategy in ("p2c", "round_robin"):
+        left, opened, guarded, share = _broken_run(bench, strategy)
+        name = "P2C" if strategy == "p2c" else "round robin"
+        bench.row(
+            case,
+            f"{name}: first error -> last call it got",
+            f"{left:.3f} s",
+            f"breakers off: it still got {share} of calls",
+            "",
+            "<= 1 s",
+            left <= 1.0,
+        )
+        bench.row(
+            case,
+            f"{name}: first error -> breaker.opened",
+            "never" if math.isnan(opened) else f"{opened:.3f} s",
+            f"{guarded['failed']} errors reached the caller",
+            "",
+            "(comparison)",
+            None,
+        )
 
 
 def case_d(bench: Bench, rate: float) -> None:
@@ -369,6 +382,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per phase (0.5)")
     parser.add_argument("--quick", action="store_true", help="1 s phases, 0.3 s warm-up")
     parser.add_argument("--case", default="abcdef", help="which cases, e.g. a,c (all)")
+    parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
     args = parser.parse_args()
     cases = args.case.replace(",", "")
     unknown = set(cases) - set("abcdef")
@@ -392,11 +406,20 @@ def main() -> int:
         )
         print(f"  other load on the machine: {busy_cpus():.2f} CPUs busy just before", flush=True)
         bench = Bench(children, workdir, args.warmup, args.seconds)
+        busy0, ours0 = _cpu_sample()
+        wall0 = time.monotonic()
         try:
             run_cases(bench, cases, args.quick)
         finally:
+            busy1, ours1 = _cpu_sample()
+            other = max(busy1 - busy0 - (ours1 - ours0), 0.0) / (time.monotonic() - wall0)
+            print(f"  other load during the run: {other:.2f} CPUs on average (outside the bench)")
             print()
             print_table(bench.rows)
+        if args.json is not None:
+            kept = {"args": {k: str(v) for k, v in vars(args).items()}, "source": source_state()}
+            kept |= {"other_cpus": other, "rows": [r._asdict() for r in bench.rows]}
+            args.json.write_text(json.dumps({**kept, "figures": bench.figures}, indent=2))
         return 0  # PASS/MISS is printed; the exit status says whether the bench itself ran
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
