@@ -15,6 +15,8 @@ from typing import Any, NamedTuple
 from _rcluster import Replicas, policy_json, run_load
 from rpc import Children
 
+from flotilla.resilience.policy import BreakerPolicy
+
 REPLICAS = 5
 SERVICE_TIME = 0.002  # seconds per bench.work call on a healthy replica
 CONCURRENCY = 8  # closed-loop calls in flight
@@ -48,14 +50,10 @@ class Bench:
         return Replicas(self.children, self.workdir, REPLICAS, extra)
 
     def load(self, replicas: Replicas, *options: str, **kwargs: Any) -> dict[str, Any]:
-        return run_load(
-            self.children,
-            replicas,
-            list(options),
-            warmup=self.warmup,
-            seconds=self.seconds,
-            **kwargs,
-        )
+        """One load client's run; ``warmup`` and ``seconds`` default to the bench's."""
+        kwargs.setdefault("warmup", self.warmup)
+        kwargs.setdefault("seconds", self.seconds)
+        return run_load(self.children, replicas, list(options), **kwargs)
 
     def row(self, *fields: Any) -> None:
         self.rows.append(Row(*fields))
@@ -166,18 +164,28 @@ def _share(replicas: Replicas, index: int) -> tuple[int, int]:
     return mine["calls"].get("bench.work", 0), total
 
 
-def _broken_run(bench: Bench, strategy: str) -> tuple[float, float, dict[str, Any], str]:
-    """Replica 0 answers errors from a quarter into the window; then the breakers are switched
-    off on the same replicas.  Returns (first error -> last call it got, -> breaker.opened
-    or NaN, the guarded run, the share of calls it got with the breakers off)."""
+BREAKER = BreakerPolicy()  # the defaults: what a caller that configures nothing gets
+# Long enough after the first error for a steady-state breaker to trip (its
+# window must be mostly failures), short enough that an open one (open_base
+# less the jitter) does not probe again before the end: a call then is a leak.
+OBSERVE = BREAKER.window * (1 - BREAKER.failure_rate) + 2.0
+
+
+def _broken_run(bench: Bench, strategy: str) -> tuple[float, bool, float, dict[str, Any], str]:
+    """Replica 0 answers errors once the caller has run a breaker window's worth of healthy
+    calls (as a long-lived caller has); then the same, breakers off.  Returns (first error ->
+    last call it got, whether it still got calls at the end, first error -> breaker.opened or
+    NaN, the guarded run, the share of calls it got with the breakers off)."""
     broken = faults(error="internal", error_fraction=1.0)
     replicas = bench.replicas(lambda i: broken if i == 0 else [])
     closed = ["--concurrency", str(CONCURRENCY), "--strategy", strategy]
     try:
-        # The breaker's shortest open time (open_base 5 s less 20 % jitter) is
-        # longer than the rest of the window: a call after the trip is a leak, not a probe.
         guarded = bench.load(
-            replicas, *closed, action=lambda: replicas.arm(0), action_after=bench.seconds / 4
+            replicas,
+            *closed,
+            warmup=BREAKER.window,
+            seconds=OBSERVE,
+            action=lambda: replicas.arm(0),
         )
         stats = replicas.stats()[0]
         bad0, total0 = _share(replicas, 0)
@@ -189,18 +197,22 @@ def _broken_run(bench: Bench, strategy: str) -> tuple[float, float, dict[str, An
     first_error = stats["first_call_armed_at"]
     if first_error is None:
         raise RuntimeError("case c: no call reached the broken replica after its faults began")
-    left = stats["last_call_at"]["bench.work"] - first_error
+    last_call = stats["last_call_at"]["bench.work"]
+    at_the_end = last_call > guarded["window_at"] + OBSERVE - 0.25
     opened = guarded["signals"]["first_at"].get("breaker.opened", math.nan) - first_error
-    return left, opened, guarded, pct(bad1 - bad0, total1 - total0)
+    share = pct(bad1 - bad0, total1 - total0)
+    guarded["calls_after_first_error"] = stats["calls_armed"]
+    return last_call - first_error, at_the_end, opened, guarded, share
 
 
 def case_c(bench: Bench) -> None:
     """One replica starts answering errors mid-run: how soon its traffic stops."""
     case = "c. one replica answers errors"
     for strategy in ("p2c", "round_robin"):
-        left, opened, guarded, share = _broken_run(bench, strategy)
+        left, at_the_end, opened, guarded, share = _broken_run(bench, strategy)
         bench.figures.setdefault("c", {})[strategy] = {
             "first_error_to_last_call_s": left,
+            "still_called_at_the_end": at_the_end,
             "first_error_to_breaker_opened_s": opened,
             "share_breakers_off": share,
             "run": guarded,
@@ -209,7 +221,8 @@ def case_c(bench: Bench) -> None:
         bench.row(
             case,
             f"{name}: first error -> last call it got",
-            f"{left:.3f} s",
+            f"{'> ' if at_the_end else ''}{left:.3f} s"
+            f" ({guarded['calls_after_first_error']} calls after the first error)",
             f"breakers off: it still got {share} of calls",
             "",
             "<= 1 s",
@@ -218,7 +231,7 @@ def case_c(bench: Bench) -> None:
         bench.row(
             case,
             f"{name}: first error -> breaker.opened",
-            "never" if math.isnan(opened) else f"{opened:.3f} s",
+            f"not within {OBSERVE:.0f} s" if math.isnan(opened) else f"{opened:.3f} s",
             f"{guarded['failed']} errors reached the caller",
             "",
             "(comparison)",

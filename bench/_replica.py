@@ -22,7 +22,7 @@ Protocol with the driver, one JSON line per message on stdout:
 * at start: ``{"ready": true, "pid", "index", "instances": [ids]}``;
 * on SIGUSR1: the faults switch on (no answer);
 * on SIGUSR2: ``{"calls": {target: n}, "last_call_at": {target: t}, "armed_at": t,
-  "first_call_armed_at": t}`` (Unix seconds), the counts since the start.
+  "first_call_armed_at": t, "calls_armed": n}`` (Unix seconds), the counts since the start.
 """
 
 from __future__ import annotations
@@ -96,13 +96,16 @@ class Tally:
         self.last_call_at: dict[str, float] = {}
         self.armed_at: float | None = None
         self.first_call_armed_at: float | None = None
+        self.calls_armed = 0
 
     def __call__(self, incoming: Incoming, call_next: Handler[Incoming]) -> Any:
         now = time.time()
         self.calls[incoming.target] += 1
         self.last_call_at[incoming.target] = now
-        if self.armed_at is not None and self.first_call_armed_at is None:
-            self.first_call_armed_at = now
+        if self.armed_at is not None:
+            self.calls_armed += 1
+            if self.first_call_armed_at is None:
+                self.first_call_armed_at = now
         return call_next(incoming)
 
     def report(self) -> dict[str, Any]:
@@ -111,6 +114,7 @@ class Tally:
             "last_call_at": self.last_call_at,
             "armed_at": self.armed_at,
             "first_call_armed_at": self.first_call_armed_at,
+            "calls_armed": self.calls_armed,
         }
 
 
