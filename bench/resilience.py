@@ -118,9 +118,14 @@ def main() -> int:
             print()
             print_table(bench.rows)
         if args.json is not None:
-            kept = {"args": {k: str(v) for k, v in vars(args).items()}, "source": source_state()}
-            kept |= {"other_cpus": other, "rows": [r._asdict() for r in bench.rows]}
-            args.json.write_text(json.dumps({**kept, "figures": bench.figures}, indent=2))
+            kept: dict[str, Any] = {
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "source": source_state(),
+                "other_cpus": other,
+                "rows": [row._asdict() for row in bench.rows],
+                "figures": bench.figures,
+            }
+            args.json.write_text(json.dumps(kept, indent=2))
         return 0  # PASS/MISS is printed; the exit status says whether the bench itself ran
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
