@@ -28,6 +28,7 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Mapping, Sequence
+from random import Random
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -38,6 +39,10 @@ from flotilla.clock import Clock, SystemClock
 from flotilla.context import Context
 from flotilla.headers import Headers
 from flotilla.registry import Health, Instance, Registry, open_registry
+from flotilla.resilience.bulkhead import Bulkhead
+from flotilla.resilience.faults import Faults
+from flotilla.resilience.policy import PolicyLookup, uniform
+from flotilla.resilience.signals import Signals
 from flotilla.runtime.config import NodeConfig, Timings
 from flotilla.runtime.dispatcher import Dispatcher, Incoming
 from flotilla.runtime.lease import LeaseKeeper
@@ -70,6 +75,14 @@ class Node:
     ``config.registry`` (the nodes of one test share one), a ``clock``, client
     ``layers`` (:data:`~flotilla.calls.pipeline.CLIENT_STACK`) and
     ``server_layers`` (:data:`~flotilla.runtime.dispatcher.SERVER_STACK`).
+
+    ``policies`` answers the resilience policy of each service and method
+    (default: the defaults everywhere); what the resilience layers did is
+    emitted into :attr:`signals`.  A node that hosts services serves them
+    behind a :class:`~flotilla.resilience.bulkhead.Bulkhead` and a
+    :class:`~flotilla.resilience.faults.Faults` layer (``server_layers`` may
+    replace either); :attr:`faults` switches injected faults on at run time,
+    drawn from ``random`` (seed it for reproducible faults).
     """
 
     def __init__(
@@ -80,6 +93,8 @@ class Node:
         clock: Clock | None = None,
         layers: Mapping[str, Middleware[Any]] | None = None,
         server_layers: Mapping[str, Middleware[Incoming]] | None = None,
+        policies: PolicyLookup | None = None,
+        random: Random | None = None,
     ) -> None:
         names = [service.name for service in services]
         if len(set(names)) != len(names):
@@ -88,6 +103,9 @@ class Node:
         self.services: Sequence[Service] = services
         self.timings = config.timings
         self.clock = clock or SystemClock()
+        self.policies = policies or uniform()
+        self.signals = Signals()
+        self.random = random or Random()
         self._owns_registry = registry is None
         self.registry = registry or open_registry(config.registry, clock=clock)
         self.secret = config.secret if config.secret is not None else secrets.token_bytes(32)
@@ -117,7 +135,7 @@ class Node:
         """The parts of a node that hosts services: hooks, server, lease."""
         config, timings = self.config, self.timings
         self.server = Server(
-            Dispatcher(list(self.services), self.caller, server_layers),
+            Dispatcher(list(self.services), self.caller, self._server_layers(server_layers)),
             secret=self.secret,
             host=config.host,
             port=config.port,
@@ -132,6 +150,21 @@ class Node:
             clock=self.clock,
         )
         return [ServicesPart(self.services), self._server_part, self._lease]
+
+    def _server_layers(
+        self, given: Mapping[str, Middleware[Incoming]] | None
+    ) -> dict[str, Middleware[Incoming]]:
+        """The resilience layers every hosting node has, then those given (which win)."""
+        policies, signals = self.policies, self.signals
+        self.faults = Faults(policies, signals, clock=self.clock, random=self.random)
+        layers: dict[str, Middleware[Incoming]] = {
+            "bulkhead": Bulkhead(policies, signals, clock=self.clock, random=self.random),
+            "faults": self.faults,
+            **(given or {}),
+        }
+        if isinstance(layers["faults"], Faults):
+            self.faults = layers["faults"]
+        return layers
 
     # -- lifecycle ----------------------------------------------------------------------
 
