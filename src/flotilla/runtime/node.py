@@ -106,6 +106,7 @@ class Node:
         self.policies = policies or uniform()
         self.signals = Signals()
         self.random = random or Random()
+        self.faults = Faults(self.policies, self.signals, clock=self.clock, random=self.random)
         self._owns_registry = registry is None
         self.registry = registry or open_registry(config.registry, clock=clock)
         self.secret = config.secret if config.secret is not None else secrets.token_bytes(32)
@@ -155,10 +156,11 @@ class Node:
         self, given: Mapping[str, Middleware[Incoming]] | None
     ) -> dict[str, Middleware[Incoming]]:
         """The resilience layers every hosting node has, then those given (which win)."""
-        policies, signals = self.policies, self.signals
-        self.faults = Faults(policies, signals, clock=self.clock, random=self.random)
+        # A generator of its own: its probes must not shift the faults' seeded draws.
+        probes = Random(self.random.getrandbits(64))
+        bulkhead = Bulkhead(self.policies, self.signals, clock=self.clock, random=probes)
         layers: dict[str, Middleware[Incoming]] = {
-            "bulkhead": Bulkhead(policies, signals, clock=self.clock, random=self.random),
+            "bulkhead": bulkhead,
             "faults": self.faults,
             **(given or {}),
         }
