@@ -288,7 +288,7 @@ async def test_latency_is_recorded() -> None:
     assert endpoints.endpoints["e0"].latency() >= 0.015
 
 
-@pytest.mark.parametrize("error", [Unavailable, Internal, DeadlineExceeded])
+@pytest.mark.parametrize("error", [Unavailable, Internal, DeadlineExceeded, ResourceExhausted])
 async def test_a_fast_sent_failure_costs_the_endpoint_latency(
     error: type[FlotillaError],
 ) -> None:
@@ -312,6 +312,27 @@ async def test_a_fast_sent_failure_costs_the_endpoint_latency(
     # Twice the average (less what it decayed in the milliseconds since it was read).
     assert endpoint.latency() >= 2 * before * 0.99
     assert inflight(endpoints) == [0]
+
+
+async def test_load_moves_away_from_an_endpoint_that_shed_a_call() -> None:
+    # The callee's bulkhead refused at once: a fast answer, but no sign of a
+    # fast endpoint.  P2C over two endpoints compares both on every pick.
+    picked: list[str] = []
+
+    async def send(attempt: Attempt) -> msgspec.Raw:
+        picked.append(attempt.endpoint.id)
+        if attempt.endpoint.id == "e0":
+            raise ResourceExhausted("svc.m is at its limit")
+        return response("ok")
+
+    balance, _ = setup(2, send, "p2c")
+    for _ in range(12):
+        try:
+            await balance(request())
+        except ResourceExhausted:
+            pass
+    assert picked.count("e0") == 1  # shed once, then left alone
+    assert picked[picked.index("e0") + 1 :] == ["e1"] * (11 - picked.index("e0"))
 
 
 async def test_a_sent_failure_never_makes_a_fresh_endpoint_look_cheaper() -> None:

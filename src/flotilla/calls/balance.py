@@ -17,13 +17,21 @@ from flotilla.balancing import Endpoint, Strategy, resolve_strategy
 from flotilla.calls.endpoints import Directory, EndpointSet
 from flotilla.calls.pipeline import Handler
 from flotilla.calls.request import Attempt, Request
-from flotilla.errors import DeadlineExceeded, FlotillaError, Internal, Unavailable
+from flotilla.errors import (
+    DeadlineExceeded,
+    FlotillaError,
+    Internal,
+    ResourceExhausted,
+    Unavailable,
+)
 
 __all__ = ["Balance"]
 
 # Failures that speak of the endpoint rather than of the request (a not_found is
-# a fine, fast answer; an internal error or a refusal is not).
-_ENDPOINT_FAULTS = (Unavailable, Internal, DeadlineExceeded)
+# a fine, fast answer; an internal error or a refusal is not).  A callee that
+# shed the call (resource_exhausted: its bulkhead is full) answers fast exactly
+# because it is overloaded: counted as fast, it would draw yet more calls.
+_ENDPOINT_FAULTS = (Unavailable, Internal, DeadlineExceeded, ResourceExhausted)
 
 
 class Balance:
