@@ -83,12 +83,13 @@ class Balance:
         )
         strategy = self._strategies.get(service) or self.strategy(service)
         tried: list[Endpoint] = []
+        refusal: FlotillaError | None = None  # why the last endpoint tried did not take it
         while True:
             available = endpoints.pick_list()
             if tried:
                 available = tuple(e for e in available if e not in tried)
             if not available:
-                raise await self._none_available(endpoints, tried)
+                raise await self._none_available(endpoints, tried, refusal)
             endpoint = strategy.select(available, request)
             attempt = Attempt(request, endpoint, len(tried) + 1)
             endpoint.inflight += 1
@@ -99,6 +100,7 @@ class Balance:
                 endpoint.inflight -= 1
                 if exc.never_sent:
                     tried.append(endpoint)  # nothing to learn of its latency
+                    refusal = exc
                     continue
                 if isinstance(exc, _ENDPOINT_FAULTS):
                     _penalise(endpoint, started)
@@ -112,12 +114,15 @@ class Balance:
             _observe(endpoint, started, attempt.connect_seconds)
             return payload
 
-    async def _none_available(self, endpoints: EndpointSet, tried: list[Endpoint]) -> Exception:
+    async def _none_available(
+        self, endpoints: EndpointSet, tried: list[Endpoint], refusal: FlotillaError | None
+    ) -> Exception:
         service = endpoints.service
         if tried:
+            last = f" (the last: {refusal.message})" if refusal is not None else ""
             return Unavailable(
                 f"no instance of service {service!r} took the call: "
-                f"{len(tried)} tried, none reachable",
+                f"{len(tried)} tried, none took it{last}",
                 never_sent=True,
             )
         if endpoints.endpoints:
