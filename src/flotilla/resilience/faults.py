@@ -83,10 +83,14 @@ class Faults:
         route = incoming.route
         if route is None:
             return call_next(incoming)
-        policy = self.policy(route.service, route.spec.name)
-        if not policy.injects:
-            return call_next(incoming)  # no coroutine of ours on the usual path
-        return self._inject(policy, incoming, call_next)
+        if self._set:
+            policy = self.policy(route.service, route.spec.name)
+        else:
+            policy = self._policies(route.service, route.spec.name).faults
+        # Tested inline (not policy.injects): this runs on every call.
+        if policy.delay_fraction or policy.error_fraction or policy.abort_fraction:
+            return self._inject(policy, incoming, call_next)
+        return call_next(incoming)  # no coroutine of ours on the usual path
 
     async def _inject(
         self, policy: FaultPolicy, incoming: Incoming, call_next: Handler[Incoming]
