@@ -39,3 +39,11 @@ async def test_the_testing_example_runs_in_the_readmes_words() -> None:
     exec(compile(python_blocks()[0], str(README), "exec"), namespace)  # Catalog and Shop
     exec(compile(block_defining("test_describe"), str(README), "exec"), namespace)
     await namespace["test_describe"]()
+
+
+async def test_the_fault_injection_example_runs_in_the_readmes_words() -> None:
+    namespace: dict[str, Any] = {}
+    exec(compile(python_blocks()[0], str(README), "exec"), namespace)  # Catalog
+    block = block_defining("test_a_slow_catalog_runs_into_the_callers_deadline")
+    exec(compile(block, str(README), "exec"), namespace)
+    await namespace["test_a_slow_catalog_runs_into_the_callers_deadline"]()
