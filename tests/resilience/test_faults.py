@@ -235,3 +235,22 @@ def test_injecting_into_a_service_no_node_hosts_says_so() -> None:
     cluster = Cluster()
     with pytest.raises(ValueError, match="no node of this cluster hosts service 'nope'"):
         cluster.inject("nope", FaultPolicy(error_fraction=1.0))
+
+
+async def test_injecting_into_an_unknown_method_names_the_methods() -> None:
+    async with Cluster() as cluster:
+        (node,) = await cluster.add(Echo())
+        with pytest.raises(ValueError, match=r"no method 'shout' \(its methods: other, say\)"):
+            cluster.inject("echo.shout", FaultPolicy(error_fraction=1.0))
+        with pytest.raises(ValueError, match="does not host service 'other'"):
+            cluster.inject("other", FaultPolicy(error_fraction=1.0), node=node)
+
+
+async def test_a_nodes_own_faults_layer_is_the_one_it_switches() -> None:
+    mine = Faults()
+    async with Cluster(server_layers=lambda: {"faults": mine}) as cluster:
+        (node,) = await cluster.add(Echo())
+        assert node.faults is mine
+        cluster.inject("echo", FaultPolicy(error="not_found", error_fraction=1.0))
+        with pytest.raises(NotFound):
+            await cluster.call("echo.say")

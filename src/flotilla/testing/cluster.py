@@ -119,6 +119,7 @@ class Cluster:
         if not hosts:
             raise ValueError(f"no node of this cluster hosts service {service!r}")
         for host in hosts:
+            _check_target(host, service, method)
             host.faults.set(service, method or None, faults)
 
     def clear_faults(self) -> None:
@@ -167,6 +168,17 @@ class Cluster:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+def _check_target(node: Node, service: str, method: str) -> None:
+    """A fault set on a name the node does not serve would silently do nothing: refuse it."""
+    hosted = {s.name: s for s in node.services}
+    if service not in hosted:
+        raise ValueError(f"the node given does not host service {service!r}")
+    methods = hosted[service].methods()
+    if method and method not in methods:
+        names = ", ".join(sorted(methods))
+        raise ValueError(f"service {service!r} has no method {method!r} (its methods: {names})")
 
 
 async def wait_for(
