@@ -15,7 +15,7 @@ from flotilla.calls.balance import Balance
 from flotilla.calls.endpoints import EndpointSet
 from flotilla.calls.pipeline import ATTEMPT_LAYERS, build_stack
 from flotilla.calls.request import Attempt, Request
-from flotilla.errors import Unavailable
+from flotilla.errors import ConfigError, Unavailable
 from flotilla.headers import Headers
 from flotilla.registry import Health, Instance
 from flotilla.resilience.endpoint_bulkhead import EndpointBulkhead
@@ -113,3 +113,8 @@ async def test_no_cap_by_default_and_a_calls_own_policy_wins() -> None:
     assert setup.sent[-1] == "e1"
     setup.gate.set()
     await asyncio.gather(*held)
+
+
+def test_a_per_endpoint_cap_below_one_is_refused() -> None:
+    with pytest.raises(ConfigError, match="per_endpoint must be at least 1"):
+        BulkheadPolicy(per_endpoint=0)

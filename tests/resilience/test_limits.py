@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any, Literal
 
 import pytest
 
@@ -164,3 +165,13 @@ def test_adaptive_limit_by_name() -> None:
     assert isinstance(adaptive_limit("vegas", 10), VegasLimit)
     assert isinstance(adaptive_limit("gradient2", 10), Gradient2Limit)
     assert adaptive_limit("gradient2", 10).limit == 10
+
+
+@pytest.mark.parametrize("kind", ["vegas", "gradient2"])
+def test_an_untimed_call_teaches_nothing(kind: Literal["vegas", "gradient2"]) -> None:
+    # A coarse clock, or a fake one nobody advanced, times a call at zero.
+    limit: Any = adaptive_limit(kind, 100)
+    limit.sample(BASE, 20)
+    before = vars(limit).copy()
+    assert limit.sample(0.0, 20) == 20
+    assert vars(limit) == before

@@ -104,6 +104,8 @@ class VegasLimit:
         return self.probe_every * self.estimate * (0.5 + self._random.random() / 2)
 
     def sample(self, rtt: float, inflight: int) -> int:
+        if rtt <= 0:
+            return self.limit  # a clock too coarse (or a fake one) to time the call
         self._samples += 1
         if self._samples >= self._probe_at:
             self._samples = 0
@@ -177,6 +179,8 @@ class Gradient2Limit:
         return int(self.estimate)
 
     def sample(self, rtt: float, inflight: int) -> int:
+        if rtt <= 0:
+            return self.limit  # a clock too coarse (or a fake one) to time the call
         self._average(rtt)
         if self.long_rtt / rtt > 2:
             self.long_rtt *= 0.95
