@@ -112,6 +112,7 @@ class Compartment:
             raise
 
     def describe(self) -> dict[str, Any]:
+        """Its state, as a refusal names it and a ``load.shed`` signal carries it."""
         return {
             "running": self.running,
             "limit": self.limit,
