@@ -39,6 +39,7 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Mapping, Sequence
+from random import Random
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -49,7 +50,10 @@ from flotilla.clock import Clock, SystemClock
 from flotilla.context import Context
 from flotilla.headers import Headers
 from flotilla.registry import Health, Instance, Registry, open_registry
+from flotilla.resilience.breakers import Breakers
+from flotilla.resilience.bulkhead import Bulkhead
 from flotilla.resilience.fallback import Fallbacks
+from flotilla.resilience.faults import Faults
 from flotilla.resilience.policy import Policy, PolicyLookup
 from flotilla.resilience.signals import Signals
 from flotilla.resilience.states import BreakerStates
@@ -88,6 +92,14 @@ class Node:
     ``config.registry`` (the nodes of one test share one), a ``clock``, client
     ``layers`` (:data:`~flotilla.calls.pipeline.CLIENT_STACK`) and
     ``server_layers`` (:data:`~flotilla.runtime.dispatcher.SERVER_STACK`).
+
+    ``policies`` answers the resilience policy of each service and method
+    (default: the defaults everywhere); what the resilience layers did is
+    emitted into :attr:`signals`.  A node that hosts services serves them
+    behind a :class:`~flotilla.resilience.bulkhead.Bulkhead` and a
+    :class:`~flotilla.resilience.faults.Faults` layer (``server_layers`` may
+    replace either); :attr:`faults` switches injected faults on at run time,
+    drawn from ``random`` (seed it for reproducible faults).
     """
 
     def __init__(
@@ -98,6 +110,8 @@ class Node:
         clock: Clock | None = None,
         layers: Mapping[str, Middleware[Any]] | None = None,
         server_layers: Mapping[str, Middleware[Incoming]] | None = None,
+        policies: PolicyLookup | None = None,
+        random: Random | None = None,
     ) -> None:
         names = [service.name for service in services]
         if len(set(names)) != len(names):
@@ -106,18 +120,17 @@ class Node:
         self.services: Sequence[Service] = services
         self.timings = config.timings
         self.clock = clock or SystemClock()
-        self._owns_registry = registry is None
-        self.registry = registry or open_registry(config.registry, clock=clock)
-        self.secret = config.secret if config.secret is not None else secrets.token_bytes(32)
+        self.policies: PolicyLookup = policies or config.resilience
+        """The resilience policy of each service and method (``policies``, else the config's)."""
         self.signals = Signals()
         """Where this node's resilience layers report what they did."""
         self.breakers = BreakerStates(self.signals)
-        self.policies: PolicyLookup = config.resilience
-        """The resilience policy of each called service and method."""
-        fallbacks = Fallbacks.of_services(services, signals=self.signals)
-        if fallbacks and "fallback" not in (layers or {}):
-            # What the hosted services declare with @fallback, unless the caller brings its own.
-            layers = {**(layers or {}), "fallback": fallbacks}
+        self.random = random or Random()
+        self.faults = Faults(self.policies, self.signals, clock=self.clock, random=self.random)
+        self._owns_registry = registry is None
+        self.registry = registry or open_registry(config.registry, clock=clock)
+        self.secret = config.secret if config.secret is not None else secrets.token_bytes(32)
+        layers = self._client_layers(services, layers or {})
         self.caller = Caller(
             self.registry,
             secret=self.secret,
@@ -158,7 +171,7 @@ class Node:
             clock=self.clock,
         )
         self.server = Server(
-            Dispatcher(list(self.services), self.caller, server_layers),
+            Dispatcher(list(self.services), self.caller, self._server_layers(server_layers)),
             secret=self.secret,
             host=config.host,
             port=config.port,
@@ -174,7 +187,35 @@ class Node:
         )
         return [ServicesPart(self.services), self.health, self._server_part, self._lease]
 
+    def _server_layers(
+        self, given: Mapping[str, Middleware[Incoming]] | None
+    ) -> dict[str, Middleware[Incoming]]:
+        """The resilience layers every hosting node has, then those given (which win)."""
+        # A generator of its own: its probes must not shift the faults' seeded draws.
+        probes = Random(self.random.getrandbits(64))
+        bulkhead = Bulkhead(self.policies, self.signals, clock=self.clock, random=probes)
+        layers: dict[str, Middleware[Incoming]] = {
+            "bulkhead": bulkhead,
+            "faults": self.faults,
+            **(given or {}),
+        }
+        if isinstance(layers["faults"], Faults):
+            self.faults = layers["faults"]
+        return layers
+
     # -- lifecycle ----------------------------------------------------------------------
+
+    def _client_layers(
+        self, services: Sequence[Service], given: Mapping[str, Middleware[Any]]
+    ) -> dict[str, Middleware[Any]]:
+        """The resilience layers every caller gets by default; ``given`` ones take their place."""
+        layers: dict[str, Middleware[Any]] = {
+            "breaker": Breakers(self.policies, self.signals, self.clock),
+        }
+        fallbacks = Fallbacks.of_services(services, signals=self.signals)
+        if fallbacks:  # what the hosted services declare with @fallback
+            layers["fallback"] = fallbacks
+        return {**layers, **given}
 
     async def start(self) -> None:
         """Start every part in order; on failure stop those started, in reverse, and raise."""
