@@ -80,7 +80,13 @@ def test_methods_are_cached() -> None:
 
 def test_event_handlers() -> None:
     assert Shop.event_handlers() == [
-        EventSpec(topic="orders.created", attribute="on_order", group="billing")
+        EventSpec(
+            topic="orders.created",
+            attribute="on_order",
+            group="billing",
+            payload_param="event",
+            payload_type=dict[str, Any],
+        )
     ]
 
 
