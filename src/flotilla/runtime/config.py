@@ -22,7 +22,6 @@ from flotilla.calls.deadline import DEFAULT_TIMEOUT
 from flotilla.errors import ConfigError
 from flotilla.events import EVENT_BACKENDS
 from flotilla.events.policy import DeliveryPolicy
-from flotilla.resolve import expand_shorthand
 
 __all__ = ["NodeConfig", "Timings"]
 
@@ -102,10 +101,7 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             raise ConfigError(f"port {self.port} is not a port number")
         if not self.default_timeout > 0:
             raise ConfigError("default_timeout must be positive")
-        scheme, separator, _ = expand_shorthand(self.events).partition("://")
-        if not separator or scheme not in EVENT_BACKENDS.schemes:
-            known = ", ".join(f"{name}://" for name in EVENT_BACKENDS.schemes)
-            raise ConfigError(f"unknown events URL {self.events!r}; known schemes: {known}")
+        EVENT_BACKENDS.check(self.events)  # an unknown scheme fails here, not on first use
         for spec in (self.strategy, *self.strategies.values()):
             resolve_strategy(spec)  # an unknown name fails here, not on the first call
 
