@@ -70,3 +70,11 @@ async def test_the_fault_injection_example_runs_in_the_readmes_words() -> None:
     block = block_defining("test_a_slow_catalog_runs_into_the_callers_deadline")
     exec(compile(block, str(README), "exec"), namespace)
     await namespace["test_a_slow_catalog_runs_into_the_callers_deadline"]()
+
+
+async def test_the_events_example_runs_in_the_readmes_words() -> None:
+    from flotilla.testing import Cluster
+
+    namespace: dict[str, Any] = {"Cluster": Cluster}
+    exec(compile(block_defining("test_billing_charges_the_order"), str(README), "exec"), namespace)
+    await namespace["test_billing_charges_the_order"]()
