@@ -1,0 +1,333 @@
+"""The embedded event backend: one SQLite log shared by every process on a machine.
+
+No server: publishers and consumers in any number of processes open the same
+file through a :class:`~flotilla.sqlite_worker.SqliteWorker` (one thread,
+WAL, busy waits, a replaced file reopened, failures as ``Unavailable``, a
+``0600`` file).  The tables and the life of a delivery are in
+:mod:`flotilla.events.sqlite_log`; how consumers learn of other processes'
+writes within a millisecond is in :mod:`flotilla.events.sqlite_wake`.
+
+A subscription's loop::
+
+    claim (one BEGIN IMMEDIATE: take in new events, claim up to ``batch`` rows)
+      ├─ rows   -> yield each as a Delivery, then claim again at once
+      └─ none   -> wait for the first of: a change to the file, the group's next
+                   row becoming visible (a nak's delay, a dead consumer's ack_wait),
+                   or aclose
+
+Retention: now and then (every ``prune_every`` seconds, on a publish or an
+idle claim) events every group of their topic has acked and stored more
+than ``retention`` seconds ago are deleted, and broadcast groups unseen for
+``broadcast_expiry`` seconds with them; dead-lettered events stay until
+replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import sqlite3
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+
+from flotilla.aio import wait_first
+from flotilla.clock import Clock, SystemClock
+from flotilla.errors import ConfigError, FailedPrecondition, Unavailable
+from flotilla.events import sqlite_log as log_sql
+from flotilla.events.backend import Delivery, Subscription
+from flotilla.events.envelope import DeadLetter, Envelope
+from flotilla.events.sqlite_log import Claimed, GroupRef
+from flotilla.events.sqlite_wake import ChangeWatch
+from flotilla.sqlite_worker import SqliteWorker
+
+__all__ = ["SqliteEvents"]
+
+log = logging.getLogger("flotilla.events")
+
+_T = TypeVar("_T")
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(Envelope).decode
+
+# After a failure to use the file, a consumer tries again after this, doubling up to the max.
+_RETRY_FIRST, _RETRY_MAX = 0.1, 5.0
+
+
+class SqliteEvents:
+    """An :class:`~flotilla.events.backend.EventBackend` in one SQLite file.
+
+    ``batch`` is how many deliveries one claim takes at most; ``retention``,
+    ``broadcast_expiry`` and ``prune_every`` are seconds of ``clock``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Clock | None = None,
+        batch: int = 32,
+        retention: float = 300.0,
+        broadcast_expiry: float = 3600.0,
+        prune_every: float = 10.0,
+    ) -> None:
+        for name, value in [
+            ("batch", batch),
+            ("prune_every", prune_every),
+            ("broadcast_expiry", broadcast_expiry),
+        ]:
+            if not value > 0:
+                raise ConfigError(f"{name} must be positive, not {value!r}")
+        if not retention >= 0:
+            raise ConfigError(f"retention must be zero or more, not {retention!r}")
+        self._worker = SqliteWorker(path, log_sql.SCHEMA, what="event log")
+        self.path = self._worker.path
+        self._clock: Clock = clock or SystemClock()
+        self._batch, self._retention = batch, retention
+        self._broadcast_expiry, self._prune_every = broadcast_expiry, prune_every
+        self._next_prune = -float("inf")
+        self._watch = ChangeWatch(self.path)
+        self._watch_task: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock | None = None) -> SqliteEvents:
+        """The log at ``sqlite:///abs/path.db`` or ``sqlite://relative/path.db``."""
+        from flotilla.resolve import sqlite_path
+
+        return cls(sqlite_path(url), clock=clock)
+
+    async def publish(self, envelope: Envelope) -> None:
+        """Store ``envelope`` (committed when this returns); an id stored before is kept once."""
+        row = (envelope.id, envelope.topic, envelope.key, _encode(envelope))
+        await self._worker.run(partial(log_sql.insert_events, rows=[row], now=self._clock.time()))
+        self._watch.poke()  # local consumers at once; other processes see the file change
+        await self._maybe_prune()
+
+    def subscribe(self, subscription: Subscription) -> AsyncIterator[Delivery]:
+        """Deliveries for ``subscription``; its group is made (at the log's end) on first use."""
+        if not subscription.ack_wait > 0:
+            raise ConfigError(f"ack_wait must be positive, not {subscription.ack_wait!r}")
+        return self._deliveries(subscription)
+
+    def tail(self, topic: str) -> AsyncIterator[Envelope]:
+        """Events of ``topic`` stored from the first iteration on (no group, no acks)."""
+        return self._tail(topic)
+
+    async def dead_letters(self, *, topic: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """The dead letters, oldest first, optionally of one topic."""
+
+        def read(conn: sqlite3.Connection) -> list[tuple[bytes, str, int, str, float]]:
+            return conn.execute(log_sql.DEAD_LETTERS, {"topic": topic, "limit": limit}).fetchall()
+
+        letters = []
+        for blob, group, attempt, error, time in await self._worker.run(read):
+            envelope = msgspec.structs.replace(_decode(blob), attempt=attempt)
+            letters.append(DeadLetter(envelope=envelope, group=group, error=error, time=time))
+        return letters
+
+    async def replay(self, ids: Sequence[str] | None = None) -> int:
+        """Give dead letters back to their groups (``None``: all); returns how many."""
+        chosen = None if ids is None else list(ids)
+        count = await self._worker.run(partial(log_sql.replay, ids=chosen, now=self._clock.time()))
+        self._watch.poke()
+        return count
+
+    async def topics(self) -> list[str]:
+        """Every topic that has seen an event, sorted."""
+
+        def read(conn: sqlite3.Connection) -> list[str]:
+            return [name for (name,) in conn.execute("SELECT name FROM topics ORDER BY name")]
+
+        return await self._worker.run(read)
+
+    async def aclose(self) -> None:
+        """End every subscription and tail, stop watching, close the file; idempotent."""
+        self._closing.set()
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+            self._watch_task = None
+        await self._worker.aclose()
+
+    # -- a subscription ----------------------------------------------------------------------
+
+    async def _deliveries(self, subscription: Subscription) -> AsyncGenerator[Delivery, None]:
+        instance = subscription.instance if subscription.broadcast else ""
+        group = GroupRef(subscription.topic, subscription.group, instance)
+        owner = subscription.instance or secrets.token_hex(4)
+        self._start_watch()
+        held: list[Claimed] = []  # claimed, not yet handed out: given back if we stop early
+        try:
+            while not self._closing.is_set():
+                generation = self._watch.generation
+                claimed, next_visible = await self._claim(group, subscription, owner)
+                held = claimed
+                for index, row in enumerate(claimed):
+                    held = claimed[index + 1 :]
+                    delivery = await self._delivery(row, subscription.ack_wait)
+                    if delivery is not None:
+                        yield delivery
+                held = []
+                if not claimed:
+                    await self._maybe_prune()
+                    await self._idle(generation, next_visible)
+        finally:
+            if held and not self._worker.closed:
+                release = partial(
+                    self._on_same_file, rows=held, work=log_sql.release, opened=held[0].opened
+                )
+                await self._worker.run(release)
+
+    async def _claim(
+        self, group: GroupRef, subscription: Subscription, owner: str
+    ) -> tuple[list[Claimed], float | None]:
+        """One claim; a file that cannot be used is retried, with a warning, until it can."""
+        pause = _RETRY_FIRST
+        while True:
+            try:
+                return await self._worker.run(
+                    lambda conn: log_sql.claim(
+                        conn,
+                        group,
+                        owner=owner,
+                        now=self._clock.time(),
+                        ack_wait=subscription.ack_wait,
+                        limit=self._batch,
+                        opened=self._worker.opened,
+                    )
+                )
+            except FailedPrecondition:
+                return [], None  # closed: the loop ends
+            except Unavailable as exc:
+                log.warning("events %s: %s; trying again in %.1f s", group.topic, exc, pause)
+            await wait_first(self._closing.wait(), self._clock.sleep(pause))
+            if self._closing.is_set():
+                return [], None
+            pause = min(pause * 2, _RETRY_MAX)
+
+    async def _delivery(self, row: Claimed, ack_wait: float) -> _SqliteDelivery | None:
+        try:
+            envelope = msgspec.structs.replace(_decode(row.envelope), attempt=row.attempt)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            # Written by a newer or broken writer: keep it where people look.
+            log.warning(
+                "events: stored event seq %d does not decode (%s); dead-lettered", row.seq, exc
+            )
+            error = f"the stored event does not decode: {exc}"
+            await self._end(row, partial(log_sql.dead_letter, error=error, now=self._clock.time()))
+            return None
+        return _SqliteDelivery(self, row, envelope, ack_wait)
+
+    async def _idle(self, generation: int, next_visible: float | None) -> None:
+        waits = [self._watch.wait(generation), self._closing.wait()]
+        if next_visible is not None:
+            waits.append(self._clock.sleep(max(0.0, next_visible - self._clock.time())))
+        await wait_first(*waits)
+
+    # -- a tail ------------------------------------------------------------------------------
+
+    async def _tail(self, topic: str) -> AsyncGenerator[Envelope, None]:
+        def last_seq(conn: sqlite3.Connection) -> int:
+            (seq,) = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+            return int(seq)
+
+        def newer(conn: sqlite3.Connection, after: int) -> list[tuple[int, bytes]]:
+            return conn.execute(
+                "SELECT seq, envelope FROM events WHERE topic = ? AND seq > ? ORDER BY seq"
+                " LIMIT 256",
+                (topic, after),
+            ).fetchall()
+
+        self._start_watch()
+        after = await self._worker.run(last_seq)
+        while not self._closing.is_set():
+            generation = self._watch.generation
+            try:
+                rows = await self._worker.run(partial(newer, after=after))
+            except FailedPrecondition:
+                return
+            for seq, blob in rows:
+                after = seq
+                with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                    yield _decode(blob)  # a watcher skips what it cannot read
+            if not rows:
+                await wait_first(self._watch.wait(generation), self._closing.wait())
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _start_watch(self) -> None:
+        if self._watch_task is None and not self._closing.is_set():
+            self._watch_task = asyncio.get_running_loop().create_task(
+                self._watch.run(), name=f"flotilla-events-watch {self.path}"
+            )
+
+    async def _end(self, row: Claimed, work: Callable[[sqlite3.Connection, Claimed], None]) -> None:
+        """``work(conn, row)`` if the file is still the one ``row`` was claimed in."""
+        await self._worker.run(partial(self._on_same_file, rows=row, work=work, opened=row.opened))
+        self._watch.poke()  # the next event of its key may be claimable now
+
+    def _on_same_file(
+        self,
+        conn: sqlite3.Connection,
+        rows: _T,
+        work: Callable[[sqlite3.Connection, _T], None],
+        opened: int,
+    ) -> None:
+        # On the worker thread, where ``opened`` cannot move while we look.
+        if opened == self._worker.opened:
+            work(conn, rows)
+
+    async def _maybe_prune(self) -> None:
+        now = self._clock.time()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + self._prune_every
+        work = partial(
+            log_sql.prune,
+            older_than=now - self._retention,
+            unseen_since=now - self._broadcast_expiry,
+        )
+        try:
+            pruned = await self._worker.run(work)
+        except Unavailable as exc:
+            log.warning("events %s: pruning failed: %s", self.path, exc)
+            return
+        if pruned:
+            log.debug("events %s: pruned %d events", self.path, pruned)
+
+
+class _SqliteDelivery:
+    """One claimed row, ended by exactly one of ack, nak or dead_letter."""
+
+    __slots__ = ("_ack_wait", "_backend", "_envelope", "_row")
+
+    def __init__(
+        self, backend: SqliteEvents, row: Claimed, envelope: Envelope, ack_wait: float
+    ) -> None:
+        self._backend, self._row, self._envelope, self._ack_wait = backend, row, envelope, ack_wait
+
+    @property
+    def envelope(self) -> Envelope:
+        return self._envelope
+
+    async def ack(self) -> None:
+        row = self._row
+        await self._backend._end(row, lambda conn, r: log_sql.ack(conn, [(r.group_id, r.seq)]))
+
+    async def nak(self, delay: float) -> None:
+        visible_at = self._backend._clock.time() + max(0.0, delay)
+        await self._backend._end(self._row, partial(log_sql.retry_later, visible_at=visible_at))
+
+    async def dead_letter(self, error: str) -> None:
+        now = self._backend._clock.time()
+        await self._backend._end(self._row, partial(log_sql.dead_letter, error=error, now=now))
+
+    async def in_progress(self) -> None:
+        visible_at = self._backend._clock.time() + self._ack_wait
+        await self._backend._end(self._row, partial(log_sql.renew, visible_at=visible_at))

@@ -1,0 +1,335 @@
+"""The SQLite event log's tables and the statements that move events through them.
+
+Everything here runs on the :class:`~flotilla.sqlite_worker.SqliteWorker`
+thread, one function per piece of work, each its own transaction; the asyncio
+side is :mod:`flotilla.events.sqlite`.
+
+The tables::
+
+    events        seq (never reused), event id, topic, key, envelope bytes, time stored
+    topics        every topic that ever saw an event
+    groups        (topic, group, instance) -> id, position (last seq taken in), seen_at
+                  instance is '' for a balanced group, the instance for a broadcast one
+    deliveries    (group id, seq): an event the group took in and has not acked yet
+    dead_letters  (group id, seq): an event a group gave up on, with its error
+
+A group *takes in* the events of its topic published after its position (one
+``INSERT ... SELECT``, moving the position); from then on each has a
+``deliveries`` row until it is acked (deleted) or dead-lettered (moved).  A
+row's life, by ``visible_at`` and ``attempt``::
+
+                     claim: attempt+1, visible_at = now + ack_wait
+    taken in ──► ready ─────────────────────────────────────► in flight ──ack──► (deleted)
+                   ▲ ▲                                          │  │  │
+                   │ └──── ack_wait passed (consumer died) ─────┘  │  └─dead_letter─► dead_letters
+                   └────── nak: visible_at = now + delay ──────────┘                    │
+                   └────────────────────────── replay: attempt = 0 ─────────────────────┘
+
+Only the row of the current attempt may nak, renew or dead-letter; an ack
+from any attempt ends the row (the event was handled).  A row of a key is
+claimable only when no earlier row of that key is left in the group, which
+is what keeps per-key order: a later event waits while an earlier one is
+ready, in flight or nak'd, and other keys go past it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+import msgspec
+
+from flotilla.sqlite_worker import Schema, transaction
+
+__all__ = [
+    "SCHEMA",
+    "Claimed",
+    "GroupRef",
+    "ack",
+    "claim",
+    "dead_letter",
+    "insert_events",
+    "prune",
+    "release",
+    "renew",
+    "replay",
+    "retry_later",
+]
+
+_NO_LIMIT = 2**63 - 1
+
+
+def _refuse_foreign(conn: sqlite3.Connection, version: int) -> None:
+    # Version 1 is the first: a file with tables but no version is not ours,
+    # and its rows may be somebody's data.  Refuse rather than drop.
+    raise sqlite3.DatabaseError("it holds tables that are not an event log")
+
+
+SCHEMA = Schema(
+    version=1,
+    statements=(
+        """CREATE TABLE IF NOT EXISTS events (
+            seq      INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: positions stay valid
+            id       TEXT NOT NULL UNIQUE,               -- a republished event is stored once
+            topic    TEXT NOT NULL,
+            key      TEXT,
+            envelope BLOB NOT NULL,                      -- msgpack Envelope
+            time     REAL NOT NULL                       -- clock.time() when stored
+        )""",
+        "CREATE INDEX IF NOT EXISTS events_by_topic ON events (topic, seq)",
+        "CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY) WITHOUT ROWID",
+        """CREATE TABLE IF NOT EXISTS groups (
+            id       INTEGER PRIMARY KEY,
+            topic    TEXT NOT NULL,
+            name     TEXT NOT NULL,
+            instance TEXT NOT NULL,   -- '' balanced; the instance of a broadcast group
+            position INTEGER NOT NULL,
+            seen_at  REAL NOT NULL,   -- a broadcast group unseen for long is dropped
+            UNIQUE (topic, name, instance)
+        )""",
+        """CREATE TABLE IF NOT EXISTS deliveries (
+            grp        INTEGER NOT NULL,
+            seq        INTEGER NOT NULL,
+            key        TEXT,
+            attempt    INTEGER NOT NULL,  -- deliveries made so far
+            visible_at REAL NOT NULL,     -- claimable from then on
+            owner      TEXT,              -- the instance holding it in flight
+            PRIMARY KEY (grp, seq)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS deliveries_by_key ON deliveries (grp, key, seq)",
+        """CREATE TABLE IF NOT EXISTS dead_letters (
+            id      INTEGER PRIMARY KEY,
+            topic   TEXT NOT NULL,      -- with name and instance: the group, which may
+            name    TEXT NOT NULL,      -- be gone (an expired broadcast) by the time
+            instance TEXT NOT NULL,     -- its dead letters are replayed
+            seq     INTEGER NOT NULL,   -- keeps the event from being pruned
+            attempt INTEGER NOT NULL,
+            error   TEXT NOT NULL,
+            time    REAL NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS dead_letters_by_seq ON dead_letters (seq)",
+    ),
+    upgrade=_refuse_foreign,
+)
+
+
+class GroupRef(msgspec.Struct, frozen=True):
+    """Which group a subscription reads as, in the file's own terms."""
+
+    topic: str
+    name: str
+    instance: str
+    """'' for a balanced group."""
+
+
+class Claimed(msgspec.Struct, frozen=True):
+    """One row claimed for delivery: what the consumer needs to end it later."""
+
+    opened: int
+    """The worker's count of file openings at the claim: a row of a file since
+    replaced must not end a row of the new one that has the same numbers."""
+    group_id: int
+    seq: int
+    attempt: int
+    envelope: bytes
+
+
+def insert_events(
+    conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str | None, bytes]], now: float
+) -> None:
+    """Store ``(id, topic, key, envelope)`` rows in one transaction; known ids are skipped."""
+    with transaction(conn):
+        conn.executemany(
+            "INSERT OR IGNORE INTO events (id, topic, key, envelope, time) VALUES (?, ?, ?, ?, ?)",
+            [(*row, now) for row in rows],
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO topics VALUES (?)", [(topic,) for topic in {r[1] for r in rows}]
+        )
+
+
+def _group_id(conn: sqlite3.Connection, group: GroupRef, now: float) -> int:
+    """The group's id, creating it at the end of the log (a new group sees only what follows)."""
+    found = conn.execute(
+        "SELECT id, seen_at FROM groups WHERE topic = ? AND name = ? AND instance = ?",
+        (group.topic, group.name, group.instance),
+    ).fetchone()
+    if found is not None:
+        group_id, seen_at = found
+        if now - seen_at > _SEEN_EVERY:  # rarely: every claim writing would wake every peer
+            conn.execute("UPDATE groups SET seen_at = ? WHERE id = ?", (now, group_id))
+        return int(group_id)
+    cursor = conn.execute(
+        "INSERT INTO groups (topic, name, instance, position, seen_at)"
+        " VALUES (?, ?, ?, (SELECT coalesce(max(seq), 0) FROM events), ?)",
+        (group.topic, group.name, group.instance, now),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+_SEEN_EVERY = 60.0
+
+_CLAIMABLE = """
+    SELECT d.seq, d.attempt, e.envelope FROM deliveries AS d JOIN events AS e ON e.seq = d.seq
+    WHERE d.grp = :grp AND d.visible_at <= :now
+      AND (d.key IS NULL OR NOT EXISTS (
+            SELECT 1 FROM deliveries AS p WHERE p.grp = d.grp AND p.key = d.key AND p.seq < d.seq))
+    ORDER BY d.seq LIMIT :limit
+"""
+
+
+def claim(
+    conn: sqlite3.Connection,
+    group: GroupRef,
+    *,
+    owner: str,
+    now: float,
+    ack_wait: float,
+    limit: int,
+    opened: int,
+) -> tuple[list[Claimed], float | None]:
+    """Take in new events and claim up to ``limit`` rows, in one ``BEGIN IMMEDIATE``.
+
+    Returns the claimed rows and when the group's next row becomes visible
+    (None: no row waits on time), so an idle consumer knows when to look again.
+    """
+    with transaction(conn):
+        group_id = _group_id(conn, group, now)
+        _take_in(conn, group_id, group.topic)
+        found = conn.execute(_CLAIMABLE, {"grp": group_id, "now": now, "limit": limit}).fetchall()
+        conn.executemany(
+            "UPDATE deliveries SET attempt = attempt + 1, visible_at = ?, owner = ?"
+            " WHERE grp = ? AND seq = ?",
+            [(now + ack_wait, owner, group_id, seq) for seq, _, _ in found],
+        )
+        (next_visible,) = conn.execute(
+            "SELECT min(visible_at) FROM deliveries WHERE grp = ? AND visible_at > ?",
+            (group_id, now),
+        ).fetchone()
+    claimed = [
+        Claimed(opened, group_id, seq, attempt + 1, envelope) for seq, attempt, envelope in found
+    ]
+    return claimed, next_visible
+
+
+def _take_in(conn: sqlite3.Connection, group_id: int, topic: str) -> None:
+    (position,) = conn.execute("SELECT position FROM groups WHERE id = ?", (group_id,)).fetchone()
+    (last,) = conn.execute(
+        "SELECT max(seq) FROM events WHERE topic = ? AND seq > ?", (topic, position)
+    ).fetchone()
+    if last is None:
+        return  # nothing new: and no write, so an idle claim wakes nobody
+    conn.execute(
+        "INSERT OR IGNORE INTO deliveries (grp, seq, key, attempt, visible_at)"
+        " SELECT ?, seq, key, 0, 0 FROM events WHERE topic = ? AND seq > ? AND seq <= ?",
+        (group_id, topic, position, last),
+    )
+    conn.execute("UPDATE groups SET position = ? WHERE id = ?", (last, group_id))
+
+
+def ack(conn: sqlite3.Connection, keys: Sequence[tuple[int, int]]) -> None:
+    """End the ``(group id, seq)`` rows: handled."""
+    conn.executemany("DELETE FROM deliveries WHERE grp = ? AND seq = ?", keys)
+
+
+def retry_later(conn: sqlite3.Connection, delivery: Claimed, visible_at: float) -> None:
+    """Nak: the row becomes claimable again at ``visible_at`` (if still this attempt's)."""
+    conn.execute(
+        "UPDATE deliveries SET visible_at = ?, owner = NULL"
+        " WHERE grp = ? AND seq = ? AND attempt = ?",
+        (visible_at, delivery.group_id, delivery.seq, delivery.attempt),
+    )
+
+
+def renew(conn: sqlite3.Connection, delivery: Claimed, visible_at: float) -> None:
+    """In progress: push the row's redelivery to ``visible_at`` (if still this attempt's)."""
+    conn.execute(
+        "UPDATE deliveries SET visible_at = ? WHERE grp = ? AND seq = ? AND attempt = ?"
+        " AND owner IS NOT NULL",
+        (visible_at, delivery.group_id, delivery.seq, delivery.attempt),
+    )
+
+
+def release(conn: sqlite3.Connection, rows: Sequence[Claimed]) -> None:
+    """Give back rows claimed but never handed to a consumer: as if never claimed."""
+    conn.executemany(
+        "UPDATE deliveries SET attempt = attempt - 1, visible_at = 0, owner = NULL"
+        " WHERE grp = ? AND seq = ? AND attempt = ?",
+        [(row.group_id, row.seq, row.attempt) for row in rows],
+    )
+
+
+def dead_letter(conn: sqlite3.Connection, delivery: Claimed, error: str, now: float) -> None:
+    """Move the row (if still this attempt's) to the dead letters."""
+    with transaction(conn):
+        moved = conn.execute(
+            "DELETE FROM deliveries WHERE grp = ? AND seq = ? AND attempt = ?",
+            (delivery.group_id, delivery.seq, delivery.attempt),
+        ).rowcount
+        if moved:
+            conn.execute(
+                "INSERT INTO dead_letters (topic, name, instance, seq, attempt, error, time)"
+                " SELECT topic, name, instance, ?, ?, ?, ? FROM groups WHERE id = ?",
+                (delivery.seq, delivery.attempt, error, now, delivery.group_id),
+            )
+
+
+DEAD_LETTERS = """
+    SELECT e.envelope, x.name, x.attempt, x.error, x.time
+    FROM dead_letters AS x JOIN events AS e ON e.seq = x.seq
+    WHERE (:topic IS NULL OR x.topic = :topic) ORDER BY x.id LIMIT :limit
+"""
+
+
+def replay(conn: sqlite3.Connection, ids: Sequence[str] | None, now: float) -> int:
+    """Give dead letters (of these event ids; None: all) back to their groups, as attempt 1.
+
+    A group that is gone (an expired broadcast group) is made again, so the
+    events wait there for its instance.
+    """
+    where = "" if ids is None else f"WHERE e.id IN ({', '.join('?' * len(ids))})"
+    with transaction(conn):
+        rows = conn.execute(
+            "SELECT x.id, x.topic, x.name, x.instance, x.seq, e.key FROM dead_letters AS x"
+            f" JOIN events AS e ON e.seq = x.seq {where} ORDER BY x.id",
+            list(ids or ()),
+        ).fetchall()
+        for row_id, topic, name, instance, seq, key in rows:
+            group_id = _group_id(conn, GroupRef(topic, name, instance), now)
+            conn.execute(
+                "INSERT OR REPLACE INTO deliveries (grp, seq, key, attempt, visible_at)"
+                " VALUES (?, ?, ?, 0, 0)",
+                (group_id, seq, key),
+            )
+            conn.execute("DELETE FROM dead_letters WHERE id = ?", (row_id,))
+    return len(rows)
+
+
+def prune(conn: sqlite3.Connection, *, older_than: float, unseen_since: float) -> int:
+    """Delete events every group of their topic is done with and stored before ``older_than``.
+
+    Broadcast groups not seen since ``unseen_since`` go first (their instance
+    is gone; broadcast has no one to hand their events to).  Dead-lettered
+    events stay.  Returns how many events went.
+    """
+    with transaction(conn):
+        conn.execute(
+            "DELETE FROM deliveries WHERE grp IN"
+            " (SELECT id FROM groups WHERE instance != '' AND seen_at < ?)",
+            (unseen_since,),
+        )
+        conn.execute("DELETE FROM groups WHERE instance != '' AND seen_at < ?", (unseen_since,))
+        return conn.execute(
+            """WITH floors AS (
+                   SELECT g.topic, coalesce(
+                       (SELECT min(d.seq) FROM deliveries AS d WHERE d.grp = g.id),
+                       g.position + 1) AS floor
+                   FROM groups AS g),
+               topic_floor AS (SELECT topic, min(floor) AS floor FROM floors GROUP BY topic)
+               DELETE FROM events WHERE time < ?
+                 AND seq < coalesce((SELECT floor FROM topic_floor AS t
+                                     WHERE t.topic = events.topic), ?)
+                 AND NOT EXISTS (SELECT 1 FROM dead_letters AS x WHERE x.seq = events.seq)""",
+            (older_than, _NO_LIMIT),
+        ).rowcount
