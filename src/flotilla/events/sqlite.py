@@ -9,8 +9,8 @@ writes within a millisecond is in :mod:`flotilla.events.sqlite_wake`.
 
 A subscription's loop::
 
-    claim (one BEGIN IMMEDIATE: take in new events, claim up to ``batch`` rows)
-      ├─ rows   -> yield each as a Delivery, then claim again at once
+    claim (one BEGIN IMMEDIATE: take in new events, claim the first claimable row)
+      ├─ a row  -> yield it as a Delivery; on the next ask, claim again at once
       └─ none   -> wait for the first of: a change to the file, the group's next
                    row becoming visible (a nak's delay, a dead consumer's ack_wait),
                    or aclose
@@ -61,8 +61,7 @@ _RETRY_FIRST, _RETRY_MAX = 0.1, 5.0
 class SqliteEvents:
     """An :class:`~flotilla.events.backend.EventBackend` in one SQLite file.
 
-    ``batch`` is how many deliveries one claim takes at most; ``retention``,
-    ``broadcast_expiry`` and ``prune_every`` are seconds of ``clock``.
+    ``retention``, ``broadcast_expiry`` and ``prune_every`` are seconds of ``clock``.
     """
 
     def __init__(
@@ -70,13 +69,11 @@ class SqliteEvents:
         path: str | Path,
         *,
         clock: Clock | None = None,
-        batch: int = 32,
         retention: float = 300.0,
         broadcast_expiry: float = 3600.0,
         prune_every: float = 10.0,
     ) -> None:
         for name, value in [
-            ("batch", batch),
             ("prune_every", prune_every),
             ("broadcast_expiry", broadcast_expiry),
         ]:
@@ -87,7 +84,7 @@ class SqliteEvents:
         self._worker = SqliteWorker(path, log_sql.SCHEMA, what="event log")
         self.path = self._worker.path
         self._clock: Clock = clock or SystemClock()
-        self._batch, self._retention = batch, retention
+        self._retention = retention
         self._broadcast_expiry, self._prune_every = broadcast_expiry, prune_every
         self._next_prune = -float("inf")
         self._watch = ChangeWatch(self.path)
@@ -108,8 +105,16 @@ class SqliteEvents:
         self._watch.poke()  # local consumers at once; other processes see the file change
         await self._maybe_prune()
 
+    async def declare(self, subscription: Subscription) -> None:
+        """Create the subscription's group at the end of the log, unless it exists."""
+        group = _group_of(subscription)
+        await self._worker.run(partial(log_sql.declare, group=group, now=self._clock.time()))
+
     def subscribe(self, subscription: Subscription) -> AsyncIterator[Delivery]:
-        """Deliveries for ``subscription``; its group is made (at the log's end) on first use."""
+        """Deliveries for ``subscription``, one claimed per ask; its group is declared on first use.
+
+        Closing the iterator leaves its unacked deliveries to ``ack_wait``.
+        """
         if not subscription.ack_wait > 0:
             raise ConfigError(f"ack_wait must be positive, not {subscription.ack_wait!r}")
         return self._deliveries(subscription)
@@ -158,31 +163,21 @@ class SqliteEvents:
     # -- a subscription ----------------------------------------------------------------------
 
     async def _deliveries(self, subscription: Subscription) -> AsyncGenerator[Delivery, None]:
-        instance = subscription.instance if subscription.broadcast else ""
-        group = GroupRef(subscription.topic, subscription.group, instance)
+        group = _group_of(subscription)
         owner = subscription.instance or secrets.token_hex(4)
         self._start_watch()
-        held: list[Claimed] = []  # claimed, not yet handed out: given back if we stop early
-        try:
-            while not self._closing.is_set():
-                generation = self._watch.generation
-                claimed, next_visible = await self._claim(group, subscription, owner)
-                held = claimed
-                for index, row in enumerate(claimed):
-                    held = claimed[index + 1 :]
-                    delivery = await self._delivery(row, subscription.ack_wait)
-                    if delivery is not None:
-                        yield delivery
-                held = []
-                if not claimed:
-                    await self._maybe_prune()
-                    await self._idle(generation, next_visible)
-        finally:
-            if held and not self._worker.closed:
-                release = partial(
-                    self._on_same_file, rows=held, work=log_sql.release, opened=held[0].opened
-                )
-                await self._worker.run(release)
+        while not self._closing.is_set():
+            generation = self._watch.generation
+            # One row per ask (no prefetch): what this consumer is not asking
+            # for stays with the other consumers of its group.
+            claimed, next_visible = await self._claim(group, subscription, owner)
+            if claimed:
+                delivery = await self._delivery(claimed[0], subscription.ack_wait)
+                if delivery is not None:
+                    yield delivery
+                continue
+            await self._maybe_prune()
+            await self._idle(generation, next_visible)
 
     async def _claim(
         self, group: GroupRef, subscription: Subscription, owner: str
@@ -198,7 +193,7 @@ class SqliteEvents:
                         owner=owner,
                         now=self._clock.time(),
                         ack_wait=subscription.ack_wait,
-                        limit=self._batch,
+                        limit=1,
                         opened=self._worker.opened,
                     )
                 )
@@ -300,6 +295,12 @@ class SqliteEvents:
             return
         if pruned:
             log.debug("events %s: pruned %d events", self.path, pruned)
+
+
+def _group_of(subscription: Subscription) -> GroupRef:
+    # A broadcast subscription is a group of its own per instance.
+    instance = subscription.instance if subscription.broadcast else ""
+    return GroupRef(subscription.topic, subscription.group, instance)
 
 
 class _SqliteDelivery:

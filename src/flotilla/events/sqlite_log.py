@@ -48,6 +48,7 @@ __all__ = [
     "ack",
     "claim",
     "dead_letter",
+    "declare",
     "insert_events",
     "prune",
     "release",
@@ -90,13 +91,15 @@ SCHEMA = Schema(
         """CREATE TABLE IF NOT EXISTS deliveries (
             grp        INTEGER NOT NULL,
             seq        INTEGER NOT NULL,
+            pos        INTEGER NOT NULL,  -- place in the group's queue: 2 * seq, or odd if replayed
             key        TEXT,
             attempt    INTEGER NOT NULL,  -- deliveries made so far
             visible_at REAL NOT NULL,     -- claimable from then on
             owner      TEXT,              -- the instance holding it in flight
             PRIMARY KEY (grp, seq)
         ) WITHOUT ROWID""",
-        "CREATE INDEX IF NOT EXISTS deliveries_by_key ON deliveries (grp, key, seq)",
+        "CREATE INDEX IF NOT EXISTS deliveries_by_pos ON deliveries (grp, pos)",
+        "CREATE INDEX IF NOT EXISTS deliveries_by_key ON deliveries (grp, key, pos)",
         """CREATE TABLE IF NOT EXISTS dead_letters (
             id      INTEGER PRIMARY KEY,
             topic   TEXT NOT NULL,      -- with name and instance: the group, which may
@@ -148,6 +151,12 @@ def insert_events(
         )
 
 
+def declare(conn: sqlite3.Connection, group: GroupRef, now: float) -> None:
+    """Create ``group`` at the end of the log if it does not exist yet."""
+    with transaction(conn):
+        _group_id(conn, group, now)
+
+
 def _group_id(conn: sqlite3.Connection, group: GroupRef, now: float) -> int:
     """The group's id, creating it at the end of the log (a new group sees only what follows)."""
     found = conn.execute(
@@ -174,8 +183,8 @@ _CLAIMABLE = """
     SELECT d.seq, d.attempt, e.envelope FROM deliveries AS d JOIN events AS e ON e.seq = d.seq
     WHERE d.grp = :grp AND d.visible_at <= :now
       AND (d.key IS NULL OR NOT EXISTS (
-            SELECT 1 FROM deliveries AS p WHERE p.grp = d.grp AND p.key = d.key AND p.seq < d.seq))
-    ORDER BY d.seq LIMIT :limit
+            SELECT 1 FROM deliveries AS p WHERE p.grp = d.grp AND p.key = d.key AND p.pos < d.pos))
+    ORDER BY d.pos LIMIT :limit
 """
 
 
@@ -221,8 +230,8 @@ def _take_in(conn: sqlite3.Connection, group_id: int, topic: str) -> None:
     if last is None:
         return  # nothing new: and no write, so an idle claim wakes nobody
     conn.execute(
-        "INSERT OR IGNORE INTO deliveries (grp, seq, key, attempt, visible_at)"
-        " SELECT ?, seq, key, 0, 0 FROM events WHERE topic = ? AND seq > ? AND seq <= ?",
+        "INSERT OR IGNORE INTO deliveries (grp, seq, pos, key, attempt, visible_at)"
+        " SELECT ?, seq, 2 * seq, key, 0, 0 FROM events WHERE topic = ? AND seq > ? AND seq <= ?",
         (group_id, topic, position, last),
     )
     conn.execute("UPDATE groups SET position = ? WHERE id = ?", (last, group_id))
@@ -276,7 +285,8 @@ def dead_letter(conn: sqlite3.Connection, delivery: Claimed, error: str, now: fl
 
 
 DEAD_LETTERS = """
-    SELECT e.envelope, x.name, x.attempt, x.error, x.time
+    SELECT e.envelope, x.name || iif(x.instance = '', '', '@' || x.instance), x.attempt, x.error,
+           x.time
     FROM dead_letters AS x JOIN events AS e ON e.seq = x.seq
     WHERE (:topic IS NULL OR x.topic = :topic) ORDER BY x.id LIMIT :limit
 """
@@ -285,8 +295,11 @@ DEAD_LETTERS = """
 def replay(conn: sqlite3.Connection, ids: Sequence[str] | None, now: float) -> int:
     """Give dead letters (of these event ids; None: all) back to their groups, as attempt 1.
 
-    A group that is gone (an expired broadcast group) is made again, so the
-    events wait there for its instance.
+    Each goes to the end of its group's queue: after every event stored so
+    far (an odd ``pos`` between the last and the next ``2 * seq``), so a
+    replayed event of a key comes after the events of that key that went on
+    without it.  A group that is gone (an expired broadcast group) is made
+    again, so the events wait there for its instance.
     """
     where = "" if ids is None else f"WHERE e.id IN ({', '.join('?' * len(ids))})"
     with transaction(conn):
@@ -295,12 +308,13 @@ def replay(conn: sqlite3.Connection, ids: Sequence[str] | None, now: float) -> i
             f" JOIN events AS e ON e.seq = x.seq {where} ORDER BY x.id",
             list(ids or ()),
         ).fetchall()
+        (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
         for row_id, topic, name, instance, seq, key in rows:
             group_id = _group_id(conn, GroupRef(topic, name, instance), now)
             conn.execute(
-                "INSERT OR REPLACE INTO deliveries (grp, seq, key, attempt, visible_at)"
-                " VALUES (?, ?, ?, 0, 0)",
-                (group_id, seq, key),
+                "INSERT OR REPLACE INTO deliveries (grp, seq, pos, key, attempt, visible_at)"
+                " VALUES (?, ?, ?, ?, 0, 0)",
+                (group_id, seq, 2 * last + 1, key),
             )
             conn.execute("DELETE FROM dead_letters WHERE id = ?", (row_id,))
     return len(rows)
