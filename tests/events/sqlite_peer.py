@@ -1,9 +1,10 @@
 """A process on the other side of the SQLite event log, for tests/events/test_sqlite.py.
 
-    python sqlite_peer.py publish PATH TOPIC COUNT      publish COUNT events (keys k0..k4), print "published"
+    python sqlite_peer.py publish PATH TOPIC COUNT
+        publish COUNT events (keys k0..k4), printing "sent ID" for each, then "published"
     python sqlite_peer.py consume PATH TOPIC GROUP INSTANCE ACK_WAIT ack|hold
-                                                        print "ready", then "got ID ATTEMPT" per delivery;
-                                                        ack each, or hold it unacked forever
+        declare the group, print "ready", then "got ID ATTEMPT" per delivery;
+        ack each, or hold it unacked forever
 
 Each line is flushed at once: the test reads them as they come.
 """
@@ -31,6 +32,7 @@ async def publish(path: str, topic: str, count: int) -> None:
                 time=time.time(), payload=str(n).encode(), key=f"k{n % 5}",
             )  # fmt: skip
             await backend.publish(envelope)
+            say(f"sent {envelope.id}")
         say("published")
     finally:
         await backend.aclose()
@@ -42,19 +44,16 @@ async def consume(path: str, topic: str, group: str, instance: str, ack_wait: fl
     subscription = Subscription(topic=topic, group=group, instance=instance, ack_wait=ack_wait)
     held = []
     try:
+        await backend.declare(subscription)
+        say("ready")  # the group exists: nothing published from now on is missed
         deliveries = backend.subscribe(subscription)
-        # The group exists once the first claim ran; "ready" after one idle claim.
-        first = asyncio.ensure_future(anext(deliveries))
-        await asyncio.sleep(0.2)
-        say("ready")
-        delivery = await first
         while True:
+            delivery = await anext(deliveries)
             say(f"got {delivery.envelope.id} {delivery.envelope.attempt}")
             if mode == "ack":
                 await delivery.ack()
             else:
                 held.append(delivery)
-            delivery = await anext(deliveries)
     finally:
         await backend.aclose()
 

@@ -126,12 +126,16 @@ class SqliteEvents:
     async def dead_letters(self, *, topic: str | None = None, limit: int = 100) -> list[DeadLetter]:
         """The dead letters, oldest first, optionally of one topic."""
 
-        def read(conn: sqlite3.Connection) -> list[tuple[bytes, str, int, str, float]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[str, str, bytes, str, int, str, float]]:
             return conn.execute(log_sql.DEAD_LETTERS, {"topic": topic, "limit": limit}).fetchall()
 
         letters = []
-        for blob, group, attempt, error, time in await self._worker.run(read):
-            envelope = msgspec.structs.replace(_decode(blob), attempt=attempt)
+        for event_id, event_topic, blob, group, attempt, error, time in await self._worker.run(
+            read
+        ):
+            envelope = msgspec.structs.replace(
+                _stored(event_id, event_topic, blob), attempt=attempt
+            )
             letters.append(DeadLetter(envelope=envelope, group=group, error=error, time=time))
         return letters
 
@@ -295,6 +299,14 @@ class SqliteEvents:
             return
         if pruned:
             log.debug("events %s: pruned %d events", self.path, pruned)
+
+
+def _stored(event_id: str, topic: str, blob: bytes) -> Envelope:
+    """The stored envelope; one that does not decode is shown with its raw bytes as payload."""
+    try:
+        return _decode(blob)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return Envelope(id=event_id, topic=topic, source="", instance="", time=0.0, payload=blob)
 
 
 def _group_of(subscription: Subscription) -> GroupRef:

@@ -285,8 +285,8 @@ def dead_letter(conn: sqlite3.Connection, delivery: Claimed, error: str, now: fl
 
 
 DEAD_LETTERS = """
-    SELECT e.envelope, x.name || iif(x.instance = '', '', '@' || x.instance), x.attempt, x.error,
-           x.time
+    SELECT e.id, e.topic, e.envelope, x.name || iif(x.instance = '', '', '@' || x.instance),
+           x.attempt, x.error, x.time
     FROM dead_letters AS x JOIN events AS e ON e.seq = x.seq
     WHERE (:topic IS NULL OR x.topic = :topic) ORDER BY x.id LIMIT :limit
 """
