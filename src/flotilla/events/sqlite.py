@@ -42,6 +42,7 @@ from flotilla.errors import ConfigError, FailedPrecondition, Unavailable
 from flotilla.events import sqlite_log as log_sql
 from flotilla.events.backend import Delivery, Subscription
 from flotilla.events.envelope import DeadLetter, Envelope
+from flotilla.events.sqlite_batch import GroupCommit
 from flotilla.events.sqlite_log import Claimed, GroupRef
 from flotilla.events.sqlite_wake import ChangeWatch
 from flotilla.sqlite_worker import SqliteWorker
@@ -90,6 +91,10 @@ class SqliteEvents:
         self._watch = ChangeWatch(self.path)
         self._watch_task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
+        # Concurrent publishes (handlers emitting) and acks (a consumer's
+        # concurrent handlers) each share a commit.
+        self._publishes = GroupCommit(self._worker, log_sql.insert_events)
+        self._acks: GroupCommit[Claimed] = GroupCommit(self._worker, self._ack_rows)
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None) -> SqliteEvents:
@@ -100,8 +105,8 @@ class SqliteEvents:
 
     async def publish(self, envelope: Envelope) -> None:
         """Store ``envelope`` (committed when this returns); an id stored before is kept once."""
-        row = (envelope.id, envelope.topic, envelope.key, _encode(envelope))
-        await self._worker.run(partial(log_sql.insert_events, rows=[row], now=self._clock.time()))
+        row = (envelope.id, envelope.topic, envelope.key, _encode(envelope), self._clock.time())
+        await self._publishes.add(row)
         self._watch.poke()  # local consumers at once; other processes see the file change
         await self._maybe_prune()
 
@@ -162,6 +167,8 @@ class SqliteEvents:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
             self._watch_task = None
+        await self._publishes.drain()
+        await self._acks.drain()
         await self._worker.aclose()
 
     # -- a subscription ----------------------------------------------------------------------
@@ -175,6 +182,8 @@ class SqliteEvents:
             # One row per ask (no prefetch): what this consumer is not asking
             # for stays with the other consumers of its group.
             claimed, next_visible = await self._claim(group, subscription, owner)
+            if self._closing.is_set():
+                return  # a row claimed as we closed comes back after ack_wait
             if claimed:
                 delivery = await self._delivery(claimed[0], subscription.ack_wait)
                 if delivery is not None:
@@ -219,7 +228,9 @@ class SqliteEvents:
                 "events: stored event seq %d does not decode (%s); dead-lettered", row.seq, exc
             )
             error = f"the stored event does not decode: {exc}"
-            await self._end(row, partial(log_sql.dead_letter, error=error, now=self._clock.time()))
+            work = partial(log_sql.dead_letter, error=error, now=self._clock.time())
+            with contextlib.suppress(Unavailable):  # then it comes back after ack_wait
+                await self._end(row, work)
             return None
         return _SqliteDelivery(self, row, envelope, ack_wait)
 
@@ -269,6 +280,13 @@ class SqliteEvents:
     async def _end(self, row: Claimed, work: Callable[[sqlite3.Connection, Claimed], None]) -> None:
         """``work(conn, row)`` if the file is still the one ``row`` was claimed in."""
         await self._worker.run(partial(self._on_same_file, rows=row, work=work, opened=row.opened))
+        self._watch.poke()  # the next event of its key may be claimable now
+
+    def _ack_rows(self, conn: sqlite3.Connection, rows: list[Claimed]) -> None:
+        log_sql.ack(conn, [row for row in rows if row.opened == self._worker.opened])
+
+    async def _ack(self, row: Claimed) -> None:
+        await self._acks.add(row)
         self._watch.poke()  # the next event of its key may be claimable now
 
     def _on_same_file(
@@ -330,8 +348,7 @@ class _SqliteDelivery:
         return self._envelope
 
     async def ack(self) -> None:
-        row = self._row
-        await self._backend._end(row, lambda conn, r: log_sql.ack(conn, [(r.group_id, r.seq)]))
+        await self._backend._ack(self._row)
 
     async def nak(self, delay: float) -> None:
         visible_at = self._backend._clock.time() + max(0.0, delay)

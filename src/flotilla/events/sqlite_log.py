@@ -138,13 +138,13 @@ class Claimed(msgspec.Struct, frozen=True):
 
 
 def insert_events(
-    conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str | None, bytes]], now: float
+    conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str | None, bytes, float]]
 ) -> None:
-    """Store ``(id, topic, key, envelope)`` rows in one transaction; known ids are skipped."""
+    """Store ``(id, topic, key, envelope, time)`` rows in one transaction; known ids are skipped."""
     with transaction(conn):
         conn.executemany(
             "INSERT OR IGNORE INTO events (id, topic, key, envelope, time) VALUES (?, ?, ?, ?, ?)",
-            [(*row, now) for row in rows],
+            rows,
         )
         conn.executemany(
             "INSERT OR IGNORE INTO topics VALUES (?)", [(topic,) for topic in {r[1] for r in rows}]
@@ -212,10 +212,12 @@ def claim(
             " WHERE grp = ? AND seq = ?",
             [(now + ack_wait, owner, group_id, seq) for seq, _, _ in found],
         )
-        (next_visible,) = conn.execute(
-            "SELECT min(visible_at) FROM deliveries WHERE grp = ? AND visible_at > ?",
-            (group_id, now),
-        ).fetchone()
+        next_visible = None
+        if not found:  # only an idle consumer needs it; a busy one asks again at once
+            (next_visible,) = conn.execute(
+                "SELECT min(visible_at) FROM deliveries WHERE grp = ? AND visible_at > ?",
+                (group_id, now),
+            ).fetchone()
     claimed = [
         Claimed(opened, group_id, seq, attempt + 1, envelope) for seq, attempt, envelope in found
     ]
@@ -237,9 +239,13 @@ def _take_in(conn: sqlite3.Connection, group_id: int, topic: str) -> None:
     conn.execute("UPDATE groups SET position = ? WHERE id = ?", (last, group_id))
 
 
-def ack(conn: sqlite3.Connection, keys: Sequence[tuple[int, int]]) -> None:
-    """End the ``(group id, seq)`` rows: handled."""
-    conn.executemany("DELETE FROM deliveries WHERE grp = ? AND seq = ?", keys)
+def ack(conn: sqlite3.Connection, rows: Sequence[Claimed]) -> None:
+    """End the rows, in one transaction: handled."""
+    with transaction(conn):
+        conn.executemany(
+            "DELETE FROM deliveries WHERE grp = ? AND seq = ?",
+            [(row.group_id, row.seq) for row in rows],
+        )
 
 
 def retry_later(conn: sqlite3.Connection, delivery: Claimed, visible_at: float) -> None:
