@@ -1,0 +1,87 @@
+"""The log's statements on one connection, with explicit times: a delivery row's life."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flotilla.events import sqlite_log as log
+from flotilla.events.sqlite_log import Claimed, GroupRef
+
+GROUP = GroupRef("t", "g", "")
+ACK_WAIT = 30.0
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(tmp_path / "log.db", isolation_level=None)
+    for statement in log.SCHEMA.statements:
+        conn.execute(statement)
+    yield conn
+    conn.close()
+
+
+def publish(conn: sqlite3.Connection, event_id: str, key: str | None = None) -> None:
+    log.insert_events(conn, [(event_id, "t", key, event_id.encode(), 0.0)])
+
+
+def claim(conn: sqlite3.Connection, now: float = 100.0) -> list[Claimed]:
+    claimed, _ = log.claim(conn, GROUP, owner="o", now=now, ack_wait=ACK_WAIT, limit=10, opened=1)
+    return claimed
+
+
+def ids(rows: list[Claimed]) -> list[str]:
+    return [row.envelope.decode() for row in rows]
+
+
+def test_a_group_takes_in_only_what_follows_its_creation(conn: sqlite3.Connection) -> None:
+    publish(conn, "before")
+    log.declare(conn, GROUP, 0.0)
+    publish(conn, "after")
+    assert ids(claim(conn)) == ["after"]
+
+
+def test_released_rows_are_as_if_never_claimed(conn: sqlite3.Connection) -> None:
+    log.declare(conn, GROUP, 0.0)
+    publish(conn, "a")
+    rows = claim(conn)
+    assert [r.attempt for r in rows] == [1]
+    log.release(conn, rows)
+    again = claim(conn)
+    assert (ids(again), again[0].attempt) == (["a"], 1)
+
+
+def test_only_the_current_attempt_may_nak_renew_or_dead_letter(conn: sqlite3.Connection) -> None:
+    log.declare(conn, GROUP, 0.0)
+    publish(conn, "a")
+    [first] = claim(conn, now=100.0)
+    [second] = claim(conn, now=100.0 + ACK_WAIT)  # the first consumer died
+    assert second.attempt == 2
+    log.retry_later(conn, first, visible_at=0.0)  # late nak of attempt 1: ignored
+    log.renew(conn, first, visible_at=1e9)  # late renewal: ignored
+    log.dead_letter(conn, first, "late", now=0.0)  # late give-up: ignored
+    assert conn.execute("SELECT count(*) FROM dead_letters").fetchone() == (0,)
+    assert claim(conn, now=100.0 + ACK_WAIT + 1) == []  # still attempt 2's, in flight
+    assert ids(claim(conn, now=100.0 + 2 * ACK_WAIT)) == ["a"]  # attempt 2's ack_wait ran out
+
+
+def test_replay_puts_an_event_after_the_ones_of_its_key_that_went_on(
+    conn: sqlite3.Connection,
+) -> None:
+    log.declare(conn, GROUP, 0.0)
+    publish(conn, "e1", key="k")
+    publish(conn, "e2", key="k")
+    [e1] = claim(conn)  # e2 waits behind it
+    log.dead_letter(conn, e1, "boom", now=1.0)
+    publish(conn, "e3", key="k")
+    assert log.replay(conn, ["e1"], now=2.0) == 1
+    order = []
+    for _ in range(3):
+        [row] = claim(conn)  # one at a time: a key's next waits for the ack
+        order.append(row.envelope.decode())
+        log.ack(conn, [row])
+    assert order == ["e2", "e3", "e1"]
+    assert claim(conn) == []
