@@ -312,6 +312,8 @@ class SqliteEvents:
         )
         try:
             pruned = await self._worker.run(work)
+        except FailedPrecondition:
+            return  # closed meanwhile; the caller's own work is done
         except Unavailable as exc:
             log.warning("events %s: pruning failed: %s", self.path, exc)
             return
