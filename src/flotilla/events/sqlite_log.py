@@ -11,7 +11,7 @@ The tables::
     groups        (topic, group, instance) -> id, position (last seq taken in), seen_at
                   instance is '' for a balanced group, the instance for a broadcast one
     deliveries    (group id, seq): an event the group took in and has not acked yet
-    dead_letters  (group id, seq): an event a group gave up on, with its error
+    dead_letters  (group, seq): an event a group gave up on, with its error
 
 A group *takes in* the events of its topic published after its position (one
 ``INSERT ... SELECT``, moving the position); from then on each has a
@@ -30,6 +30,13 @@ from any attempt ends the row (the event was handled).  A row of a key is
 claimable only when no earlier row of that key is left in the group, which
 is what keeps per-key order: a later event waits while an earlier one is
 ready, in flight or nak'd, and other keys go past it.
+
+That rule is kept as a flag, ``head``: set on a keyless row and on the first
+row of its key in the group's queue (by ``pos``), moved to the next row of
+the key when the head leaves.  A claim reads only heads (a partial index),
+so a key with thousands of events queued behind a nak'd one costs a claim
+nothing, where checking each row for an earlier one of its key would cost a
+scan of them all, at every claim, for as long as the key is held up.
 """
 
 from __future__ import annotations
@@ -58,6 +65,10 @@ __all__ = [
 ]
 
 _NO_LIMIT = 2**63 - 1
+# A row taken in is queued at ``pos = seq * _SLOTS``; the slots between two
+# events' places are for rows replayed in between (a million replays with no
+# event published meanwhile would run into the next event's place).
+_SLOTS = 1 << 20
 
 
 def _refuse_foreign(conn: sqlite3.Connection, version: int) -> None:
@@ -91,14 +102,15 @@ SCHEMA = Schema(
         """CREATE TABLE IF NOT EXISTS deliveries (
             grp        INTEGER NOT NULL,
             seq        INTEGER NOT NULL,
-            pos        INTEGER NOT NULL,  -- place in the group's queue: 2 * seq, or odd if replayed
+            pos        INTEGER NOT NULL,  -- place in the group's queue (see _SLOTS)
             key        TEXT,
             attempt    INTEGER NOT NULL,  -- deliveries made so far
             visible_at REAL NOT NULL,     -- claimable from then on
+            head       INTEGER NOT NULL,  -- 1: no earlier row of its key (or keyless)
             owner      TEXT,              -- the instance holding it in flight
             PRIMARY KEY (grp, seq)
         ) WITHOUT ROWID""",
-        "CREATE INDEX IF NOT EXISTS deliveries_by_pos ON deliveries (grp, pos)",
+        "CREATE INDEX IF NOT EXISTS deliveries_heads ON deliveries (grp, pos) WHERE head = 1",
         "CREATE INDEX IF NOT EXISTS deliveries_by_key ON deliveries (grp, key, pos)",
         """CREATE TABLE IF NOT EXISTS dead_letters (
             id      INTEGER PRIMARY KEY,
@@ -181,10 +193,7 @@ _SEEN_EVERY = 60.0
 
 _CLAIMABLE = """
     SELECT d.seq, d.attempt, e.envelope FROM deliveries AS d JOIN events AS e ON e.seq = d.seq
-    WHERE d.grp = :grp AND d.visible_at <= :now
-      AND (d.key IS NULL OR NOT EXISTS (
-            SELECT 1 FROM deliveries AS p WHERE p.grp = d.grp AND p.key = d.key AND p.pos < d.pos))
-    ORDER BY d.pos LIMIT :limit
+    WHERE d.grp = :grp AND d.head = 1 AND d.visible_at <= :now ORDER BY d.pos LIMIT :limit
 """
 
 
@@ -214,8 +223,12 @@ def claim(
         )
         next_visible = None
         if not found:  # only an idle consumer needs it; a busy one asks again at once
+            # Only a head becomes claimable by time alone; the rest wait for a
+            # head to leave, a write that wakes every consumer anyway.
             (next_visible,) = conn.execute(
-                "SELECT min(visible_at) FROM deliveries WHERE grp = ? AND visible_at > ?",
+                "SELECT min(visible_at) FROM deliveries INDEXED BY deliveries_heads"
+                " WHERE grp = ? AND head = 1"
+                " AND visible_at > ?",
                 (group_id, now),
             ).fetchone()
     claimed = [
@@ -232,9 +245,18 @@ def _take_in(conn: sqlite3.Connection, group_id: int, topic: str) -> None:
     if last is None:
         return  # nothing new: and no write, so an idle claim wakes nobody
     conn.execute(
-        "INSERT OR IGNORE INTO deliveries (grp, seq, pos, key, attempt, visible_at)"
-        " SELECT ?, seq, 2 * seq, key, 0, 0 FROM events WHERE topic = ? AND seq > ? AND seq <= ?",
-        (group_id, topic, position, last),
+        "INSERT OR IGNORE INTO deliveries (grp, seq, pos, key, attempt, visible_at, head)"
+        " SELECT ?, seq, seq * ?, key, 0, 0, 0 FROM events"
+        " WHERE topic = ? AND seq > ? AND seq <= ?",
+        (group_id, _SLOTS, topic, position, last),
+    )
+    # A new row is a head when no row of its key comes before it (the rule
+    # itself: re-checking a row that was queued already changes nothing).
+    conn.execute(
+        "UPDATE deliveries SET head = 1 WHERE grp = ? AND pos > ? AND (key IS NULL OR NOT EXISTS"
+        " (SELECT 1 FROM deliveries AS p WHERE p.grp = deliveries.grp AND p.key = deliveries.key"
+        "  AND p.pos < deliveries.pos))",
+        (group_id, position * _SLOTS),
     )
     conn.execute("UPDATE groups SET position = ? WHERE id = ?", (last, group_id))
 
@@ -242,10 +264,30 @@ def _take_in(conn: sqlite3.Connection, group_id: int, topic: str) -> None:
 def ack(conn: sqlite3.Connection, rows: Sequence[Claimed]) -> None:
     """End the rows, in one transaction: handled."""
     with transaction(conn):
-        conn.executemany(
-            "DELETE FROM deliveries WHERE grp = ? AND seq = ?",
-            [(row.group_id, row.seq) for row in rows],
-        )
+        for row in rows:
+            _remove(conn, row.group_id, row.seq)
+
+
+def _remove(conn: sqlite3.Connection, group_id: int, seq: int, attempt: int | None = None) -> bool:
+    """Delete a row (of ``attempt``, if given); the next row of its key becomes the head."""
+    found = conn.execute(
+        "SELECT key, attempt FROM deliveries WHERE grp = ? AND seq = ?", (group_id, seq)
+    ).fetchone()
+    if found is None or (attempt is not None and found[1] != attempt):
+        return False
+    conn.execute("DELETE FROM deliveries WHERE grp = ? AND seq = ?", (group_id, seq))
+    if found[0] is not None:
+        _crown(conn, group_id, found[0])
+    return True
+
+
+def _crown(conn: sqlite3.Connection, group_id: int, key: str) -> None:
+    """Make the first row of ``key`` in the group its head (if it has any)."""
+    conn.execute(
+        "UPDATE deliveries SET head = 1 WHERE grp = ? AND pos ="
+        " (SELECT min(pos) FROM deliveries WHERE grp = ? AND key = ?)",
+        (group_id, group_id, key),
+    )
 
 
 def retry_later(conn: sqlite3.Connection, delivery: Claimed, visible_at: float) -> None:
@@ -278,11 +320,7 @@ def release(conn: sqlite3.Connection, rows: Sequence[Claimed]) -> None:
 def dead_letter(conn: sqlite3.Connection, delivery: Claimed, error: str, now: float) -> None:
     """Move the row (if still this attempt's) to the dead letters."""
     with transaction(conn):
-        moved = conn.execute(
-            "DELETE FROM deliveries WHERE grp = ? AND seq = ? AND attempt = ?",
-            (delivery.group_id, delivery.seq, delivery.attempt),
-        ).rowcount
-        if moved:
+        if _remove(conn, delivery.group_id, delivery.seq, delivery.attempt):
             conn.execute(
                 "INSERT INTO dead_letters (topic, name, instance, seq, attempt, error, time)"
                 " SELECT topic, name, instance, ?, ?, ?, ? FROM groups WHERE id = ?",
@@ -302,9 +340,9 @@ def replay(conn: sqlite3.Connection, ids: Sequence[str] | None, now: float) -> i
     """Give dead letters (of these event ids; None: all) back to their groups, as attempt 1.
 
     Each goes to the end of its group's queue: after every event stored so
-    far (an odd ``pos`` between the last and the next ``2 * seq``), so a
-    replayed event of a key comes after the events of that key that went on
-    without it.  A group that is gone (an expired broadcast group) is made
+    far and every row queued (in the slots between the last event's ``pos``
+    and the next one's), so a replayed event of a key comes after the events
+    of that key that went on without it.  A group that is gone (an expired broadcast group) is made
     again, so the events wait there for its instance.
     """
     where = "" if ids is None else f"WHERE e.id IN ({', '.join('?' * len(ids))})"
@@ -317,11 +355,22 @@ def replay(conn: sqlite3.Connection, ids: Sequence[str] | None, now: float) -> i
         (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
         for row_id, topic, name, instance, seq, key in rows:
             group_id = _group_id(conn, GroupRef(topic, name, instance), now)
+            (end,) = conn.execute(
+                "SELECT max(?, coalesce(max(pos), 0)) + 1 FROM deliveries WHERE grp = ?",
+                (last * _SLOTS, group_id),
+            ).fetchone()
+            # Still queued (replayed twice, or never taken out): leave it be.
             conn.execute(
-                "INSERT OR REPLACE INTO deliveries (grp, seq, pos, key, attempt, visible_at)"
-                " VALUES (?, ?, ?, ?, 0, 0)",
-                (group_id, seq, 2 * last + 1, key),
+                "INSERT OR IGNORE INTO deliveries (grp, seq, pos, key, attempt, visible_at, head)"
+                " VALUES (?, ?, ?, ?, 0, 0, 0)",
+                (group_id, seq, end, key),
             )
+            if key is None:
+                conn.execute(
+                    "UPDATE deliveries SET head = 1 WHERE grp = ? AND seq = ?", (group_id, seq)
+                )
+            else:
+                _crown(conn, group_id, key)
             conn.execute("DELETE FROM dead_letters WHERE id = ?", (row_id,))
     return len(rows)
 
