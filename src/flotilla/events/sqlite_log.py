@@ -250,13 +250,12 @@ def _take_in(conn: sqlite3.Connection, group_id: int, topic: str) -> None:
         " WHERE topic = ? AND seq > ? AND seq <= ?",
         (group_id, _SLOTS, topic, position, last),
     )
-    # A new row is a head when no row of its key comes before it (the rule
-    # itself: re-checking a row that was queued already changes nothing).
+    # A new row is a head when no row of its key comes before it.
     conn.execute(
-        "UPDATE deliveries SET head = 1 WHERE grp = ? AND pos > ? AND (key IS NULL OR NOT EXISTS"
+        "UPDATE deliveries SET head = 1 WHERE grp = ? AND seq > ? AND (key IS NULL OR NOT EXISTS"
         " (SELECT 1 FROM deliveries AS p WHERE p.grp = deliveries.grp AND p.key = deliveries.key"
         "  AND p.pos < deliveries.pos))",
-        (group_id, position * _SLOTS),
+        (group_id, position),
     )
     conn.execute("UPDATE groups SET position = ? WHERE id = ?", (last, group_id))
 
@@ -284,8 +283,8 @@ def _remove(conn: sqlite3.Connection, group_id: int, seq: int, attempt: int | No
 def _crown(conn: sqlite3.Connection, group_id: int, key: str) -> None:
     """Make the first row of ``key`` in the group its head (if it has any)."""
     conn.execute(
-        "UPDATE deliveries SET head = 1 WHERE grp = ? AND pos ="
-        " (SELECT min(pos) FROM deliveries WHERE grp = ? AND key = ?)",
+        "UPDATE deliveries SET head = 1 WHERE grp = ? AND seq ="
+        " (SELECT seq FROM deliveries WHERE grp = ? AND key = ? ORDER BY pos LIMIT 1)",
         (group_id, group_id, key),
     )
 
