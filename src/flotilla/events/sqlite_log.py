@@ -10,8 +10,10 @@ The tables::
     topics        every topic that ever saw an event
     groups        (topic, group, instance) -> id, position (last seq taken in), seen_at
                   instance is '' for a balanced group, the instance for a broadcast one
-    deliveries    (group id, seq): an event the group took in and has not acked yet
-    dead_letters  (group, seq): an event a group gave up on, with its error
+    deliveries    (group id, seq): an event the group took in and has not acked yet,
+                  with its place in the group's queue (pos), attempt, visible_at, head
+    dead_letters  (topic, group, instance, seq): an event a group gave up on, its error;
+                  it keeps the event from being pruned until it is replayed
 
 A group *takes in* the events of its topic published after its position (one
 ``INSERT ... SELECT``, moving the position); from then on each has a
@@ -69,6 +71,9 @@ _NO_LIMIT = 2**63 - 1
 # events' places are for rows replayed in between (a million replays with no
 # event published meanwhile would run into the next event's place).
 _SLOTS = 1 << 20
+# How stale a group's seen_at may get before a claim refreshes it: a write,
+# and every write wakes every consumer of the file.
+_SEEN_EVERY = 60.0
 
 
 def _refuse_foreign(conn: sqlite3.Connection, version: int) -> None:
@@ -177,7 +182,7 @@ def _group_id(conn: sqlite3.Connection, group: GroupRef, now: float) -> int:
     ).fetchone()
     if found is not None:
         group_id, seen_at = found
-        if now - seen_at > _SEEN_EVERY:  # rarely: every claim writing would wake every peer
+        if now - seen_at > _SEEN_EVERY:
             conn.execute("UPDATE groups SET seen_at = ? WHERE id = ?", (now, group_id))
         return int(group_id)
     cursor = conn.execute(
@@ -188,8 +193,6 @@ def _group_id(conn: sqlite3.Connection, group: GroupRef, now: float) -> int:
     assert cursor.lastrowid is not None
     return cursor.lastrowid
 
-
-_SEEN_EVERY = 60.0
 
 _CLAIMABLE = """
     SELECT d.seq, d.attempt, e.envelope FROM deliveries AS d JOIN events AS e ON e.seq = d.seq
