@@ -198,8 +198,13 @@ class MemoryEvents:
             waits: list[Awaitable[object]] = [changed.wait()]
             due = group.next_due(now)
             if due is not None:
-                waits.append(self._clock.sleep(due - now))
+                waits.append(self._sleep_until(due))
             await wait_first(*waits)
+
+    async def _sleep_until(self, when: float) -> None:
+        # The time left is read when this starts, not when it was made: a task
+        # starts a loop iteration later, and a fake clock may have moved by then.
+        await self._clock.sleep(when - self._clock.time())
 
     def _deliver(self, group: _Group, item: _Item, now: float) -> _MemoryDelivery:
         item.deliveries += 1
