@@ -19,10 +19,12 @@ from typing import Any
 import msgspec
 import pytest
 
+from flotilla import Node, NodeConfig, Service, Timings, on_event
 from flotilla.errors import Unavailable
 from flotilla.events import Delivery, Envelope, Subscription, new_event_id
 from flotilla.events.sqlite import SqliteEvents
-from flotilla.testing import FakeClock
+from flotilla.registry import MemoryRegistry
+from flotilla.testing import FakeClock, wait_for
 
 WAIT = 5.0
 PEER = str(Path(__file__).with_name("sqlite_peer.py"))
@@ -342,3 +344,57 @@ async def test_broadcast_dead_letters_name_the_instance(log: SqliteEvents) -> No
     [dead] = await log.dead_letters(topic="t")
     assert dead.group == "cache@i7"
     await deliveries.aclose()  # type: ignore[attr-defined]
+
+
+class Placed(msgspec.Struct):
+    n: int
+
+
+class Billing(Service, name="billing"):
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    @on_event("order.placed")
+    async def charge(self, order: Placed) -> None:
+        self.seen.append(order.n)
+
+
+class Cache(Service, name="cache"):
+    def __init__(self) -> None:
+        self.evicted: list[int] = []
+
+    @on_event("order.placed", broadcast=True)
+    async def evict(self, order: Placed) -> None:
+        self.evicted.append(order.n)
+
+
+async def test_nodes_each_with_its_own_connection_share_groups_and_broadcast(
+    tmp_path: Path,
+) -> None:
+    config = NodeConfig(timings=Timings(ttl=1.0, heartbeat=0.2, grace=0.0, drain=1.0))
+    registry = MemoryRegistry()
+    # One backend per node, as separate processes would each open the file.
+    logs = [SqliteEvents(tmp_path / "events.db") for _ in range(5)]
+    billings, caches = [Billing(), Billing()], [Cache(), Cache()]
+    services: list[Service] = [*billings, *caches]
+    nodes = [
+        Node(s, config=config, registry=registry, events=e)
+        for s, e in zip(services, logs[:4], strict=True)
+    ]
+    try:
+        for node in nodes:
+            await node.start()  # consumers declared: nothing emitted from now on is missed
+        async with Node(config=config, registry=registry, events=logs[-1]) as client:
+            for n in range(20):
+                await client.emit("order.placed", Placed(n), key=f"order-{n % 3}")
+            await wait_for(lambda: sum(len(b.seen) for b in billings) == 20, timeout=WAIT)
+            await wait_for(lambda: all(len(c.evicted) == 20 for c in caches), timeout=WAIT)
+        assert sorted(n for b in billings for n in b.seen) == list(range(20))  # each once
+        for cache in caches:
+            assert sorted(cache.evicted) == list(range(20))
+    finally:
+        for node in nodes:
+            await node.aclose()
+        for log in logs:
+            await log.aclose()
+        await registry.aclose()
