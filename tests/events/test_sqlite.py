@@ -398,3 +398,52 @@ async def test_nodes_each_with_its_own_connection_share_groups_and_broadcast(
         for log in logs:
             await log.aclose()
         await registry.aclose()
+
+
+async def test_a_tail_goes_on_in_a_new_file(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    watcher, publisher = SqliteEvents(path), SqliteEvents(path)
+    tail = watcher.tail("t")
+    try:
+        first = asyncio.ensure_future(anext(tail))
+        async with asyncio.timeout(WAIT):  # the tail starts at the end when it first looks
+            while not first.done():
+                await publisher.publish(envelope(n=0))
+                await asyncio.wait({first}, timeout=0.02)
+        for suffix in ("", "-wal", "-shm"):
+            os.unlink(f"{path}{suffix}")
+        fresh = envelope(n=1)
+        await publisher.publish(fresh)  # seq 1 of the new file: below the old file's seqs
+        async with asyncio.timeout(WAIT):
+            while (await anext(tail)).id != fresh.id:
+                pass
+    finally:
+        await tail.aclose()  # type: ignore[attr-defined]
+        await watcher.aclose()
+        await publisher.aclose()
+
+
+async def test_a_consumer_waits_out_a_broken_file_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "events.db"
+    consumer, publisher = SqliteEvents(path), SqliteEvents(path)
+    try:
+        await consumer.declare(sub())
+        deliveries = consumer.subscribe(sub())
+        pending = asyncio.ensure_future(anext(deliveries))
+        for suffix in ("", "-wal", "-shm"):
+            os.unlink(f"{path}{suffix}")
+        path.write_bytes(b"garbage" * 1000)
+        await wait_for(lambda: "cannot be used" in caplog.text, timeout=WAIT)
+        assert not pending.done()  # waiting, not failed
+        path.unlink()  # the next try makes a new file
+        async with asyncio.timeout(WAIT):
+            while not pending.done():
+                await publisher.publish(envelope())
+                await asyncio.wait({pending}, timeout=0.05)
+        await pending.result().ack()
+        await deliveries.aclose()  # type: ignore[attr-defined]
+    finally:
+        await consumer.aclose()
+        await publisher.aclose()

@@ -195,29 +195,36 @@ class SqliteEvents:
     async def _claim(
         self, group: GroupRef, subscription: Subscription, owner: str
     ) -> tuple[list[Claimed], float | None]:
-        """One claim; a file that cannot be used is retried, with a warning, until it can."""
+        def work(conn: sqlite3.Connection) -> tuple[list[Claimed], float | None]:
+            return log_sql.claim(
+                conn,
+                group,
+                owner=owner,
+                now=self._clock.time(),
+                ack_wait=subscription.ack_wait,
+                limit=1,
+                opened=self._worker.opened,
+            )
+
+        return await self._patiently(group.topic, work) or ([], None)
+
+    async def _patiently(self, what: str, work: Callable[[sqlite3.Connection], _T]) -> _T | None:
+        """``work`` on the worker; a file that cannot be used is tried again until it can.
+
+        Each failure is logged, with pauses doubling up to a few seconds.
+        None once the log is closed.
+        """
         pause = _RETRY_FIRST
-        while True:
+        while not self._closing.is_set():
             try:
-                return await self._worker.run(
-                    lambda conn: log_sql.claim(
-                        conn,
-                        group,
-                        owner=owner,
-                        now=self._clock.time(),
-                        ack_wait=subscription.ack_wait,
-                        limit=1,
-                        opened=self._worker.opened,
-                    )
-                )
+                return await self._worker.run(work)
             except FailedPrecondition:
-                return [], None  # closed: the loop ends
+                return None  # closed
             except Unavailable as exc:
-                log.warning("events %s: %s; trying again in %.1f s", group.topic, exc, pause)
+                log.warning("events %s: %s; trying again in %.1f s", what, exc, pause)
             await wait_first(self._closing.wait(), self._clock.sleep(pause))
-            if self._closing.is_set():
-                return [], None
             pause = min(pause * 2, _RETRY_MAX)
+        return None
 
     async def _delivery(self, row: Claimed, ack_wait: float) -> _SqliteDelivery | None:
         try:
@@ -243,27 +250,30 @@ class SqliteEvents:
     # -- a tail ------------------------------------------------------------------------------
 
     async def _tail(self, topic: str) -> AsyncGenerator[Envelope, None]:
-        def last_seq(conn: sqlite3.Connection) -> int:
-            (seq,) = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
-            return int(seq)
+        view = _TailView()
 
-        def newer(conn: sqlite3.Connection, after: int) -> list[tuple[int, bytes]]:
-            return conn.execute(
+        def newer(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            if view.opened < 0:  # the first look: from the end of the log
+                (view.after,) = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+            elif view.opened != self._worker.opened:
+                view.after = 0  # a new file since the last look: all of it is new
+            view.opened = self._worker.opened
+            rows: list[tuple[int, bytes]] = conn.execute(
                 "SELECT seq, envelope FROM events WHERE topic = ? AND seq > ? ORDER BY seq"
                 " LIMIT 256",
-                (topic, after),
+                (topic, view.after),
             ).fetchall()
+            if rows:
+                view.after = rows[-1][0]
+            return rows
 
         self._start_watch()
-        after = await self._worker.run(last_seq)
         while not self._closing.is_set():
             generation = self._watch.generation
-            try:
-                rows = await self._worker.run(partial(newer, after=after))
-            except FailedPrecondition:
+            rows = await self._patiently(topic, newer)
+            if rows is None:
                 return
-            for seq, blob in rows:
-                after = seq
+            for _, blob in rows:
                 with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
                     yield _decode(blob)  # a watcher skips what it cannot read
             if not rows:
@@ -319,6 +329,14 @@ class SqliteEvents:
             return
         if pruned:
             log.debug("events %s: pruned %d events", self.path, pruned)
+
+
+class _TailView:
+    """Where a tail is in the file (touched on the worker thread only)."""
+
+    def __init__(self) -> None:
+        self.opened = -1  # the worker's count of openings when ``after`` was read
+        self.after = 0
 
 
 def _stored(event_id: str, topic: str, blob: bytes) -> Envelope:
