@@ -10,6 +10,7 @@ import pytest
 
 from flotilla.events import sqlite_log as log
 from flotilla.events.sqlite_log import Claimed, GroupRef
+from flotilla.events.sqlite_schema import SCHEMA
 
 GROUP = GroupRef("t", "g", "")
 ACK_WAIT = 30.0
@@ -18,7 +19,7 @@ ACK_WAIT = 30.0
 @pytest.fixture
 def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
     conn = sqlite3.connect(tmp_path / "log.db", isolation_level=None)
-    for statement in log.SCHEMA.statements:
+    for statement in SCHEMA.statements:
         conn.execute(statement)
     yield conn
     conn.close()

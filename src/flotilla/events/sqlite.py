@@ -44,6 +44,7 @@ from flotilla.events.backend import Delivery, Subscription
 from flotilla.events.envelope import DeadLetter, Envelope
 from flotilla.events.sqlite_batch import GroupCommit
 from flotilla.events.sqlite_log import Claimed, GroupRef
+from flotilla.events.sqlite_schema import SCHEMA
 from flotilla.events.sqlite_wake import ChangeWatch
 from flotilla.sqlite_worker import SqliteWorker
 
@@ -82,7 +83,7 @@ class SqliteEvents:
                 raise ConfigError(f"{name} must be positive, not {value!r}")
         if not retention >= 0:
             raise ConfigError(f"retention must be zero or more, not {retention!r}")
-        self._worker = SqliteWorker(path, log_sql.SCHEMA, what="event log")
+        self._worker = SqliteWorker(path, SCHEMA, what="event log")
         self.path = self._worker.path
         self._clock: Clock = clock or SystemClock()
         self._retention = retention
