@@ -117,3 +117,13 @@ def test_a_held_up_key_costs_a_claim_nothing_for_what_waits_behind_it(
     # Nothing claimable: a claim that checked each waiting row for an earlier
     # one of its key would take thousands of steps per hundred rows.
     assert claim_cost(conn, now=102.0) < 20
+
+
+def test_prune_goes_in_chunks_and_counts_what_went(conn: sqlite3.Connection) -> None:
+    log.declare(conn, GROUP, 0.0)
+    for n in range(5):
+        publish(conn, f"e{n}")
+    for row in claim(conn):
+        log.ack(conn, [row])
+    counts = [log.prune(conn, older_than=1.0, unseen_since=0.0, limit=2) for _ in range(4)]
+    assert counts == [2, 2, 1, 0]

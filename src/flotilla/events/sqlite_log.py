@@ -310,12 +310,14 @@ def replay(conn: sqlite3.Connection, ids: Sequence[str] | None, now: float) -> i
     return len(rows)
 
 
-def prune(conn: sqlite3.Connection, *, older_than: float, unseen_since: float) -> int:
-    """Delete events every group of their topic is done with and stored before ``older_than``.
+def prune(conn: sqlite3.Connection, *, older_than: float, unseen_since: float, limit: int) -> int:
+    """Delete up to ``limit`` events every group of their topic is done with, stored before
+    ``older_than``; returns how many went (``limit``: there may be more).
 
     Broadcast groups not seen since ``unseen_since`` go first (their instance
     is gone; broadcast has no one to hand their events to).  Dead-lettered
-    events stay.  Returns how many events went.
+    events stay.  The limit keeps the write lock, which every process of the
+    machine waits for, to a few milliseconds.
     """
     with transaction(conn):
         conn.execute(
@@ -324,16 +326,22 @@ def prune(conn: sqlite3.Connection, *, older_than: float, unseen_since: float) -
             (unseen_since,),
         )
         conn.execute("DELETE FROM groups WHERE instance != '' AND seen_at < ?", (unseen_since,))
-        return conn.execute(
-            """WITH floors AS (
-                   SELECT g.topic, coalesce(
-                       (SELECT min(d.seq) FROM deliveries AS d WHERE d.grp = g.id),
-                       g.position + 1) AS floor
-                   FROM groups AS g),
-               topic_floor AS (SELECT topic, min(floor) AS floor FROM floors GROUP BY topic)
-               DELETE FROM events WHERE time < ?
-                 AND seq < coalesce((SELECT floor FROM topic_floor AS t
-                                     WHERE t.topic = events.topic), ?)
-                 AND NOT EXISTS (SELECT 1 FROM dead_letters AS x WHERE x.seq = events.seq)""",
-            (older_than, _NO_LIMIT),
-        ).rowcount
+        return conn.execute(_PRUNE, (older_than, _NO_LIMIT, limit)).rowcount
+
+
+# The floor of a topic: the first event some group of it still needs (its
+# first queued row, or the one after its position).
+_PRUNE = """
+    DELETE FROM events WHERE seq IN (
+        WITH floors AS (
+            SELECT g.topic, coalesce(
+                (SELECT min(d.seq) FROM deliveries AS d WHERE d.grp = g.id),
+                g.position + 1) AS floor
+            FROM groups AS g),
+        topic_floor AS (SELECT topic, min(floor) AS floor FROM floors GROUP BY topic)
+        SELECT e.seq FROM events AS e
+        WHERE e.time < ?
+          AND e.seq < coalesce((SELECT floor FROM topic_floor AS t WHERE t.topic = e.topic), ?)
+          AND NOT EXISTS (SELECT 1 FROM dead_letters AS x WHERE x.seq = e.seq)
+        ORDER BY e.seq LIMIT ?)
+"""
