@@ -14,6 +14,7 @@ from flotilla.cli import app
 from flotilla.cli import events as events_cli
 from flotilla.events import Envelope, EventBackend, Subscription, new_event_id
 from flotilla.events.memory import MemoryEvents
+from flotilla.headers import Headers, Principal
 
 
 def envelope(topic: str, n: int) -> Envelope:
@@ -25,6 +26,7 @@ def envelope(topic: str, n: int) -> Envelope:
         time=1_700_000_000.0,
         payload=msgspec.msgpack.encode({"n": n}),
         key=str(n),
+        headers=Headers(request_id="r1", caller="front", principal=Principal("ada", ("admin",))),
     )
 
 
@@ -87,6 +89,13 @@ def test_dlq_lists_dead_letters_with_their_last_error(store: Store) -> None:
     assert shown["envelope"]["id"] == a.id
     assert shown["envelope"]["payload"] == {"n": 1}
     assert shown["envelope"]["time"] == "2023-11-14T22:13:20.000+00:00"
+    assert shown["envelope"]["headers"] == {
+        "request_id": "r1",
+        "caller": "front",
+        "trace": "",
+        "principal": {"subject": "ada", "roles": ["admin"]},
+        "meta": {},
+    }
     assert store.backend.closed == 2
 
 

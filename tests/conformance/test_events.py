@@ -1,10 +1,12 @@
 """The suite every event backend passes: one behaviour, whatever the log.
 
 Add a backend by adding one entry to :data:`BACKENDS`: an async factory (given
-the test's ``tmp_path``), the delays its time-based tests use, and, for a
-backend that needs a server, the server's name and URL (unreachable: skipped,
-or failed when ``CI=true``).  A server keeps state between tests, so every test
-uses topics and groups of its own (:func:`names`).
+the test's ``tmp_path``), the delays its time-based tests use, for a backend
+that needs a server the server's name and URL (unreachable: skipped, or failed
+when ``CI=true``), and whether two objects it makes share one store (then the
+restart tests, which stand for another process, run on it too).  A server
+keeps state between tests, so every test uses topics and groups of its own
+(:func:`names`).
 
 Waiting is by polling with deadlines: a :class:`Reader` asks its subscription
 for one delivery at a time and never cancels a pending ask (cancelling would
@@ -49,6 +51,9 @@ class Case:
     timing: Timing
     server: tuple[str, str] | None = None
     """(name, URL) of the server the backend needs, checked before the factory runs."""
+    shared: bool = False
+    """Two objects made by the factory for one ``tmp_path`` see one store (another process's
+    handle on the same log): the restart tests run on it."""
 
 
 async def _memory(tmp_path: Path) -> EventBackend:
@@ -96,6 +101,31 @@ async def setup(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield Setup(backend, case.timing)
     finally:
         await backend.aclose()
+
+
+SHARED = [name for name, case in BACKENDS.items() if case.shared] or [
+    pytest.param(
+        None,
+        marks=pytest.mark.skip(reason="no backend of BACKENDS shares a store across objects yet"),
+    )
+]
+
+
+@pytest.fixture(params=SHARED)
+async def two_handles(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Setup, Setup]]:
+    """Two backend objects on one store, as two processes of one machine or cluster have."""
+    case = BACKENDS[request.param]
+    if case.server is not None:
+        require_server(*case.server)
+    first = await case.factory(tmp_path)
+    second = await case.factory(tmp_path)
+    try:
+        yield Setup(first, case.timing), Setup(second, case.timing)
+    finally:
+        await second.aclose()
+        await first.aclose()
 
 
 class Names:
@@ -484,3 +514,53 @@ async def test_a_closed_backend_refuses_to_publish_and_ends_subscriptions(
     with pytest.raises(FlotillaError):
         await setup.backend.publish(envelope(names.topic()))
     await setup.backend.aclose()  # idempotent
+
+
+async def test_per_key_order_holds_with_two_consumers_and_naks(
+    setup: Setup, names: Names, readers: list[Reader]
+) -> None:
+    topic, group = names.topic(), names.group()
+    pair = [await reader(setup, readers, topic, group, instance=f"i{n}") for n in range(2)]
+    keys = ["a", "b", "c"]
+    for n in range(18):
+        await setup.backend.publish(envelope(topic, n, key=keys[n % 3]))
+    acked: list[int] = []
+
+    async def consume(r: Reader) -> None:
+        while len(acked) < 18:
+            try:
+                delivery = await r.next(timeout=0.05)
+            except AssertionError:
+                continue  # nothing for this one now; the other may hold the keys
+            n = number(delivery)
+            if n % 4 == 0 and delivery.envelope.attempt == 1:
+                await delivery.nak(setup.timing.nak_delay)  # comes back, still first of its key
+            else:
+                acked.append(n)
+                await delivery.ack()
+
+    async with asyncio.timeout(WAIT * 2):
+        await asyncio.gather(*(consume(r) for r in pair))
+    assert sorted(acked) == list(range(18))  # each once
+    for k in range(3):
+        of_key = [n for n in acked if n % 3 == k]
+        assert of_key == sorted(of_key), f"key {keys[k]} out of order: {of_key}"
+
+
+async def test_another_handle_gets_what_a_crashed_process_left_and_keeps_the_place(
+    two_handles: tuple[Setup, Setup], names: Names, readers: list[Reader]
+) -> None:
+    crashing, surviving = two_handles
+    topic, group = names.topic(), names.group()
+    doomed = await reader(crashing, readers, topic, group, instance="p1")
+    await surviving.backend.publish(envelope(topic, 1))  # published through the other handle
+    taken = await doomed.next()
+    await doomed.close()
+    readers.remove(doomed)
+    await crashing.backend.aclose()  # the process is gone, its delivery unacked
+    heir = await reader(surviving, readers, topic, group, instance="p2")
+    again = await heir.next()
+    assert (again.envelope.id, again.envelope.attempt) == (taken.envelope.id, 2)
+    await again.ack()
+    await surviving.backend.publish(envelope(topic, 2))
+    assert number(await heir.next()) == 2

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import msgspec
 import pytest
 
+from flotilla.errors import Unavailable
 from flotilla.events import AlreadyHandled, Envelope, Subscription, new_event_id
 from flotilla.events.consumer import Consumer, Outcome
 from flotilla.events.memory import MemoryEvents
@@ -240,4 +241,36 @@ async def test_a_handler_cut_by_stop_is_redelivered_after_ack_wait(h: Harness) -
     assert h.calls == [(1, 1)]
     await h.clock.advance(0.25)  # ack_wait: 6 s
     await wait_for(lambda: h.calls == [(1, 1), (1, 2)])
+    await wait_for(lambda: h.results() == ["acked"])
+
+
+class Flaky(MemoryEvents):
+    """Fails its first ``failures`` subscriptions, as a broker that is down would."""
+
+    def __init__(self, clock: FakeClock, failures: int) -> None:
+        super().__init__(clock)
+        self.failures = failures
+        self.subscribed = 0
+
+    async def subscribe(self, subscription: Subscription) -> AsyncGenerator[Any, None]:
+        self.subscribed += 1
+        if self.failures:
+            self.failures -= 1
+            raise Unavailable("connection refused")
+        async for delivery in super().subscribe(subscription):
+            yield delivery
+
+
+async def test_a_failing_backend_is_subscribed_again_after_a_growing_pause(h: Harness) -> None:
+    flaky = Flaky(h.clock, failures=2)
+    h.backend = flaky
+    await h.consumer()
+    await flaky.publish(event(Order(1)))  # the group was declared: kept for later
+    await wait_for(lambda: flaky.subscribed == 1)
+    await h.clock.advance(0.5)
+    await wait_for(lambda: flaky.subscribed == 2)
+    await h.clock.advance(0.75)  # the second pause is 1 s
+    assert flaky.subscribed == 2
+    await h.clock.advance(0.25)
+    await wait_for(lambda: h.calls == [(1, 1)])
     await wait_for(lambda: h.results() == ["acked"])

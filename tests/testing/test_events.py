@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 import pytest
 
 from flotilla import Context, NodeConfig, Service, Timings, on_event, rpc
 from flotilla.events.policy import DeliveryPolicy
-from flotilla.testing import Cluster, FakeClock
+from flotilla.testing import Cluster, FakeClock, wait_for
 
 
 class OrderPlaced(msgspec.Struct):
@@ -96,3 +98,50 @@ async def test_a_wait_that_times_out_says_what_happened() -> None:
         await cluster.emit("order.placed", OrderPlaced(1))
         with pytest.raises(TimeoutError, match=r"0 of 1 acked/already_handled deliveries"):
             await cluster.events.wait_handled("order.placed", timeout=0.3)
+
+
+class Stuck(Service, name="stuck"):
+    """Hangs on the first delivery of each event, as a replica about to crash would."""
+
+    def __init__(self) -> None:
+        self.hanging = False
+
+    @on_event("order.placed")
+    async def handle(self, order: OrderPlaced, ctx: Context) -> None:
+        assert ctx.event is not None
+        if ctx.event.attempt == 1:
+            self.hanging = True
+            await asyncio.Event().wait()
+
+
+async def test_a_crashed_replicas_event_goes_to_another_after_ack_wait() -> None:
+    clock = FakeClock()
+    config = CONFIG.replace(delivery=DeliveryPolicy(ack_wait=8))
+    async with Cluster(config, clock=clock) as cluster:
+        replicas = [Stuck(), Stuck()]
+        nodes = [(await cluster.add(replica))[0] for replica in replicas]
+        await cluster.emit("order.placed", OrderPlaced(1))
+        await wait_for(lambda: any(replica.hanging for replica in replicas))
+        taker = nodes[0] if replicas[0].hanging else nodes[1]
+        await cluster.crash(taker)  # its handler is cut short, the event left unacked
+        await clock.advance(7.5)
+        assert cluster.events.handled() == []
+        await clock.advance(0.5)
+        [outcome] = await cluster.events.wait_handled("order.placed")
+        assert outcome.envelope.attempt == 2
+        assert outcome.instance != taker.instance_ids["stuck"]
+
+
+class Strict(Service, name="strict"):
+    @on_event("order.placed", delivery=DeliveryPolicy(max_deliveries=1))
+    async def handle(self, order: OrderPlaced) -> None:
+        raise ValueError("never retried")
+
+
+async def test_a_handler_may_have_a_delivery_policy_of_its_own() -> None:
+    async with Cluster(CONFIG) as cluster:  # the node's policy allows 3 deliveries
+        await cluster.add(Strict())
+        await cluster.emit("order.placed", OrderPlaced(1))
+        [outcome] = await cluster.events.wait_dead_lettered("order.placed")
+        assert (outcome.envelope.attempt, outcome.error) == (1, "ValueError: never retried")
+        assert cluster.events.outcomes == [outcome]  # no retry came first

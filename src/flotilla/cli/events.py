@@ -31,6 +31,7 @@ from rich.text import Text
 from flotilla.cli.common import DataDirOption, fail, fail_with, find_data_dir, pretty_json
 from flotilla.errors import ConfigError, FlotillaError, NotFound
 from flotilla.events import EVENT_BACKENDS, DeadLetter, Envelope, EventBackend
+from flotilla.headers import Headers
 from flotilla.resolve import default_events_url, expand_shorthand, sqlite_path
 from flotilla.runtime.serve import run_loop
 
@@ -209,6 +210,17 @@ def _shown_envelope(envelope: Envelope) -> dict[str, Any]:
     shown: dict[str, Any] = msgspec.to_builtins(envelope)
     shown["payload"] = _payload(envelope)
     shown["time"] = _when(envelope.time)
+    shown["headers"] = _shown_headers(envelope.headers)
+    return shown
+
+
+def _shown_headers(headers: Headers) -> dict[str, Any]:
+    """Headers by name (they travel as an array), without the deadline events never carry."""
+    shown = msgspec.structs.asdict(headers)
+    shown.pop("deadline")
+    principal = headers.principal
+    shown["principal"] = None if principal is None else msgspec.structs.asdict(principal)
+    shown["meta"] = dict(headers.meta)
     return shown
 
 

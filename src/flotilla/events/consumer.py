@@ -15,6 +15,10 @@ for dead.  Per-key order is the backend's: it does not deliver the next event
 of a key before the previous one is acked or dead-lettered; events of other
 keys, and keyless ones, run concurrently up to ``max_concurrent``.
 
+If the backend fails (a broker down, a connection cut), the consumer
+subscribes again after a pause (0.5 s doubling to 10 s); the group kept its
+place meanwhile.  It ends only when the backend is closed or it is stopped.
+
 Lifecycle: :meth:`Consumer.start` declares the group (events published after
 it returns are not missed) and starts taking deliveries; :meth:`Consumer.stop`
 stops taking new ones, lets the running handlers finish for up to ``drain``
@@ -60,6 +64,10 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
 
 Observer = Callable[[Outcome], None]
 
+# Seconds before subscribing again after the backend failed, doubling up to the max.
+_RESUBSCRIBE_FIRST = 0.5
+_RESUBSCRIBE_MAX = 10.0
+
 
 class Consumer:
     """Runs ``handler`` on the deliveries of ``subscription`` (see the module docstring)."""
@@ -88,6 +96,7 @@ class Consumer:
         self._slots = asyncio.Semaphore(self.policy.max_concurrent)
         self._taker: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._pause = _RESUBSCRIBE_FIRST
 
     async def start(self) -> None:
         """Declare the group, then take deliveries in a task this consumer owns."""
@@ -110,7 +119,27 @@ class Consumer:
                 await asyncio.wait(late)
 
     async def _take(self) -> None:
-        deliveries: AsyncIterator[Delivery] = self.backend.subscribe(self.subscription)
+        """Subscribe and take deliveries; if the backend fails, subscribe again after a pause."""
+        while True:
+            try:
+                await self._take_from(self.backend.subscribe(self.subscription))
+            except FlotillaError as exc:
+                # A broker down or a connection cut: the group keeps its place,
+                # so subscribing again later loses nothing.
+                pause, self._pause = self._pause, min(self._pause * 2, _RESUBSCRIBE_MAX)
+                log.warning(
+                    "%s: the event backend failed (%s); subscribing again in %.3g s",
+                    self.name,
+                    exc,
+                    pause,
+                )
+                await self._clock.sleep(pause)
+            else:
+                log.info("%s: the event backend closed; no more deliveries", self.name)
+                return
+
+    async def _take_from(self, deliveries: AsyncIterator[Delivery]) -> None:
+        """Take deliveries until the iterator ends (the backend closed) or fails."""
         try:
             while True:
                 # A slot first: a consumer at its limit leaves the next delivery
@@ -121,13 +150,12 @@ class Consumer:
                 except BaseException:
                     self._slots.release()
                     raise
+                self._pause = _RESUBSCRIBE_FIRST  # the backend works again
                 task = asyncio.create_task(self._handle(delivery))
                 self._running.add(task)
                 task.add_done_callback(self._finished_one)
         except StopAsyncIteration:
-            log.info("%s: the event backend closed; no more deliveries", self.name)
-        except FlotillaError as exc:
-            log.error("%s: the event backend failed: %s", self.name, exc)
+            return
         finally:
             aclose = getattr(deliveries, "aclose", None)
             if aclose is not None:

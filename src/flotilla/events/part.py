@@ -113,9 +113,16 @@ class ConsumersPart:
             self.consumers.append(consumer)
 
     async def stop(self) -> None:
+        await self._stop(self.drain)
+
+    async def cut(self) -> None:
+        """Stop as a crash would: running handlers cancelled, their deliveries left unacked."""
+        await self._stop(0.0)
+
+    async def _stop(self, drain: float) -> None:
         # All at once: the drain bounds the whole stop, not each consumer's.
         consumers, self.consumers = self.consumers, []
-        await asyncio.gather(*(consumer.stop(self.drain) for consumer in consumers))
+        await asyncio.gather(*(consumer.stop(drain) for consumer in consumers))
 
     def _consumer(self, backend: EventBackend, service: Service, spec: EventSpec) -> Consumer:
         subscription = Subscription(
@@ -130,7 +137,7 @@ class ConsumersPart:
             _Invoke(service, spec, self.invoker, self.emitter),
             payload_type=spec.payload_type,
             name=f"{service.name}.{spec.attribute}",
-            policy=self.policy,
+            policy=spec.delivery or self.policy,
             clock=self.clock,
             observer=self.observer,
         )

@@ -132,7 +132,7 @@ class Node:
     ) -> list[Part]:
         """The parts of a node that hosts services: hooks, consumers, server, lease."""
         config, timings = self.config, self.timings
-        consumers = ConsumersPart(
+        self._consumers = consumers = ConsumersPart(
             self.services,
             self.events,
             invoker=self.caller,
@@ -221,12 +221,14 @@ class Node:
 
     async def abort(self) -> None:
         """Stop as a crash would look to others: connections cut at once, no
-        deregistration (the lease runs out by itself), no grace, no drain."""
+        deregistration (the lease runs out by itself), no grace, no drain, and
+        running event handlers cut short (their events come back after ack_wait)."""
         if self._lease is not None and self._lease in self._started:
             self._started.remove(self._lease)
             await self._lease.abandon()
         if self.server is not None:
             await self._server_part.cut()
+            await self._consumers.cut()
         await self.aclose()
 
     async def wait_stopped(self) -> None:
