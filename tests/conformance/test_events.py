@@ -69,7 +69,7 @@ async def _sqlite(tmp_path: Path) -> EventBackend:
 # name -> how to make one, in one place: E3 (sqlite) and E4 (nats) add theirs here.
 BACKENDS: dict[str, Case] = {
     "memory": Case(_memory, Timing(nak_delay=0.05, ack_wait=0.2)),
-    "sqlite": Case(_sqlite, Timing(nak_delay=0.05, ack_wait=0.3)),
+    "sqlite": Case(_sqlite, Timing(nak_delay=0.05, ack_wait=0.3), shared=True),
 }
 
 
