@@ -60,9 +60,16 @@ async def _memory(tmp_path: Path) -> EventBackend:
     return MemoryEvents()
 
 
+async def _sqlite(tmp_path: Path) -> EventBackend:
+    from flotilla.events.sqlite import SqliteEvents
+
+    return SqliteEvents.from_url(f"sqlite:///{tmp_path}/events.db")
+
+
 # name -> how to make one, in one place: E3 (sqlite) and E4 (nats) add theirs here.
 BACKENDS: dict[str, Case] = {
     "memory": Case(_memory, Timing(nak_delay=0.05, ack_wait=0.2)),
+    "sqlite": Case(_sqlite, Timing(nak_delay=0.05, ack_wait=0.3), shared=True),
 }
 
 
