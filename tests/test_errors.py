@@ -7,6 +7,7 @@ import pytest
 from flotilla import errors
 from flotilla.errors import (
     ConnectFailed,
+    ConnectionCut,
     FlotillaError,
     HandshakeFailed,
     Internal,
@@ -30,7 +31,7 @@ def all_error_classes() -> list[type[FlotillaError]]:
 
 CLASSES = all_error_classes()
 # Local refinements of unavailable: on the wire they are plain unavailable.
-WIRE_CLASSES = [cls for cls in CLASSES if not issubclass(cls, ConnectFailed)]
+WIRE_CLASSES = [cls for cls in CLASSES if not issubclass(cls, (ConnectFailed, ConnectionCut))]
 
 
 def test_the_tree_has_every_exported_error() -> None:

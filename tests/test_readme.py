@@ -62,3 +62,19 @@ def test_the_resilience_example_is_a_valid_system_file() -> None:
     assert table("catalog").breaker.window == 10
     assert table("catalog", "search").retry.max_attempts == 1
     assert table("carts").faults.delay_fraction == 0.1
+
+
+async def test_the_fault_injection_example_runs_in_the_readmes_words() -> None:
+    namespace: dict[str, Any] = {}
+    exec(compile(python_blocks()[0], str(README), "exec"), namespace)  # Catalog
+    block = block_defining("test_a_slow_catalog_runs_into_the_callers_deadline")
+    exec(compile(block, str(README), "exec"), namespace)
+    await namespace["test_a_slow_catalog_runs_into_the_callers_deadline"]()
+
+
+async def test_the_events_example_runs_in_the_readmes_words() -> None:
+    from flotilla.testing import Cluster
+
+    namespace: dict[str, Any] = {"Cluster": Cluster}
+    exec(compile(block_defining("test_billing_charges_the_order"), str(README), "exec"), namespace)
+    await namespace["test_billing_charges_the_order"]()

@@ -35,6 +35,8 @@ from flotilla.errors import (
     Unavailable,
     Unimplemented,
 )
+from flotilla.events import AlreadyHandled, DeadLetter, Envelope
+from flotilla.events.policy import DeliveryPolicy
 from flotilla.headers import Headers, Principal
 from flotilla.health import health_check
 from flotilla.registry import Health, Instance
@@ -50,12 +52,16 @@ __version__ = "0.1.0"
 __all__ = [
     "Aborted",
     "AlreadyExists",
+    "AlreadyHandled",
     "Attempt",
     "Cancelled",
     "ConfigError",
     "ConnectFailed",
     "Context",
+    "DeadLetter",
     "DeadlineExceeded",
+    "DeliveryPolicy",
+    "Envelope",
     "FailedPrecondition",
     "Fallbacks",
     "FlotillaError",

@@ -20,8 +20,9 @@ exception class it was raised as on the callee::
     ├── Internal                     internal             no      500
     │   └── ProtocolError            protocol_error       no      502
     └── Unavailable                  unavailable          yes     503
-        └── ConnectFailed            unavailable          yes     503
-            └── HandshakeFailed      unavailable          yes     503
+        ├── ConnectFailed            unavailable          yes     503
+        │   └── HandshakeFailed      unavailable          yes     503
+        └── ConnectionCut            unavailable          no      503
 
 ``retryable`` says whether the *error itself* allows another attempt even for a
 method that is not idempotent: the request surely had no effect (nothing was
@@ -39,6 +40,7 @@ __all__ = [
     "Cancelled",
     "ConfigError",
     "ConnectFailed",
+    "ConnectionCut",
     "DeadlineExceeded",
     "FailedPrecondition",
     "FlotillaError",
@@ -194,6 +196,19 @@ class HandshakeFailed(ConnectFailed):
     ``details["reason"]`` holds the peer's code when it sent one
     (``unauthenticated``, ``resource_exhausted``).
     """
+
+
+class ConnectionCut(Unavailable):
+    """Raised by a call handler to have the server cut the call's connection at once, as a
+    crash would, instead of answering (fault injection's *abort*).
+
+    Every call in flight on that connection is lost with it, and the caller
+    sees what a lost connection gives: ``unavailable``, not retryable (the
+    request went out).  A server that does not know it sends it as plain
+    ``unavailable``.
+    """
+
+    retryable = False
 
 
 def _all_subclasses(cls: type[FlotillaError]) -> list[type[FlotillaError]]:

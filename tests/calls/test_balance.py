@@ -4,6 +4,7 @@ keep the load figures the next pick weighs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -294,7 +295,7 @@ async def test_latency_is_recorded() -> None:
     assert endpoints.endpoints["e0"].latency() >= 0.015
 
 
-@pytest.mark.parametrize("error", [Unavailable, Internal, DeadlineExceeded])
+@pytest.mark.parametrize("error", [Unavailable, Internal, DeadlineExceeded, ResourceExhausted])
 async def test_a_fast_sent_failure_costs_the_endpoint_latency(
     error: type[FlotillaError],
 ) -> None:
@@ -318,6 +319,25 @@ async def test_a_fast_sent_failure_costs_the_endpoint_latency(
     # Twice the average (less what it decayed in the milliseconds since it was read).
     assert endpoint.latency() >= 2 * before * 0.99
     assert inflight(endpoints) == [0]
+
+
+async def test_load_moves_away_from_an_endpoint_that_shed_a_call() -> None:
+    # The callee's bulkhead refused at once: a fast answer, but no sign of a
+    # fast endpoint.  P2C over two endpoints compares both on every pick.
+    picked: list[str] = []
+
+    async def send(attempt: Attempt) -> msgspec.Raw:
+        picked.append(attempt.endpoint.id)
+        if attempt.endpoint.id == "e0":
+            raise ResourceExhausted("svc.m is at its limit")
+        return response("ok")
+
+    balance, _ = setup(2, send, "p2c")
+    for _ in range(12):
+        with contextlib.suppress(ResourceExhausted):
+            await balance(request())
+    assert picked.count("e0") == 1  # shed once, then left alone
+    assert picked[picked.index("e0") + 1 :] == ["e1"] * (11 - picked.index("e0"))
 
 
 async def test_a_sent_failure_never_makes_a_fresh_endpoint_look_cheaper() -> None:
@@ -484,7 +504,7 @@ async def test_every_breaker_refusing_in_panic_fails_at_once_saying_why() -> Non
         endpoints.eject(endpoint, time.monotonic() + 60, "breaker open")
     with pytest.raises(Unavailable) as caught:
         await balance(request())
-    assert "3 tried, none reachable (breaker open: 3)" in caught.value.message
+    assert "3 tried, none took it (breaker open: 3)" in caught.value.message
 
 
 async def test_refusals_of_several_kinds_are_counted_by_kind() -> None:

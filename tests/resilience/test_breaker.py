@@ -246,7 +246,7 @@ async def test_metrics_only_trips_and_signals_but_lets_every_call_through() -> N
         (Unavailable("gone"), "failure"),
         (Internal("bug"), "failure"),
         (ResourceExhausted("full"), "failure"),
-        (ConnectFailed("refused"), "failure"),
+        (ConnectFailed("refused"), "ignored"),  # the pool marks the address down instead
         (NotFound("no such item"), "success"),
         (InvalidArgument("bad id"), "success"),
         (FailedPrecondition("not yet"), "success"),

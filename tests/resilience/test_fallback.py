@@ -182,4 +182,4 @@ async def test_through_a_cluster_every_breaker_open_runs_the_fallback() -> None:
         assert {s.service for s in opened} == {"catalog"}
         assert len({s.endpoint for s in opened}) == 2
         assert "the catalog's database is down" in front.errors[0].message
-        assert "2 tried, none reachable (breaker open: 2)" in front.errors[-1].message
+        assert "2 tried, none took it (breaker open: 2)" in front.errors[-1].message

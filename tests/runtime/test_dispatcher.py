@@ -314,8 +314,10 @@ async def test_server_layers_wrap_the_handler() -> None:
     seen: list[str] = []
 
     async def metrics(incoming: Incoming, call_next: Handler[Incoming]) -> Any:
-        # Before the innermost step: nothing routed or decoded yet.
-        seen.append(f"before {incoming.target} {incoming.route} {incoming.values}")
+        # Before the innermost step: routed (the method is known), nothing decoded yet.
+        route = incoming.route
+        assert route is not None
+        seen.append(f"before {incoming.target} {route.spec.name} {incoming.values}")
         result = await call_next(incoming)
         route = incoming.route
         assert route is not None
@@ -326,7 +328,20 @@ async def test_server_layers_wrap_the_handler() -> None:
 
     dispatcher, _ = make(("metrics", metrics))
     await dispatch(dispatcher, "store.get", {"id": 1})
-    assert seen == ["before store.get None ()", "after store.get get store (1, 'thing')"]
+    assert seen == ["before store.get get ()", "after store.get get store (1, 'thing')"]
+
+
+async def test_layers_see_no_route_for_a_target_not_served_here() -> None:
+    routes: list[object] = []
+
+    async def metrics(incoming: Incoming, call_next: Handler[Incoming]) -> Any:
+        routes.append(incoming.route)
+        return await call_next(incoming)
+
+    dispatcher, _ = make(("metrics", metrics))
+    with pytest.raises(Unimplemented):
+        await dispatch(dispatcher, "store.nope", {})
+    assert routes == [None]
 
 
 class Outcomes:
@@ -431,7 +446,7 @@ async def test_a_layer_sees_and_may_replace_the_arguments() -> None:
 def test_unknown_server_layer_refused() -> None:
     with pytest.raises(ConfigError, match="retry"):
         make(("retry", lambda i, n: n(i)))
-    assert SERVER_STACK == ("metrics", "user", "bulkhead")
+    assert SERVER_STACK == ("metrics", "user", "bulkhead", "faults")
 
 
 # -- how arguments reach the method ---------------------------------------------------------

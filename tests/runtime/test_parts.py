@@ -76,12 +76,14 @@ def logged(
     return run
 
 
-def test_a_node_is_caller_services_health_server_lease_in_that_order() -> None:
+def test_a_node_is_its_parts_in_order() -> None:
     node = Node(Echo([]), config=FAST)
     assert [part.name for part in node.parts] == [
         "caller",
+        "events",
         "services",
         "health",
+        "consumers",
         "server",
         "lease",
     ]
@@ -90,7 +92,16 @@ def test_a_node_is_caller_services_health_server_lease_in_that_order() -> None:
 def test_the_ops_port_comes_right_after_the_caller() -> None:
     node = Node(Echo([]), config=FAST.replace(ops_port=0))
     names = [part.name for part in node.parts]
-    assert names == ["caller", "ops", "services", "health", "server", "lease"]
+    assert names == [
+        "caller",
+        "ops",
+        "events",
+        "services",
+        "health",
+        "consumers",
+        "server",
+        "lease",
+    ]
 
 
 async def test_parts_start_in_order_and_stop_in_reverse(registry: MemoryRegistry) -> None:
@@ -100,9 +111,11 @@ async def test_parts_start_in_order_and_stop_in_reverse(registry: MemoryRegistry
     await node.start()
     assert log == [
         "caller start",
+        "events start",
         "services start",
         "echo on_start",
         "health start",
+        "consumers start",
         "server start",
         "lease start",
     ]
@@ -112,13 +125,15 @@ async def test_parts_start_in_order_and_stop_in_reverse(registry: MemoryRegistry
     assert log == [
         "lease stop",
         "server stop",
+        "consumers stop",
         "health stop",
         "services stop",
         "echo on_stop",
+        "events stop",
         "caller stop",
     ]
     await node.aclose()  # idempotent: nothing stops twice
-    assert len(log) == 6
+    assert len(log) == 8
 
 
 async def test_an_added_part_starts_last_and_stops_first(registry: MemoryRegistry) -> None:
@@ -143,18 +158,22 @@ async def test_a_failing_start_stops_the_started_parts_in_reverse(
         await node.start()
     assert log == [
         "caller start",
+        "events start",
         "services start",
         "echo on_start",
         "health start",
+        "consumers start",
         "server start",
         "lease start",
         "broken start failed",
         # The failed part is not stopped (it undid itself); the rest in reverse.
         "lease stop",
         "server stop",
+        "consumers stop",
         "health stop",
         "services stop",
         "echo on_stop",
+        "events stop",
         "caller stop",
     ]
     assert await registry.list() == []  # the lease was revoked

@@ -16,6 +16,7 @@ import pytest
 from flotilla import codec
 from flotilla.errors import (
     ConnectFailed,
+    ConnectionCut,
     DeadlineExceeded,
     FlotillaError,
     HandshakeFailed,
@@ -345,6 +346,28 @@ async def test_many_concurrent_calls_on_one_connection_are_matched_by_id(start, 
         for i in range(200):
             group.create_task(one(i))
     assert len(server._connections) == 1
+
+
+async def test_a_handler_that_raises_connection_cut_has_its_connection_aborted(
+    start, pools
+) -> None:
+    # Fault injection's abort: the caller sees what a crash gives, for this
+    # call and every other call in flight on the connection; the server serves on.
+    async def handler(method: str, args: msgspec.Raw, headers: Headers) -> bytes:
+        if method == "svc.cut":
+            raise ConnectionCut("fault injected")
+        return await echo(method, args, headers)
+
+    server = await start(handler)
+    pool = pools()
+    waiting = asyncio.ensure_future(call(pool, server.address, "svc.slow", sleep=10))
+    await wait_for(lambda: server._inflight == 1)
+    with pytest.raises(Unavailable, match="lost") as cut:
+        await call(pool, server.address, "svc.cut")
+    assert not cut.value.retryable
+    with pytest.raises(Unavailable, match="lost"):
+        await waiting
+    assert await call(pools(), server.address, "svc.ok") == {"method": "svc.ok", "args": {}}
 
 
 # -- authentication ------------------------------------------------------------------------

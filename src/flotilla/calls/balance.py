@@ -18,15 +18,24 @@ from flotilla.balancing import Endpoint, Strategy, resolve_strategy
 from flotilla.calls.endpoints import Directory, EndpointSet
 from flotilla.calls.pipeline import Handler
 from flotilla.calls.request import Attempt, Request
-from flotilla.errors import ConnectFailed, DeadlineExceeded, FlotillaError, Internal, Unavailable
+from flotilla.errors import (
+    ConnectFailed,
+    DeadlineExceeded,
+    FlotillaError,
+    Internal,
+    ResourceExhausted,
+    Unavailable,
+)
 from flotilla.resilience.policy import PolicyLookup, uniform
 from flotilla.resilience.signals import SignalKind, Signals
 
 __all__ = ["Balance"]
 
 # Failures that speak of the endpoint rather than of the request (a not_found is
-# a fine, fast answer; an internal error or a refusal is not).
-_ENDPOINT_FAULTS = (Unavailable, Internal, DeadlineExceeded)
+# a fine, fast answer; an internal error or a refusal is not).  A callee that
+# shed the call (resource_exhausted: its bulkhead is full) answers fast exactly
+# because it is overloaded: counted as fast, it would draw yet more calls.
+_ENDPOINT_FAULTS = (Unavailable, Internal, DeadlineExceeded, ResourceExhausted)
 
 
 class Balance:
@@ -151,7 +160,7 @@ class Balance:
             why = ", ".join(f"{reason}: {count}" for reason, count in counted.items())
             return Unavailable(
                 f"no instance of service {service!r} took the call: "
-                f"{len(refusals)} tried, none reachable ({why})",
+                f"{len(refusals)} tried, none took it ({why})",
                 never_sent=True,
                 details={"refusals": dict(counted)},  # for a layer above: all breakers open?
             )

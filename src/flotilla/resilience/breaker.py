@@ -46,7 +46,6 @@ from typing import Literal, NamedTuple
 
 from flotilla.clock import Clock
 from flotilla.errors import (
-    ConnectFailed,
     DeadlineExceeded,
     FlotillaError,
     Internal,
@@ -71,8 +70,11 @@ def outcome_of(error: BaseException | None) -> Outcome:
         return "success"
     if not isinstance(error, FlotillaError):
         return "ignored"  # cancelled (a hedge's loser, a caller that gave up)
-    if error.never_sent and not isinstance(error, ConnectFailed):
-        return "ignored"  # refused here (a local bulkhead): the endpoint was never asked
+    if error.never_sent:
+        # Refused here (a local bulkhead), or no connection: the endpoint was never
+        # asked.  An unreachable endpoint is the pool's to eject (it marks the address
+        # down with its own backoff, under the reason "unreachable"), not a breaker's.
+        return "ignored"
     return "failure" if isinstance(error, _ENDPOINT_FAULTS) else "success"
 
 

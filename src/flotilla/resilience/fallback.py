@@ -9,7 +9,7 @@ A service declares, on its own class, what to do when a call it makes fails::
 
 The method receives the error and the call's arguments (by name), and its
 result is the call's result.  By default it runs on ``unavailable`` (every
-replica down, every breaker open, none reachable); ``on=`` names other errors
+replica down, every breaker open, none took it); ``on=`` names other errors
 (``on=(Unavailable, DeadlineExceeded)``).  A call from outside any service
 (``node.call``) may have fallbacks too: ``Fallbacks({"catalog.get": fn})``.
 

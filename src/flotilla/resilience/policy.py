@@ -14,7 +14,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from flotilla.errors import ConfigError
+from flotilla.errors import ConfigError, error_for_code
 
 __all__ = [
     "BreakerPolicy",
@@ -150,11 +150,16 @@ class BulkheadPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """Calls that may wait for a slot; beyond it a call is refused at once."""
     adaptive: Literal["vegas", "gradient2"] | None = None
     """Adjust the concurrency limit from observed latency (``max_concurrent`` is then the cap)."""
+    per_endpoint: int | None = None
+    """The caller's side: calls one caller may have in flight to one endpoint of the
+    service at once; beyond it the call goes to another endpoint. None: no cap."""
 
     def __post_init__(self) -> None:
         name = "bulkhead"
         _require(self.max_concurrent >= 1, name, "max_concurrent must be at least 1")
         _require(self.max_queue >= 0, name, "max_queue must not be negative")
+        if self.per_endpoint is not None:
+            _require(self.per_endpoint >= 1, name, "per_endpoint must be at least 1")
 
 
 class FaultPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -167,7 +172,13 @@ class FaultPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """The error code a failed call gets."""
     error_fraction: float = 0.0
     abort_fraction: float = 0.0
-    """Calls whose connection is cut mid-call (the caller sees the connection lost)."""
+    """Calls whose connection is cut mid-call (the caller sees the connection lost, and so
+    do the other calls in flight on that connection)."""
+
+    @property
+    def injects(self) -> bool:
+        """Whether any fault is switched on."""
+        return bool(self.delay_fraction or self.error_fraction or self.abort_fraction)
 
     def __post_init__(self) -> None:
         name = "faults"
@@ -175,6 +186,12 @@ class FaultPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         _fraction(self.delay_fraction, name, "delay_fraction")
         _fraction(self.error_fraction, name, "error_fraction")
         _fraction(self.abort_fraction, name, "abort_fraction")
+        # An unknown code would reach callers as "internal": refuse it at start.
+        _require(
+            error_for_code(self.error, "").code == self.error,
+            name,
+            f"error {self.error!r} is not an error code (see flotilla.errors)",
+        )
 
 
 class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

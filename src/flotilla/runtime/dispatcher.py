@@ -22,7 +22,7 @@ import msgspec
 
 from flotilla import codec
 from flotilla.calls.pipeline import Middleware, build_stack
-from flotilla.context import Context, Invoker
+from flotilla.context import Context, Emitter, Invoker
 from flotilla.errors import FlotillaError, Internal, Unavailable, Unimplemented
 from flotilla.headers import Headers
 from flotilla.service import MethodSpec, Service
@@ -37,9 +37,13 @@ SERVER_STACK: tuple[str, ...] = (
     # The application's own layer (an authorisation check on the principal,
     # say): it sees the call before the callee spends anything on it.
     "user",
-    # Innermost: caps the calls running at once, so overload is refused
+    # Caps the calls running at once per method, so overload is refused
     # cheaply, after the layers that must see every call.
     "bulkhead",
+    # Innermost, standing in for the method (injected delays, errors, cut
+    # connections): a delayed call holds its bulkhead slot as a slow method
+    # would, and metrics count an injected failure as the method's own.
+    "faults",
 )
 
 
@@ -80,22 +84,33 @@ class Route:
 class Incoming:
     """A call being served, as the server pipeline's layers see it.
 
-    Layers run before routing and decoding, so they see every call, including
-    those that fail as ``unimplemented`` or ``invalid_argument``; ``route`` and
-    ``values`` are filled in by the innermost step.
+    Layers run before decoding, so they see every call, including those that
+    fail as ``unimplemented`` or ``invalid_argument``.  ``route`` is the hosted
+    method, found before the layers run (None: this node does not serve the
+    target, and the call fails at once); ``values`` are filled in by the
+    innermost step.
     """
 
-    __slots__ = ("_context", "args", "headers", "invoker", "route", "target", "values")
+    __slots__ = ("_context", "args", "emitter", "headers", "invoker", "route", "target", "values")
 
-    def __init__(self, target: str, args: msgspec.Raw, headers: Headers, invoker: Invoker) -> None:
+    def __init__(
+        self,
+        target: str,
+        args: msgspec.Raw,
+        headers: Headers,
+        invoker: Invoker,
+        route: Route | None = None,
+        emitter: Emitter | None = None,
+    ) -> None:
         self.target = target
         """``service.method`` as the caller named it."""
+        self.emitter = emitter
         self.args = args
         """The arguments, still encoded."""
         self.headers = headers
         """As received, the deadline made absolute (``time.monotonic()``)."""
         self.invoker = invoker
-        self.route: Route | None = None
+        self.route = route
         self.values: tuple[Any, ...] = ()
         """The arguments, validated, in the order of the method's argument struct."""
         self._context: Context | None = None
@@ -112,7 +127,9 @@ class Incoming:
     def context(self) -> Context:
         """The call's context, made on first use: most handlers never ask for it."""
         if self._context is None:
-            self._context = Context(self.invoker, self.headers, service=self.service)
+            self._context = Context(
+                self.invoker, self.headers, service=self.service, emitter=self.emitter
+            )
         return self._context
 
 
@@ -127,8 +144,11 @@ class Dispatcher:
         services: list[Service],
         invoker: Invoker,
         layers: Mapping[str, Middleware[Incoming]] | None = None,
+        *,
+        emitter: Emitter | None = None,
     ) -> None:
         self.invoker = invoker
+        self.emitter = emitter
         self.routes: dict[str, Route] = {}
         self._methods: dict[str, list[str]] = {}
         for service in services:
@@ -139,11 +159,12 @@ class Dispatcher:
         self._run = build_stack(dict(layers or {}), self._serve, SERVER_STACK)
 
     def __call__(self, target: str, args: msgspec.Raw, headers: Headers) -> Awaitable[bytes]:
-        return self._run(Incoming(target, args, headers, self.invoker))
+        route = self.routes.get(target)
+        return self._run(Incoming(target, args, headers, self.invoker, route, self.emitter))
 
     async def _serve(self, incoming: Incoming) -> bytes:
         """The innermost step: route, decode, run, encode (one coroutine: it runs per call)."""
-        route = incoming.route = self.routes.get(incoming.target) or self._unrouted(incoming)
+        route = incoming.route or self._unrouted(incoming)
         incoming.values = msgspec.structs.astuple(codec.decode(incoming.args, route.spec.args_type))
         try:
             result = await route.call(incoming)

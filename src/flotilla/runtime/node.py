@@ -10,12 +10,14 @@
 A node is a list of parts (:mod:`flotilla.runtime.parts`), started in order and
 stopped in reverse, once, by :meth:`Node.aclose` (idempotent)::
 
-    start:  caller -> ops port (if configured) -> services' on_start
-            -> health checks (a first round) -> listen -> register under a lease, keep it
+    start:  caller -> ops port (if configured) -> event backend (opened on first use)
+            -> services' on_start -> health checks (a first round) -> event consumers
+            -> listen -> register under a lease, keep it
     stop:   deregister -> keep serving for the grace period (callers' views catch up)
             -> refuse new calls, finish in-flight ones (bounded) -> close connections
-            -> stop the health checks -> services' on_stop -> close the ops port
-            -> close the caller, then the registry if the node opened it
+            -> stop taking events, finish running handlers (bounded by the drain)
+            -> stop the health checks -> services' on_stop -> close the event backend
+            -> close the ops port -> close the caller, then the registry if the node opened it
 
 The ops port opens early and closes late so that probes see the whole life:
 ``/readyz`` says ``starting``, then ready, then ``stopping`` through the drain.
@@ -39,6 +41,7 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Mapping, Sequence
+from random import Random
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -46,10 +49,17 @@ from flotilla.calls.client import Caller
 from flotilla.calls.pipeline import Middleware
 from flotilla.calls.typed_client import TypedClient
 from flotilla.clock import Clock, SystemClock
-from flotilla.context import Context
+from flotilla.context import Context, new_request_id
+from flotilla.events.backend import EventBackend
+from flotilla.events.consumer import Observer
+from flotilla.events.emitter import Emitter
+from flotilla.events.part import ConsumersPart, EventsPart
 from flotilla.headers import Headers
 from flotilla.registry import Health, Instance, Registry, open_registry
+from flotilla.resilience.breakers import Breakers
+from flotilla.resilience.bulkhead import Bulkhead
 from flotilla.resilience.fallback import Fallbacks
+from flotilla.resilience.faults import Faults
 from flotilla.resilience.policy import Policy, PolicyLookup
 from flotilla.resilience.signals import Signals
 from flotilla.resilience.states import BreakerStates
@@ -85,9 +95,22 @@ class Node:
 
     ``config`` is the plain-data configuration (:class:`NodeConfig`); beside it
     go what cannot be data: a ``registry`` object to use instead of opening
-    ``config.registry`` (the nodes of one test share one), a ``clock``, client
-    ``layers`` (:data:`~flotilla.calls.pipeline.CLIENT_STACK`) and
-    ``server_layers`` (:data:`~flotilla.runtime.dispatcher.SERVER_STACK`).
+    ``config.registry`` (the nodes of one test share one), likewise an
+    ``events`` backend instead of ``config.events``, a ``clock``, client
+    ``layers`` (:data:`~flotilla.calls.pipeline.CLIENT_STACK`),
+    ``server_layers`` (:data:`~flotilla.runtime.dispatcher.SERVER_STACK`) and
+    an ``event_observer`` told how each delivery ended (the test kit's).
+
+    ``policies`` answers the resilience policy of each service and method
+    (default: ``config.resilience``); what the resilience layers did is
+    emitted into :attr:`signals`.  Every caller gets a circuit breaker per
+    endpoint (:class:`~flotilla.resilience.breakers.Breakers`) and the
+    fallbacks its services declare; a node that hosts services serves them
+    behind a :class:`~flotilla.resilience.bulkhead.Bulkhead` and a
+    :class:`~flotilla.resilience.faults.Faults` layer (``layers`` and
+    ``server_layers`` may replace any of them); :attr:`faults` switches
+    injected faults on at run time, drawn from ``random`` (seed it for
+    reproducible faults).
     """
 
     def __init__(
@@ -98,6 +121,10 @@ class Node:
         clock: Clock | None = None,
         layers: Mapping[str, Middleware[Any]] | None = None,
         server_layers: Mapping[str, Middleware[Incoming]] | None = None,
+        policies: PolicyLookup | None = None,
+        random: Random | None = None,
+        events: EventBackend | None = None,
+        event_observer: Observer | None = None,
     ) -> None:
         names = [service.name for service in services]
         if len(set(names)) != len(names):
@@ -106,18 +133,17 @@ class Node:
         self.services: Sequence[Service] = services
         self.timings = config.timings
         self.clock = clock or SystemClock()
-        self._owns_registry = registry is None
-        self.registry = registry or open_registry(config.registry, clock=clock)
-        self.secret = config.secret if config.secret is not None else secrets.token_bytes(32)
+        self.policies: PolicyLookup = policies or config.resilience
+        """The resilience policy of each service and method (``policies``, else the config's)."""
         self.signals = Signals()
         """Where this node's resilience layers report what they did."""
         self.breakers = BreakerStates(self.signals)
-        self.policies: PolicyLookup = config.resilience
-        """The resilience policy of each called service and method."""
-        fallbacks = Fallbacks.of_services(services, signals=self.signals)
-        if fallbacks and "fallback" not in (layers or {}):
-            # What the hosted services declare with @fallback, unless the caller brings its own.
-            layers = {**(layers or {}), "fallback": fallbacks}
+        self.random = random or Random()
+        self.faults = Faults(self.policies, self.signals, clock=self.clock, random=self.random)
+        self._owns_registry = registry is None
+        self.registry = registry or open_registry(config.registry, clock=clock)
+        self.secret = config.secret if config.secret is not None else secrets.token_bytes(32)
+        layers = self._client_layers(services, layers or {})
         self.caller = Caller(
             self.registry,
             secret=self.secret,
@@ -128,12 +154,18 @@ class Node:
             policies=self.policies,
             signals=self.signals,
         )
+        # Fixed now, not at registration: events emitted by on_start name them too.
+        self.instance_ids = {name: f"{name}-{secrets.token_hex(4)}" for name in names}
+        self.events = EventsPart(config.events, backend=events, clock=clock)
+        self.emitter = Emitter(self.events.backend, instances=self.instance_ids, clock=clock)
+        self._event_observer = event_observer
         self.parts: list[Part] = [CallerPart(self.caller)]
         self.ops: OpsServer | None = None
         if config.ops_port is not None:
             host = config.ops_host or config.host
             self.ops = OpsServer(ops_routes(self), host=host, port=config.ops_port)
             self.parts.append(self.ops)
+        self.parts.append(self.events)
         self.server: Server | None = None
         self.health: HealthMonitor | None = None
         self._lease: LeaseKeeper | None = None
@@ -149,7 +181,7 @@ class Node:
     def _hosting_parts(
         self, server_layers: Mapping[str, Middleware[Incoming]] | None
     ) -> list[Part]:
-        """The parts of a node that hosts services: hooks, health checks, server, lease."""
+        """The parts of a node that hosts services: hooks, checks, consumers, server, lease."""
         config, timings = self.config, self.timings
         self.health = HealthMonitor(
             self.services,
@@ -157,8 +189,25 @@ class Node:
             timeout=timings.check_timeout,
             clock=self.clock,
         )
+        self._consumers = consumers = ConsumersPart(
+            self.services,
+            self.events,
+            invoker=self.caller,
+            emitter=self.emitter,
+            instances=self.instance_ids,
+            policy=config.delivery,
+            drain=timings.drain,
+            clock=self.clock,
+            observer=self._event_observer,
+        )
+        dispatcher = Dispatcher(
+            list(self.services),
+            self.caller,
+            self._server_layers(server_layers),
+            emitter=self.emitter,
+        )
         self.server = Server(
-            Dispatcher(list(self.services), self.caller, server_layers),
+            dispatcher,
             secret=self.secret,
             host=config.host,
             port=config.port,
@@ -172,9 +221,43 @@ class Node:
             health=self.health.healths,
             clock=self.clock,
         )
-        return [ServicesPart(self.services), self.health, self._server_part, self._lease]
+        return [
+            ServicesPart(self.services),
+            self.health,
+            consumers,
+            self._server_part,
+            self._lease,
+        ]
+
+    def _server_layers(
+        self, given: Mapping[str, Middleware[Incoming]] | None
+    ) -> dict[str, Middleware[Incoming]]:
+        """The resilience layers every hosting node has, then those given (which win)."""
+        # A generator of its own: its probes must not shift the faults' seeded draws.
+        probes = Random(self.random.getrandbits(64))
+        bulkhead = Bulkhead(self.policies, self.signals, clock=self.clock, random=probes)
+        layers: dict[str, Middleware[Incoming]] = {
+            "bulkhead": bulkhead,
+            "faults": self.faults,
+            **(given or {}),
+        }
+        if isinstance(layers["faults"], Faults):
+            self.faults = layers["faults"]
+        return layers
 
     # -- lifecycle ----------------------------------------------------------------------
+
+    def _client_layers(
+        self, services: Sequence[Service], given: Mapping[str, Middleware[Any]]
+    ) -> dict[str, Middleware[Any]]:
+        """The resilience layers every caller gets by default; ``given`` ones take their place."""
+        layers: dict[str, Middleware[Any]] = {
+            "breaker": Breakers(self.policies, self.signals, self.clock),
+        }
+        fallbacks = Fallbacks.of_services(services, signals=self.signals)
+        if fallbacks:  # what the hosted services declare with @fallback
+            layers["fallback"] = fallbacks
+        return {**layers, **given}
 
     async def start(self) -> None:
         """Start every part in order; on failure stop those started, in reverse, and raise."""
@@ -235,12 +318,14 @@ class Node:
 
     async def abort(self) -> None:
         """Stop as a crash would look to others: connections cut at once, no
-        deregistration (the lease runs out by itself), no grace, no drain."""
+        deregistration (the lease runs out by itself), no grace, no drain, and
+        running event handlers cut short (their events come back after ack_wait)."""
         if self._lease is not None and self._lease in self._started:
             self._started.remove(self._lease)
             await self._lease.abandon()
         if self.server is not None:
             await self._server_part.cut()
+            await self._consumers.cut()
         await self.aclose()
 
     async def wait_stopped(self) -> None:
@@ -280,7 +365,8 @@ class Node:
     ) -> Context:
         """A root context for calls made outside any handler."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        return Context(self.caller, Headers(deadline=deadline, meta=dict(meta or {})))
+        headers = Headers(deadline=deadline, meta=dict(meta or {}))
+        return Context(self.caller, headers, emitter=self.emitter)
 
     def call(self, target: str, /, **args: Any) -> Awaitable[Any]:
         """``await node.call("greeter.hello", name="Ada")`` with a fresh root context."""
@@ -292,6 +378,12 @@ class Node:
         ``policy``: the resilience policy of its calls, over the configured one.
         """
         return TypedClient(self.caller, service, self.context(), policy=policy)
+
+    async def emit(self, topic: str, payload: Any, /, *, key: str | None = None) -> str:
+        """Publish an event from outside any handler (see :meth:`Context.emit`); returns its id."""
+        headers = Headers(request_id=new_request_id())
+        envelope = await self.emitter.emit(topic, payload, key=key, headers=headers, source="")
+        return envelope.id
 
     # -- registration ---------------------------------------------------------------------
 
@@ -307,7 +399,7 @@ class Node:
             metadata["ops"] = f"{self.config.advertise or host}:{port}"
         self.instances = [
             Instance(
-                id=f"{service.name}-{secrets.token_hex(4)}",
+                id=self.instance_ids[service.name],
                 service=service.name,
                 address=self.address,
                 version=service.version,

@@ -2,8 +2,8 @@
 
 ::
 
-    caller -> [ops] -> services -> health -> server -> lease     start, in this order
-    caller <- [ops] <- services <- health <- server <- lease     stop, in reverse
+    caller -> [ops] -> events -> services -> health -> consumers -> server -> lease   start
+    caller <- [ops] <- events <- services <- health <- consumers <- server <- lease   stop
 
 * ``caller``: the client side (local view of the registry, connections); first
   up so that ``on_start`` hooks may call other services, last down so that
@@ -15,10 +15,12 @@
   a first round before the server listens, so registration carries results.
 * ``server``: listens; on stop keeps serving for the grace period (callers'
   views drop this node meanwhile), then refuses new calls and drains.
+* ``events`` and ``consumers``: the event backend and a consumer per
+  ``@on_event`` handler (:mod:`flotilla.events.part` says why they stand there).
 * ``lease``: registers the instances under a lease and keeps it; on stop
   deregisters first, so callers stop choosing the node before it stops serving.
 
-Later floors add parts (event consumers, the outbox relay) by implementing
+Later floors add parts (the outbox relay) by implementing
 :class:`Part`.
 """
 

@@ -1,4 +1,4 @@
-"""Checking a system before any of it starts: classes, names and the registry URL.
+"""Checking a system before any of it starts: classes, names, the registry and events URLs.
 
 ``flotilla run`` calls :func:`check_system` after reading the system file.  A
 mistake found here is reported as ``file:line: key: reason`` (one line per
@@ -16,7 +16,7 @@ every replica exit and be restarted forever.
 - each method named in ``[resilience.services.NAME.methods.METHOD]`` is an
   ``@rpc`` method of the service (a misspelt one would silently get the
   service's policy);
-- the registry URL has a known scheme (nothing is opened or created).
+- the registry and events URLs have known schemes (nothing is opened or created).
 
 Each class is imported in a short subprocess (``flotilla check-class``) with
 the environment and working directory its replicas will have, not in the
@@ -37,6 +37,7 @@ from pathlib import Path
 import msgspec
 
 from flotilla.errors import ConfigError
+from flotilla.events import EVENT_BACKENDS
 from flotilla.registry import open_registry
 from flotilla.runtime.system_file import ServiceSpec, SystemSpec
 
@@ -75,7 +76,7 @@ async def check_system(spec: SystemSpec, system_dir: Path, environ: Mapping[str,
     if not system_dir.is_absolute():
         raise ValueError(f"system_dir must be absolute, not {system_dir}")
     limit = asyncio.Semaphore(max(2, os.cpu_count() or 2))
-    checks = [_check_registry(spec)]
+    checks = [_check_registry(spec), _check_events(spec)]
     checks += [
         _check_service(spec, name, service, system_dir, environ, limit)
         for name, service in spec.services.items()
@@ -91,6 +92,14 @@ async def _check_registry(spec: SystemSpec) -> str | None:
     except ConfigError as exc:
         return f"{spec.where('system.registry')}: {exc.message}"
     await registry.aclose()  # opening creates nothing: it only resolved the URL
+    return None
+
+
+async def _check_events(spec: SystemSpec) -> str | None:
+    try:
+        EVENT_BACKENDS.check(spec.events or "memory://")  # the scheme only: opening may create
+    except ConfigError as exc:
+        return f"{spec.where('system.events')}: {exc.message}"
     return None
 
 

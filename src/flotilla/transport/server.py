@@ -32,6 +32,10 @@ others:
   until the backlog drains below the low mark.  A peer that never reads
   costs about the high mark plus the replies of the calls that were already
   running.
+
+A handler that raises :class:`~flotilla.errors.ConnectionCut` (fault
+injection's *abort*) gets its connection aborted, as a crash would, with every
+call in flight on it.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from typing import Any, cast
 import msgspec
 
 from flotilla.errors import (
+    ConnectionCut,
     DeadlineExceeded,
     FlotillaError,
     Internal,
@@ -383,6 +388,12 @@ class _ServerConnection(asyncio.Protocol):
                 await self._writable.wait()
             result = await self.server.handler(call.method, call.args, headers)
             reply = encode_frame(Reply(call.id, msgspec.Raw(result)))
+        except ConnectionCut:
+            # Asked for on purpose (an injected fault): cut as a crash would,
+            # with no reply and no flush; connection_lost ends the other calls.
+            if self.transport is not None:
+                self.transport.abort()
+            return
         except FlotillaError as exc:
             reply = _encode_failure(call.id, exc)
         except asyncio.CancelledError:
