@@ -274,11 +274,17 @@ def case_d(bench: Bench, rate: float) -> None:
 NO_BULKHEAD = {"bulkhead": {"max_concurrent": 1_000_000, "max_queue": 1_000_000}}
 
 
-def _overload_runs(bench: Bench, pool: list[str], policy: str, rates: list[float]) -> list[Any]:
-    """Open-loop runs at each of ``rates`` on one set of replicas, ``policy`` on both sides."""
-    replicas = bench.replicas(lambda i: [*pool, "--policy", policy])
+def _overload_runs(
+    bench: Bench, pool: list[str], server: dict[str, Any], runs: list[tuple[float, dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Open-loop runs on one set of replicas (``server``: their policy), each at its rate with
+    its client policy (the server's, updated by the run's own)."""
+    replicas = bench.replicas(lambda i: [*pool, "--policy", policy_json(**server)])
     try:
-        return [bench.load(replicas, "--rate", str(rate), "--policy", policy) for rate in rates]
+        return [
+            bench.load(replicas, "--rate", str(rate), "--policy", policy_json(**server, **client))
+            for rate, client in runs
+        ]
     finally:
         replicas.close()
 
@@ -288,12 +294,8 @@ def case_e(bench: Bench, workers: int, service_time: float) -> None:
     case = "e. offered load 2x capacity"
     capacity = REPLICAS * workers / service_time
     pool = ["--workers", str(workers), "--service-time", str(service_time)]
-    # The bulkhead admits as many calls as the replica has workers, and queues
-    # as many again: an admitted call waits at most one service time.
-    bulkhead = policy_json(bulkhead={"max_concurrent": workers, "max_queue": workers})
-    lacking = missing_layer("bulkhead")
     unloaded, overloaded = _overload_runs(
-        bench, pool, policy_json(**NO_BULKHEAD), [capacity / 4, capacity * 2]
+        bench, pool, NO_BULKHEAD, [(capacity / 4, {}), (capacity * 2, {})]
     )
     base = unloaded["p99_us"]
     bench.figures["e"] = {"capacity": capacity, "unloaded": unloaded, "no_bulkhead": overloaded}
@@ -306,31 +308,46 @@ def case_e(bench: Bench, workers: int, service_time: float) -> None:
         "(comparison)",
         None,
     )
+    lacking = missing_layer("bulkhead")
     if lacking is not None:
         bench.missing(case, "admitted p99, bulkhead", lacking)
         return
-    (guarded,) = _overload_runs(bench, pool, bulkhead, [capacity * 2])
-    bench.figures["e"]["bulkhead"] = guarded
-    ratio = guarded["p99_us"] / base
+    # The bulkhead admits as many calls as the replica has workers, and queues
+    # as many again: an admitted call waits at most one service time.
+    bulkhead = {"bulkhead": {"max_concurrent": workers, "max_queue": workers}}
+    runs = {"bulkhead": {}, "bulkhead, breakers off": {"breaker": {"state": "disabled"}}}
+    results = _overload_runs(bench, pool, bulkhead, [(capacity * 2, c) for c in runs.values()])
+    for name, result in zip(runs, results, strict=True):
+        bench.figures["e"][name] = result
+        _admitted_rows(bench, case, name, result, base, capacity)
+
+
+def _admitted_rows(
+    bench: Bench, case: str, name: str, result: dict[str, Any], base: float, capacity: float
+) -> None:
+    offered = result["ok"] + result["failed"]
+    failures = ", ".join(f"{n} {code}" for code, n in sorted(result["failures"].items()))
     bench.row(
         case,
-        "admitted p99, bulkhead",
-        ms(guarded["p99_us"]),
+        f"calls admitted, {name}",
+        f"{pct(result['ok'], offered)} of {offered / bench.seconds:.0f}/s",
+        f"capacity {capacity:.0f}/s; failed: {failures or 'none'}",
+        "",
+        "(comparison)",
+        None,
+    )
+    if result["p99_us"] is None:
+        bench.row(case, f"admitted p99, {name}", "no call admitted", "", "", "<= 3x", False)
+        return
+    ratio = result["p99_us"] / base
+    bench.row(
+        case,
+        f"admitted p99, {name}",
+        ms(result["p99_us"]),
         f"unloaded: {ms(base)}",
         f"{ratio:.1f}x",
         "<= 3x",
         ratio <= 3.0,
-    )
-    offered = guarded["ok"] + guarded["failed"]
-    shed = guarded["failures"].get("resource_exhausted", 0)
-    bench.row(
-        case,
-        "calls shed, bulkhead",
-        f"{pct(shed, offered)} of {capacity * 2:.0f}/s",
-        f"admitted {guarded['ok'] / bench.seconds:.0f}/s, capacity {capacity:.0f}/s",
-        "",
-        "(comparison)",
-        None,
     )
 
 

@@ -11,9 +11,9 @@ service_time`` calls per second) and, with ``--chain``, ``front.work ->
 middle.work -> leaf.work``, each calling the next.
 
 Misbehaviour is a :class:`~flotilla.resilience.policy.FaultPolicy` (JSON
-fields) applied to ``--faults-service``'s calls, from the start with
+fields) that the node's own fault-injection layer applies to
+``--faults-service``'s calls (``node.faults.set``), from the start with
 ``--armed``, else from the first SIGUSR1 (so a phase can begin healthy).
-Where the faults are applied is the one seam :class:`Injector` hides.
 ``--policy`` is the system level of the node's ``[resilience]`` table (its
 bulkhead, and the retries of the calls ``front`` and ``middle`` make).
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import signal
 import sys
 import time
@@ -42,7 +41,6 @@ import msgspec
 
 from flotilla import Context, Node, NodeConfig, Service, rpc
 from flotilla.calls.pipeline import Handler
-from flotilla.errors import error_for_code
 from flotilla.resilience.config import PolicyTable
 from flotilla.resilience.policy import FaultPolicy, Policy
 from flotilla.runtime.dispatcher import Incoming
@@ -89,7 +87,10 @@ class Leaf(Service, name="leaf"):
 
 
 class Tally:
-    """A server ``user`` layer: counts every call this replica receives, per target."""
+    """A server ``user`` layer: counts every call this replica receives, per target.
+
+    It stands outside the bulkhead and the faults, so it sees the calls they refuse.
+    """
 
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
@@ -118,60 +119,25 @@ class Tally:
         }
 
 
-class Injector:
-    """Applies a :class:`FaultPolicy` to one service's calls once armed.
-
-    THE SEAM: until Flotilla's own fault-injection layer is on main, this
-    server layer plays its part (delay, then error, by the policy's fractions);
-    switching to the real layer replaces this class with a policy lookup that
-    answers ``policy`` for ``service`` once armed.
-    """
-
-    def __init__(self, policy: FaultPolicy, service: str, tally: Tally) -> None:
-        self.policy = policy
-        self.service = service
-        self.tally = tally
-        self._random = random.Random().random
-
-    async def __call__(self, incoming: Incoming, call_next: Handler[Incoming]) -> Any:
-        policy = self.policy
-        if self.tally.armed_at is None or incoming.service != self.service:
-            return await call_next(incoming)
-        if policy.delay_fraction and self._random() < policy.delay_fraction:
-            await asyncio.sleep(policy.delay)
-        if policy.error_fraction and self._random() < policy.error_fraction:
-            raise error_for_code(policy.error, f"fault injected on {incoming.target}")
-        return await call_next(incoming)
-
-
-def _layers(tally: Tally, injector: Injector | None) -> dict[str, Any]:
-    if injector is None:
-        return {"user": tally}
-
-    async def counted_then_faulted(incoming: Incoming, call_next: Handler[Incoming]) -> Any:
-        return await tally(incoming, lambda i: injector(i, call_next))
-
-    return {"user": counted_then_faulted}
-
-
 async def _serve(args: argparse.Namespace) -> None:
     services: list[Service] = [Bench(args.service_time, args.workers)]
     if args.chain:
         services += [Front(), Middle(), Leaf()]
     tally = Tally()
     faults = msgspec.json.decode(args.faults, type=FaultPolicy) if args.faults else None
-    injector = Injector(faults, args.faults_service, tally) if faults else None
     policy = msgspec.json.decode(args.policy, type=Policy) if args.policy else Policy()
     config = NodeConfig(
         registry=args.registry,
         secret=bytes.fromhex(args.secret),
         resilience=PolicyTable(system=policy),
     )
-    node = Node(*services, config=config, server_layers=_layers(tally, injector))
+    node = Node(*services, config=config, server_layers={"user": tally})
     loop = asyncio.get_running_loop()
 
     def arm() -> None:
-        if tally.armed_at is None:
+        if faults is not None and tally.armed_at is None:
+            # The node's fault-injection layer, switched at run time.
+            node.faults.set(args.faults_service, None, faults)
             tally.armed_at = time.time()
 
     loop.add_signal_handler(signal.SIGUSR1, arm)

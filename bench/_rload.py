@@ -32,10 +32,9 @@ import _loadgen
 import msgspec
 
 from flotilla import FlotillaError, Node, NodeConfig
-from flotilla.resilience.breakers import Breakers
 from flotilla.resilience.config import PolicyTable
 from flotilla.resilience.policy import Policy
-from flotilla.resilience.signals import Signal, Signals
+from flotilla.resilience.signals import Signal
 from flotilla.runtime.serve import run_loop
 
 Call = Callable[[], Awaitable[Any]]
@@ -135,13 +134,8 @@ class SignalLog:
         return {"counts": dict(self.counts), "first_at": self.first_at, "endpoints": self.endpoints}
 
 
-def client_node(args: argparse.Namespace, signals: Signals) -> Node:
-    """THE SEAM on the client side: a pure-client node with the resilience layers the case asks.
-
-    ``--policy`` is the system level of the node's ``[resilience]`` table.  The
-    breaker layer is added here (reporting to ``signals``) until the node wires
-    every layer itself.
-    """
+def client_node(args: argparse.Namespace) -> Node:
+    """A pure-client node; ``--policy`` is the system level of its ``[resilience]`` table."""
     policy = msgspec.json.decode(args.policy, type=Policy) if args.policy else Policy()
     config = NodeConfig(
         registry=args.registry,
@@ -149,16 +143,13 @@ def client_node(args: argparse.Namespace, signals: Signals) -> Node:
         strategy=args.strategy,
         resilience=PolicyTable(system=policy),
     )
-    return Node(config=config, layers={"breaker": Breakers(config.resilience, signals)})
+    return Node(config=config)
 
 
 async def _run(args: argparse.Namespace) -> None:
-    signals, log = Signals(), SignalLog()
-    signals.listen(log)
-    record, stop = Record(), asyncio.Event()
-    async with client_node(args, signals) as node:
-        if node.signals is not signals:
-            node.signals.listen(log)
+    log, record, stop = SignalLog(), Record(), asyncio.Event()
+    async with client_node(args) as node:
+        node.signals.listen(log)
         # Discovery and the first connection; the call itself may meet a broken replica.
         with contextlib.suppress(FlotillaError):
             await node.call(args.target, n=1)
