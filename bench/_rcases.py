@@ -199,7 +199,9 @@ def _broken_run(bench: Bench, strategy: str) -> tuple[float, bool, float, dict[s
         raise RuntimeError("case c: no call reached the broken replica after its faults began")
     last_call = stats["last_call_at"]["bench.work"]
     at_the_end = last_call > guarded["window_at"] + OBSERVE - 0.25
-    opened = guarded["signals"]["first_at"].get("breaker.opened", math.nan) - first_error
+    opened_at = guarded["signals"]["first_at_by_endpoint"].get("breaker.opened", {})
+    (endpoint,) = replicas.instances(0)
+    opened = opened_at.get(endpoint, math.nan) - first_error
     share = pct(bad1 - bad0, total1 - total0)
     guarded["calls_after_first_error"] = stats["calls_armed"]
     return last_call - first_error, at_the_end, opened, guarded, share

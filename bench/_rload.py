@@ -116,22 +116,27 @@ async def open_loop(call: Call, record: Record, rate: float, stop: asyncio.Event
 
 
 class SignalLog:
-    """Each kind of signal the client's node emitted: how many, when first, which endpoints."""
+    """Each kind of signal the client's node emitted: how many, and when first (Unix seconds),
+    in all and per endpoint."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.first_at: dict[str, float] = {}
-        self.endpoints: dict[str, list[str]] = {}
+        self.first_at_by_endpoint: dict[str, dict[str, float]] = {}
 
     def __call__(self, signal: Signal) -> None:
         self.counts[signal.kind] += 1
         self.first_at.setdefault(signal.kind, signal.at)
-        seen = self.endpoints.setdefault(signal.kind, [])
-        if signal.endpoint is not None and signal.endpoint not in seen:
-            seen.append(signal.endpoint)
+        if signal.endpoint is not None:
+            by_endpoint = self.first_at_by_endpoint.setdefault(signal.kind, {})
+            by_endpoint.setdefault(signal.endpoint, signal.at)
 
     def report(self) -> dict[str, Any]:
-        return {"counts": dict(self.counts), "first_at": self.first_at, "endpoints": self.endpoints}
+        return {
+            "counts": dict(self.counts),
+            "first_at": self.first_at,
+            "first_at_by_endpoint": self.first_at_by_endpoint,
+        }
 
 
 def client_node(args: argparse.Namespace) -> Node:
