@@ -81,7 +81,13 @@ class Balance:
                 available = tuple(e for e in available if e not in tried)
             if not available:
                 raise await self._none_available(endpoints, tried)
+            avoid = request.tried
+            if avoid is not None:
+                # A retry or hedge: another endpoint than before, if there is one.
+                available = _untried(available, avoid)
             endpoint = strategy.select(available, request)
+            if avoid is not None:
+                avoid.add(endpoint.id)
             attempt = Attempt(request, endpoint, len(tried) + 1)
             endpoint.inflight += 1
             started = time.monotonic()
@@ -127,6 +133,14 @@ class Balance:
         if known:
             hint += f" (services known: {', '.join(known)})"
         return Unavailable(f"no live instance of service {service!r}{hint}", never_sent=True)
+
+
+def _untried(available: tuple[Endpoint, ...], tried: set[str]) -> tuple[Endpoint, ...]:
+    """The endpoints not in ``tried``; all of them if every one was (a retry may go back)."""
+    if not tried:
+        return available
+    fresh = tuple(e for e in available if e.id not in tried)
+    return fresh or available
 
 
 def _observe(endpoint: Endpoint, started: float, connect: float) -> None:
