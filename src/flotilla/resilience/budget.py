@@ -50,9 +50,9 @@ class RetryBudget:
         "_requests",
         "_retries",
         "_slot",
-        "_width",
         "_total_requests",
         "_total_retries",
+        "_width",
         "policy",
     )
 

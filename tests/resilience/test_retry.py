@@ -1,0 +1,254 @@
+"""The retry layer, under the fake clock with a scripted next layer: when it retries, how long it
+waits, what it gives up with, and what it tells the callers above."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from flotilla.calls.request import Request
+from flotilla.errors import (
+    Aborted,
+    DeadlineExceeded,
+    FailedPrecondition,
+    FlotillaError,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    Unimplemented,
+)
+from flotilla.headers import Headers
+from flotilla.resilience.policy import BudgetPolicy, Policy, RetryPolicy, uniform
+from flotilla.resilience.retry import Retry, retriable
+from flotilla.resilience.signals import SignalKind, Signals
+from flotilla.testing import FakeClock
+
+# Backoffs with the jitter drawn at 0.5: 0.0125, 0.025, 0.05 ... (base 0.025).
+HALF = 0.5
+PLENTY = BudgetPolicy(ratio=0.2, min_per_second=10.0)
+
+
+class Script:
+    """A next layer that plays ``outcomes`` in turn (an error is raised), noting when."""
+
+    def __init__(self, clock: FakeClock, *outcomes: Any) -> None:
+        self.clock = clock
+        self.outcomes = list(outcomes)
+        self.times: list[float] = []
+
+    async def __call__(self, request: Request) -> Any:
+        self.times.append(self.clock.monotonic())
+        outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+def layer(
+    clock: FakeClock,
+    signals: Signals | None = None,
+    *,
+    attempts: int = 3,
+    budget: BudgetPolicy = PLENTY,
+    random: Callable[[], float] = lambda: HALF,
+) -> Retry:
+    policy = Policy(retry=RetryPolicy(max_attempts=attempts), budget=budget)
+    return Retry(uniform(policy), signals or Signals(), clock=clock, random=random)
+
+
+def request(*, idempotent: bool = True, deadline: float | None = None) -> Request:
+    return Request(
+        "catalog", "get", {}, Headers(request_id="r", deadline=deadline), idempotent=idempotent
+    )
+
+
+async def run(retry: Retry, script: Script, req: Request, clock: FakeClock) -> Any:
+    """Run one call to its end, moving the fake clock through its backoffs."""
+    task = asyncio.ensure_future(retry(req, script))
+    await asyncio.sleep(0)  # the first attempt goes out before the clock moves
+    while not task.done():
+        await clock.advance(0.001)
+    return task.result()
+
+
+async def test_an_answer_is_returned_at_once_and_counted_as_a_request() -> None:
+    clock = FakeClock()
+    retry = layer(clock)
+    script = Script(clock, "ok")
+    assert await run(retry, script, request(), clock) == "ok"
+    assert len(script.times) == 1
+    assert retry.budgets.get("catalog", PLENTY).requests == 1
+
+
+async def test_retries_wait_the_jittered_backoff_then_answer() -> None:
+    clock = FakeClock()
+    signals = Signals()
+    retry = layer(clock, signals)
+    start = clock.monotonic()
+    script = Script(clock, Unavailable("down"), Internal("boom"), "ok")
+    assert await run(retry, script, request(), clock) == "ok"
+    assert [t - start for t in script.times] == pytest.approx([0.0, 0.0125, 0.0375], abs=1e-9)
+    retries = [s for s in signals.recent if s.kind == SignalKind.RETRY]
+    assert [s.detail for s in retries] == [
+        {"attempt": 2, "error": "unavailable", "delay": 0.0125},
+        {"attempt": 3, "error": "internal", "delay": 0.025},
+    ]
+    assert retry.budgets.get("catalog", PLENTY).retries == 2
+
+
+async def test_at_most_max_attempts_then_the_last_error_marked_retried() -> None:
+    clock = FakeClock()
+    last = Unavailable("still down")
+    script = Script(clock, Unavailable("down"), Unavailable("down"), last)
+    with pytest.raises(Unavailable) as caught:
+        await run(layer(clock, attempts=3), script, request(), clock)
+    assert caught.value is last
+    assert caught.value.retried  # the callers above must not retry it again
+    assert len(script.times) == 3
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        NotFound("no product 7"),
+        InvalidArgument("bad id"),
+        FailedPrecondition("cart is closed"),
+        Unimplemented("no such method"),
+        DeadlineExceeded("too late"),
+        NotFound("even if it says so", retryable=True),
+    ],
+    ids=["not-found", "invalid", "precondition", "unimplemented", "deadline", "not-found-flagged"],
+)
+async def test_an_answer_is_never_retried(error: FlotillaError) -> None:
+    clock = FakeClock()
+    script = Script(clock, error, "ok")
+    with pytest.raises(type(error)):
+        await run(layer(clock), script, request(), clock)
+    assert len(script.times) == 1
+    assert not error.retried  # nothing this hop could retry: nothing to tell
+
+
+@pytest.mark.parametrize(
+    ("error", "tries"),
+    [
+        (Unavailable("refused before any work"), 2),  # retryable by class
+        (ResourceExhausted("full"), 2),
+        (Aborted("conflict"), 2),
+        (Unavailable("connection lost", retryable=False), 1),  # it may have run
+        (Internal("boom"), 1),
+    ],
+    ids=["unavailable", "exhausted", "aborted", "lost-after-sending", "internal"],
+)
+async def test_a_method_that_is_not_idempotent_is_retried_only_on_a_retryable_error(
+    error: FlotillaError, tries: int
+) -> None:
+    clock = FakeClock()
+    script = Script(clock, error, "ok")
+    req = request(idempotent=False)
+    if tries == 2:
+        assert await run(layer(clock), script, req, clock) == "ok"
+    else:
+        with pytest.raises(type(error)):
+            await run(layer(clock), script, req, clock)
+        assert not error.retried
+    assert len(script.times) == tries
+
+
+async def test_a_failure_retried_downstream_is_not_retried_again() -> None:
+    clock = FakeClock()
+    downstream = Unavailable("the leaf is down", retried=True)
+    script = Script(clock, downstream, "ok")
+    with pytest.raises(Unavailable) as caught:
+        await run(layer(clock), script, request(), clock)
+    assert caught.value is downstream
+    assert caught.value.retried  # and it climbs on
+    assert len(script.times) == 1
+
+
+async def test_no_backoff_past_the_deadline() -> None:
+    clock = FakeClock()
+    start = clock.monotonic()
+    # The first retry waits 0.0125 (fits), the second 0.025 would end at 0.0375 > 0.03.
+    script = Script(clock, Unavailable("down"))
+    with pytest.raises(Unavailable) as caught:
+        await run(layer(clock, attempts=5), script, request(deadline=start + 0.03), clock)
+    assert len(script.times) == 2
+    assert caught.value.retried
+
+
+async def test_a_backoff_ending_exactly_at_the_deadline_is_not_waited() -> None:
+    clock = FakeClock()
+    script = Script(clock, Unavailable("down"))
+    with pytest.raises(Unavailable):
+        await run(layer(clock), script, request(deadline=clock.monotonic() + 0.0125), clock)
+    assert len(script.times) == 1
+
+
+async def test_no_retry_without_budget_and_the_refusal_is_signalled() -> None:
+    clock = FakeClock()
+    signals = Signals()
+    # A reserve of exactly one retry in the window, no share of requests.
+    retry = layer(clock, signals, budget=BudgetPolicy(ratio=0.0, min_per_second=0.1, window=10))
+    first = Script(clock, Unavailable("down"), "ok")
+    assert await run(retry, first, request(), clock) == "ok"
+    second = Script(clock, Unavailable("down"), "ok")
+    with pytest.raises(Unavailable) as caught:
+        await run(retry, second, request(), clock)
+    assert len(second.times) == 1
+    assert caught.value.retried
+    (refused,) = [s for s in signals.recent if s.kind == SignalKind.BUDGET_EXHAUSTED]
+    assert refused.service == "catalog"
+    assert refused.detail["for"] == "retry"
+
+
+async def test_the_calls_own_policy_wins_and_one_attempt_marks_nothing() -> None:
+    clock = FakeClock()
+    req = request()
+    req.policy = Policy(retry=RetryPolicy(max_attempts=1))
+    error = Unavailable("down")
+    script = Script(clock, error, "ok")
+    with pytest.raises(Unavailable):
+        await run(layer(clock, attempts=5), script, req, clock)
+    assert len(script.times) == 1
+    assert not error.retried  # retries were off here: a caller above may still retry
+
+
+async def test_the_request_keeps_the_endpoints_tried_for_balancing() -> None:
+    clock = FakeClock()
+    req = request()
+    assert req.tried is None  # nothing recorded on the path that never retries
+    await run(layer(clock), Script(clock, "ok"), req, clock)
+    assert req.tried == set()  # balancing adds each endpoint it picks
+
+
+async def test_cancellation_during_a_backoff_is_not_swallowed() -> None:
+    clock = FakeClock()
+    script = Script(clock, Unavailable("down"))
+    task = asyncio.ensure_future(layer(clock)(request(), script))
+    for _ in range(3):  # the first attempt fails, then the backoff begins
+        await asyncio.sleep(0)
+    assert len(script.times) == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(script.times) == 1
+
+
+@pytest.mark.parametrize(
+    ("idempotent", "error", "expected"),
+    [
+        (True, Unavailable("x"), True),
+        (True, Internal("x"), True),
+        (False, Internal("x"), False),
+        (True, Unavailable("x", retried=True), False),
+        (True, NotFound("x"), False),
+        (False, ResourceExhausted("x"), True),
+    ],
+)
+def test_retriable(idempotent: bool, error: FlotillaError, expected: bool) -> None:
+    assert retriable(request(idempotent=idempotent), error) is expected
