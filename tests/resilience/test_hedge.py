@@ -4,10 +4,12 @@ what is cancelled, what it costs."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
+from flotilla import NodeConfig, Service, Timings, rpc
 from flotilla.calls.request import Request
 from flotilla.errors import Internal, Unavailable
 from flotilla.headers import Headers
@@ -15,8 +17,9 @@ from flotilla.resilience.budget import RetryBudgets
 from flotilla.resilience.hedge import Hedge
 from flotilla.resilience.latency import DecayingHistogram
 from flotilla.resilience.policy import BudgetPolicy, HedgePolicy, Policy, uniform
+from flotilla.resilience.retry import retry_layers
 from flotilla.resilience.signals import SignalKind, Signals
-from flotilla.testing import FakeClock
+from flotilla.testing import Cluster, FakeClock, wait_for
 
 PLENTY = BudgetPolicy(ratio=0.2, min_per_second=10.0)
 
@@ -244,3 +247,57 @@ async def test_cancelling_the_call_cancels_every_attempt() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert sorted(attempts.cancelled) == [0, 1]
+
+
+# -- through a Cluster: one replica of two stalls, the hedge wins ------------------------------
+
+
+class Replica(Service, name="catalog"):
+    """Answers its label at once, or (``stall``) only after a minute, noting cancellations."""
+
+    def __init__(self, label: str, stall: bool) -> None:
+        self.label = label
+        self.stall = stall
+        self.started = 0
+        self.cancelled = 0
+
+    @rpc(idempotent=True)
+    async def get(self) -> str:
+        self.started += 1
+        if self.stall:
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+        return self.label
+
+
+async def test_a_stalled_replica_is_hedged_around_and_its_calls_are_cancelled() -> None:
+    signals = Signals()
+    policy = Policy(hedge=HedgePolicy(enabled=True, delay=0.05))
+
+    def layers() -> dict[str, Any]:
+        return retry_layers(uniform(policy), signals)
+
+    replicas = iter([Replica("stalled", stall=True), Replica("fast", stall=False)])
+    # Round robin: the stalled replica gets some of the first attempts, whatever P2C learns.
+    config = NodeConfig(strategy="round_robin", timings=Timings(grace=0.0, drain=2.0))
+    async with Cluster(config, layers=layers) as cluster:
+        stalled_node, _ = await cluster.add(lambda: next(replicas), replicas=2)
+        stalled = stalled_node.services[0]
+        assert isinstance(stalled, Replica)
+        started = time.monotonic()
+        answers = [await cluster.call("catalog.get") for _ in range(6)]
+        elapsed = time.monotonic() - started
+        assert answers == ["fast"] * 6
+        assert elapsed < 5.0  # unhedged, a call to the stalled one waits its 10 s deadline
+        # Every call that went first to the stalled replica was hedged, and only those.
+        assert stalled.started >= 1
+        assert len(hedges(signals)) == stalled.started
+        # The losers were cancelled at the callee too (the caller's sweep sent Cancel)...
+        await wait_for(lambda: stalled.cancelled == stalled.started)
+        # ... and the caller forgot them.
+        connection = cluster.client_node.caller.pool.connected(stalled_node.address)
+        assert connection is not None
+        await wait_for(lambda: not connection.pending)

@@ -1,14 +1,17 @@
 """The retry layer, under the fake clock with a scripted next layer: when it retries, how long it
-waits, what it gives up with, and what it tells the callers above."""
+waits, what it gives up with, and what it tells the callers above; then a chain of three
+services in a Cluster, to show that retries do not multiply down it."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from flotilla import Context, NodeConfig, Service, Timings, rpc
 from flotilla.calls.request import Request
 from flotilla.errors import (
     Aborted,
@@ -24,9 +27,9 @@ from flotilla.errors import (
 )
 from flotilla.headers import Headers
 from flotilla.resilience.policy import BudgetPolicy, Policy, RetryPolicy, uniform
-from flotilla.resilience.retry import Retry, retriable
+from flotilla.resilience.retry import Retry, retriable, retry_layers
 from flotilla.resilience.signals import SignalKind, Signals
-from flotilla.testing import FakeClock
+from flotilla.testing import Cluster, FakeClock
 
 # Backoffs with the jitter drawn at 0.5: 0.0125, 0.025, 0.05 ... (base 0.025).
 HALF = 0.5
@@ -252,3 +255,82 @@ async def test_cancellation_during_a_backoff_is_not_swallowed() -> None:
 )
 def test_retriable(idempotent: bool, error: FlotillaError, expected: bool) -> None:
     assert retriable(request(idempotent=idempotent), error) is expected
+
+
+# -- a chain of three services, each retrying, and a failing leaf ------------------------------
+
+REQUESTS = 40
+# Backoffs of a millisecond or two: the test measures counts, not time.
+QUICK = RetryPolicy(max_attempts=3, backoff_base=0.001, backoff_max=0.002)
+
+
+class Leaf(Service, name="leaf"):
+    def __init__(self, calls: Counter[str]) -> None:
+        self.calls = calls
+
+    @rpc(idempotent=True)
+    async def get(self) -> int:
+        self.calls["leaf"] += 1
+        raise Unavailable("the leaf's database is down")
+
+
+class Middle(Service, name="middle"):
+    def __init__(self, calls: Counter[str]) -> None:
+        self.calls = calls
+
+    @rpc(idempotent=True)
+    async def get(self, ctx: Context) -> int:
+        self.calls["middle"] += 1
+        result: int = await ctx.call("leaf.get")
+        return result
+
+
+class Front(Service, name="front"):
+    def __init__(self, calls: Counter[str]) -> None:
+        self.calls = calls
+
+    @rpc(idempotent=True)
+    async def get(self, ctx: Context) -> int:
+        self.calls["front"] += 1
+        result: int = await ctx.call("middle.get")
+        return result
+
+
+async def run_chain(budget: BudgetPolicy) -> tuple[Counter[str], list[Signals]]:
+    """``REQUESTS`` calls to the front, every node retrying under ``budget``; the calls each
+    service served, and every node's signals."""
+    calls: Counter[str] = Counter()
+    hubs: list[Signals] = []
+
+    def layers() -> dict[str, Any]:
+        hubs.append(Signals())
+        return retry_layers(uniform(Policy(retry=QUICK, budget=budget)), hubs[-1])
+
+    config = NodeConfig(timings=Timings(grace=0.0, drain=2.0))
+    async with Cluster(config, layers=layers) as cluster:
+        for service in (Leaf(calls), Middle(calls), Front(calls)):
+            await cluster.add(service)
+        for _ in range(REQUESTS):
+            with pytest.raises(Unavailable, match="database is down") as caught:
+                await cluster.call("front.get")
+            assert caught.value.retried  # the mark climbed the whole chain
+    return calls, hubs
+
+
+async def test_only_the_hop_next_to_the_failure_retries() -> None:
+    # A reserve large enough that the budget never binds: what remains is the
+    # marking alone.  Unmarked, 3 x 3 x 3 tries would reach the leaf 27 times.
+    calls, _ = await run_chain(BudgetPolicy(ratio=0.2, min_per_second=100.0))
+    assert calls == {"front": REQUESTS, "middle": REQUESTS, "leaf": 3 * REQUESTS}
+
+
+async def test_with_the_budget_binding_attempts_stay_within_a_fifth_above_the_requests() -> None:
+    calls, hubs = await run_chain(BudgetPolicy(ratio=0.2, min_per_second=0.0))
+    assert calls["front"] == REQUESTS
+    assert calls["middle"] == REQUESTS
+    assert REQUESTS < calls["leaf"] <= 1.2 * REQUESTS
+    total = calls["front"] + calls["middle"] + calls["leaf"]
+    assert total <= 1.2 * 3 * REQUESTS
+    exhausted = [s for hub in hubs for s in hub.recent if s.kind == SignalKind.BUDGET_EXHAUSTED]
+    assert exhausted
+    assert {s.service for s in exhausted} == {"leaf"}  # only the middle's calls met the limit
