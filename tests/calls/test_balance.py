@@ -511,7 +511,7 @@ def unguarded(n: int, send: AttemptHandler) -> Balance:
 async def test_a_retry_prefers_an_endpoint_its_request_was_not_sent_to() -> None:
     balance = unguarded(3, answer_with_endpoint)  # First: e0 unless told otherwise
     req = request()
-    req.tried = set()  # what the retry layer does
+    req.tried = set()  # what the hedger does before the first attempt
     assert codec.decode(await balance(req)) == "e0"
     assert codec.decode(await balance(req)) == "e1"
     assert codec.decode(await balance(req)) == "e2"
@@ -520,7 +520,21 @@ async def test_a_retry_prefers_an_endpoint_its_request_was_not_sent_to() -> None
     assert codec.decode(await balance(req)) == "e0"
 
 
-async def test_without_a_tried_set_nothing_is_recorded() -> None:
+async def test_a_sent_failure_starts_the_set_of_tried_endpoints() -> None:
+    async def fail_on_e0(attempt: Attempt) -> msgspec.Raw:
+        if attempt.endpoint.id == "e0":
+            raise Unavailable("down")
+        return response(attempt.endpoint.id)
+
+    balance = unguarded(2, fail_on_e0)
+    req = request()
+    with pytest.raises(Unavailable):
+        await balance(req)
+    assert req.tried == {"e0"}
+    assert codec.decode(await balance(req)) == "e1"  # what the retry gets
+
+
+async def test_an_answer_records_nothing() -> None:
     balance = unguarded(2, answer_with_endpoint)
     req = request()
     assert codec.decode(await balance(req)) == "e0"

@@ -163,11 +163,11 @@ async def test_a_layer_name_the_caller_does_not_take_is_a_config_error(
     message = caught.value.message
     assert repr(name) in message
     # The names one may set are listed; those the caller owns are not offered.
-    assert "['user', 'retry', 'hedge', 'breaker', 'bulkhead', 'metrics']" in message
+    assert "['user', 'retry', 'breaker', 'bulkhead', 'metrics']" in message
 
 
 async def test_every_settable_layer_name_is_taken(registry: MemoryRegistry) -> None:
-    names = ["user", "retry", "hedge", "breaker", "bulkhead", "metrics"]
+    names = ["user", "retry", "breaker", "bulkhead", "metrics"]
     caller = Caller(registry, secret=b"s" * 32, layers=dict.fromkeys(names, Stamp()))
     await caller.aclose()
 

@@ -109,7 +109,6 @@ def test_client_stack_order() -> None:
         "deadline",
         "user",
         "retry",
-        "hedge",
         "balance",
         "breaker",
         "bulkhead",
@@ -118,5 +117,5 @@ def test_client_stack_order() -> None:
 
 
 def test_balance_splits_the_request_tier_from_the_attempt_tier() -> None:
-    assert REQUEST_LAYERS == ("deadline", "user", "retry", "hedge")
+    assert REQUEST_LAYERS == ("deadline", "user", "retry")
     assert ATTEMPT_LAYERS == ("breaker", "bulkhead", "metrics")

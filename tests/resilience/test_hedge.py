@@ -1,5 +1,5 @@
-"""The hedge layer, under the fake clock with scripted attempts: when a hedge goes out, who wins,
-what is cancelled, what it costs."""
+"""Hedged requests (run by the retry layer), under the fake clock with scripted attempts: when a
+hedge goes out, who wins, what is cancelled, what it costs; then a stalled replica in a Cluster."""
 
 from __future__ import annotations
 
@@ -13,11 +13,9 @@ from flotilla import NodeConfig, Service, Timings, rpc
 from flotilla.calls.request import Request
 from flotilla.errors import Internal, Unavailable
 from flotilla.headers import Headers
-from flotilla.resilience.budget import RetryBudgets
-from flotilla.resilience.hedge import Hedge
 from flotilla.resilience.latency import DecayingHistogram
-from flotilla.resilience.policy import BudgetPolicy, HedgePolicy, Policy, uniform
-from flotilla.resilience.retry import retry_layers
+from flotilla.resilience.policy import BudgetPolicy, HedgePolicy, Policy, RetryPolicy, uniform
+from flotilla.resilience.retry import Retry
 from flotilla.resilience.signals import SignalKind, Signals
 from flotilla.testing import Cluster, FakeClock, wait_for
 
@@ -54,10 +52,14 @@ def hedge_layer(
     *,
     hedge: HedgePolicy | None = None,
     budget: BudgetPolicy = PLENTY,
-) -> Hedge:
-    signals = signals or Signals()
-    policy = Policy(hedge=hedge or HedgePolicy(enabled=True, delay=0.1), budget=budget)
-    return Hedge(uniform(policy), signals, RetryBudgets(clock, signals), clock=clock)
+) -> Retry:
+    """The retry layer with retries off, so that what is seen is the hedging alone."""
+    policy = Policy(
+        retry=RetryPolicy(max_attempts=1),
+        hedge=hedge or HedgePolicy(enabled=True, delay=0.1),
+        budget=budget,
+    )
+    return Retry(uniform(policy), signals or Signals(), clock=clock)
 
 
 def request(*, idempotent: bool = True, deadline: float | None = None) -> Request:
@@ -75,7 +77,7 @@ async def started(attempts: Attempts) -> None:
     raise AssertionError("the first attempt never started")
 
 
-async def run(hedge: Hedge, attempts: Attempts, req: Request, clock: FakeClock) -> Any:
+async def run(hedge: Retry, attempts: Attempts, req: Request, clock: FakeClock) -> Any:
     task = asyncio.ensure_future(hedge(req, attempts))
     await started(attempts)
     while not task.done():
@@ -173,13 +175,6 @@ async def test_no_hedge_unless_enabled_for_an_idempotent_method(
     assert len(attempts.started) == 1
 
 
-def test_the_unhedged_path_hands_on_the_next_layers_awaitable_itself() -> None:
-    # No coroutine of its own on the path most calls take.
-    layer = hedge_layer(FakeClock(), hedge=HedgePolicy(enabled=False))
-    marker: Any = object()
-    assert layer(request(), lambda req: marker) is marker
-
-
 async def test_the_calls_own_policy_turns_hedging_on() -> None:
     clock = FakeClock()
     layer = hedge_layer(clock, hedge=HedgePolicy(enabled=False))
@@ -233,7 +228,7 @@ async def test_failures_are_not_measured_as_latency() -> None:
     for _ in range(30):
         with pytest.raises(Unavailable):
             await run(layer, Attempts(clock, (0.01, Unavailable("fast failure"))), request(), clock)
-    assert layer.latency["catalog.get"].total == 0
+    assert layer.hedger.latency["catalog.get"].total == 0
 
 
 async def test_cancelling_the_call_cancels_every_attempt() -> None:
@@ -278,7 +273,7 @@ async def test_a_stalled_replica_is_hedged_around_and_its_calls_are_cancelled() 
     policy = Policy(hedge=HedgePolicy(enabled=True, delay=0.05))
 
     def layers() -> dict[str, Any]:
-        return retry_layers(uniform(policy), signals)
+        return {"retry": Retry(uniform(policy), signals)}
 
     replicas = iter([Replica("stalled", stall=True), Replica("fast", stall=False)])
     # Round robin: the stalled replica gets some of the first attempts, whatever P2C learns.

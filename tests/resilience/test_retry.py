@@ -27,7 +27,7 @@ from flotilla.errors import (
 )
 from flotilla.headers import Headers
 from flotilla.resilience.policy import BudgetPolicy, Policy, RetryPolicy, uniform
-from flotilla.resilience.retry import Retry, retriable, retry_layers
+from flotilla.resilience.retry import Retry, retriable
 from flotilla.resilience.signals import SignalKind, Signals
 from flotilla.testing import Cluster, FakeClock
 
@@ -221,12 +221,11 @@ async def test_the_calls_own_policy_wins_and_one_attempt_marks_nothing() -> None
     assert not error.retried  # retries were off here: a caller above may still retry
 
 
-async def test_the_request_keeps_the_endpoints_tried_for_balancing() -> None:
+async def test_a_call_answered_at_once_makes_no_set_of_tried_endpoints() -> None:
     clock = FakeClock()
     req = request()
-    assert req.tried is None  # nothing recorded on the path that never retries
     await run(layer(clock), Script(clock, "ok"), req, clock)
-    assert req.tried == set()  # balancing adds each endpoint it picks
+    assert req.tried is None  # balancing makes it at the first failure it sent
 
 
 async def test_cancellation_during_a_backoff_is_not_swallowed() -> None:
@@ -304,7 +303,7 @@ async def run_chain(budget: BudgetPolicy) -> tuple[Counter[str], list[Signals]]:
 
     def layers() -> dict[str, Any]:
         hubs.append(Signals())
-        return retry_layers(uniform(Policy(retry=QUICK, budget=budget)), hubs[-1])
+        return {"retry": Retry(uniform(Policy(retry=QUICK, budget=budget)), hubs[-1])}
 
     config = NodeConfig(timings=Timings(grace=0.0, drain=2.0))
     async with Cluster(config, layers=layers) as cluster:

@@ -82,7 +82,7 @@ class Balance:
             if not available:
                 raise await self._none_available(endpoints, tried)
             avoid = request.tried
-            if avoid is not None:
+            if avoid:
                 # A retry or hedge: another endpoint than before, if there is one.
                 available = _untried(available, avoid)
             endpoint = strategy.select(available, request)
@@ -98,6 +98,8 @@ class Balance:
                 if exc.never_sent:
                     tried.append(endpoint)  # nothing to learn of its latency
                     continue
+                if request.tried is None:
+                    request.tried = {endpoint.id}  # a retry will prefer another endpoint
                 if isinstance(exc, _ENDPOINT_FAULTS):
                     _penalise(endpoint, started)
                 else:
@@ -137,8 +139,6 @@ class Balance:
 
 def _untried(available: tuple[Endpoint, ...], tried: set[str]) -> tuple[Endpoint, ...]:
     """The endpoints not in ``tried``; all of them if every one was (a retry may go back)."""
-    if not tried:
-        return available
     fresh = tuple(e for e in available if e.id not in tried)
     return fresh or available
 

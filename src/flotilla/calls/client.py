@@ -8,7 +8,7 @@
 
 The pipeline, outermost first (:data:`~flotilla.calls.pipeline.CLIENT_STACK`)::
 
-    request tier:  deadline -> user -> retry -> hedge ->
+    request tier:  deadline -> user -> retry ->
     balance:       choose an endpoint, one Attempt per try, requeue what never left ->
     attempt tier:  breaker -> bulkhead -> metrics -> transport
 """
@@ -58,7 +58,7 @@ class Caller:
 
     ``strategy`` balances calls to every service, except those ``strategies``
     names (``{"carts": "consistent_hash:cart_id"}``).  ``layers`` adds named
-    middlewares (``user``, ``retry``, ``hedge``, ``breaker``, ``bulkhead``, ``metrics``);
+    middlewares (``user``, ``retry``, ``breaker``, ``bulkhead``, ``metrics``);
     they take the place :data:`~flotilla.calls.pipeline.CLIENT_STACK` gives
     them, whatever order they are passed in.  A layer with an ``attach``
     method is given the caller's :class:`Directory` once, before any call.

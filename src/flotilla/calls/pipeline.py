@@ -48,7 +48,7 @@ Req = TypeVar("Req")
 Handler = Callable[[Req], Awaitable[Any]]
 Middleware = Callable[[Req, Handler[Req]], Awaitable[Any]]
 
-REQUEST_LAYERS: tuple[str, ...] = ("deadline", "user", "retry", "hedge")
+REQUEST_LAYERS: tuple[str, ...] = ("deadline", "user", "retry")
 """Layers that see the request (once per call)."""
 ATTEMPT_LAYERS: tuple[str, ...] = ("breaker", "bulkhead", "metrics")
 """Layers that see each attempt, once its endpoint is chosen."""
@@ -63,10 +63,6 @@ CLIENT_STACK: tuple[str, ...] = (
     # Above balancing so that a second attempt may choose another endpoint, and
     # below the deadline so that retries never outlive it.
     "retry",
-    # Below retry, so that a retry re-runs the whole race of a hedged call and a
-    # hedge is never retried on its own; above balancing, so that the hedge is
-    # balanced afresh onto another endpoint than the slow first attempt's.
-    "hedge",
     # Picks the endpoint among those the local view calls available, and keeps
     # the in-flight count and latency that the next pick weighs.
     "balance",

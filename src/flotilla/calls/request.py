@@ -72,9 +72,9 @@ class Request:
         self.policy = policy
         """Resilience policy set for this one call; None: the configured one for its method."""
         self.tried: set[str] | None = None
-        """Ids of the endpoints this call's attempts went to, kept when the retry or hedge
-        layer asks for it (an empty set): balancing then prefers another endpoint.
-        None (no set made, nothing recorded) on the path that never retries."""
+        """Ids of the endpoints this call's attempts went to, which balancing avoids for a
+        retry or a hedge when it can.  None until the first failure that was sent (or a
+        hedge) makes the set: a call answered at once pays for no set."""
 
     @property
     def target(self) -> str:

@@ -17,7 +17,7 @@ retries that began in it.  The window is the current slot and the
 ``SLOTS``-th slot after its own, i.e. after between ``window * (1 - 1/SLOTS)``
 and ``window`` seconds.  Only first attempts are *requests*; a retry or a
 hedge is a *withdrawal*, allowed when one more withdrawal stays within the
-bound above.  Counting is O(1) per call (a slot index and two adds).
+bound above.  Counting is O(1) per call (a clock read, a compare, two adds).
 
 A budget is per caller and per target service (:class:`RetryBudgets`): retries
 to one failing service never spend what another service's calls earned.
@@ -25,7 +25,9 @@ to one failing service never spend what another service's calls earned.
 
 from __future__ import annotations
 
-from flotilla.clock import Clock
+import time
+
+from flotilla.clock import Clock, SystemClock
 from flotilla.resilience.policy import BudgetPolicy
 from flotilla.resilience.signals import SignalKind, Signals
 
@@ -44,12 +46,14 @@ class RetryBudget:
     """The retries one caller may still make to one service (see the module docstring)."""
 
     __slots__ = (
+        "_index",
         "_last_signal",
         "_now",
         "_refused",
         "_requests",
         "_retries",
         "_slot",
+        "_slot_end",
         "_total_requests",
         "_total_retries",
         "_width",
@@ -58,15 +62,19 @@ class RetryBudget:
 
     def __init__(self, policy: BudgetPolicy, clock: Clock) -> None:
         self.policy = policy
-        self._now = clock.monotonic
+        # Read on every call: the real clock's function itself, not a method around it.
+        self._now = time.monotonic if isinstance(clock, SystemClock) else clock.monotonic
         self._width = policy.window / SLOTS
         self._requests = [0] * SLOTS
         self._retries = [0] * SLOTS
-        self._slot = int(self._now() // self._width)
+        self._slot = 0
+        self._index = 0
+        self._slot_end = 0.0
         self._total_requests = 0
         self._total_retries = 0
         self._refused = 0
         self._last_signal: float | None = None
+        self._enter(self._now())
 
     @property
     def requests(self) -> int:
@@ -82,8 +90,9 @@ class RetryBudget:
 
     def deposit(self) -> None:
         """Count one request (a first attempt)."""
-        self._advance()
-        self._requests[self._slot % SLOTS] += 1
+        if self._now() >= self._slot_end:
+            self._advance()
+        self._requests[self._index] += 1
         self._total_requests += 1
 
     def available(self) -> float:
@@ -98,7 +107,7 @@ class RetryBudget:
         if self.available() < 1 - _EPSILON:
             self._refused += 1
             return False
-        self._retries[self._slot % SLOTS] += 1
+        self._retries[self._index] += 1
         self._total_retries += 1
         return True
 
@@ -113,16 +122,25 @@ class RetryBudget:
         return refused
 
     def _advance(self) -> None:
-        slot = int(self._now() // self._width)
-        if slot <= self._slot:
-            return  # the same slot (or a clock read a little early): nothing expires
+        now = self._now()
+        if now < self._slot_end:
+            return
+        first, last = self._slot + 1, self._enter(now)
         # Clear the slots entered since the last call; a long pause clears them all.
-        for passed in range(self._slot + 1, min(slot, self._slot + SLOTS) + 1):
+        for passed in range(max(first, last - SLOTS + 1), last + 1):
             index = passed % SLOTS
             self._total_requests -= self._requests[index]
             self._total_retries -= self._retries[index]
             self._requests[index] = self._retries[index] = 0
-        self._slot = slot
+
+    def _enter(self, now: float) -> int:
+        """Make the slot ``now`` falls in the current one; returns its number."""
+        slot = int(now // self._width)
+        if (slot + 1) * self._width <= now:
+            slot += 1  # floor and product disagree by a rounding: trust the product
+        self._slot, self._index = slot, slot % SLOTS
+        self._slot_end = (slot + 1) * self._width
+        return slot
 
 
 class RetryBudgets:

@@ -1,4 +1,4 @@
-"""The hedge layer: when the first attempt is slow, send a second elsewhere; first answer wins.
+"""Hedged requests: when the first attempt is slow, send a second elsewhere; first answer wins.
 
 A hedged request (Dean and Barroso, "The Tail at Scale") trades a little extra
 load for a shorter tail: most calls answer before the hedge delay and cost
@@ -21,15 +21,19 @@ cancelled call and tells its callee, which stops working for nobody); a failed
 attempt does not end the call while another is still running.  When all fail,
 the first failure is raised, for the retry layer above to judge.
 
-Its own slot, ``hedge``, between ``retry`` and ``balance``: below retry so a
-retry re-runs the whole hedged race (and a hedge is never retried on its own),
-above balance so every hedge is balanced afresh onto another endpoint.
+Hedging is part of the ``retry`` slot, not a layer of its own: the retry
+layer (:mod:`flotilla.resilience.retry`) runs each of its attempts as a race
+when the method is hedged.  So a retry re-runs the whole race (a hedge is
+never retried on its own), hedges and retries spend one budget, every hedge is
+balanced afresh (the slot stands above balancing), and a call that is not
+hedged, nearly all of them, pays for no second layer: a layer of its own cost
+~0.2 µs per call for one more policy lookup and call, measured in-process.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from flotilla.calls.pipeline import Handler
@@ -37,53 +41,43 @@ from flotilla.calls.request import Request
 from flotilla.clock import Clock, SystemClock
 from flotilla.resilience.budget import RetryBudget, RetryBudgets
 from flotilla.resilience.latency import DecayingHistogram, LatencyTracker
-from flotilla.resilience.policy import HedgePolicy, PolicyLookup
+from flotilla.resilience.policy import HedgePolicy
 from flotilla.resilience.signals import SignalKind, Signals
 
-__all__ = ["Hedge"]
+__all__ = ["Hedger"]
 
 
-class Hedge:
-    """The ``hedge`` middleware (see the module docstring).
+class Hedger:
+    """Runs one attempt of a hedged call as a race (see the module docstring).
 
-    ``budgets`` must be the retry layer's (``Retry.budgets``): the retry layer
-    counts the requests that earn the budget hedges spend.  ``clock`` times the
-    attempts and the hedge delay (the real one, except in tests).
+    ``budgets`` are the retry layer's: hedges spend what its requests earn.
+    ``clock`` times the attempts and the hedge delay (the real one, except in
+    tests); ``latency`` keeps each method's observed latency.
     """
 
     def __init__(
         self,
-        policies: PolicyLookup,
         signals: Signals,
         budgets: RetryBudgets,
         *,
         clock: Clock | None = None,
         latency: LatencyTracker | None = None,
     ) -> None:
-        self.policies = policies
         self.signals = signals
         self.budgets = budgets
         self.clock = clock or SystemClock()
         self.latency = latency or LatencyTracker(self.clock)
 
-    # A plain function on the path of the methods that are not hedged (most):
-    # no coroutine frame of its own there.
-    def __call__(self, request: Request, call_next: Handler[Request]) -> Awaitable[Any]:
-        policy = request.policy or self.policies(request.service, request.method)
-        if not (policy.hedge.enabled and request.idempotent):
-            return call_next(request)
-        budget = self.budgets.get(request.service, policy.budget)
-        return self._race(request, call_next, policy.hedge, budget)
-
-    async def _race(
+    async def race(
         self,
         request: Request,
         call_next: Handler[Request],
         hedge: HedgePolicy,
         budget: RetryBudget,
     ) -> Any:
+        """The first answer of the attempts; the first failure if all of them fail."""
         if request.tried is None:
-            request.tried = set()
+            request.tried = set()  # so that balancing steers the hedge off the first endpoint
         histogram = self.latency[request.target]
         hedges_left = hedge.max_hedges
         async with asyncio.TaskGroup() as group:

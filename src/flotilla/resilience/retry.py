@@ -1,9 +1,12 @@
-"""The retry layer: try a failed call again, when it is safe, useful and within budget.
+"""The retry layer: try a failed call again, when it is safe, useful and within budget;
+and hedge a slow one, when its policy says so.
 
 It stands in the request tier of the client pipeline (``retry`` in
 :data:`~flotilla.calls.pipeline.CLIENT_STACK`), above balancing, so each new
 attempt is balanced afresh and prefers an endpoint the earlier ones did not
-use (``request.tried``).  For each failure it asks, in order::
+use (``request.tried``, which balancing fills).  Each of its attempts of a
+hedged method is a race of a first attempt and its hedges
+(:mod:`flotilla.resilience.hedge`).  For each failure it asks, in order::
 
     a failure of a transient kind?     unavailable, internal, resource_exhausted, aborted
         (never an answer: not_found, invalid_argument, deadline_exceeded... go straight back)
@@ -39,11 +42,12 @@ from flotilla.clock import Clock, SystemClock
 from flotilla.errors import Aborted, FlotillaError, Internal, ResourceExhausted, Unavailable
 from flotilla.resilience.backoff import backoff_delay
 from flotilla.resilience.budget import RetryBudget, RetryBudgets
-from flotilla.resilience.hedge import Hedge
+from flotilla.resilience.hedge import Hedger
+from flotilla.resilience.latency import LatencyTracker
 from flotilla.resilience.policy import Policy, PolicyLookup
 from flotilla.resilience.signals import SignalKind, Signals
 
-__all__ = ["TRANSIENT", "Retry", "retriable", "retry_layers"]
+__all__ = ["TRANSIENT", "Retry", "retriable"]
 
 TRANSIENT: tuple[type[FlotillaError], ...] = (Unavailable, Internal, ResourceExhausted, Aborted)
 """Failures that another attempt (elsewhere, or a little later) may not meet.  Every
@@ -64,12 +68,12 @@ class Retry:
     """The ``retry`` middleware (see the module docstring).
 
     ``policies`` answers the :class:`~flotilla.resilience.policy.Policy` of each
-    method (a request's own ``policy`` wins); ``signals`` gets ``retry`` and
-    ``retry.budget_exhausted``; ``clock`` is what backoffs wait on and budgets
-    count by (its ``monotonic`` must be the clock of the requests' deadlines:
-    the real one, except in a test that sets deadlines on a fake);
-    ``random`` draws the jitter.  ``budgets`` may be shared with the hedge layer,
-    so that hedges spend the same budget (see :func:`retry_layers`).
+    method (a request's own ``policy`` wins); ``signals`` gets ``retry``,
+    ``hedge`` and ``retry.budget_exhausted``; ``clock`` is what backoffs and
+    hedge delays wait on and budgets count by (its ``monotonic`` must be the
+    clock of the requests' deadlines: the real one, except in a test that sets
+    deadlines on a fake); ``random`` draws the jitter; ``latency`` keeps each
+    method's latency for hedge delays.
     """
 
     def __init__(
@@ -79,23 +83,25 @@ class Retry:
         *,
         clock: Clock | None = None,
         random: Callable[[], float] | None = None,
-        budgets: RetryBudgets | None = None,
+        latency: LatencyTracker | None = None,
     ) -> None:
         self.policies = policies
         self.signals = signals
         self.clock = clock or SystemClock()
         self.random = random or _random.Random().random
-        self.budgets = budgets or RetryBudgets(self.clock, signals)
+        self.budgets = RetryBudgets(self.clock, signals)
+        self.hedger = Hedger(signals, self.budgets, clock=self.clock, latency=latency)
 
     async def __call__(self, request: Request, call_next: Handler[Request]) -> Any:
         policy = request.policy or self.policies(request.service, request.method)
         budget = self.budgets.get(request.service, policy.budget)
         budget.deposit()
-        if request.tried is None:
-            request.tried = set()
+        hedged = policy.hedge.enabled and request.idempotent
         attempts = 1
         while True:
             try:
+                if hedged:
+                    return await self.hedger.race(request, call_next, policy.hedge, budget)
                 return await call_next(request)
             except FlotillaError as exc:
                 delay = self._again(request, exc, attempts, policy, budget)
@@ -129,18 +135,3 @@ class Retry:
         detail = {"attempt": attempts + 1, "error": error.code, "delay": delay}
         self.signals.emit(SignalKind.RETRY, request.service, method=request.method, detail=detail)
         return delay
-
-
-def retry_layers(
-    policies: PolicyLookup,
-    signals: Signals,
-    *,
-    clock: Clock | None = None,
-    random: Callable[[], float] | None = None,
-) -> dict[str, Any]:
-    """The ``retry`` and ``hedge`` layers of one caller, sharing one set of budgets::
-
-    Node(..., layers={**retry_layers(policies, signals), "user": Stamp()})
-    """
-    retry = Retry(policies, signals, clock=clock, random=random)
-    return {"retry": retry, "hedge": Hedge(policies, signals, retry.budgets, clock=clock)}
