@@ -19,8 +19,9 @@ hedged method is a race of a first attempt and its hedges
 
 No storms down a chain.  When this layer gives up on a failure it could have
 retried (attempts, deadline or budget spent), it marks the error ``retried``.
-A handler that lets that error escape sends the mark back in its ``Failure``
-frame, and the retry layer of *its* caller does not retry it: the hop nearest
+A handler that lets that error escape, or fails while handling it, sends the
+mark back in its ``Failure`` frame (the dispatcher sees to the second case),
+and the retry layer of *its* caller does not retry it: the hop nearest
 the fault retries, the hops above do not multiply it (three services retrying
 three times each would otherwise make 27 calls to the last one).
 
