@@ -62,6 +62,14 @@ def test_error_for_code_takes_the_senders_retryable() -> None:
     assert error_for_code("resource_exhausted", "full", None, None).retryable is True
 
 
+def test_retried_is_off_by_default_and_carried_by_error_for_code() -> None:
+    assert not Unavailable("x").retried
+    assert Unavailable("x", retried=True).retried
+    assert error_for_code("unavailable", "leaf down", None, False, True).retried
+    assert error_for_code("teapot", "odd", retried=True).retried  # unknown codes too
+    assert not error_for_code("unavailable", "leaf down").retried
+
+
 def test_connect_failed_rebuilds_as_unavailable() -> None:
     rebuilt = error_for_code(ConnectFailed.code, "no route")
     assert type(rebuilt) is Unavailable

@@ -72,6 +72,10 @@ class FlotillaError(Exception):
     """The call never left this process (no connection, a refused handshake, an
     open breaker, a full local bulkhead): balancing may send it to another
     endpoint at once, with no retry budget spent.  Never carried on the wire."""
+    retried: bool = False
+    """Retries were already spent on this failure, by the retry layer of the process that
+    met it: a caller further up the chain must not retry it again (three layers of
+    three tries would be 27 calls).  Carried on the wire, so it climbs the chain."""
 
     def __init__(
         self,
@@ -80,6 +84,7 @@ class FlotillaError(Exception):
         details: dict[str, Any] | None = None,
         retryable: bool | None = None,
         never_sent: bool | None = None,
+        retried: bool = False,
     ) -> None:
         super().__init__(message or self.code)
         self.message = message or self.code
@@ -90,6 +95,8 @@ class FlotillaError(Exception):
             self.retryable = retryable  # type: ignore[misc]
         if never_sent is not None:
             self.never_sent = never_sent
+        if retried:
+            self.retried = True
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r})"
@@ -231,9 +238,10 @@ def error_for_code(
     message: str,
     details: dict[str, Any] | None = None,
     retryable: bool | None = None,
+    retried: bool = False,
 ) -> FlotillaError:
     """Rebuild the error a peer sent; an unknown code becomes :class:`Internal`."""
     cls = _BY_CODE.get(code)
     if cls is None:
-        return Internal(f"{code}: {message}", details=details)
-    return cls(message, details=details, retryable=retryable)
+        return Internal(f"{code}: {message}", details=details, retried=retried)
+    return cls(message, details=details, retryable=retryable, retried=retried)

@@ -598,3 +598,60 @@ async def test_concurrent_first_calls_all_wait_for_the_first_snapshot() -> None:
         assert [codec.decode(r) for r in results if isinstance(r, msgspec.Raw)] == ["e0", "e0"]
     finally:
         await directory.aclose()
+
+
+def unguarded(n: int, send: AttemptHandler) -> Balance:
+    """Like ``setup``, without the guard: these requests go back to an endpoint on purpose."""
+    endpoints = EndpointSet("svc")
+    endpoints.update([inst(f"e{i}", 9000 + i) for i in range(n)])
+    directory: Any = StubDirectory({"svc": endpoints})
+    return Balance(directory, send, First())
+
+
+async def test_a_retry_prefers_an_endpoint_its_request_was_not_sent_to() -> None:
+    balance = unguarded(3, answer_with_endpoint)  # First: e0 unless told otherwise
+    req = request()
+    req.tried = set()  # what the hedger does before the first attempt
+    assert codec.decode(await balance(req)) == "e0"
+    assert codec.decode(await balance(req)) == "e1"
+    assert codec.decode(await balance(req)) == "e2"
+    assert req.tried == {"e0", "e1", "e2"}
+    # Every endpoint tried: any may be chosen again rather than none.
+    assert codec.decode(await balance(req)) == "e0"
+
+
+async def test_a_sent_failure_starts_the_set_of_tried_endpoints() -> None:
+    async def fail_on_e0(attempt: Attempt) -> msgspec.Raw:
+        if attempt.endpoint.id == "e0":
+            raise Unavailable("down")
+        return response(attempt.endpoint.id)
+
+    balance = unguarded(2, fail_on_e0)
+    req = request()
+    with pytest.raises(Unavailable):
+        await balance(req)
+    assert req.tried == {"e0"}
+    assert codec.decode(await balance(req)) == "e1"  # what the retry gets
+
+
+async def test_an_answer_records_nothing() -> None:
+    balance = unguarded(2, answer_with_endpoint)
+    req = request()
+    assert codec.decode(await balance(req)) == "e0"
+    assert codec.decode(await balance(req)) == "e0"
+    assert req.tried is None
+
+
+async def test_an_endpoint_tried_before_is_still_skipped_by_a_requeue() -> None:
+    # A never-sent refusal of the one untried endpoint: requeued to one tried before,
+    # rather than failing while an endpoint is available.
+    async def send(attempt: Attempt) -> msgspec.Raw:
+        if attempt.endpoint.id == "e1":
+            raise ConnectFailed("refused")
+        return response(attempt.endpoint.id)
+
+    balance, _ = setup(2, send)
+    req = request()
+    req.tried = {"e0"}
+    assert codec.decode(await balance(req)) == "e0"
+    assert req.tried == {"e0", "e1"}

@@ -20,7 +20,7 @@ from flotilla.errors import (
 from flotilla.headers import Headers
 from flotilla.resilience.breakers import Breakers
 from flotilla.resilience.fallback import Fallbacks, fallback
-from flotilla.resilience.policy import BreakerPolicy, Policy, uniform
+from flotilla.resilience.policy import BreakerPolicy, Policy, RetryPolicy, uniform
 from flotilla.resilience.signals import SignalKind, Signals
 from flotilla.testing import Cluster
 
@@ -165,14 +165,19 @@ async def test_through_a_cluster_every_breaker_open_runs_the_fallback() -> None:
     # from then on its call is unavailable at once, sending nothing: the
     # fallback answers either way.
     signals = Signals()
-    policies = uniform(Policy(breaker=BreakerPolicy(min_calls=1, open_base=30.0)))
+    policies = uniform(
+        Policy(
+            breaker=BreakerPolicy(min_calls=1, open_base=30.0),
+            retry=RetryPolicy(max_attempts=1),  # each call one try: the counts are the breakers'
+        )
+    )
     calls: list[str] = []
     front = Front()
 
     def layers() -> dict[str, Any]:
         return {"breaker": Breakers(policies, signals)}
 
-    async with Cluster(layers=layers) as cluster:
+    async with Cluster(layers=layers, policies=policies) as cluster:
         await cluster.add(lambda: Catalog(calls), replicas=2)
         await cluster.add(front)
         answers = [await cluster.call("front.show", id=5) for _ in range(4)]

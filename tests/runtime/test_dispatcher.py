@@ -229,6 +229,59 @@ async def test_an_onward_error_escaping_the_handler_is_not_retryable() -> None:
     assert own.value.retryable is True  # its own refusal keeps its class's verdict
 
 
+class Storm(Service, name="storm"):
+    """Fails the ways a handler does after an onward call that was retried to no avail."""
+
+    @staticmethod
+    def exhausted() -> Unavailable:
+        error = Unavailable("inventory is down", retried=True)
+        error.onward = True
+        return error
+
+    @rpc
+    async def passes_it_on(self) -> None:
+        raise self.exhausted()
+
+    @rpc
+    async def wraps_it(self) -> None:
+        try:
+            raise self.exhausted()
+        except Unavailable as exc:
+            raise Unavailable("cannot reserve stock") from exc
+
+    @rpc
+    async def fails_while_handling_it(self) -> None:
+        try:
+            raise self.exhausted()
+        except Unavailable:
+            raise RuntimeError("a bug in the except block") from None
+
+    @rpc
+    async def fails_on_its_own(self) -> None:
+        try:
+            raise Unavailable("inventory is down")  # not retried: a caller may
+        except Unavailable as exc:
+            raise Unavailable("cannot reserve stock") from exc
+
+
+@pytest.mark.parametrize(
+    ("method", "error", "retried"),
+    [
+        ("passes_it_on", Unavailable, True),
+        ("wraps_it", Unavailable, True),
+        ("fails_while_handling_it", Internal, True),
+        ("fails_on_its_own", Unavailable, False),
+    ],
+)
+async def test_a_failure_caused_by_a_retried_onward_failure_is_marked_retried(
+    method: str, error: type[FlotillaError], retried: bool
+) -> None:
+    dispatcher = Dispatcher([Storm()], NoInvoker())
+    with pytest.raises(error) as caught:
+        await dispatch(dispatcher, f"storm.{method}")
+    assert caught.value.retried is retried
+
+
 async def test_unencodable_result_is_internal() -> None:
     dispatcher, _ = make()
     with pytest.raises(Internal, match="cannot be encoded"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 import pytest
 
@@ -45,6 +47,7 @@ FRAMES: list[Frame] = [
     Reply(4, raw(None)),
     Failure(5, "not_found", "no such thing"),
     Failure(6, "invalid_argument", "bad", {"field": "id", "n": [1, 2]}),
+    Failure(8, "unavailable", "leaf down", None, False, True),
     Cancel(7),
 ]
 
@@ -126,6 +129,35 @@ def test_default_headers_cost_a_few_bytes_and_may_be_left_out() -> None:
         "",
         {},
     )
+
+
+class OldFailure(msgspec.Struct, tag=5, array_like=True):
+    """The Failure frame as peers before ``retried`` encode and decode it."""
+
+    id: int
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+    retryable: bool | None = None
+
+
+def test_a_failure_from_a_peer_without_retried_decodes_as_not_retried() -> None:
+    old = msgspec.msgpack.encode(OldFailure(9, "unavailable", "down", None, True))
+    (frame,) = FrameReader().feed(header(len(old)) + old)
+    assert frame == Failure(9, "unavailable", "down", None, True, retried=False)
+
+
+def test_a_peer_without_retried_still_reads_our_failure() -> None:
+    data = encode_frame(Failure(9, "unavailable", "down", None, False, True))
+    old = msgspec.msgpack.decode(bytes(data[HEADER:]), type=OldFailure)
+    assert old == OldFailure(9, "unavailable", "down", None, False)
+
+
+def test_the_retried_flag_is_one_trailing_byte() -> None:
+    old = msgspec.msgpack.encode(OldFailure(9, "unavailable", "down"))
+    marked = encode_frame(Failure(9, "unavailable", "down", retried=True))
+    assert len(marked) - HEADER == len(old) + 1
+    assert msgspec.msgpack.decode(bytes(marked[HEADER:]))[-1] is True
 
 
 def test_default_limit() -> None:

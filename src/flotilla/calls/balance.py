@@ -116,7 +116,13 @@ class Balance:
                 available = tuple(e for e in available if e not in tried)
             if not available:
                 raise await self._none_available(endpoints, refusals)
+            avoid = request.tried
+            if avoid:
+                # A retry or hedge: another endpoint than before, if there is one.
+                available = _untried(available, avoid)
             endpoint = strategy.select(available, request)
+            if avoid is not None:
+                avoid.add(endpoint.id)
             attempt = Attempt(request, endpoint, len(tried) + 1)
             endpoint.inflight += 1
             started = time.monotonic()
@@ -128,6 +134,8 @@ class Balance:
                     tried.append(endpoint)  # nothing to learn of its latency
                     refusals.append(_refusal(exc))
                     continue
+                if request.tried is None:
+                    request.tried = {endpoint.id}  # a retry will prefer another endpoint
                 if isinstance(exc, _ENDPOINT_FAULTS):
                     _penalise(endpoint, started)
                 else:
@@ -187,6 +195,12 @@ def _refusal(error: FlotillaError) -> str:
     if isinstance(refusal, str):
         return refusal
     return "unreachable" if isinstance(error, ConnectFailed) else error.message
+
+
+def _untried(available: tuple[Endpoint, ...], tried: set[str]) -> tuple[Endpoint, ...]:
+    """The endpoints not in ``tried``; all of them if every one was (a retry may go back)."""
+    fresh = tuple(e for e in available if e.id not in tried)
+    return fresh or available
 
 
 def _observe(endpoint: Endpoint, started: float, connect: float) -> None:

@@ -31,7 +31,7 @@ class Request:
 
     ``headers`` is replaced, never changed in place (the deadline layer fixes
     the deadline that way); layers below retry must treat a request as read-only,
-    since several attempts may share it.
+    since several attempts may share it (only balancing adds to ``tried``).
     """
 
     __slots__ = (
@@ -43,6 +43,7 @@ class Request:
         "policy",
         "service",
         "timeout",
+        "tried",
     )
 
     def __init__(
@@ -70,6 +71,10 @@ class Request:
         """The method says a second attempt is harmless."""
         self.policy = policy
         """Resilience policy set for this one call; None: the configured one for its method."""
+        self.tried: set[str] | None = None
+        """Ids of the endpoints this call's attempts went to, which balancing avoids for a
+        retry or a hedge when it can.  None until the first failure that was sent (or a
+        hedge) makes the set: a call answered at once pays for no set."""
 
     @property
     def target(self) -> str:

@@ -173,11 +173,15 @@ class Dispatcher:
                 # "Unavailable" from a call this handler made says nothing about
                 # what the handler had already done: not safe to send again.
                 exc.retryable = False  # type: ignore[misc]
+            if not exc.retried and _after_retries(exc):
+                exc.retried = True
             raise
         except asyncio.CancelledError:
             raise
-        except Exception:
-            raise _internal(incoming) from None
+        except Exception as exc:
+            internal = _internal(incoming)
+            internal.retried = _after_retries(exc)
+            raise internal from None
         try:
             return codec.encode(result)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -195,6 +199,22 @@ class Dispatcher:
             f"service {service!r} has no method {method!r}{hint} "
             f"(its methods: {', '.join(methods) or 'none'})"
         )
+
+
+def _after_retries(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while handling an onward failure that retries were already
+    spent on (``raise Unavailable("no stock") from error``, or a bug in an ``except`` block).
+
+    Such a failure is marked ``retried`` too, so that the callers above do not
+    retry it: the hop nearest the fault has (see :mod:`flotilla.resilience.retry`).
+    """
+    seen = 0
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and seen < 8:  # a short walk: chains are shallow
+        if isinstance(cause, FlotillaError) and cause.retried:
+            return True
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    return False
 
 
 def _internal(incoming: Incoming) -> Internal:

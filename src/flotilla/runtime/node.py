@@ -61,6 +61,7 @@ from flotilla.resilience.bulkhead import Bulkhead
 from flotilla.resilience.fallback import Fallbacks
 from flotilla.resilience.faults import Faults
 from flotilla.resilience.policy import Policy, PolicyLookup
+from flotilla.resilience.retry import Retry
 from flotilla.resilience.signals import Signals
 from flotilla.resilience.states import BreakerStates
 from flotilla.runtime.config import NodeConfig, Timings
@@ -252,6 +253,9 @@ class Node:
     ) -> dict[str, Middleware[Any]]:
         """The resilience layers every caller gets by default; ``given`` ones take their place."""
         layers: dict[str, Middleware[Any]] = {
+            # Backoffs and hedge delays are waited out in real time, as deadlines are
+            # (time.monotonic()): on a test's fake clock they would never end.
+            "retry": Retry(self.policies, self.signals, random=self.random.random),
             "breaker": Breakers(self.policies, self.signals, self.clock),
         }
         fallbacks = Fallbacks.of_services(services, signals=self.signals)

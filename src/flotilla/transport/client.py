@@ -194,7 +194,9 @@ class Connection(asyncio.Protocol):
         elif type(frame) is Failure:
             entry = self.pending.pop(frame.id, None)
             if entry is not None and not entry[0].done():
-                error = error_for_code(frame.code, frame.message, frame.details, frame.retryable)
+                error = error_for_code(
+                    frame.code, frame.message, frame.details, frame.retryable, frame.retried
+                )
                 entry[0].set_exception(error)
             elif frame.id == 0 and not self._ready.done():
                 self._refused(frame)

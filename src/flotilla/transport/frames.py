@@ -83,6 +83,10 @@ class Failure(msgspec.Struct, tag=5, array_like=True):
     details: dict[str, Any] | None = None
     retryable: bool | None = None
     """The error's own verdict (it may differ from its class's default)."""
+    retried: bool = False
+    """Retries were already spent on this failure downstream: do not retry it again
+    (:attr:`flotilla.errors.FlotillaError.retried`).  Last, with a default, so a peer
+    that predates it sends and reads a frame that still decodes on both sides."""
 
 
 class Cancel(msgspec.Struct, tag=6, array_like=True):

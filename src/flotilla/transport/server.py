@@ -476,7 +476,9 @@ class _ServerConnection(asyncio.Protocol):
 
 def _encode_failure(call_id: int, exc: FlotillaError) -> bytearray:
     """The Failure frame for ``exc``; details that cannot be encoded are dropped, not the reply."""
-    failure = Failure(call_id, exc.code, exc.message, exc.details or None, exc.retryable)
+    failure = Failure(
+        call_id, exc.code, exc.message, exc.details or None, exc.retryable, exc.retried
+    )
     try:
         return encode_frame(failure)
     except TypeError:
