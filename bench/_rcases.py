@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from _rcluster import Replicas, policy_json, run_load
 from rpc import Children
 
-from flotilla.resilience.policy import BreakerPolicy
+from flotilla.resilience.policy import BreakerPolicy, BudgetPolicy
 
 REPLICAS = 5
 SERVICE_TIME = 0.002  # seconds per bench.work call on a healthy replica
@@ -359,20 +359,26 @@ HOPS = ("front", "middle", "leaf")
 def _chain_run(bench: Bench, policy: str) -> tuple[int, dict[str, float], dict[str, Any]]:
     """Closed-loop calls to ``front.work`` while every leaf fails; ``policy`` on every node.
 
-    Returns (requests, attempts per request at each hop, the client's result).
+    The window opens after a retry budget's window of warm-up, so each node's
+    budget is in its steady state (a fresh one may spend its whole
+    ``min_per_second * window`` at once).  Returns (requests started in the
+    window, attempts per request at each hop, the client's result).
     """
     chain = ["--chain", *faults(error="unavailable", error_fraction=1.0)]
     chain += ["--faults-service", "leaf", "--armed", "--policy", policy]
     replicas = bench.replicas(lambda i: chain)
+    before: dict[str, int] = {}
+
+    def count() -> None:
+        before.update({hop: replicas.calls(f"{hop}.work") for hop in HOPS})
+
+    options = ["--concurrency", "4", "--target", "front.work", "--policy", policy]
     try:
-        before = {hop: replicas.calls(f"{hop}.work") for hop in HOPS}
-        result = bench.load(
-            replicas, "--concurrency", "4", "--target", "front.work", "--policy", policy
-        )
+        result = bench.load(replicas, *options, warmup=BudgetPolicy().window, action=count)
         after = {hop: replicas.calls(f"{hop}.work") for hop in HOPS}
     finally:
         replicas.close()
-    requests = result["calls_started"] + 1  # and the client's first call, made before the loop
+    requests = result["ok"] + result["failed"]
     return requests, {hop: (after[hop] - before[hop]) / requests for hop in HOPS}, result
 
 
@@ -398,6 +404,21 @@ def case_f(bench: Bench) -> None:
             "run": result,
         }
         judged = name != "defaults"
+        if judged:
+            # Each middle replica is a caller of leaf with a budget of its own:
+            # retries <= ratio * its requests + min_per_second.
+            budget, rate = BudgetPolicy(), requests / bench.seconds
+            bound = 1 + budget.ratio + budget.min_per_second * REPLICAS / rate
+            bench.figures["f"]["budget_bound"] = bound
+            bench.row(
+                case,
+                "what the retry budgets allow at this rate",
+                f"{bound:.2f}",
+                f"{rate:.0f} requests/s over {REPLICAS} middle replicas",
+                "",
+                "(comparison)",
+                None,
+            )
         bench.row(
             case,
             f"leaf attempts / request, {name}",
