@@ -404,6 +404,15 @@ def case_f(bench: Bench) -> None:
             "run": result,
         }
         judged = name != "defaults"
+        bench.row(
+            case,
+            f"leaf attempts / request, {name}",
+            f"{hops['leaf']:.2f}",
+            f"{requests} requests; each: front {hops['front']:.2f}, middle {hops['middle']:.2f}",
+            f"{hops['leaf']:.2f}x",
+            "<= 1.2x" if judged else "(comparison)",
+            hops["leaf"] <= 1.2 if judged else None,
+        )
         if judged:
             # Each middle replica is a caller of leaf with a budget of its own:
             # retries <= ratio * its requests + min_per_second.
@@ -419,12 +428,3 @@ def case_f(bench: Bench) -> None:
                 "(comparison)",
                 None,
             )
-        bench.row(
-            case,
-            f"leaf attempts / request, {name}",
-            f"{hops['leaf']:.2f}",
-            f"{requests} requests; each: front {hops['front']:.2f}, middle {hops['middle']:.2f}",
-            f"{hops['leaf']:.2f}x",
-            "<= 1.2x" if judged else "(comparison)",
-            hops["leaf"] <= 1.2 if judged else None,
-        )

@@ -11,11 +11,15 @@ in the same run, their ratio, the target, PASS or MISS.  A case whose layer is
 not in this checkout prints ``n/a`` and what is missing, never a figure.
 
     a  one replica 50x slower: p99 with P2C <= 1.5x the all-healthy p99 (round robin beside it)
-    b  one replica SIGKILLed mid-run: success >= 99.9 % with retries on idempotent calls
-    c  one replica answering errors: traffic leaves it within 1 s (its breaker opens)
-    d  every replica stalls 1 % of calls for 1 s: hedging halves p99
-    e  open-loop load at 2x capacity: the bulkhead sheds, admitted p99 <= 3x unloaded p99
-    f  front -> middle -> leaf with a failing leaf: leaf attempts <= 1.2x the requests
+    b  one replica SIGKILLed mid-run: success >= 99.9 % with retries (without: the baseline)
+    c  one replica starts answering errors once the caller has a breaker window of healthy
+       calls behind it: traffic leaves it within 1 s; P2C and round robin, breakers off beside
+    d  every replica stalls 1 % of calls for 1 s: hedging halves p99 (p99 sits on the edge of
+       the stalled 1 %, so p99.9 is shown too)
+    e  open-loop load at 2x capacity: the bulkhead sheds, admitted p99 <= 3x the unloaded p99;
+       with the default breakers and with breakers off, no bulkhead beside
+    f  front -> middle -> leaf, every leaf failing, budgets in their steady state: leaf
+       attempts <= 1.2x the requests (breakers off: retries alone; the defaults beside)
 
 Misbehaviour comes from a :class:`~flotilla.resilience.policy.FaultPolicy` given
 to the replica (see ``_replica.py``).  Every process dies with this driver.
