@@ -317,7 +317,12 @@ def case_e(bench: Bench, workers: int, service_time: float) -> None:
     # The bulkhead admits as many calls as the replica has workers, and queues
     # as many again: an admitted call waits at most one service time.
     bulkhead = {"bulkhead": {"max_concurrent": workers, "max_queue": workers}}
-    runs = {"bulkhead": {}, "bulkhead, breakers off": {"breaker": {"state": "disabled"}}}
+    off = {"breaker": {"state": "disabled"}}
+    runs = {
+        "bulkhead": {},
+        "bulkhead, breakers off": off,
+        "bulkhead alone: breakers, retries off": {**off, "retry": {"max_attempts": 1}},
+    }
     results = _overload_runs(bench, pool, bulkhead, [(capacity * 2, c) for c in runs.values()])
     for name, result in zip(runs, results, strict=True):
         bench.figures["e"][name] = result
@@ -356,13 +361,18 @@ def _admitted_rows(
 HOPS = ("front", "middle", "leaf")
 
 
-def _chain_run(bench: Bench, policy: str) -> tuple[int, dict[str, float], dict[str, Any]]:
+def _chain_run(
+    bench: Bench, policy: str, seconds: float
+) -> tuple[int, dict[str, float], dict[str, Any]]:
     """Closed-loop calls to ``front.work`` while every leaf fails; ``policy`` on every node.
 
     The window opens after a retry budget's window of warm-up, so each node's
     budget is in its steady state (a fresh one may spend its whole
-    ``min_per_second * window`` at once).  Returns (requests started in the
-    window, attempts per request at each hop, the client's result).
+    ``min_per_second * window`` at once), and lasts ``seconds``: a budget
+    window, in which the retries allowed ``min_per_second * window`` come
+    back when those they allowed age out, usually in bursts.  Returns
+    (requests started in the window, attempts per request at each hop, the
+    client's result).
     """
     chain = ["--chain", *faults(error="unavailable", error_fraction=1.0)]
     chain += ["--faults-service", "leaf", "--armed", "--policy", policy]
@@ -374,7 +384,9 @@ def _chain_run(bench: Bench, policy: str) -> tuple[int, dict[str, float], dict[s
 
     options = ["--concurrency", "4", "--target", "front.work", "--policy", policy]
     try:
-        result = bench.load(replicas, *options, warmup=BudgetPolicy().window, action=count)
+        result = bench.load(
+            replicas, *options, warmup=BudgetPolicy().window, seconds=seconds, action=count
+        )
         after = {hop: replicas.calls(f"{hop}.work") for hop in HOPS}
     finally:
         replicas.close()
@@ -397,13 +409,14 @@ def case_f(bench: Bench) -> None:
         "defaults": policy_json(),
     }
     for name, policy in runs.items():
-        requests, hops, result = _chain_run(bench, policy)
+        judged = name != "defaults"
+        seconds = BudgetPolicy().window if judged else bench.seconds
+        requests, hops, result = _chain_run(bench, policy, seconds)
         bench.figures.setdefault("f", {})[name] = {
             "requests": requests,
             "hops": hops,
             "run": result,
         }
-        judged = name != "defaults"
         bench.row(
             case,
             f"leaf attempts / request, {name}",
@@ -416,7 +429,7 @@ def case_f(bench: Bench) -> None:
         if judged:
             # Each middle replica is a caller of leaf with a budget of its own:
             # retries <= ratio * its requests + min_per_second.
-            budget, rate = BudgetPolicy(), requests / bench.seconds
+            budget, rate = BudgetPolicy(), requests / seconds
             bound = 1 + budget.ratio + budget.min_per_second * REPLICAS / rate
             bench.figures["f"]["budget_bound"] = bound
             bench.row(
