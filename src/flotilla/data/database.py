@@ -1,0 +1,335 @@
+"""A service's own database: declared on the class, opened by the node, reached as ``self.db``.
+
+::
+
+    class Orders(Service, name="orders"):
+        db = Database(metadata=Base.metadata)
+
+        @rpc
+        async def place(self, ctx: Context, sku: str) -> int:
+            async with self.db.transaction(ctx) as tx:
+                order = Order(sku=sku)
+                tx.session.add(order)
+                await tx.session.flush()
+                tx.emit("order.created", OrderCreated(id=order.id), key=sku)
+            return order.id
+
+The attribute on the class is a declaration; each service object gets its own
+bound copy on first access, and the node opens it (which URL: see
+:mod:`flotilla.data.url`).  Opening connects and migrates (see
+:mod:`flotilla.data.schema`).  States::
+
+    CLOSED --open()--> CONNECTING --connected and migrated--> READY
+                        |      ^
+                        +------+  failed: reason kept, tried again after a backoff
+    any --aclose()--> CLOSED
+
+A node opens its databases in the background: one that cannot be reached does
+not stop the process; :meth:`Database.check` (called by the node's health check,
+so the instance is published unhealthy) raises ``Unavailable`` naming the URL
+(password masked) and the reason until it connects.
+
+SQLite (the embedded default) runs in WAL mode with a busy timeout, and every
+transaction begins ``IMMEDIATE``: a transaction that would later write never
+finds another writer in its way mid-way (a deadlock SQLite reports at once, not
+waits out).  Within one process writers take turns on a lock, so they do not
+spin in SQLite's busy handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import MetaData, event, text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from flotilla.data.policy import DatabasePolicy
+from flotilla.data.schema import migrate
+from flotilla.data.transaction import Transaction, open_transaction
+from flotilla.data.url import is_memory, mask, normalize_url
+from flotilla.errors import ConfigError, FailedPrecondition, Unavailable
+from flotilla.events.envelope import Envelope
+
+__all__ = ["Database"]
+
+log = logging.getLogger("flotilla.data")
+
+
+class Database:
+    """A service's database (see the module docstring).
+
+    ``url`` is the default when the configuration names none; ``metadata`` holds
+    the service's tables, created at start; ``engine_options`` go to SQLAlchemy's
+    ``create_async_engine`` (pool sizes, ``connect_args``...).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        metadata: MetaData | None = None,
+        engine_options: Mapping[str, Any] | None = None,
+        policy: DatabasePolicy | None = None,
+        source: str = "",
+    ) -> None:
+        self.declared_url = url
+        self.metadata = metadata
+        self.engine_options = dict(engine_options or {})
+        self.policy = policy or DatabasePolicy()
+        self.source = source
+        """The service whose database this is: the ``source`` of the events it emits."""
+        self.instance = ""
+        """The instance id of that service (set by the node once it is known)."""
+        self.url: URL | None = None
+        self._attribute: str | None = None
+        self._engine: AsyncEngine | None = None
+        self._ready = asyncio.Event()
+        self._problem = "not opened"
+        self._connector: asyncio.Task[None] | None = None
+        self._commit_listeners: list[Callable[[], None]] = []
+        # SQLite has one writer at a time; the processes' own writers queue here.
+        self._writer = asyncio.Lock()
+        self._serialise = False
+
+    # -- the declaration on a service class ----------------------------------------------
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._attribute = name
+
+    def __get__(self, instance: object | None, owner: type | None = None) -> Database:
+        """On the class: the declaration; on a service object: that object's own database."""
+        if instance is None or self._attribute is None:
+            return self
+        bound: Database | None = instance.__dict__.get(self._attribute)
+        if bound is None:
+            bound = Database(
+                self.declared_url,
+                metadata=self.metadata,
+                engine_options=self.engine_options,
+                policy=self.policy,
+                source=getattr(instance, "name", ""),
+            )
+            instance.__dict__[self._attribute] = bound
+        return bound
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Connected and migrated: transactions may run."""
+        return self._ready.is_set()
+
+    @property
+    def where(self) -> str:
+        """The URL, password masked (for messages)."""
+        return mask(self.url) if self.url is not None else "(not opened)"
+
+    async def open(self, url: str | URL | None = None, *, background: bool = False) -> None:
+        """Connect and migrate.  ``url`` overrides the declared one (default: SQLite in memory).
+
+        An unusable URL (unknown scheme, driver not installed) raises
+        ``ConfigError`` either way.  A database that cannot be reached raises
+        ``Unavailable``, unless ``background``: then the attempts go on in a
+        task of this object's own, and :meth:`check` reports why it is not ready.
+        """
+        if self._engine is not None:
+            raise RuntimeError(f"database {self.where} is already open")
+        if isinstance(url, URL):
+            self.url = normalize_url(url.render_as_string(hide_password=False))
+        else:
+            self.url = normalize_url(url or self.declared_url or "sqlite://")
+        self._engine = self._create_engine(self.url)
+        try:
+            await self._attempt()
+        except (Exception, TimeoutError) as exc:
+            if not background:
+                await self.aclose()
+                raise self._unreachable(exc) from exc
+            self._note_failure(exc)
+            self._connector = asyncio.create_task(self._keep_trying(), name=f"connect {self.where}")
+
+    async def aclose(self) -> None:
+        """Stop trying to connect and close every connection; idempotent."""
+        connector, self._connector = self._connector, None
+        if connector is not None:
+            connector.cancel()
+            # wait(), not the task: our own cancellation propagates, the task's stays in it.
+            await asyncio.wait([connector])
+        engine, self._engine = self._engine, None
+        self._ready.clear()
+        self._problem = "closed"
+        if engine is not None:
+            await engine.dispose()
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        """Return once the database is ready; ``TimeoutError`` after ``timeout`` seconds."""
+        async with asyncio.timeout(timeout):
+            await self._ready.wait()
+
+    async def check(self) -> None:
+        """Raise ``Unavailable`` (naming the URL and the reason) unless the database is usable.
+
+        For health checks and readiness probes: cheap on SQLite (the state
+        only), one ``SELECT 1`` on a server (bounded by ``connect_timeout``).
+        """
+        if not self.ready or self._engine is None:
+            raise Unavailable(f"database {self.where} is not ready: {self._problem}")
+        if self._serialise:
+            return  # a file or memory of this machine: nothing in between to fail
+        try:
+            async with asyncio.timeout(self.policy.connect_timeout), self._engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (Exception, TimeoutError) as exc:
+            raise Unavailable(f"database {self.where} does not answer: {_reason(exc)}") from None
+
+    # -- transactions ---------------------------------------------------------------------
+
+    def transaction(
+        self, context: object | None = None, *, event: Envelope | None = None, group: str = ""
+    ) -> contextlib.AbstractAsyncContextManager[Transaction]:
+        """``async with db.transaction(ctx) as tx``: one unit of work, committed at the end.
+
+        ``tx.session`` is an ``AsyncSession`` (do not commit it yourself: the
+        block does, or rolls back on an exception); ``tx.emit`` stores events in
+        the outbox in the same transaction.  Given the event being handled
+        (``ctx`` of an event handler, or ``event=``), the transaction first
+        records it in the inbox of ``group`` (default: this service) and raises
+        :class:`~flotilla.events.AlreadyHandled` if that group handled it before.
+        """
+        return open_transaction(self, context, event=event, group=group)
+
+    def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` after each commit that stored events; returns a function that
+        stops it (the relay is woken this way)."""
+        self._commit_listeners.append(listener)
+        return lambda: self._commit_listeners.remove(listener)
+
+    def committed_events(self) -> None:
+        """Tell the listeners that a transaction committed events (called by transactions)."""
+        for listener in tuple(self._commit_listeners):
+            listener()
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A connection inside one transaction, committed when the block ends (for Flotilla's
+        own statements and for tools; services use :meth:`transaction`)."""
+        engine = self._engine
+        if engine is None or not self.ready:
+            raise Unavailable(f"database {self.where} is not ready: {self._problem}")
+        if self._serialise:
+            async with self._writer, engine.begin() as conn:
+                yield conn
+        else:
+            async with engine.begin() as conn:
+                yield conn
+
+    # -- connecting -----------------------------------------------------------------------
+
+    def _create_engine(self, url: URL) -> AsyncEngine:
+        options = dict(self.engine_options)
+        sqlite = url.drivername.startswith("sqlite")
+        self._serialise = sqlite
+        if sqlite and is_memory(url):
+            # One connection for the whole process, or every connection would
+            # see a database of its own; the writer lock keeps them in turn.
+            options.setdefault("poolclass", StaticPool)
+        elif sqlite and url.database:
+            _prepare_file(Path(url.database))
+        elif not sqlite:
+            options.setdefault("pool_pre_ping", True)  # a server restarted under us: reconnect
+        try:
+            engine = create_async_engine(url, **options)
+        except ImportError as exc:
+            raise ConfigError(
+                f"database {mask(url)!r} needs a driver that is not installed ({exc}); "
+                "install it with: pip install 'flotilla-mesh[postgres]'"
+            ) from None
+        except TypeError as exc:
+            raise ConfigError(f"database {mask(url)!r}: bad engine option: {exc}") from None
+        if sqlite:
+            _configure_sqlite(engine, self.policy.busy_timeout)
+        return engine
+
+    async def _attempt(self) -> None:
+        assert self._engine is not None
+        async with asyncio.timeout(self.policy.connect_timeout), self._engine.begin() as conn:
+            await conn.run_sync(migrate, self.metadata)
+        self._problem = ""
+        self._ready.set()
+
+    async def _keep_trying(self) -> None:
+        failures = 1
+        while True:
+            await asyncio.sleep(self.policy.reconnect.delay(failures))
+            try:
+                await self._attempt()
+            except (Exception, TimeoutError) as exc:
+                failures += 1
+                self._note_failure(exc)
+                continue
+            log.warning("database %s is reachable again; ready", self.where)
+            return
+
+    def _note_failure(self, exc: BaseException) -> None:
+        problem = _reason(exc)
+        if problem != self._problem:  # once per distinct failure, not once per attempt
+            log.warning(
+                "database %s cannot be used: %s (service %s not ready; trying again)",
+                self.where,
+                problem,
+                self.source or "-",
+            )
+        self._problem = problem
+
+    def _unreachable(self, exc: BaseException) -> Exception:
+        if isinstance(exc, ConfigError):
+            return exc
+        return Unavailable(f"database {self.where} cannot be reached: {_reason(exc)}")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, FailedPrecondition | ConfigError | Unavailable):
+        return exc.message
+    # SQLAlchemy wraps the driver's error; its first line names it without the SQL.
+    original = getattr(exc, "orig", None) or exc
+    first = str(original).strip().splitlines()[0] if str(original).strip() else ""
+    return f"{type(original).__name__}: {first}" if first else type(original).__name__
+
+
+def _prepare_file(path: Path) -> None:
+    """Create the database file's folder (``0700``) and the file itself ``0600``."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def _configure_sqlite(engine: AsyncEngine, busy_timeout: float) -> None:
+    """WAL, a busy timeout, and ``BEGIN IMMEDIATE`` for every transaction."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The driver's own transaction handling off: ours (below) begins them.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode: a commit survives the process's crash (what the
+        # outbox needs); only a power loss may take the last few.
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,139 @@
+"""The outbox table's statements: claim unsent rows, mark them sent, release them, prune.
+
+A row's life::
+
+    emitted (committed with the data) -> claimed by one relay (claimed_by, claimed_until)
+        -> published -> sent_at set -> pruned after ``keep_sent``
+        -> not published (failure, lease running out) -> released, claimed again later
+        -> its relay died -> the claim expires at claimed_until -> claimed again
+
+**One claimer per row at a time.**  A claim is one ``UPDATE ... RETURNING`` of
+the first unsent rows whose claim is absent or expired, in a transaction that
+claims alone: ``BEGIN IMMEDIATE`` on SQLite (one writer), and on PostgreSQL
+an advisory transaction lock plus ``FOR UPDATE SKIP LOCKED`` on the rows.  A
+relay claiming rows another relay holds would have to see an expired
+``claimed_until``, and a relay stops publishing its batch before its claim
+runs out, so two relays never publish one row at once.
+
+**Order per key.**  A row is not claimed while an earlier unsent row of its key
+is held by another relay: the rows of a key are published by one relay at a
+time, in id order (the relay itself stops a key at its first failure).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import msgspec
+from sqlalchemy import and_, delete, exists, func, or_, select, text, update
+
+from flotilla.data.database import Database
+from flotilla.data.schema import MIGRATION_LOCK, inbox, outbox
+from flotilla.events.envelope import Envelope
+from flotilla.headers import Headers
+
+__all__ = ["Claimed", "OutboxStore"]
+
+# A key different from the migrations': claims need not wait for them, nor they for claims.
+_CLAIM_LOCK = MIGRATION_LOCK + 1
+_headers_decoder = msgspec.msgpack.Decoder(Headers)
+
+
+class Claimed(msgspec.Struct, frozen=True):
+    """One claimed row: its place in the outbox and its event."""
+
+    row: int
+    envelope: Envelope
+
+
+class OutboxStore:
+    """The outbox of one database, as the relay uses it."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def claim(self, claimer: str, *, limit: int, lease: float) -> list[Claimed]:
+        """Claim up to ``limit`` unsent rows until ``lease`` seconds from now, in id order."""
+        now = time.time()
+        earlier = outbox.alias("earlier")
+        held_before = exists().where(
+            earlier.c.key == outbox.c.key,
+            earlier.c.id < outbox.c.id,
+            earlier.c.sent_at.is_(None),
+            earlier.c.claimed_until >= now,
+            earlier.c.claimed_by != claimer,
+        )
+        free = (
+            select(outbox.c.id)
+            .where(
+                outbox.c.sent_at.is_(None),
+                or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
+                ~held_before,
+            )
+            .order_by(outbox.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        statement = (
+            update(outbox)
+            .where(outbox.c.id.in_(free.scalar_subquery()))
+            .values(claimed_by=claimer, claimed_until=now + lease)
+            .returning(*outbox.c)
+        )
+        async with self.database.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(select(text(f"pg_advisory_xact_lock({_CLAIM_LOCK})")))
+            rows = (await conn.execute(statement)).all()
+        return sorted((_claimed(row) for row in rows), key=lambda claimed: claimed.row)
+
+    async def mark_sent(self, claimer: str, rows: Sequence[int]) -> None:
+        """Record ``rows`` as published (only those this claimer still holds)."""
+        if rows:
+            await self._update(claimer, rows, sent_at=time.time(), claimed_until=None)
+
+    async def release(self, claimer: str, rows: Sequence[int]) -> None:
+        """Give ``rows`` back unsent, to be claimed again at once."""
+        if rows:
+            await self._update(claimer, rows, claimed_by=None, claimed_until=None)
+
+    async def _update(self, claimer: str, rows: Sequence[int], **values: object) -> None:
+        statement = (
+            update(outbox)
+            .where(and_(outbox.c.id.in_(list(rows)), outbox.c.claimed_by == claimer))
+            .values(**values)
+        )
+        async with self.database.connect() as conn:
+            await conn.execute(statement)
+
+    async def prune(self, *, sent_before: float, handled_before: float) -> tuple[int, int]:
+        """Delete sent rows and inbox rows older than the given times; how many of each."""
+        async with self.database.connect() as conn:
+            sent = await conn.execute(delete(outbox).where(outbox.c.sent_at < sent_before))
+            handled = await conn.execute(delete(inbox).where(inbox.c.handled_at < handled_before))
+        return sent.rowcount, handled.rowcount
+
+    async def unsent(self) -> int:
+        """How many rows wait to be published."""
+        async with self.database.connect() as conn:
+            count = await conn.scalar(
+                select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
+            )
+        return int(count or 0)
+
+
+def _claimed(row: object) -> Claimed:
+    mapping = row._mapping  # type: ignore[attr-defined]
+    return Claimed(
+        row=mapping["id"],
+        envelope=Envelope(
+            id=mapping["event_id"],
+            topic=mapping["topic"],
+            source=mapping["source"],
+            instance=mapping["instance"],
+            time=mapping["time"],
+            payload=bytes(mapping["payload"]),
+            key=mapping["key"],
+            headers=_headers_decoder.decode(mapping["headers"]),
+        ),
+    )
