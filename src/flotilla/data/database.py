@@ -134,7 +134,8 @@ class Database:
         return mask(self.url) if self.url is not None else "(not opened)"
 
     async def open(self, url: str | URL | None = None, *, background: bool = False) -> None:
-        """Connect and migrate.  ``url`` overrides the declared one (default: SQLite in memory).
+        """Connect and migrate.  ``url`` overrides the declared one (default: SQLite in memory;
+        URLs as in :mod:`flotilla.data.url`).
 
         An unusable URL (unknown scheme, driver not installed) raises
         ``ConfigError`` either way.  A database that cannot be reached raises
@@ -144,7 +145,7 @@ class Database:
         if self._engine is not None:
             raise RuntimeError(f"database {self.where} is already open")
         if isinstance(url, URL):
-            self.url = normalize_url(url.render_as_string(hide_password=False))
+            self.url = url  # already normalised (data/url.py's choose_url)
         else:
             self.url = normalize_url(url or self.declared_url or "sqlite://")
         self._engine = self._create_engine(self.url)

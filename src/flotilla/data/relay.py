@@ -172,7 +172,7 @@ class OutboxRelay:
     async def _publish(
         self, batch: Sequence[Claimed], deadline: float
     ) -> tuple[list[int], str | None]:
-        """Publish ``batch``, keys concurrently, each key in order; the rows sent, the first error."""
+        """Publish ``batch`` (keys concurrently, each in order); the rows sent, the first error."""
         chains: dict[str, list[Claimed]] = {}
         for claimed in batch:  # a row without a key is a chain of its own: no order to keep
             chains.setdefault(claimed.envelope.key or f"\0{claimed.row}", []).append(claimed)

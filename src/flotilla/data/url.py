@@ -10,10 +10,12 @@ A service's database is, in this order of precedence:
    node with no data directory (tests, :mod:`flotilla.testing`), an SQLite
    database in memory.
 
-Accepted URLs (plain schemes get their asyncio driver)::
+Accepted URLs (plain schemes get their asyncio driver; SQLite paths are read
+as for the registry, :mod:`flotilla.resolve`)::
 
-    sqlite:///abs/path/orders.db     -> sqlite+aiosqlite:///abs/path/orders.db
-    sqlite://                        -> an SQLite database in memory
+    sqlite:///abs/path/orders.db     the file /abs/path/orders.db
+    sqlite://rel/orders.db, x.db     relative to the working directory
+    sqlite://                        an SQLite database in memory
     postgresql://user:pw@host/db     -> postgresql+asyncpg://user:pw@host/db
 
 Anything else is a :class:`~flotilla.errors.ConfigError` naming the URL, with
@@ -30,6 +32,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from flotilla.errors import ConfigError
+from flotilla.resolve import expand_shorthand, sqlite_url
 
 __all__ = [
     "DATABASE_ENV",
@@ -75,7 +78,19 @@ def mask(url: str | URL) -> str:
 
 
 def normalize_url(url: str) -> URL:
-    """The SQLAlchemy URL for ``url``, with its asyncio driver; ``ConfigError`` if unusable."""
+    """The SQLAlchemy URL for ``url``, with its asyncio driver; ``ConfigError`` if unusable.
+
+    SQLite URLs are read as everywhere in Flotilla (:mod:`flotilla.resolve`):
+    ``sqlite:///abs/x.db`` is ``/abs/x.db``, ``sqlite://rel/x.db`` and ``rel/x.db``
+    are relative to the working directory; ``sqlite://`` alone is memory.
+    """
+    url = expand_shorthand(url)
+    scheme, separator, rest = url.partition("://")
+    if separator and _DRIVERS.get(scheme, "").startswith("sqlite"):
+        path = rest.partition("?")[0]
+        if path in ("", ":memory:", "/:memory:"):
+            return URL.create("sqlite+aiosqlite")
+        return URL.create("sqlite+aiosqlite", database=str(Path(path).expanduser().absolute()))
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -87,18 +102,14 @@ def normalize_url(url: str) -> URL:
     if driver is None:
         known = ", ".join(sorted({name.split("+")[0] + "://" for name in _DRIVERS}))
         raise ConfigError(f"database URL {mask(parsed)!r}: unknown scheme; known: {known}")
-    parsed = parsed.set(drivername=driver)
-    if driver.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
-        if not Path(parsed.database).is_absolute():
-            parsed = parsed.set(database=str(Path(parsed.database).absolute()))
-    return parsed
+    return parsed.set(drivername=driver)
 
 
 def default_url(service: str, data_dir: str | None) -> str:
     """The embedded default: ``<data dir>/<service>.db``, or memory without a data directory."""
     if data_dir is None:
-        return "sqlite+aiosqlite://"
-    return "sqlite+aiosqlite:///" + str(Path(data_dir, f"{service}.db").absolute()).lstrip("/")
+        return "sqlite://"
+    return sqlite_url(Path(data_dir, f"{service}.db"))
 
 
 def is_memory(url: URL) -> bool:

@@ -88,6 +88,14 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     timings: Timings = msgspec.field(default_factory=Timings)
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
     """Labels every instance of the node publishes."""
+    data_dir: str | None = None
+    """Where services' SQLite databases go by default (``<data_dir>/<service>.db``);
+    None: in memory (tests)."""
+    database: str | None = None
+    """The database URL of the node's one service with a database (``FLOTILLA_DATABASE_URL``)."""
+    databases: dict[str, str] = msgspec.field(default_factory=dict)
+    """Database URL per service, keyed by the name in lower case with ``-`` as ``_``
+    (``FLOTILLA_DATABASE_URL_<SERVICE>``); see :mod:`flotilla.data.url`."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

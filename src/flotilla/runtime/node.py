@@ -10,10 +10,15 @@
 A node is a list of parts (:mod:`flotilla.runtime.parts`), started in order and
 stopped in reverse, once, by :meth:`Node.aclose` (idempotent)::
 
-    start:  caller -> services' on_start -> listen -> register under a lease, keep it
+    start:  caller -> databases, outbox relays -> services' on_start -> listen
+            -> register under a lease, keep it
     stop:   deregister -> keep serving for the grace period (callers' views catch up)
             -> refuse new calls, finish in-flight ones (bounded) -> close connections
-            -> services' on_stop -> close the caller, then the registry if the node opened it
+            -> services' on_stop -> relays, databases -> close the caller, then the
+            registry if the node opened it
+
+A service whose database cannot be reached is registered unhealthy (callers
+do not pick it) until the database answers; the node itself starts.
 
 A node with no services is a pure client (what ``flotilla call`` uses).
 """
@@ -36,6 +41,10 @@ from flotilla.calls.pipeline import Middleware
 from flotilla.calls.typed_client import TypedClient
 from flotilla.clock import Clock, SystemClock
 from flotilla.context import Context
+from flotilla.data import check_databases, databases_of
+from flotilla.data.parts import data_parts
+from flotilla.errors import Unavailable
+from flotilla.events.backend import EventBackend
 from flotilla.headers import Headers
 from flotilla.registry import Health, Instance, Registry, open_registry
 from flotilla.runtime.config import NodeConfig, Timings
@@ -69,7 +78,8 @@ class Node:
     go what cannot be data: a ``registry`` object to use instead of opening
     ``config.registry`` (the nodes of one test share one), a ``clock``, client
     ``layers`` (:data:`~flotilla.calls.pipeline.CLIENT_STACK`) and
-    ``server_layers`` (:data:`~flotilla.runtime.dispatcher.SERVER_STACK`).
+    ``server_layers`` (:data:`~flotilla.runtime.dispatcher.SERVER_STACK`), and
+    the ``events`` backend the outbox relays publish through.
     """
 
     def __init__(
@@ -80,6 +90,7 @@ class Node:
         clock: Clock | None = None,
         layers: Mapping[str, Middleware[Any]] | None = None,
         server_layers: Mapping[str, Middleware[Incoming]] | None = None,
+        events: EventBackend | None = None,
     ) -> None:
         names = [service.name for service in services]
         if len(set(names)) != len(names):
@@ -88,6 +99,7 @@ class Node:
         self.services: Sequence[Service] = services
         self.timings = config.timings
         self.clock = clock or SystemClock()
+        self.events = events
         self._owns_registry = registry is None
         self.registry = registry or open_registry(config.registry, clock=clock)
         self.secret = config.secret if config.secret is not None else secrets.token_bytes(32)
@@ -131,7 +143,14 @@ class Node:
             health=self._health,
             clock=self.clock,
         )
-        return [ServicesPart(self.services), self._server_part, self._lease]
+        data = data_parts(
+            self.services,
+            data_dir=config.data_dir,
+            database=config.database,
+            databases=config.databases,
+            events=self.events,
+        )
+        return [*data, ServicesPart(self.services), self._server_part, self._lease]
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -249,18 +268,24 @@ class Node:
             "pid": str(os.getpid()),
             "secret_id": secret_id(self.secret),
         }
-        self.instances = [
-            Instance(
-                id=f"{service.name}-{secrets.token_hex(4)}",
-                service=service.name,
-                address=self.address,
-                version=service.version,
-                health=Health.HEALTHY,
-                metadata=metadata,
-                methods=service.method_table(),
+        self.instances = []
+        for service in self.services:
+            instance_id = f"{service.name}-{secrets.token_hex(4)}"
+            databases = databases_of(service)
+            for database in databases:
+                database.instance = instance_id  # the source of the events it emits
+            ready = all(database.ready for database in databases)
+            self.instances.append(
+                Instance(
+                    id=instance_id,
+                    service=service.name,
+                    address=self.address,
+                    version=service.version,
+                    health=Health.HEALTHY if ready else Health.UNHEALTHY,
+                    metadata=metadata,
+                    methods=service.method_table(),
+                )
             )
-            for service in self.services
-        ]
         return self.instances
 
     async def _health(self) -> list[Health]:
@@ -270,6 +295,10 @@ class Node:
     async def _check(self, service: Service) -> Health:
         try:
             async with asyncio.timeout(self.timings.check_timeout):
+                try:
+                    await check_databases(service)
+                except Unavailable:
+                    return Health.UNHEALTHY  # the database logs its failures, once each
                 healthy = await service.health()
         except Exception as exc:
             log.warning("health check of %s failed: %r", service.name, exc)

@@ -11,6 +11,9 @@ itself.  With none set, a process uses the embedded mode: a data directory
 - ``FLOTILLA_HOST`` / ``FLOTILLA_PORT``: where the RPC server binds (default
   ``127.0.0.1``, any free port);
 - ``FLOTILLA_ADVERTISE``: the host others reach this process at (default: the bound host);
+- ``FLOTILLA_DATABASE_URL``: the database of the process's one service with a database;
+  ``FLOTILLA_DATABASE_URL_<SERVICE>`` (name in capitals, ``-`` as ``_``): that service's
+  (default: ``<data dir>/<service>.db``; see :mod:`flotilla.data.url`);
 - ``FLOTILLA_STRATEGY``, ``FLOTILLA_STRATEGIES`` (a JSON object, called service -> strategy),
   ``FLOTILLA_DEFAULT_TIMEOUT`` (seconds): how this process balances and times its calls
   (``flotilla run`` sets them from the system file).
@@ -32,6 +35,7 @@ import msgspec
 
 from flotilla.balancing import DEFAULT_STRATEGY
 from flotilla.calls.deadline import DEFAULT_TIMEOUT
+from flotilla.data.url import DATABASE_ENV, per_service_env
 from flotilla.errors import ConfigError
 from flotilla.resolve import default_registry_url
 from flotilla.runtime.config import NodeConfig
@@ -54,6 +58,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     strategy: str = DEFAULT_STRATEGY
     strategies: dict[str, str] = msgspec.field(default_factory=dict)
     default_timeout: float = DEFAULT_TIMEOUT
+    database: str | None = None
+    databases: dict[str, str] = msgspec.field(default_factory=dict)
 
     def node_config(self, metadata: Mapping[str, str] | None = None) -> NodeConfig:
         """The configuration of a node run with these settings."""
@@ -67,6 +73,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             strategies=self.strategies,
             default_timeout=self.default_timeout,
             metadata=dict(metadata or {}),
+            data_dir=str(self.data_dir),
+            database=self.database,
+            databases=self.databases,
         )
 
     @classmethod
@@ -95,6 +104,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 Annotated[float, msgspec.Meta(gt=0)],
                 DEFAULT_TIMEOUT,
             ),
+            database=env.get(DATABASE_ENV) or None,
+            databases={
+                per_service_env(name.removeprefix(f"{DATABASE_ENV}_")): url
+                for name, url in env.items()
+                if name.startswith(f"{DATABASE_ENV}_") and url
+            },
         )
 
 
