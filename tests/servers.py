@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-__all__ = ["POSTGRES_URL", "postgres_schema", "require_server"]
+__all__ = ["POSTGRES_URL", "postgres_execute", "postgres_schema", "require_server"]
 
 POSTGRES_URL = os.environ.get(
     "FLOTILLA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -44,14 +44,15 @@ def postgres_schema() -> Iterator[tuple[str, str]]:
     """``(url, schema)``: the test server's URL and a fresh schema, dropped after the test."""
     require_server("PostgreSQL", POSTGRES_URL)
     schema = f"flotilla_test_{secrets.token_hex(6)}"
-    asyncio.run(_execute(f'CREATE SCHEMA "{schema}"'))
+    asyncio.run(postgres_execute(f'CREATE SCHEMA "{schema}"'))
     try:
         yield POSTGRES_URL, schema
     finally:
-        asyncio.run(_execute(f'DROP SCHEMA "{schema}" CASCADE'))
+        asyncio.run(postgres_execute(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
-async def _execute(statement: str) -> None:
+async def postgres_execute(statement: str) -> None:
+    """Run one statement on the test server (as its own connection, outside any test's)."""
     import asyncpg
 
     dsn = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
