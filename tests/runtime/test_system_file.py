@@ -239,5 +239,5 @@ def test_a_server_database_url_is_kept_as_written(tmp_path: Path) -> None:
 def test_a_database_url_of_unknown_scheme_names_its_line(tmp_path: Path) -> None:
     message = refusal(tmp_path, GOOD + 'database = "mysql://app:pw@db/front"\n')
     assert message.startswith(
-        "13: services.front.database: database URL 'mysql://app:***@db/front'"
+        "12: services.front.database: database URL 'mysql://app:***@db/front'"
     )
