@@ -14,6 +14,7 @@ PUBLIC = [
     "ConfigError",
     "ConnectFailed",
     "Context",
+    "Database",
     "DeadlineExceeded",
     "FailedPrecondition",
     "FlotillaError",
@@ -37,6 +38,7 @@ PUBLIC = [
     "ResourceExhausted",
     "Service",
     "Timings",
+    "Transaction",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
@@ -82,3 +84,10 @@ def test_the_call_path_types_are_the_ones_the_core_uses() -> None:
     assert flotilla.Principal is Principal
     assert flotilla.NodeConfig is NodeConfig
     assert flotilla.Incoming is Incoming
+
+
+def test_the_data_types_are_the_ones_the_runtime_uses() -> None:
+    from flotilla.data import database, transaction
+
+    assert flotilla.Database is database.Database
+    assert flotilla.Transaction is transaction.Transaction

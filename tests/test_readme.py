@@ -6,7 +6,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from flotilla import Context, Service, rpc
+from tests.data.recording import RecordingBackend
+
+from flotilla import Context, Node, Service, rpc
+from flotilla.testing import wait_for
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -39,3 +42,16 @@ async def test_the_testing_example_runs_in_the_readmes_words() -> None:
     exec(compile(python_blocks()[0], str(README), "exec"), namespace)  # Catalog and Shop
     exec(compile(block_defining("test_describe"), str(README), "exec"), namespace)
     await namespace["test_describe"]()
+
+
+async def test_the_data_example_runs_in_the_readmes_words() -> None:
+    namespace: dict[str, Any] = {}
+    # Not under this module's `from __future__ import annotations`: SQLAlchemy
+    # reads the mapped annotations, and strings would be looked up in no module.
+    exec(compile(block_defining("Orders"), str(README), "exec", dont_inherit=True), namespace)
+    backend = RecordingBackend()
+    async with Node(namespace["Orders"](), events=backend) as node:
+        assert await node.call("orders.place", sku="teapot") == 1
+        assert await node.call("orders.place", sku="teapot") == 2
+        await wait_for(lambda: len(backend.published) == 2)
+    assert [envelope.key for envelope in backend.published] == ["teapot", "teapot"]

@@ -15,6 +15,7 @@ deadlines and survives dead replicas::
 from flotilla.calls.pipeline import Handler, Middleware
 from flotilla.calls.request import Attempt, Request
 from flotilla.context import Context
+from flotilla.data import Database, Transaction
 from flotilla.errors import (
     Aborted,
     AlreadyExists,
@@ -53,6 +54,7 @@ __all__ = [
     "ConfigError",
     "ConnectFailed",
     "Context",
+    "Database",
     "DeadlineExceeded",
     "FailedPrecondition",
     "FlotillaError",
@@ -76,6 +78,7 @@ __all__ = [
     "ResourceExhausted",
     "Service",
     "Timings",
+    "Transaction",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
