@@ -49,6 +49,7 @@ from typing import Any
 
 from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -226,12 +227,16 @@ class Database:
         engine = self._engine
         if engine is None or not self.ready:
             raise Unavailable(f"database {self.where} is not ready: {self._problem}")
-        if self._serialise:
-            async with self._writer, engine.begin() as conn:
-                yield conn
-        else:
-            async with engine.begin() as conn:
-                yield conn
+        async with contextlib.AsyncExitStack() as stack:
+            if self._serialise:
+                await stack.enter_async_context(self._writer)
+            try:
+                conn = await stack.enter_async_context(engine.begin())
+            except (OSError, DBAPIError) as exc:
+                # The server went away, or another process held SQLite's write
+                # lock past the busy timeout: an outage, in Flotilla's terms.
+                raise Unavailable(f"database {self.where} cannot be used: {_reason(exc)}") from exc
+            yield conn
 
     # -- connecting -----------------------------------------------------------------------
 

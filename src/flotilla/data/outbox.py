@@ -17,7 +17,10 @@ runs out, so two relays never publish one row at once.
 
 **Order per key.**  A row is not claimed while an earlier unsent row of its key
 is held by another relay: the rows of a key are published by one relay at a
-time, in id order (the relay itself stops a key at its first failure).
+time, in id order (the relay itself stops a key at its first failure).  Ids
+follow commits when one transaction commits before the next begins; two open
+at once on PostgreSQL may become visible out of id order, and then have no
+order between them (nor could they: neither came first).
 """
 
 from __future__ import annotations
