@@ -22,7 +22,7 @@ from flotilla.data.url import DATABASE_ENV, choose_url
 from flotilla.errors import ConfigError
 from flotilla.events.backend import EventBackend
 
-__all__ = ["DatabasesPart", "check_databases", "data_parts", "databases_of"]
+__all__ = ["DatabasesPart", "data_parts", "databases_of"]
 
 log = logging.getLogger("flotilla.data")
 
@@ -37,12 +37,6 @@ def databases_of(service: object) -> list[Database]:
             else:
                 found.pop(attribute, None)  # overridden by something that is not a database
     return list(found.values())
-
-
-async def check_databases(service: object) -> None:
-    """Raise ``Unavailable`` (naming the URL and why) if a database of ``service`` is not usable."""
-    for database in databases_of(service):
-        await database.check()
 
 
 class DatabasesPart:

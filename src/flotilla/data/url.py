@@ -27,12 +27,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from typing import TYPE_CHECKING
 
 from flotilla.errors import ConfigError
 from flotilla.resolve import expand_shorthand, sqlite_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 __all__ = [
     "DATABASE_ENV",
@@ -71,7 +72,7 @@ def per_service_env(env_suffix: str) -> str:
 
 def mask(url: str | URL) -> str:
     """The URL with its password replaced by ``***`` (safe to log and to show)."""
-    if isinstance(url, URL):
+    if not isinstance(url, str):
         return url.render_as_string(hide_password=True)
     # Not parsed: a URL that failed to parse must still be shown masked.
     return _PASSWORD.sub(r"\1***@", url)
@@ -84,6 +85,11 @@ def normalize_url(url: str) -> URL:
     ``sqlite:///abs/x.db`` is ``/abs/x.db``, ``sqlite://rel/x.db`` and ``rel/x.db``
     are relative to the working directory; ``sqlite://`` alone is memory.
     """
+    # Imported here: this module is read by every process, SQLAlchemy only by
+    # those with a database (it is slow to import).
+    from sqlalchemy.engine import URL, make_url
+    from sqlalchemy.exc import ArgumentError
+
     url = expand_shorthand(url)
     scheme, separator, rest = url.partition("://")
     if separator and _DRIVERS.get(scheme, "").startswith("sqlite"):

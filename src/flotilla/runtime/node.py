@@ -41,8 +41,7 @@ from flotilla.calls.pipeline import Middleware
 from flotilla.calls.typed_client import TypedClient
 from flotilla.clock import Clock, SystemClock
 from flotilla.context import Context
-from flotilla.data import check_databases, databases_of
-from flotilla.data.parts import data_parts
+from flotilla.data.node_hooks import check_databases, data_parts, databases_of
 from flotilla.errors import Unavailable
 from flotilla.events.backend import EventBackend
 from flotilla.headers import Headers
