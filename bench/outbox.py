@@ -16,9 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import statistics
 import tempfile
 import time
+from typing import Any
 
 from flotilla.data import Database, OutboxRelay
 from flotilla.events.envelope import Envelope
@@ -36,9 +38,39 @@ class Recorder:
         self.at[envelope.id] = time.perf_counter()
         self.arrived.set()
 
+    async def wait(self, event_id: str) -> None:
+        while event_id not in self.at:
+            await self.arrived.wait()
+            self.arrived.clear()
+
 
 async def measure(url: str, latency_events: int, rate_events: int) -> dict[str, float]:
-    database = Database(url, source="bench")
+    options = {}
+    if url.startswith("postgresql"):  # a schema of its own, dropped after
+        schema = f"flotilla_bench_{secrets.token_hex(4)}"
+        await _postgres(url, f"CREATE SCHEMA {schema}")
+        options = {"connect_args": {"server_settings": {"search_path": schema}}}
+    try:
+        return await _measure(url, options, latency_events, rate_events)
+    finally:
+        if options:
+            await _postgres(url, f"DROP SCHEMA {schema} CASCADE")
+
+
+async def _postgres(url: str, statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def _measure(
+    url: str, options: dict[str, Any], latency_events: int, rate_events: int
+) -> dict[str, float]:
+    database = Database(url, source="bench", engine_options=options)
     await database.open()
     recorder = Recorder()
     relay = OutboxRelay(database, recorder)
@@ -46,18 +78,16 @@ async def measure(url: str, latency_events: int, rate_events: int) -> dict[str, 
     try:
         delays = []
         for n in range(latency_events):
-            recorder.arrived.clear()
             async with database.transaction() as tx:
                 event = tx.emit("bench.latency", {"n": n}, key=str(n % 8))
             committed = time.perf_counter()
-            await recorder.arrived.wait()
+            await recorder.wait(event.id)
             delays.append((recorder.at[event.id] - committed) * 1000)
         start = time.perf_counter()
         for n in range(rate_events):
             async with database.transaction() as tx:
                 last = tx.emit("bench.rate", {"n": n}, key=str(n % 8))
-        while last.id not in recorder.at:  # noqa: ASYNC110 - the relay's own pace
-            await asyncio.sleep(0.001)
+        await recorder.wait(last.id)
         elapsed = recorder.at[last.id] - start
     finally:
         await relay.stop()

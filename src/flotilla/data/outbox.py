@@ -29,17 +29,18 @@ import time
 from collections.abc import Sequence
 
 import msgspec
-from sqlalchemy import and_, delete, exists, func, or_, select, text, update
+from sqlalchemy import Update, and_, delete, exists, func, or_, select, text, update
 
 from flotilla.data.database import Database
-from flotilla.data.schema import MIGRATION_LOCK, inbox, outbox
+from flotilla.data.schema import inbox, outbox
 from flotilla.events.envelope import Envelope
 from flotilla.headers import Headers
 
 __all__ = ["Claimed", "OutboxStore"]
 
-# A key different from the migrations': claims need not wait for them, nor they for claims.
-_CLAIM_LOCK = MIGRATION_LOCK + 1
+# The claims of one schema's outbox take turns on this advisory lock (the schema
+# is the lock's second half: services sharing a server do not wait for each other).
+_CLAIM_LOCK = f"pg_advisory_xact_lock({0x0F1071}, hashtext(current_schema()))"
 _headers_decoder = msgspec.msgpack.Decoder(Headers)
 
 
@@ -56,8 +57,14 @@ class OutboxStore:
     def __init__(self, database: Database) -> None:
         self.database = database
 
-    async def claim(self, claimer: str, *, limit: int, lease: float) -> list[Claimed]:
-        """Claim up to ``limit`` unsent rows until ``lease`` seconds from now, in id order."""
+    async def claim(
+        self, claimer: str, *, limit: int, lease: float, sent: Sequence[int] = ()
+    ) -> list[Claimed]:
+        """Claim up to ``limit`` unsent rows until ``lease`` seconds from now, in id order.
+
+        ``sent``: rows of this claimer's previous batch, marked sent in the same
+        transaction (one transaction per batch instead of two).
+        """
         now = time.time()
         earlier = outbox.alias("earlier")
         held_before = exists().where(
@@ -85,29 +92,31 @@ class OutboxStore:
             .returning(*outbox.c)
         )
         async with self.database.connect() as conn:
+            if sent:
+                await conn.execute(_settle(claimer, sent, sent_at=now, claimed_until=None))
             if conn.dialect.name == "postgresql":
-                await conn.execute(select(text(f"pg_advisory_xact_lock({_CLAIM_LOCK})")))
+                await conn.execute(select(text(_CLAIM_LOCK)))
             rows = (await conn.execute(statement)).all()
         return sorted((_claimed(row) for row in rows), key=lambda claimed: claimed.row)
 
+    async def settle(self, claimer: str, *, sent: Sequence[int], release: Sequence[int]) -> None:
+        """Mark ``sent`` rows published and give ``release`` rows back, in one transaction
+        (only rows this claimer still holds)."""
+        if not (sent or release):
+            return
+        async with self.database.connect() as conn:
+            if sent:
+                await conn.execute(_settle(claimer, sent, sent_at=time.time(), claimed_until=None))
+            if release:
+                await conn.execute(_settle(claimer, release, claimed_by=None, claimed_until=None))
+
     async def mark_sent(self, claimer: str, rows: Sequence[int]) -> None:
         """Record ``rows`` as published (only those this claimer still holds)."""
-        if rows:
-            await self._update(claimer, rows, sent_at=time.time(), claimed_until=None)
+        await self.settle(claimer, sent=rows, release=())
 
     async def release(self, claimer: str, rows: Sequence[int]) -> None:
         """Give ``rows`` back unsent, to be claimed again at once."""
-        if rows:
-            await self._update(claimer, rows, claimed_by=None, claimed_until=None)
-
-    async def _update(self, claimer: str, rows: Sequence[int], **values: object) -> None:
-        statement = (
-            update(outbox)
-            .where(and_(outbox.c.id.in_(list(rows)), outbox.c.claimed_by == claimer))
-            .values(**values)
-        )
-        async with self.database.connect() as conn:
-            await conn.execute(statement)
+        await self.settle(claimer, sent=(), release=rows)
 
     async def prune(self, *, sent_before: float, handled_before: float) -> tuple[int, int]:
         """Delete sent rows and inbox rows older than the given times; how many of each."""
@@ -123,6 +132,14 @@ class OutboxStore:
                 select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
             )
         return int(count or 0)
+
+
+def _settle(claimer: str, rows: Sequence[int], **values: object) -> Update:
+    return (
+        update(outbox)
+        .where(and_(outbox.c.id.in_(list(rows)), outbox.c.claimed_by == claimer))
+        .values(**values)
+    )
 
 
 def _claimed(row: object) -> Claimed:

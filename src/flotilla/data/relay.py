@@ -3,18 +3,18 @@
 ::
 
     start -> wait until the database is ready -> loop:
-      PUMP:   claim a batch (data/outbox.py) -> publish it -> mark the published rows sent,
-              release the others
-              a full batch       -> PUMP again at once
-              all published      -> IDLE
+      PUMP:   claim a batch (data/outbox.py), marking the previous batch's rows sent in
+              the same transaction -> publish it
+              rows were claimed   -> PUMP again at once (which marks them sent)
+              none                -> IDLE
               a publish failed,
-              or a database error -> BACKOFF
+              or a database error -> mark what was published, release the rest -> BACKOFF
       IDLE:    until a local commit stored events (woken at once) or ``poll`` seconds pass
                (rows of other processes, claims of dead relays running out) -> PUMP
       BACKOFF: ``backoff.delay(failures in a row)`` seconds, capped; not cut short by
                commits (a broker that is down is not hammered) -> PUMP
-    stop -> cancel; rows claimed and not yet published are released (best effort;
-            otherwise their claim runs out after ``lease``)
+    stop -> cancel; published rows are marked sent, the others released (best
+            effort; otherwise their claim runs out after ``lease``)
 
 Rows are published in id order; rows of different keys concurrently (up to
 ``in_flight``), rows of one key one after another, and a failed row stops the
@@ -76,7 +76,8 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._unlisten = database.on_commit(self._wake.set)
-        self._holding: set[int] = set()  # rows claimed and neither marked nor released
+        self._holding: set[int] = set()  # rows claimed and neither published nor released
+        self._unmarked: list[int] = []  # rows published, to be marked sent by the next claim
         self._failure: str | None = None
         self._pruned_at = 0.0
 
@@ -125,7 +126,7 @@ class OutboxRelay:
                 failures = 0
                 self._report(None)
             assert outcome is not None
-            if outcome.claimed < self.policy.batch:
+            if outcome.claimed == 0:  # (a batch is followed by a claim that marks it sent)
                 await self._prune_now_and_then()
                 await self._idle()
 
@@ -149,23 +150,26 @@ class OutboxRelay:
     # -- one batch ------------------------------------------------------------------------
 
     async def pump(self) -> BatchOutcome:
-        """Claim one batch, publish it, record the outcome; what happened."""
+        """Claim one batch (marking the previous one sent), publish it; what happened."""
         self._wake.clear()
-        batch = await self.store.claim(
-            self.claimer, limit=self.policy.batch, lease=self.policy.lease
-        )
-        if not batch:
-            return BatchOutcome(claimed=0, published=0)
-        self._holding.update(claimed.row for claimed in batch)
-        deadline = time.time() + self.policy.lease - _LEASE_MARGIN
         try:
+            batch = await self.store.claim(
+                self.claimer, limit=self.policy.batch, lease=self.policy.lease, sent=self._unmarked
+            )
+            self._unmarked = []
+            if not batch:
+                return BatchOutcome(claimed=0, published=0)
+            self._holding.update(claimed.row for claimed in batch)
+            deadline = time.time() + self.policy.lease - _LEASE_MARGIN
             sent, error = await self._publish(batch, deadline)
-            await self.store.mark_sent(self.claimer, sent)
             self._holding.difference_update(sent)
-            await self.store.release(self.claimer, sorted(self._holding))
-            self._holding.clear()
+            if error is None:
+                self._unmarked = sent  # marked by the next claim, in its transaction
+            else:  # settled now: a backoff follows, and other relays may take these keys
+                await self.store.settle(self.claimer, sent=sent, release=sorted(self._holding))
+                self._holding.clear()
         except asyncio.CancelledError:
-            await self._release_on_the_way_out()
+            await self._settle_on_the_way_out()
             raise
         return BatchOutcome(claimed=len(batch), published=len(sent), error=error)
 
@@ -198,18 +202,20 @@ class OutboxRelay:
                 group.create_task(run(chain))
         return sent, (errors[0] if errors else None)
 
-    async def _release_on_the_way_out(self) -> None:
-        """Give back the rows of a batch cut short by a stop, so another relay need not wait
-        for the claim to run out; bounded, and shielded from the cancellation under way."""
-        rows = sorted(self._holding)
+    async def _settle_on_the_way_out(self) -> None:
+        """Record what a batch cut short by a stop published and give back the rest, so
+        another relay need not wait for the claim to run out; bounded, and shielded
+        from the cancellation under way."""
+        sent, self._unmarked = self._unmarked, []
+        held = sorted(self._holding)
         self._holding.clear()
-        if not rows:
+        if not (sent or held):
             return
-        release = asyncio.ensure_future(self.store.release(self.claimer, rows))
+        settle = asyncio.ensure_future(self.store.settle(self.claimer, sent=sent, release=held))
         try:
-            await asyncio.shield(asyncio.wait_for(release, timeout=1.0))
+            await asyncio.shield(asyncio.wait_for(settle, timeout=1.0))
         except Exception as exc:  # a timeout or the database: the claim runs out by itself
-            log.debug("releasing %d claimed rows on stop failed: %r", len(rows), exc)
+            log.debug("settling %d claimed rows on stop failed: %r", len(sent) + len(held), exc)
         # The CancelledError that brought us here is re-raised by the caller.
 
     async def _prune_now_and_then(self) -> None:
