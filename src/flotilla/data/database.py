@@ -29,11 +29,10 @@ not stop the process; :meth:`Database.check` (called by the node's health check,
 so the instance is published unhealthy) raises ``Unavailable`` naming the URL
 (password masked) and the reason until it connects.
 
-SQLite (the embedded default) runs in WAL mode with a busy timeout, and every
-transaction begins ``IMMEDIATE``: a transaction that would later write never
-finds another writer in its way mid-way (a deadlock SQLite reports at once, not
-waits out).  Within one process writers take turns on a lock, so they do not
-spin in SQLite's busy handler.
+How each kind of database is set up is :mod:`flotilla.data.engine`'s.  SQLite
+has one writer at a time, and every transaction begins ``IMMEDIATE``: within
+one process, transactions take turns on a lock of this object's, so they do
+not spin in SQLite's busy handler.
 """
 
 from __future__ import annotations
@@ -41,23 +40,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import MetaData, event, text
+from sqlalchemy import MetaData, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from flotilla.data.engine import create_engine, reason
 from flotilla.data.policy import DatabasePolicy
 from flotilla.data.schema import migrate
 from flotilla.data.transaction import Transaction, open_transaction
-from flotilla.data.url import is_memory, mask, normalize_url
-from flotilla.errors import ConfigError, FailedPrecondition, Unavailable
+from flotilla.data.url import mask, normalize_url
+from flotilla.errors import ConfigError, Unavailable
 from flotilla.events.envelope import Envelope
 
 __all__ = ["Database"]
@@ -149,7 +146,8 @@ class Database:
             self.url = url  # already normalised (data/url.py's choose_url)
         else:
             self.url = normalize_url(url or self.declared_url or "sqlite://")
-        self._engine = self._create_engine(self.url)
+        self._serialise = self.url.drivername.startswith("sqlite")
+        self._engine = create_engine(self.url, self.engine_options, self.policy.busy_timeout)
         try:
             await self._attempt()
         except (Exception, TimeoutError) as exc:
@@ -191,7 +189,7 @@ class Database:
             async with asyncio.timeout(self.policy.connect_timeout), self._engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except (Exception, TimeoutError) as exc:
-            raise Unavailable(f"database {self.where} does not answer: {_reason(exc)}") from None
+            raise Unavailable(f"database {self.where} does not answer: {reason(exc)}") from None
 
     # -- transactions ---------------------------------------------------------------------
 
@@ -235,35 +233,10 @@ class Database:
             except (OSError, DBAPIError) as exc:
                 # The server went away, or another process held SQLite's write
                 # lock past the busy timeout: an outage, in Flotilla's terms.
-                raise Unavailable(f"database {self.where} cannot be used: {_reason(exc)}") from exc
+                raise Unavailable(f"database {self.where} cannot be used: {reason(exc)}") from exc
             yield conn
 
     # -- connecting -----------------------------------------------------------------------
-
-    def _create_engine(self, url: URL) -> AsyncEngine:
-        options = dict(self.engine_options)
-        sqlite = url.drivername.startswith("sqlite")
-        self._serialise = sqlite
-        if sqlite and is_memory(url):
-            # One connection for the whole process, or every connection would
-            # see a database of its own; the writer lock keeps them in turn.
-            options.setdefault("poolclass", StaticPool)
-        elif sqlite and url.database:
-            _prepare_file(Path(url.database))
-        elif not sqlite:
-            options.setdefault("pool_pre_ping", True)  # a server restarted under us: reconnect
-        try:
-            engine = create_async_engine(url, **options)
-        except ImportError as exc:
-            raise ConfigError(
-                f"database {mask(url)!r} needs a driver that is not installed ({exc}); "
-                "install it with: pip install 'flotilla-mesh[postgres]'"
-            ) from None
-        except TypeError as exc:
-            raise ConfigError(f"database {mask(url)!r}: bad engine option: {exc}") from None
-        if sqlite:
-            _configure_sqlite(engine, self.policy.busy_timeout)
-        return engine
 
     async def _attempt(self) -> None:
         assert self._engine is not None
@@ -286,7 +259,7 @@ class Database:
             return
 
     def _note_failure(self, exc: BaseException) -> None:
-        problem = _reason(exc)
+        problem = reason(exc)
         if problem != self._problem:  # once per distinct failure, not once per attempt
             log.warning(
                 "database %s cannot be used: %s (service %s not ready; trying again)",
@@ -299,43 +272,4 @@ class Database:
     def _unreachable(self, exc: BaseException) -> Exception:
         if isinstance(exc, ConfigError):
             return exc
-        return Unavailable(f"database {self.where} cannot be reached: {_reason(exc)}")
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, FailedPrecondition | ConfigError | Unavailable):
-        return exc.message
-    # SQLAlchemy wraps the driver's error; its first line names it without the SQL.
-    original = getattr(exc, "orig", None) or exc
-    first = str(original).strip().splitlines()[0] if str(original).strip() else ""
-    return f"{type(original).__name__}: {first}" if first else type(original).__name__
-
-
-def _prepare_file(path: Path) -> None:
-    """Create the database file's folder (``0700``) and the file itself ``0600``."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-
-
-def _configure_sqlite(engine: AsyncEngine, busy_timeout: float) -> None:
-    """WAL, a busy timeout, and ``BEGIN IMMEDIATE`` for every transaction."""
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # The driver's own transaction handling off: ours (below) begins them.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        # NORMAL in WAL mode: a commit survives the process's crash (what the
-        # outbox needs); only a power loss may take the last few.
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return Unavailable(f"database {self.where} cannot be reached: {reason(exc)}")

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 from sqlalchemy import Update, and_, delete, exists, func, or_, select, text, update
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from flotilla.data.database import Database
 from flotilla.data.schema import inbox, outbox
@@ -66,31 +68,7 @@ class OutboxStore:
         transaction (one transaction per batch instead of two).
         """
         now = time.time()
-        earlier = outbox.alias("earlier")
-        held_before = exists().where(
-            earlier.c.key == outbox.c.key,
-            earlier.c.id < outbox.c.id,
-            earlier.c.sent_at.is_(None),
-            earlier.c.claimed_until >= now,
-            earlier.c.claimed_by != claimer,
-        )
-        free = (
-            select(outbox.c.id)
-            .where(
-                outbox.c.sent_at.is_(None),
-                or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
-                ~held_before,
-            )
-            .order_by(outbox.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        statement = (
-            update(outbox)
-            .where(outbox.c.id.in_(free.scalar_subquery()))
-            .values(claimed_by=claimer, claimed_until=now + lease)
-            .returning(*outbox.c)
-        )
+        statement = _claim(claimer, now=now, limit=limit, lease=lease)
         async with self.database.connect() as conn:
             if sent:
                 await conn.execute(_settle(claimer, sent, sent_at=now, claimed_until=None))
@@ -132,6 +110,35 @@ class OutboxStore:
                 select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
             )
         return int(count or 0)
+
+
+def _claim(claimer: str, *, now: float, limit: int, lease: float) -> ReturningUpdate[Any]:
+    """The claim: the first free rows, none behind a row of its key that another holds."""
+    earlier = outbox.alias("earlier")
+    held_before = exists().where(
+        earlier.c.key == outbox.c.key,
+        earlier.c.id < outbox.c.id,
+        earlier.c.sent_at.is_(None),
+        earlier.c.claimed_until >= now,
+        earlier.c.claimed_by != claimer,
+    )
+    free = (
+        select(outbox.c.id)
+        .where(
+            outbox.c.sent_at.is_(None),
+            or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
+            ~held_before,
+        )
+        .order_by(outbox.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(outbox)
+        .where(outbox.c.id.in_(free.scalar_subquery()))
+        .values(claimed_by=claimer, claimed_until=now + lease)
+        .returning(*outbox.c)
+    )
 
 
 def _settle(claimer: str, rows: Sequence[int], **values: object) -> Update:

@@ -125,6 +125,11 @@ def migrate(connection: Connection, metadata: MetaData | None) -> None:
     FLOTILLA_TABLES.create_all(connection)
     if metadata is not None:
         metadata.create_all(connection)
+    _bring_to_current(connection)
+
+
+def _bring_to_current(connection: Connection) -> None:
+    """Record the version of a new database; upgrade an older one; refuse a newer one."""
     row = connection.execute(
         select(schema_versions.c.version).where(schema_versions.c.component == _COMPONENT)
     ).first()
