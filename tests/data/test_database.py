@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -41,18 +40,6 @@ def test_databases_of_a_service_without_one_is_empty() -> None:
         pass
 
     assert databases_of(Plain()) == []
-
-
-async def test_a_file_database_is_private_and_in_wal_mode(tmp_path: Path) -> None:
-    path = tmp_path / "deep" / "orders.db"
-    async with Target(f"sqlite://{path}", {}).opened() as database:
-        assert database.ready
-        await database.check()
-        async with database.connect() as conn:
-            assert await conn.scalar(text("PRAGMA journal_mode")) == "wal"
-            assert await conn.scalar(text("PRAGMA busy_timeout")) == 5000
-    assert path.stat().st_mode & 0o777 == 0o600
-    assert path.parent.stat().st_mode & 0o777 == 0o700
 
 
 async def test_a_memory_database_is_one_database_for_every_connection() -> None:
