@@ -26,14 +26,14 @@ POSTGRES_URL = os.environ.get(
 )
 
 
-def require_server(name: str, url: str) -> None:
+def require_server(name: str, url: str, variable: str = "FLOTILLA_TEST_POSTGRES_URL") -> None:
     """Skip (or, under CI, fail) the test unless something listens at ``url``'s host and port."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 5432
     try:
         socket.create_connection((host, port), timeout=1.0).close()
     except OSError as exc:
-        message = f"{name} is not running at {host}:{port} ({exc}); set the URL by environment"
+        message = f"{name} is not running at {host}:{port} ({exc}); {variable} names another"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)

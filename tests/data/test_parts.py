@@ -16,7 +16,7 @@ from tests.data.recording import RecordingBackend
 from tests.servers import POSTGRES_URL, postgres_execute, require_server
 
 from flotilla import Context, Health, Node, NodeConfig, Service, Unavailable, rpc
-from flotilla.data import Backoff, Database, DatabasePolicy, check_databases
+from flotilla.data import Backoff, Database, DatabasePolicy, RelayPolicy, check_databases
 from flotilla.data.parts import DatabasesPart, data_parts
 from flotilla.data.relay import OutboxRelay
 from flotilla.data.schema import outbox
@@ -145,3 +145,10 @@ def test_no_database_no_parts() -> None:
         pass
 
     assert data_parts([Plain()], data_dir=None, database=None, databases={}, events=None) == []
+
+
+async def test_the_nodes_relay_policy_reaches_its_relays() -> None:
+    policy = RelayPolicy(poll=0.5, batch=3)
+    node = Node(Orders(), config=NodeConfig(relay=policy), events=RecordingBackend())
+    [relay] = [part for part in node.parts if isinstance(part, OutboxRelay)]
+    assert relay.policy is policy

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from flotilla.data.database import Database
     from flotilla.data.parts import DatabasesPart
+    from flotilla.data.policy import RelayPolicy
     from flotilla.data.relay import OutboxRelay
     from flotilla.events.backend import EventBackend
 
@@ -45,10 +46,18 @@ def data_parts(
     database: str | None,
     databases: Mapping[str, str],
     events: EventBackend | None,
+    relay_policy: RelayPolicy | None = None,
 ) -> list[DatabasesPart | OutboxRelay]:
     """The node's data parts (databases, outbox relays); none when no service has a database."""
     if _DATABASE_MODULE not in sys.modules:
         return []
     from flotilla.data.parts import data_parts as parts
 
-    return parts(services, data_dir=data_dir, database=database, databases=databases, events=events)
+    return parts(
+        services,
+        data_dir=data_dir,
+        database=database,
+        databases=databases,
+        events=events,
+        relay_policy=relay_policy,
+    )

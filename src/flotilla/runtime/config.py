@@ -19,6 +19,7 @@ import msgspec
 
 from flotilla.balancing import DEFAULT_STRATEGY, resolve_strategy
 from flotilla.calls.deadline import DEFAULT_TIMEOUT
+from flotilla.data.policy import RelayPolicy
 from flotilla.errors import ConfigError
 
 __all__ = ["NodeConfig", "Timings"]
@@ -96,6 +97,8 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     databases: dict[str, str] = msgspec.field(default_factory=dict)
     """Database URL per service, keyed by the name in lower case with ``-`` as ``_``
     (``FLOTILLA_DATABASE_URL_<SERVICE>``); see :mod:`flotilla.data.url`."""
+    relay: RelayPolicy = msgspec.field(default_factory=RelayPolicy)
+    """How the outbox relays of the node's databases poll, claim, back off and prune."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -148,6 +148,7 @@ class Node:
             database=config.database,
             databases=config.databases,
             events=self.events,
+            relay_policy=config.relay,
         )
         return [*data, ServicesPart(self.services), self._server_part, self._lease]
 
