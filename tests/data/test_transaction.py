@@ -10,7 +10,7 @@ from sqlalchemy import func, insert, select
 from tests.data.conftest import Target, items
 
 from flotilla.data.schema import inbox, outbox
-from flotilla.errors import InvalidArgument
+from flotilla.errors import FailedPrecondition, InvalidArgument
 from flotilla.events import AlreadyHandled, Envelope, new_event_id
 from flotilla.headers import Headers
 
@@ -213,4 +213,18 @@ async def test_two_concurrent_deliveries_of_one_event_have_one_effect(target: Ta
         await one
         with pytest.raises(AlreadyHandled):
             await two
+        assert await count(database, items) == 1
+
+
+async def test_a_transaction_inside_another_on_sqlite_fails_instead_of_waiting_forever() -> None:
+    async with Target("sqlite://", {}).opened() as database:
+
+        async def nested() -> None:
+            async with database.transaction(), database.transaction():
+                pass
+
+        with pytest.raises(FailedPrecondition, match="begin_nested"):
+            await asyncio.wait_for(nested(), timeout=5)
+        async with database.transaction() as tx:  # the turn was given back
+            await tx.session.execute(insert(items).values(name="after"))
         assert await count(database, items) == 1

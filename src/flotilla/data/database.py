@@ -54,7 +54,7 @@ from flotilla.data.policy import DatabasePolicy
 from flotilla.data.schema import migrate
 from flotilla.data.transaction import Transaction, open_transaction
 from flotilla.data.url import mask, normalize_url
-from flotilla.errors import ConfigError, Unavailable
+from flotilla.errors import ConfigError, FailedPrecondition, Unavailable
 from flotilla.events.envelope import Envelope
 
 __all__ = ["Database"]
@@ -96,6 +96,7 @@ class Database:
         self._commit_listeners: list[Callable[[], None]] = []
         # SQLite has one writer at a time; the processes' own writers queue here.
         self._writer = asyncio.Lock()
+        self._writing: asyncio.Task[Any] | None = None  # the task whose turn it is
         self._serialise = False
 
     # -- the declaration on a service class ----------------------------------------------
@@ -227,7 +228,7 @@ class Database:
             raise Unavailable(f"database {self.where} is not ready: {self._problem}")
         async with contextlib.AsyncExitStack() as stack:
             if self._serialise:
-                await stack.enter_async_context(self._writer)
+                await stack.enter_async_context(self._turn())
             try:
                 conn = await stack.enter_async_context(engine.begin())
             except (OSError, DBAPIError) as exc:
@@ -235,6 +236,23 @@ class Database:
                 # lock past the busy timeout: an outage, in Flotilla's terms.
                 raise Unavailable(f"database {self.where} cannot be used: {reason(exc)}") from exc
             yield conn
+
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """This process's turn to write an SQLite database (one writer at a time)."""
+        task = asyncio.current_task()
+        if task is not None and task is self._writing:
+            # Waiting for our own turn would wait forever: say what to do instead.
+            raise FailedPrecondition(
+                f"a transaction on database {self.where} is already open in this task;"
+                " nest with `async with tx.session.begin_nested()` instead"
+            )
+        async with self._writer:
+            self._writing = task
+            try:
+                yield
+            finally:
+                self._writing = None
 
     # -- connecting -----------------------------------------------------------------------
 
