@@ -26,7 +26,7 @@ from flotilla.data.schema import outbox
 from flotilla.testing import wait_for
 
 EVENTS = 30
-LEASE = 1.0
+LEASE = 2.0
 
 CHILD = """
 import asyncio, json, sys

@@ -160,3 +160,16 @@ async def test_two_relays_on_one_outbox_never_publish_a_row_twice(target: Target
         for key in {envelope.key for envelope in backend.published if envelope.key}:
             published = [i for i in by_key(backend.published, key) if i in mine]
             assert published == [i for i in ids if i in set(published)], key
+
+
+async def test_a_publish_that_hangs_is_given_up_before_the_claim_runs_out(target: Target) -> None:
+    backend = RecordingBackend()
+    backend.hold = asyncio.Event()  # a broker that never answers
+    policy = RelayPolicy(poll=0.05, lease=0.5, backoff=Backoff(base=0.05, max=0.05))
+    async with target.opened() as database, running(OutboxRelay(database, backend, policy=policy)):
+        await emit(database, "k")
+        # Without the bound the first publish would hang on, holding the row forever.
+        await wait_for(lambda: backend.attempts >= 2, timeout=5)  # given up, then tried again
+        backend.hold.set()
+        await wait_for(lambda: len(backend.published) >= 1, timeout=5)
+    assert set(backend.ids) == {backend.published[0].id}

@@ -19,7 +19,9 @@
 Rows are published in id order; rows of different keys concurrently (up to
 ``in_flight``), rows of one key one after another, and a failed row stops the
 rest of its key in the batch, so events of a key reach the backend in the
-order they were emitted.  A row is marked sent after the backend confirmed it:
+order they were emitted.  A publish is given up when the claim is about to
+run out (a broker that hangs must not make two relays publish one row at
+once).  A row is marked sent after the backend confirmed it:
 a crash in between publishes it again (at-least-once; consumers' inboxes make
 it harmless).  Sent rows are kept ``keep_sent`` seconds, then pruned, as are
 inbox rows older than ``keep_handled``.
@@ -181,6 +183,7 @@ class OutboxRelay:
         for claimed in batch:  # a row without a key is a chain of its own: no order to keep
             chains.setdefault(claimed.envelope.key or f"\0{claimed.row}", []).append(claimed)
         slots = asyncio.Semaphore(self.policy.in_flight)
+        loop = asyncio.get_running_loop()
         sent: list[int] = []
         errors: list[str] = []
 
@@ -190,7 +193,9 @@ class OutboxRelay:
                     errors.append("the claim ran out before the batch was published")
                     return
                 try:
-                    async with slots:
+                    # Bounded by the claim: a publish still hanging when the claim
+                    # runs out could overlap another relay's publish of the row.
+                    async with slots, asyncio.timeout_at(loop.time() + deadline - time.time()):
                         await self.backend.publish(claimed.envelope)
                 except Exception as exc:
                     errors.append(f"publishing {claimed.envelope.topic} failed: {exc!r}")
