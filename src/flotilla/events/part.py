@@ -60,6 +60,11 @@ class EventsPart:
             self._backend = EVENT_BACKENDS.open(self.url, clock=self._clock)
         return self._backend
 
+    async def publish(self, envelope: Envelope) -> None:
+        """Publish through the backend (what the outbox relays of the node call)."""
+        backend = self._backend or await self.backend()
+        await backend.publish(envelope)
+
     async def start(self) -> None:
         pass  # opened on first use; the URL's scheme was checked with the config
 
