@@ -130,16 +130,17 @@ class ConsumersPart:
         await asyncio.gather(*(consumer.stop(drain) for consumer in consumers))
 
     def _consumer(self, backend: EventBackend, service: Service, spec: EventSpec) -> Consumer:
+        instance = self.instances[service.name]
+        group = spec.group or service.name
         subscription = Subscription(
-            topic=spec.topic,
-            group=spec.group or service.name,
-            instance=self.instances[service.name],
-            broadcast=spec.broadcast,
+            topic=spec.topic, group=group, instance=instance, broadcast=spec.broadcast
         )
+        if spec.broadcast:  # each instance is a group of its own (see backend.py)
+            group = f"{group}@{instance}"
         return Consumer(
             backend,
             subscription,
-            _Invoke(service, spec, self.invoker, self.emitter),
+            _Invoke(service, spec, self.invoker, self.emitter, group),
             payload_type=spec.payload_type,
             name=f"{service.name}.{spec.attribute}",
             policy=spec.delivery or self.policy,
@@ -151,8 +152,16 @@ class ConsumersPart:
 class _Invoke:
     """Calls a handler with its payload and, if it takes one, the event's context."""
 
-    def __init__(self, service: Service, spec: EventSpec, invoker: Invoker, emitter: Emitter):
+    def __init__(
+        self,
+        service: Service,
+        spec: EventSpec,
+        invoker: Invoker,
+        emitter: Emitter,
+        group: str,
+    ) -> None:
         self.service = service.name
+        self.group = group
         self.method = getattr(service, spec.attribute)
         self.spec = spec
         self.invoker = invoker
@@ -167,5 +176,6 @@ class _Invoke:
                 service=self.service,
                 emitter=self.emitter,
                 event=envelope,
+                group=self.group,
             )
         await self.method(**arguments)
