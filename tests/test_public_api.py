@@ -15,6 +15,7 @@ PUBLIC = [
     "ConfigError",
     "ConnectFailed",
     "Context",
+    "Database",
     "DeadLetter",
     "DeadlineExceeded",
     "DeliveryPolicy",
@@ -42,6 +43,7 @@ PUBLIC = [
     "ResourceExhausted",
     "Service",
     "Timings",
+    "Transaction",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
@@ -98,3 +100,10 @@ def test_the_event_types_are_the_ones_the_core_uses() -> None:
     assert flotilla.Envelope is envelope.Envelope
     assert flotilla.DeadLetter is envelope.DeadLetter
     assert flotilla.DeliveryPolicy is policy.DeliveryPolicy
+
+
+def test_the_data_types_are_the_ones_the_runtime_uses() -> None:
+    from flotilla.data import database, transaction
+
+    assert flotilla.Database is database.Database
+    assert flotilla.Transaction is transaction.Transaction

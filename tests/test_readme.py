@@ -6,9 +6,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from flotilla import Context, Service, rpc
+from tests.data.recording import RecordingBackend
+
+from flotilla import Context, Node, Service, rpc
 from flotilla.runtime.system_file import parse_system
-from flotilla.testing import Cluster
+from flotilla.testing import Cluster, wait_for
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -78,3 +80,17 @@ async def test_the_events_example_runs_in_the_readmes_words() -> None:
     namespace: dict[str, Any] = {"Cluster": Cluster}
     exec(compile(block_defining("test_billing_charges_the_order"), str(README), "exec"), namespace)
     await namespace["test_billing_charges_the_order"]()
+
+
+async def test_the_data_example_runs_in_the_readmes_words() -> None:
+    namespace: dict[str, Any] = {}
+    # Not under this module's `from __future__ import annotations`: SQLAlchemy
+    # reads the mapped annotations, and strings would be looked up in no module.
+    (block,) = [b for b in python_blocks() if "Database(metadata=" in b]
+    exec(compile(block, str(README), "exec", dont_inherit=True), namespace)
+    backend = RecordingBackend()
+    async with Node(namespace["Orders"](), events=backend) as node:
+        assert await node.call("orders.place", sku="teapot") == 1
+        assert await node.call("orders.place", sku="teapot") == 2
+        await wait_for(lambda: len(backend.published) == 2)
+    assert [envelope.key for envelope in backend.published] == ["teapot", "teapot"]

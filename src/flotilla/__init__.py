@@ -12,6 +12,8 @@ deadlines and survives dead replicas::
             return f"Hello, {name}"
 """
 
+from typing import TYPE_CHECKING, Any
+
 from flotilla.calls.pipeline import Handler, Middleware
 from flotilla.calls.request import Attempt, Request
 from flotilla.context import Context
@@ -47,7 +49,24 @@ from flotilla.runtime.dispatcher import Incoming
 from flotilla.runtime.node import Node
 from flotilla.service import Service, on_event, rpc
 
+if TYPE_CHECKING:
+    from flotilla.data import Database, Transaction
+
 __version__ = "0.1.0"
+
+# Imported on first use: SQLAlchemy takes longer to import than the rest of
+# Flotilla, and a process whose services have no database never needs it.
+_LAZY = {"Database": "flotilla.data.database", "Transaction": "flotilla.data.transaction"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flotilla' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "Aborted",
@@ -58,6 +77,7 @@ __all__ = [
     "ConfigError",
     "ConnectFailed",
     "Context",
+    "Database",
     "DeadLetter",
     "DeadlineExceeded",
     "DeliveryPolicy",
@@ -85,6 +105,7 @@ __all__ = [
     "ResourceExhausted",
     "Service",
     "Timings",
+    "Transaction",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",

@@ -93,7 +93,7 @@ class Context:
     with this service as their caller.
     """
 
-    __slots__ = ("_emitter", "_headers", "_invoker", "_onward", "event", "service")
+    __slots__ = ("_emitter", "_headers", "_invoker", "_onward", "event", "group", "service")
 
     def __init__(
         self,
@@ -103,11 +103,15 @@ class Context:
         service: str = "",
         emitter: Emitter | None = None,
         event: Envelope | None = None,
+        group: str | None = None,
     ) -> None:
         self._invoker = invoker
         self._emitter = emitter
         self.event = event
         """The envelope of the event being handled (None outside an event handler)."""
+        self.group = group
+        """The consumer group handling :attr:`event` (``group@instance`` for a broadcast
+        handler); the inbox records the event under it.  None outside an event handler."""
         if headers is None:
             headers = Headers(request_id=new_request_id())
         elif not headers.request_id:

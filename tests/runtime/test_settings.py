@@ -181,3 +181,23 @@ def test_bad_call_options_in_the_environment_are_config_errors(tmp_path: Path) -
     ]:
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({**base, name: value})
+
+
+def test_database_urls_from_the_environment(tmp_path: Path) -> None:
+    env = {
+        "FLOTILLA_SECRET": "s",
+        "FLOTILLA_DATA_DIR": str(tmp_path),
+        "FLOTILLA_DATABASE_URL": "postgresql://app@db/one",
+        "FLOTILLA_DATABASE_URL_ORDER_BOOK": "postgresql://app@db/books",
+        "FLOTILLA_DATABASE_URL_EMPTY": "",
+    }
+    config = Settings.from_env(env).node_config()
+    assert config.database == "postgresql://app@db/one"
+    assert config.databases == {"order_book": "postgresql://app@db/books"}
+    assert config.data_dir == str(tmp_path)  # where each service's SQLite file goes by default
+
+
+def test_no_database_variables_mean_the_embedded_default(tmp_path: Path) -> None:
+    config = Settings.from_env({"FLOTILLA_SECRET": "s", "FLOTILLA_DATA_DIR": str(tmp_path)})
+    assert config.node_config().database is None
+    assert config.node_config().databases == {}

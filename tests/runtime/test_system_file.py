@@ -231,3 +231,27 @@ def test_defaults_for_call_options(tmp_path: Path) -> None:
     assert env["FLOTILLA_STRATEGY"] == "p2c"
     assert json.loads(env["FLOTILLA_STRATEGIES"]) == {}
     assert float(env["FLOTILLA_DEFAULT_TIMEOUT"]) == 10.0
+
+
+def test_a_services_database_is_passed_to_its_processes(tmp_path: Path) -> None:
+    text = GOOD + 'database = "state/front.db"\n'  # the last table is [services.front]
+    spec = parse_system(text, source="f.toml", system_dir=tmp_path)
+    assert spec.services["front"].database == f"sqlite://{tmp_path / 'state/front.db'}"
+    env = spec.call_environment("front")
+    assert env["FLOTILLA_DATABASE_URL_FRONT"] == spec.services["front"].database
+    assert not any(
+        name.startswith("FLOTILLA_DATABASE") for name in spec.call_environment("greeter")
+    )
+
+
+def test_a_server_database_url_is_kept_as_written(tmp_path: Path) -> None:
+    text = GOOD + 'database = "postgresql://app@db:5432/front"\n'
+    spec = parse_system(text, source="f.toml", system_dir=tmp_path)
+    assert spec.services["front"].database == "postgresql://app@db:5432/front"
+
+
+def test_a_database_url_of_unknown_scheme_names_its_line(tmp_path: Path) -> None:
+    message = refusal(tmp_path, GOOD + 'database = "mysql://app:pw@db/front"\n')
+    assert message.startswith(
+        "12: services.front.database: database URL 'mysql://app:***@db/front'"
+    )

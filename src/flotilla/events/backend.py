@@ -42,7 +42,7 @@ import msgspec
 
 from flotilla.events.envelope import DeadLetter, Envelope
 
-__all__ = ["AlreadyHandled", "Delivery", "EventBackend", "Subscription"]
+__all__ = ["AlreadyHandled", "Delivery", "EventBackend", "Publisher", "Subscription"]
 
 
 class AlreadyHandled(Exception):
@@ -88,6 +88,14 @@ class Delivery(Protocol):
 
     async def in_progress(self) -> None:
         """Still working on it: restart the ``ack_wait`` clock."""
+        ...
+
+
+class Publisher(Protocol):
+    """What an outbox relay needs: somewhere to publish (a backend, or a node's events part)."""
+
+    async def publish(self, envelope: Envelope) -> None:
+        """Store ``envelope`` durably; raises ``Unavailable`` if that cannot be done now."""
         ...
 
 

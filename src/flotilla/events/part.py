@@ -60,6 +60,11 @@ class EventsPart:
             self._backend = EVENT_BACKENDS.open(self.url, clock=self._clock)
         return self._backend
 
+    async def publish(self, envelope: Envelope) -> None:
+        """Publish through the backend (what the outbox relays of the node call)."""
+        backend = self._backend or await self.backend()
+        await backend.publish(envelope)
+
     async def start(self) -> None:
         pass  # opened on first use; the URL's scheme was checked with the config
 
@@ -125,16 +130,17 @@ class ConsumersPart:
         await asyncio.gather(*(consumer.stop(drain) for consumer in consumers))
 
     def _consumer(self, backend: EventBackend, service: Service, spec: EventSpec) -> Consumer:
+        instance = self.instances[service.name]
+        group = spec.group or service.name
         subscription = Subscription(
-            topic=spec.topic,
-            group=spec.group or service.name,
-            instance=self.instances[service.name],
-            broadcast=spec.broadcast,
+            topic=spec.topic, group=group, instance=instance, broadcast=spec.broadcast
         )
+        if spec.broadcast:  # each instance is a group of its own (see backend.py)
+            group = f"{group}@{instance}"
         return Consumer(
             backend,
             subscription,
-            _Invoke(service, spec, self.invoker, self.emitter),
+            _Invoke(service, spec, self.invoker, self.emitter, group),
             payload_type=spec.payload_type,
             name=f"{service.name}.{spec.attribute}",
             policy=spec.delivery or self.policy,
@@ -146,8 +152,16 @@ class ConsumersPart:
 class _Invoke:
     """Calls a handler with its payload and, if it takes one, the event's context."""
 
-    def __init__(self, service: Service, spec: EventSpec, invoker: Invoker, emitter: Emitter):
+    def __init__(
+        self,
+        service: Service,
+        spec: EventSpec,
+        invoker: Invoker,
+        emitter: Emitter,
+        group: str,
+    ) -> None:
         self.service = service.name
+        self.group = group
         self.method = getattr(service, spec.attribute)
         self.spec = spec
         self.invoker = invoker
@@ -162,5 +176,6 @@ class _Invoke:
                 service=self.service,
                 emitter=self.emitter,
                 event=envelope,
+                group=self.group,
             )
         await self.method(**arguments)

@@ -19,6 +19,7 @@ import msgspec
 
 from flotilla.balancing import DEFAULT_STRATEGY, resolve_strategy
 from flotilla.calls.deadline import DEFAULT_TIMEOUT
+from flotilla.data.policy import RelayPolicy
 from flotilla.errors import ConfigError
 from flotilla.events import EVENT_BACKENDS
 from flotilla.events.policy import DeliveryPolicy
@@ -104,6 +105,16 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """Where the ops port binds (default: ``host``); ``0.0.0.0`` for probes from outside."""
     resilience: PolicyTable = msgspec.field(default_factory=PolicyTable)
     """The resilience policies of calls, by called service and method (``[resilience]``)."""
+    data_dir: str | None = None
+    """Where services' SQLite databases go by default (``<data_dir>/<service>.db``);
+    None: in memory (tests)."""
+    database: str | None = None
+    """The database URL of the node's one service with a database (``FLOTILLA_DATABASE_URL``)."""
+    databases: dict[str, str] = msgspec.field(default_factory=dict)
+    """Database URL per service, keyed by the name in lower case with ``-`` as ``_``
+    (``FLOTILLA_DATABASE_URL_<SERVICE>``); see :mod:`flotilla.data.url`."""
+    relay: RelayPolicy = msgspec.field(default_factory=RelayPolicy)
+    """How the outbox relays of the node's databases poll, claim, back off and prune."""
 
     def __post_init__(self) -> None:
         for name, port in (("port", self.port), ("ops_port", self.ops_port)):

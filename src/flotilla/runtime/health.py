@@ -30,11 +30,12 @@ from collections.abc import Awaitable, Callable, Sequence
 import msgspec
 
 from flotilla.clock import Clock
+from flotilla.data.node_hooks import check_databases, databases_of
 from flotilla.health import DEFAULT_CHECK, CheckSpec, declared_checks
 from flotilla.registry.base import Health
 from flotilla.service import Service
 
-__all__ = ["CheckResult", "HealthMonitor"]
+__all__ = ["DATABASE_CHECK", "CheckResult", "HealthMonitor"]
 
 log = logging.getLogger("flotilla.runtime")
 
@@ -53,14 +54,34 @@ class CheckResult(msgspec.Struct, frozen=True, kw_only=True):
     """How long the run took."""
 
 
-class _Check:
-    """One check of one service, bound to its method."""
+DATABASE_CHECK = "database"
+"""The check a service with a database gets: every database of it answers."""
 
-    def __init__(self, service: Service, spec: CheckSpec) -> None:
-        self.service = service.name
+
+class _Check:
+    """One check of one service, bound to what runs it."""
+
+    def __init__(self, service: str, spec: CheckSpec, run: Callable[[], Awaitable[object]]) -> None:
+        self.service = service
         self.spec = spec
-        self.run: Callable[[], Awaitable[object]] = getattr(service, spec.name)
+        self.run = run
         self.result: CheckResult | None = None
+
+
+def _checks_of(service: Service, default: CheckSpec) -> list[_Check]:
+    """The default check, those the class declares, and its databases' if it has any."""
+    declared = {spec.name: spec for spec in declared_checks(type(service))}
+    specs = {DEFAULT_CHECK: declared.pop(DEFAULT_CHECK, default), **declared}
+    checks = [_Check(service.name, spec, getattr(service, spec.name)) for spec in specs.values()]
+    if databases_of(service):
+
+        async def databases_answer() -> bool:
+            await check_databases(service)  # Unavailable names the (masked) URL and why
+            return True
+
+        spec = msgspec.structs.replace(default, name=DATABASE_CHECK)
+        checks.append(_Check(service.name, spec, databases_answer))
+    return checks
 
 
 class HealthMonitor:
@@ -75,11 +96,7 @@ class HealthMonitor:
         self.services = services
         self._clock = clock
         default = CheckSpec(name=DEFAULT_CHECK, interval=interval, timeout=timeout)
-        self._checks: dict[str, list[_Check]] = {}
-        for service in services:
-            declared = {spec.name: spec for spec in declared_checks(type(service))}
-            specs = {DEFAULT_CHECK: declared.pop(DEFAULT_CHECK, default), **declared}
-            self._checks[service.name] = [_Check(service, spec) for spec in specs.values()]
+        self._checks = {service.name: _checks_of(service, default) for service in services}
         self._runner: asyncio.Task[None] | None = None
 
     # -- the results -------------------------------------------------------------------------

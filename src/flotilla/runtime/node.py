@@ -11,18 +11,21 @@ A node is a list of parts (:mod:`flotilla.runtime.parts`), started in order and
 stopped in reverse, once, by :meth:`Node.aclose` (idempotent)::
 
     start:  caller -> ops port (if configured) -> event backend (opened on first use)
-            -> services' on_start -> health checks (a first round) -> event consumers
-            -> listen -> register under a lease, keep it
+            -> databases, outbox relays -> services' on_start -> health checks (a first
+            round) -> event consumers -> listen -> register under a lease, keep it
     stop:   deregister -> keep serving for the grace period (callers' views catch up)
             -> refuse new calls, finish in-flight ones (bounded) -> close connections
             -> stop taking events, finish running handlers (bounded by the drain)
-            -> stop the health checks -> services' on_stop -> close the event backend
-            -> close the ops port -> close the caller, then the registry if the node opened it
+            -> stop the health checks -> services' on_stop -> relays, databases
+            -> close the event backend -> close the ops port -> close the caller,
+            then the registry if the node opened it
 
 The ops port opens early and closes late so that probes see the whole life:
 ``/readyz`` says ``starting``, then ready, then ``stopping`` through the drain.
 The node's :class:`~flotilla.resilience.signals.Signals` hub (``node.signals``)
-is where its resilience layers report; ``node.breakers`` follows it.
+is where its resilience layers report; ``node.breakers`` follows it.  A
+service whose database cannot be reached is registered unhealthy (callers do
+not pick it) until the database answers; the node itself starts.
 
 Its :attr:`Node.state`::
 
@@ -50,6 +53,7 @@ from flotilla.calls.pipeline import Middleware
 from flotilla.calls.typed_client import TypedClient
 from flotilla.clock import Clock, SystemClock
 from flotilla.context import Context, new_request_id
+from flotilla.data.node_hooks import data_parts, databases_of
 from flotilla.events.backend import EventBackend
 from flotilla.events.consumer import Observer
 from flotilla.events.emitter import Emitter
@@ -101,6 +105,8 @@ class Node:
     ``layers`` (:data:`~flotilla.calls.pipeline.CLIENT_STACK`),
     ``server_layers`` (:data:`~flotilla.runtime.dispatcher.SERVER_STACK`) and
     an ``event_observer`` told how each delivery ended (the test kit's).
+    The outbox relays of the services' databases publish through the same
+    event backend.
 
     ``policies`` answers the resilience policy of each service and method
     (default: ``config.resilience``); what the resilience layers did is
@@ -222,7 +228,16 @@ class Node:
             health=self.health.healths,
             clock=self.clock,
         )
+        data = data_parts(
+            self.services,
+            data_dir=config.data_dir,
+            database=config.database,
+            databases=config.databases,
+            events=self.events,
+            relay_policy=config.relay,
+        )
         return [
+            *data,
             ServicesPart(self.services),
             self.health,
             consumers,
@@ -401,16 +416,20 @@ class Node:
         if self.ops is not None:
             host, _, port = self.ops.address.rpartition(":")
             metadata["ops"] = f"{self.config.advertise or host}:{port}"
-        self.instances = [
-            Instance(
-                id=self.instance_ids[service.name],
-                service=service.name,
-                address=self.address,
-                version=service.version,
-                health=self.health.health(service.name) if self.health else Health.UNKNOWN,
-                metadata=metadata,
-                methods=service.method_table(),
+        self.instances = []
+        for service in self.services:
+            instance_id = self.instance_ids[service.name]
+            for database in databases_of(service):
+                database.instance = instance_id  # the source of the events it emits
+            self.instances.append(
+                Instance(
+                    id=instance_id,
+                    service=service.name,
+                    address=self.address,
+                    version=service.version,
+                    health=self.health.health(service.name) if self.health else Health.UNKNOWN,
+                    metadata=metadata,
+                    methods=service.method_table(),
+                )
             )
-            for service in self.services
-        ]
         return self.instances

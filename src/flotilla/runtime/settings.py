@@ -13,6 +13,9 @@ itself.  With none set, a process uses the embedded mode: a data directory
 - ``FLOTILLA_HOST`` / ``FLOTILLA_PORT``: where the RPC server binds (default
   ``127.0.0.1``, any free port);
 - ``FLOTILLA_ADVERTISE``: the host others reach this process at (default: the bound host);
+- ``FLOTILLA_DATABASE_URL``: the database of the process's one service with a database;
+  ``FLOTILLA_DATABASE_URL_<SERVICE>`` (name in capitals, ``-`` as ``_``): that service's
+  (default: ``<data dir>/<service>.db``; see :mod:`flotilla.data.url`);
 - ``FLOTILLA_STRATEGY``, ``FLOTILLA_STRATEGIES`` (a JSON object, called service -> strategy),
   ``FLOTILLA_DEFAULT_TIMEOUT`` (seconds): how this process balances and times its calls
   (``flotilla run`` sets them from the system file);
@@ -40,6 +43,7 @@ import msgspec
 
 from flotilla.balancing import DEFAULT_STRATEGY
 from flotilla.calls.deadline import DEFAULT_TIMEOUT
+from flotilla.data.url import DATABASE_ENV, per_service_env
 from flotilla.errors import ConfigError
 from flotilla.resilience.config import PolicyTable
 from flotilla.resolve import default_events_url, default_registry_url
@@ -67,6 +71,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     resilience: PolicyTable = msgspec.field(default_factory=PolicyTable)
     ops_port: int | None = None
     ops_host: str | None = None
+    database: str | None = None
+    databases: dict[str, str] = msgspec.field(default_factory=dict)
 
     def node_config(self, metadata: Mapping[str, str] | None = None) -> NodeConfig:
         """The configuration of a node run with these settings."""
@@ -84,6 +90,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             resilience=self.resilience,
             ops_port=self.ops_port,
             ops_host=self.ops_host,
+            data_dir=str(self.data_dir),
+            database=self.database,
+            databases=self.databases,
         )
 
     @classmethod
@@ -113,6 +122,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             resilience=_json_env(env, "FLOTILLA_RESILIENCE", PolicyTable, PolicyTable()),
             ops_port=_port(env, "FLOTILLA_OPS_PORT"),
             ops_host=env.get("FLOTILLA_OPS_HOST") or None,
+            database=env.get(DATABASE_ENV) or None,
+            databases={
+                per_service_env(name.removeprefix(f"{DATABASE_ENV}_")): url
+                for name, url in env.items()
+                if name.startswith(f"{DATABASE_ENV}_") and url
+            },
         )
 
 

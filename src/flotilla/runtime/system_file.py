@@ -17,6 +17,7 @@
     class = "hello.greeter:Greeter" # module:Class, imported by each process
     replicas = 2                    # optional, 1 to 64, default 1
     env = { GREETING = "Hello" }    # optional extra environment, strings
+    # database = "postgresql://app@db/greeter"  # optional; default <data_dir>/<name>.db
     # strategy, strategies, default_timeout: this service's own calls, over the system's
 
     [resilience]                    # optional: policies of calls (flotilla.resilience.config)
@@ -53,6 +54,7 @@ import msgspec
 
 from flotilla.balancing import DEFAULT_STRATEGY, resolve_strategy
 from flotilla.calls.deadline import DEFAULT_TIMEOUT
+from flotilla.data.url import database_env_name, normalize_url
 from flotilla.errors import ConfigError
 from flotilla.resilience.config import PolicyTable, policy_table
 from flotilla.resolve import anchor_sqlite, default_events_url, default_registry_url
@@ -104,6 +106,8 @@ class ServiceSpec(
     """Per service it calls, over the system's ``strategies``."""
     default_timeout: _Timeout | None = None
     """The deadline of its calls when neither caller nor method sets one."""
+    database: str | None = None
+    """The service's database URL (relative SQLite paths: from the system file's folder)."""
 
 
 class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,7 +136,7 @@ class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
         (what :meth:`flotilla.runtime.settings.Settings.from_env` reads back)."""
         service = self.services[entry]
         strategies = {**self.strategies, **service.strategies}
-        return {
+        env = {
             "FLOTILLA_STRATEGY": service.strategy or self.strategy,
             "FLOTILLA_STRATEGIES": msgspec.json.encode(strategies).decode(),
             "FLOTILLA_DEFAULT_TIMEOUT": repr(service.default_timeout or self.default_timeout),
@@ -140,6 +144,9 @@ class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
             # Each replica an ops port of its own; `flotilla ps` finds it in the registry.
             "FLOTILLA_OPS_PORT": "0",
         }
+        if service.database is not None:
+            env[database_env_name(entry)] = service.database
+        return env
 
     def where(self, key: str) -> str:
         """``file:line: key``, the start of an error about ``key``."""
@@ -200,7 +207,8 @@ def parse_system(
         raise _syntax_error(str(exc), text, source) from None
     parsed = _check(data, _File, text, source, [])
     services = {
-        name: _service(name, entry, text, source) for name, entry in parsed.services.items()
+        name: _service(name, entry, text, source, system_dir)
+        for name, entry in parsed.services.items()
     }
     if not services:
         raise ConfigError(f"{source}:1: a system needs at least one [services.NAME] table")
@@ -253,7 +261,7 @@ def _check_strategies(
             raise _error(text, source, path + key, exc.message) from None
 
 
-def _service(name: str, entry: Any, text: str, source: str) -> ServiceSpec:
+def _service(name: str, entry: Any, text: str, source: str, system_dir: Path) -> ServiceSpec:
     path = ["services", name]
     if not _SERVICE_NAME.match(name):
         raise _error(text, source, path, f"service name must match {_SERVICE_NAME.pattern}")
@@ -266,6 +274,13 @@ def _service(name: str, entry: Any, text: str, source: str) -> ServiceSpec:
     if not _CLASS_SPEC.match(spec.class_):
         reason = f"{spec.class_!r} is not 'module:Class'"
         raise _error(text, source, [*path, "class"], reason)
+    if spec.database is not None:
+        database = anchor_sqlite(spec.database, system_dir)
+        try:
+            normalize_url(database)
+        except ConfigError as exc:
+            raise _error(text, source, [*path, "database"], exc.message) from None
+        spec = msgspec.structs.replace(spec, database=database)
     return spec
 
 

@@ -1,0 +1,95 @@
+"""The SQLAlchemy engine of a service's database, set up for its kind.
+
+* **SQLite file**: the folder made ``0700`` and the file ``0600`` (whatever the
+  umask); WAL, a busy timeout, ``synchronous=NORMAL`` (a commit survives the
+  process's crash, which is what the outbox needs; a power loss may take the
+  last few), and every transaction begun ``BEGIN IMMEDIATE``, so one that
+  would write later never meets another writer mid-way (a deadlock SQLite
+  reports at once rather than waits out).
+* **SQLite in memory**: one connection for the whole process (else every
+  connection would see a database of its own).
+* **PostgreSQL** (asyncpg): connections pinged before use, so a restarted
+  server is reconnected to rather than failing the next transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from flotilla.data.url import is_memory, mask
+from flotilla.errors import ConfigError, FailedPrecondition, Unavailable
+
+__all__ = ["create_engine", "reason"]
+
+
+def create_engine(url: URL, options: Mapping[str, Any], busy_timeout: float) -> AsyncEngine:
+    """An engine for ``url``; ``ConfigError`` if its driver is missing or an option is bad."""
+    options = dict(options)
+    sqlite = url.drivername.startswith("sqlite")
+    if sqlite and is_memory(url):
+        options.setdefault("poolclass", StaticPool)
+    elif sqlite and url.database:
+        _prepare_file(Path(url.database))
+    elif not sqlite:
+        options.setdefault("pool_pre_ping", True)
+    try:
+        engine = create_async_engine(url, **options)
+    except ImportError as exc:
+        raise ConfigError(
+            f"database {mask(url)!r} needs a driver that is not installed ({exc}); "
+            "install it with: pip install 'flotilla-mesh[postgres]'"
+        ) from None
+    except TypeError as exc:
+        raise ConfigError(f"database {mask(url)!r}: bad engine option: {exc}") from None
+    if sqlite:
+        _configure_sqlite(engine, busy_timeout)
+    return engine
+
+
+def reason(exc: BaseException) -> str:
+    """What went wrong, in one line without SQL (for messages about a database)."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, FailedPrecondition | ConfigError | Unavailable):
+        return exc.message
+    # SQLAlchemy wraps the driver's error; its first line names it without the SQL.
+    original = getattr(exc, "orig", None) or exc
+    first = str(original).strip().splitlines()[0] if str(original).strip() else ""
+    return f"{type(original).__name__}: {first}" if first else type(original).__name__
+
+
+def _prepare_file(path: Path) -> None:
+    """Create the database file's folder (``0700``) and the file itself ``0600``."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def _configure_sqlite(engine: AsyncEngine, busy_timeout: float) -> None:
+    """WAL, a busy timeout, and ``BEGIN IMMEDIATE`` for every transaction."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The driver's own transaction handling off: ours (below) begins them.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode: a commit survives the process's crash (what the
+        # outbox needs); only a power loss may take the last few.
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

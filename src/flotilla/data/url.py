@@ -1,0 +1,141 @@
+"""Which database a service uses: its URL, checked, completed and printable.
+
+A service's database is, in this order of precedence:
+
+1. ``FLOTILLA_DATABASE_URL_<SERVICE>`` (the service name in capitals, ``-``
+   as ``_``; ``flotilla run`` sets it from the system file's ``database`` key);
+2. ``FLOTILLA_DATABASE_URL`` (a process hosting a single service with a database);
+3. the ``url`` given to :class:`~flotilla.data.Database` in code;
+4. an SQLite file ``<data dir>/<service>.db`` (the embedded default), or, for a
+   node with no data directory (tests, :mod:`flotilla.testing`), an SQLite
+   database in memory.
+
+Accepted URLs (plain schemes get their asyncio driver; SQLite paths are read
+as for the registry, :mod:`flotilla.resolve`)::
+
+    sqlite:///abs/path/orders.db     the file /abs/path/orders.db
+    sqlite://rel/orders.db, x.db     relative to the working directory
+    sqlite://                        an SQLite database in memory
+    postgresql://user:pw@host/db     -> postgresql+asyncpg://user:pw@host/db
+
+Anything else is a :class:`~flotilla.errors.ConfigError` naming the URL, with
+its password masked, as every message about a database URL does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flotilla.errors import ConfigError
+from flotilla.resolve import expand_shorthand, sqlite_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+__all__ = [
+    "DATABASE_ENV",
+    "choose_url",
+    "database_env_name",
+    "default_url",
+    "is_memory",
+    "mask",
+    "normalize_url",
+    "per_service_env",
+]
+
+DATABASE_ENV = "FLOTILLA_DATABASE_URL"
+"""The variable naming the database of a process's single service."""
+
+# Each scheme a user may write, and the asyncio driver it gets.
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def database_env_name(service: str) -> str:
+    """``FLOTILLA_DATABASE_URL_ORDERS`` for ``orders`` (``-`` becomes ``_``)."""
+    return f"{DATABASE_ENV}_{service.upper().replace('-', '_')}"
+
+
+def per_service_env(env_suffix: str) -> str:
+    """The key under which a ``FLOTILLA_DATABASE_URL_<SUFFIX>`` value is kept in a config."""
+    return env_suffix.lower().replace("-", "_")
+
+
+def mask(url: str | URL) -> str:
+    """The URL with its password replaced by ``***`` (safe to log and to show)."""
+    if not isinstance(url, str):
+        return url.render_as_string(hide_password=True)
+    # Not parsed: a URL that failed to parse must still be shown masked.
+    return _PASSWORD.sub(r"\1***@", url)
+
+
+def normalize_url(url: str) -> URL:
+    """The SQLAlchemy URL for ``url``, with its asyncio driver; ``ConfigError`` if unusable.
+
+    SQLite URLs are read as everywhere in Flotilla (:mod:`flotilla.resolve`):
+    ``sqlite:///abs/x.db`` is ``/abs/x.db``, ``sqlite://rel/x.db`` and ``rel/x.db``
+    are relative to the working directory; ``sqlite://`` alone is memory.
+    """
+    # Imported here: this module is read by every process, SQLAlchemy only by
+    # those with a database (it is slow to import).
+    from sqlalchemy.engine import URL, make_url
+    from sqlalchemy.exc import ArgumentError
+
+    url = expand_shorthand(url)
+    scheme, separator, rest = url.partition("://")
+    if separator and _DRIVERS.get(scheme, "").startswith("sqlite"):
+        path = rest.partition("?")[0]
+        if path in ("", ":memory:", "/:memory:"):
+            return URL.create("sqlite+aiosqlite")
+        return URL.create("sqlite+aiosqlite", database=str(Path(path).expanduser().absolute()))
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            f"database URL {mask(url)!r} is not a URL (expected e.g. "
+            "'sqlite:///var/lib/app/orders.db' or 'postgresql://user@host/db')"
+        ) from None
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is None:
+        known = ", ".join(sorted({name.split("+")[0] + "://" for name in _DRIVERS}))
+        raise ConfigError(f"database URL {mask(parsed)!r}: unknown scheme; known: {known}")
+    return parsed.set(drivername=driver)
+
+
+def default_url(service: str, data_dir: str | None) -> str:
+    """The embedded default: ``<data dir>/<service>.db``, or memory without a data directory."""
+    if data_dir is None:
+        return "sqlite://"
+    return sqlite_url(Path(data_dir, f"{service}.db"))
+
+
+def is_memory(url: URL) -> bool:
+    """Whether ``url`` is an SQLite database that lives in this process's memory only."""
+    return url.drivername.startswith("sqlite") and url.database in (None, "", ":memory:")
+
+
+def choose_url(
+    service: str,
+    *,
+    per_service: Mapping[str, str],
+    single: str | None,
+    declared: str | None,
+    data_dir: str | None,
+) -> URL:
+    """The database URL of ``service``, by the precedence in the module docstring."""
+    url = (
+        per_service.get(per_service_env(service))
+        or single
+        or declared
+        or default_url(service, data_dir)
+    )
+    return normalize_url(url)
