@@ -39,7 +39,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _rcases import REPLICAS, Bench, Row, case_a, case_b, case_c, case_d, case_e, case_f
+from _rbench import REPLICAS, Bench, Row
+from _rcases import case_a, case_b, case_c
+from _rcases_load import case_d, case_e, case_f
 from rpc import Children, _cpu_sample, busy_cpus, source_state
 
 # -- report and main ------------------------------------------------------------------------
