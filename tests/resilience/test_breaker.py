@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import pytest
 
 from flotilla.errors import (
@@ -21,7 +22,15 @@ from flotilla.resilience.policy import BreakerPolicy
 from flotilla.testing.clock import FakeClock
 
 # Threshold 50 %, at least 5 calls, no jitter: every figure below is exact.
-POLICY = BreakerPolicy(min_calls=5, failure_rate=0.5, open_base=5.0, open_max=60.0, jitter=0.0)
+# The rates alone (no trip on failures in a row), so the arithmetic below is the window's.
+POLICY = BreakerPolicy(
+    min_calls=5,
+    failure_rate=0.5,
+    consecutive_failures=None,
+    open_base=5.0,
+    open_max=60.0,
+    jitter=0.0,
+)
 
 
 def make(policy: BreakerPolicy = POLICY) -> tuple[Breaker, FakeClock, list[Transition]]:
@@ -86,6 +95,22 @@ async def test_calls_that_left_the_window_no_longer_count() -> None:
     call(breaker, "failure")
     assert breaker.state == "closed"
     assert breaker.counts(POLICY).calls == 1
+
+
+def test_failures_in_a_row_trip_it_whatever_the_window_holds() -> None:
+    policy = msgspec.structs.replace(POLICY, consecutive_failures=5)
+    breaker, _, changes = make(policy)
+    for _ in range(100):
+        call(breaker, "success", policy)
+    for _ in range(4):
+        call(breaker, "failure", policy)
+    call(breaker, "success", policy)  # the count starts again
+    for _ in range(4):
+        call(breaker, "failure", policy)
+    assert breaker.state == "closed"  # 8 of 109 failed: 7 %, and never 5 in a row
+    call(breaker, "failure", policy)
+    assert breaker.state == "open"
+    assert changes[-1].reason == "5 failures in a row"
 
 
 async def test_the_open_time_doubles_with_each_trip_in_a_row() -> None:
@@ -245,7 +270,7 @@ async def test_metrics_only_trips_and_signals_but_lets_every_call_through() -> N
         (DeadlineExceeded("timed out"), "failure"),
         (Unavailable("gone"), "failure"),
         (Internal("bug"), "failure"),
-        (ResourceExhausted("full"), "failure"),
+        (ResourceExhausted("shed"), "ignored"),  # overloaded, not broken
         (ConnectFailed("refused"), "ignored"),  # the pool marks the address down instead
         (NotFound("no such item"), "success"),
         (InvalidArgument("bad id"), "success"),
