@@ -86,8 +86,8 @@ def _checks_of(service: Service, default: CheckSpec) -> list[_Check]:
 
 
 class HealthMonitor:
-    """Runs the checks of ``services``; ``health`` is each service's default check interval and
-    timeout (the node's heartbeat and ``timings.check_timeout``)."""
+    """Runs the checks of ``services``; ``interval`` and ``timeout`` are those of each
+    service's default check (the node's heartbeat and ``timings.check_timeout``)."""
 
     name = "health"
 

@@ -261,8 +261,6 @@ class Node:
             self.faults = layers["faults"]
         return layers
 
-    # -- lifecycle ----------------------------------------------------------------------
-
     def _client_layers(
         self, services: Sequence[Service], given: Mapping[str, Middleware[Any]]
     ) -> dict[str, Middleware[Any]]:
@@ -277,6 +275,8 @@ class Node:
         if fallbacks:  # what the hosted services declare with @fallback
             layers["fallback"] = fallbacks
         return {**layers, **given}
+
+    # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start every part in order; on failure stop those started, in reverse, and raise."""
