@@ -62,6 +62,7 @@ from flotilla.headers import Headers
 from flotilla.registry import Health, Instance, Registry, open_registry
 from flotilla.resilience.breakers import Breakers
 from flotilla.resilience.bulkhead import Bulkhead
+from flotilla.resilience.endpoint_bulkhead import EndpointBulkhead
 from flotilla.resilience.fallback import Fallbacks
 from flotilla.resilience.faults import Faults
 from flotilla.resilience.policy import Policy, PolicyLookup
@@ -110,8 +111,11 @@ class Node:
 
     ``policies`` answers the resilience policy of each service and method
     (default: ``config.resilience``); what the resilience layers did is
-    emitted into :attr:`signals`.  Every caller gets a circuit breaker per
-    endpoint (:class:`~flotilla.resilience.breakers.Breakers`) and the
+    emitted into :attr:`signals`.  Every caller retries
+    (:class:`~flotilla.resilience.retry.Retry`), gets a circuit breaker per
+    endpoint (:class:`~flotilla.resilience.breakers.Breakers`), a cap per
+    endpoint when a policy sets one
+    (:class:`~flotilla.resilience.endpoint_bulkhead.EndpointBulkhead`) and the
     fallbacks its services declare; a node that hosts services serves them
     behind a :class:`~flotilla.resilience.bulkhead.Bulkhead` and a
     :class:`~flotilla.resilience.faults.Faults` layer (``layers`` and
@@ -270,6 +274,8 @@ class Node:
             # (time.monotonic()): on a test's fake clock they would never end.
             "retry": Retry(self.policies, self.signals, random=self.random.random),
             "breaker": Breakers(self.policies, self.signals, self.clock),
+            # Idle unless a policy sets BulkheadPolicy.per_endpoint.
+            "bulkhead": EndpointBulkhead(self.policies, self.signals),
         }
         fallbacks = Fallbacks.of_services(services, signals=self.signals)
         if fallbacks:  # what the hosted services declare with @fallback
