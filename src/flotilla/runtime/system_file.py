@@ -5,7 +5,7 @@
     [system]
     name = "hello"                  # optional, default: the directory's name
     # registry = "sqlite:///..."    # optional, default: <data_dir>/registry.db
-    # events = "nats://..."         # optional: the event backend, default: <data_dir>/events.db
+    # events = "sqlite:///..."      # optional: the event backend, default: <data_dir>/events.db
     # data_dir = ".flotilla"        # optional, relative to the system directory
     # strategy = "p2c"              # optional: how calls are balanced
     # default_timeout = 10.0        # optional: a call's deadline when nothing sets one
