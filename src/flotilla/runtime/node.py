@@ -211,19 +211,7 @@ class Node:
             clock=self.clock,
             observer=self._event_observer,
         )
-        dispatcher = Dispatcher(
-            list(self.services),
-            self.caller,
-            self._server_layers(server_layers),
-            emitter=self.emitter,
-        )
-        self.server = Server(
-            dispatcher,
-            secret=self.secret,
-            host=config.host,
-            port=config.port,
-        )
-        self._server_part = ServerPart(self.server, grace=timings.grace, drain=timings.drain)
+        self._server_part = self._serving(server_layers)
         self._lease = LeaseKeeper(
             self.registry,
             self._describe,
@@ -248,6 +236,19 @@ class Node:
             self._server_part,
             self._lease,
         ]
+
+    def _serving(self, server_layers: Mapping[str, Middleware[Incoming]] | None) -> ServerPart:
+        """The server part: the services' methods behind the server layers."""
+        dispatcher = Dispatcher(
+            list(self.services),
+            self.caller,
+            self._server_layers(server_layers),
+            emitter=self.emitter,
+        )
+        self.server = Server(
+            dispatcher, secret=self.secret, host=self.config.host, port=self.config.port
+        )
+        return ServerPart(self.server, grace=self.timings.grace, drain=self.timings.drain)
 
     def _server_layers(
         self, given: Mapping[str, Middleware[Incoming]] | None
