@@ -270,11 +270,16 @@ class Node:
         self, services: Sequence[Service], given: Mapping[str, Middleware[Any]]
     ) -> dict[str, Middleware[Any]]:
         """The resilience layers every caller gets by default; ``given`` ones take their place."""
+        # Generators of their own, seeded from the node's: reproducible under a seed,
+        # and their draws never shift the faults' (which use the node's own).
+        jitter, open_jitter = (Random(self.random.getrandbits(64)) for _ in range(2))
         layers: dict[str, Middleware[Any]] = {
             # Backoffs and hedge delays are waited out in real time, as deadlines are
             # (time.monotonic()): on a test's fake clock they would never end.
-            "retry": Retry(self.policies, self.signals, random=self.random.random),
-            "breaker": Breakers(self.policies, self.signals, self.clock),
+            "retry": Retry(self.policies, self.signals, random=jitter.random),
+            "breaker": Breakers(
+                self.policies, self.signals, self.clock, random_source=open_jitter.random
+            ),
             # Idle unless a policy sets BulkheadPolicy.per_endpoint.
             "bulkhead": EndpointBulkhead(self.policies, self.signals),
         }
