@@ -57,7 +57,7 @@ class Cluster:
     the cluster's secret, the client ``layers`` (a mapping shared by every
     node, or a function that makes one per node), the ``server_layers`` that a
     function makes per node, and the resilience ``policies``.  ``seed`` makes
-    injected faults, and the jitter of retries, hedges and breakers, reproducible.
+    injected faults, and the jitter of retries and breakers, reproducible.
     """
 
     def __init__(
