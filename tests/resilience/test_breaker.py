@@ -125,6 +125,20 @@ async def test_the_open_time_doubles_with_each_trip_in_a_row() -> None:
     assert breaker.trips == 3
 
 
+async def test_an_endpoint_that_fails_for_ever_keeps_the_breaker_at_its_cap() -> None:
+    # 2.0 ** 1024 overflows: after 1025 trips in a row (17 minutes with a 1 s cap),
+    # recording a failed probe must still reopen the breaker, not raise.
+    policy = BreakerPolicy(open_base=0.1, open_max=1.0, jitter=0.0, min_calls=1)
+    breaker, clock, _ = make(policy)
+    call(breaker, "failure", policy)
+    for _ in range(1100):
+        await clock.advance(breaker.open_until - clock.monotonic())
+        call(breaker, "failure", policy)  # the probe fails: open again
+    assert breaker.trips == 1101
+    assert breaker.open_until - clock.monotonic() == 1.0
+    assert breaker.open_time(policy, 10**6) == 1.0
+
+
 def test_the_open_time_is_capped_and_jittered() -> None:
     policy = BreakerPolicy(open_base=5.0, open_max=15.0, jitter=0.2)
     low = Breaker(FakeClock(), random_source=lambda: 0.0)

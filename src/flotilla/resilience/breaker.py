@@ -59,6 +59,7 @@ from flotilla.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from flotilla.resilience.backoff import capped_exponential
 from flotilla.resilience.policy import BreakerPolicy
 from flotilla.resilience.window import Counts, SlidingWindow
 
@@ -189,7 +190,7 @@ class Breaker:
 
     def open_time(self, policy: BreakerPolicy, trips: int) -> float:
         """Seconds the ``trips``-th trip in a row keeps the breaker open (jitter included)."""
-        base = min(policy.open_base * 2.0 ** (trips - 1), policy.open_max)
+        base = capped_exponential(policy.open_base, policy.open_max, trips - 1)
         return base * (1 + policy.jitter * (2 * self._random() - 1))
 
     def _probe(self, policy: BreakerPolicy, now: float, time_left: float | None) -> Permit:
