@@ -10,6 +10,7 @@ operation lists the error answers it can give, all with the one error body.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from flotilla.gateway.binding import Binding
 
 __all__ = ["openapi_document"]
 
+_NOT_NAME = re.compile(r"[^A-Za-z0-9]+")
 _ERROR_SCHEMA = {
     "type": "object",
     "required": ["error"],
@@ -75,7 +77,8 @@ def openapi_document(
 def _operation(binding: Binding, params: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     route = binding.route
     operation: dict[str, Any] = {
-        "operationId": f"{route.method.lower()}_{route.target}".replace(".", "_"),
+        # From the method and path, which are unique together (a target may have two routes).
+        "operationId": (route.method.lower() + _NOT_NAME.sub("_", route.template)).rstrip("_"),
         "summary": route.summary or route.target,
         "parameters": _parameters(binding, params),
     }

@@ -151,7 +151,7 @@ class Route:
         if not 200 <= self.status < 300:
             raise bad(f"status {self.status} is not a success status (2xx)")
         if self.timeout is not None and not self.timeout > 0:
-            raise bad("timeout must be a positive number of seconds")
+            raise bad("timeout must be positive (seconds)")
         if self.auth == "":
             raise bad("auth must be None, 'user' or a role name")
         if self.principal_arg and self.auth is None:
