@@ -55,6 +55,7 @@ class HttpServer:
             access_log=False,
             timeout_graceful_shutdown=int(max(1, drain)),
             server_header=False,
+            log_config=None,  # its loggers propagate to the process's logging set-up
         )
         self._server = _Server(self._config)
         self._socket: socket.socket | None = None
