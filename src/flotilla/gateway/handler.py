@@ -59,6 +59,16 @@ class Edge:
     trusted_proxies: Sequence[str] = ()
 
 
+def _has_body(request: Request) -> bool:
+    """Whether the request says a body follows (HTTP/1.1: a length or chunks; RFC 9112 6.3)."""
+    headers = request.headers
+    return "content-length" in headers or "transfer-encoding" in headers
+
+
+def _none(name: str) -> list[str]:
+    return []
+
+
 class RouteHandler:
     """The Starlette endpoint of one :class:`Binding` (see the module docstring)."""
 
@@ -87,10 +97,12 @@ class RouteHandler:
         principal = self._principal(request)
         authorize(self.route.auth, principal)
         await self._limit(request, principal)
-        body = NO_BODY if self.route.body is False else await read_json(request, self.edge.max_body)
+        body = NO_BODY
+        if self.route.body is not False and _has_body(request):
+            body = await read_json(request, self.edge.max_body)
         args = self.binding.arguments(
             request.path_params,
-            request.query_params.getlist,
+            (lambda name: request.query_params.getlist(name)) if self.route.query_args else _none,
             request.headers,
             body,
             principal.subject if principal else None,
@@ -119,7 +131,8 @@ class RouteHandler:
             )
 
     def _client_address(self, request: Request) -> str:
-        peer = request.client.host if request.client else "unknown"
+        client = request.scope.get("client")
+        peer = client[0] if client else "unknown"
         forwarded = request.headers.get("x-forwarded-for")
         if forwarded and peer in self.edge.trusted_proxies:
             return forwarded.split(",")[0].strip()

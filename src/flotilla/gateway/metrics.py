@@ -10,6 +10,8 @@ under ``unmatched``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 
@@ -39,11 +41,20 @@ class GatewayMetrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        # Bounded by routes x statuses: route names are templates, never raw paths.
+        self._series: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         """Record one answer."""
-        self.requests.labels(route, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        series = self._series.get((route, status))
+        if series is None:
+            # labels() costs a lock and a tuple per call: look each series up once.
+            series = self._series[route, status] = (
+                self.requests.labels(route, str(status)),
+                self.latency.labels(route),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
 
     def render(self) -> bytes:
         """The text exposition format."""
