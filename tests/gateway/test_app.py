@@ -81,6 +81,19 @@ async def test_a_query_value_of_the_wrong_type_is_422_naming_it(client: httpx.As
     assert "'many'" in message
 
 
+async def test_an_empty_query_value_of_a_number_means_not_given(client: httpx.AsyncClient) -> None:
+    response = await client.get("/notes?text=&limit=")
+    assert response.status_code == 200
+
+
+async def test_a_number_too_large_for_the_wire_is_422_not_a_crash(
+    client: httpx.AsyncClient, token: Callable[..., str]
+) -> None:
+    for value in ("9" * 30, "9" * 5000):
+        response = await client.get(f"/notes/{value}", headers={"Authorization": token()})
+        assert response.status_code == 422, response.text
+
+
 async def test_a_value_out_of_range_is_422_naming_the_field(client: httpx.AsyncClient) -> None:
     status, _, message = error(await client.get("/notes?limit=1000"))
     assert status == 422

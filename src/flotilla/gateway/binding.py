@@ -63,7 +63,8 @@ class Binding:
             arg = route.path_arg(placeholder)
             args[arg] = self._convert(path[placeholder], arg, f"path parameter {placeholder!r}")
         for name, arg in route.query_args.items():
-            values = query(name)
+            # ``?limit=`` means "not given" for a parameter that is not text.
+            values = [value for value in query(name) if value or self._takes_text(arg)]
             if values:
                 args[arg] = self._from_text(values, arg, f"query parameter {name!r}")
         for header, arg in route.headers.items():
@@ -75,6 +76,10 @@ class Binding:
         if body is not NO_BODY and route.body is not False:
             args.update(self._from_body(body, set(args) | set(route.bound_args())))
         return args
+
+    def _takes_text(self, arg: str) -> bool:
+        types = _types(_resolve(self.parameter(arg), self.info.params))
+        return not types or "string" in types
 
     def _from_body(self, body: Any, bound: set[str]) -> dict[str, Any]:
         if isinstance(self.route.body, str):
