@@ -13,7 +13,9 @@ The driver times, one call at a time (concurrency 1), alternating blocks of
   minimal client (write the request, read the head and Content-Length bytes),
   so that the figure is the gateway's cost and not an HTTP client's.
 
-Both answer the same JSON-able value.  Prints p50/p99 of each and the ratio
+Both answer the same JSON-able value.  A third row, ``GET /healthz`` on the
+same connection, is the HTTP side alone (uvicorn, Starlette, the request-id
+and metrics layer; no call behind it).  Prints p50/p99 of each and the ratio
 of the p50s (target: gateway <= 1.3x direct).
 """
 
@@ -105,19 +107,28 @@ async def measure(registry: str, secret: bytes, port: int, calls: int, warmup: i
         async def through_gateway() -> None:
             await http.get("/ping")
 
-        await timed(direct, warmup)
-        await timed(through_gateway, warmup)
+        async def gateway_alone() -> None:  # the HTTP layers with no call behind them
+            await http.get("/healthz")
+
+        for call in (direct, through_gateway, gateway_alone):
+            await timed(call, warmup)
         direct_us: list[float] = []
         gateway_us: list[float] = []
+        http_us: list[float] = []
         for _ in range(max(1, calls // BLOCK)):
             direct_us += await timed(direct, BLOCK)
             gateway_us += await timed(through_gateway, BLOCK)
+            http_us += await timed(gateway_alone, BLOCK)
         writer.close()
-    report(direct_us, gateway_us)
+    report(direct_us, gateway_us, http_us)
 
 
-def report(direct_us: list[float], gateway_us: list[float]) -> None:
-    rows = [("direct RPC (Node)", direct_us), ("GET via gateway", gateway_us)]
+def report(direct_us: list[float], gateway_us: list[float], http_us: list[float]) -> None:
+    rows = [
+        ("direct RPC (Node)", direct_us),
+        ("GET via gateway", gateway_us),
+        ("GET /healthz", http_us),
+    ]
     print(f"{'path':<20} {'calls':>6} {'p50 us':>8} {'p99 us':>8} {'mean us':>8}")
     for name, samples in rows:
         p50, p99 = percentile(samples, 0.5), percentile(samples, 0.99)
