@@ -111,3 +111,23 @@ async def test_an_unreachable_redis_lets_requests_through() -> None:
         assert await limiter.acquire("ada", LIMIT) == 0.0
     finally:
         await limiter.aclose()
+
+
+async def test_a_trusted_proxy_names_the_client_others_do_not() -> None:
+    limit = RateLimit(rate=0.1, burst=1)
+    async with running_gateway(rate_limit=limit, trusted_proxies=("127.0.0.1",)) as (_, client):
+        for address in ("10.0.0.1", "10.0.0.2"):
+            response = await client.get(
+                "/notes", headers={"X-Forwarded-For": f"{address}, 1.1.1.1"}
+            )
+            assert response.status_code == 200
+        again = await client.get("/notes", headers={"X-Forwarded-For": "10.0.0.1"})
+        assert again.status_code == 429
+    async with running_gateway(rate_limit=limit) as (_, client):
+        assert (
+            await client.get("/notes", headers={"X-Forwarded-For": "10.0.0.1"})
+        ).status_code == 200
+        # Not trusted: the header is ignored, both requests are the same client.
+        assert (
+            await client.get("/notes", headers={"X-Forwarded-For": "10.0.0.2"})
+        ).status_code == 429

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from flotilla.errors import ConfigError
 from flotilla.gateway.auth import TokenSettings
@@ -32,7 +32,7 @@ class GatewayConfig:
     """Origins browsers may call from (``("*",)`` for any); empty: no CORS headers."""
     startup_timeout: float = 30.0
     """How long start waits for each routed service to publish its method table."""
-    trusted_proxies: tuple[str, ...] = field(default=())
+    trusted_proxies: tuple[str, ...] = ()
     """Peers whose ``X-Forwarded-For`` names the client (for rate limits by address)."""
 
     def __post_init__(self) -> None:

@@ -78,6 +78,7 @@ def gateway_config(spec: GatewaySpec, environ: Mapping[str, str], data_dir: Path
         rate_limit=RateLimit(rate=spec.rate, burst=spec.burst) if spec.rate > 0 else None,
         limiter=spec.limiter,
         cors_origins=tuple(spec.cors_origins),
+        trusted_proxies=tuple(spec.trusted_proxies),
         startup_timeout=spec.startup_timeout,
     )
 

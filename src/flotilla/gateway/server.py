@@ -55,6 +55,9 @@ class HttpServer:
             access_log=False,
             timeout_graceful_shutdown=int(max(1, drain)),
             server_header=False,
+            # Who the client is, is the gateway's call (GatewayConfig.trusted_proxies),
+            # not uvicorn's, which would trust X-Forwarded-For from loopback by default.
+            proxy_headers=False,
             log_config=None,  # its loggers propagate to the process's logging set-up
         )
         self._server = _Server(self._config)

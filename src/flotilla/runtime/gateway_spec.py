@@ -12,6 +12,7 @@
     # burst = 100                       # ... in bursts of up to this many
     # limiter = "redis://127.0.0.1:6379/0"   # shared buckets; default memory://
     # cors_origins = ["https://shop.example"]
+    # trusted_proxies = ["10.0.0.5"]    # peers whose X-Forwarded-For names the client
     # jwt_secret_env = "SHOP_JWT_SECRET"     # else FLOTILLA_JWT_SECRET, else a key
     #                                          generated in the data directory (jwt.key)
     # token_ttl = 3600.0
@@ -52,6 +53,7 @@ class GatewaySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     burst: Annotated[int, msgspec.Meta(ge=1)] = 100
     limiter: str = "memory://"
     cors_origins: list[str] = msgspec.field(default_factory=list)
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
     jwt_secret_env: str = "FLOTILLA_JWT_SECRET"
     token_ttl: _Positive = 3600.0
     audience: str | None = None
