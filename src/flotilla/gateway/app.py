@@ -163,28 +163,27 @@ class Gateway:
             StarletteRoute("/openapi.json", self._openapi, methods=["GET"]),
             StarletteRoute("/docs", self._docs, methods=["GET"]),
         ]
-        middleware = []
-        if self.config.cors_origins:
-            methods = sorted({route.method for route in self.routes} | {"GET"})
-            middleware.append(
-                Middleware(
-                    CORSMiddleware,
-                    allow_origins=list(self.config.cors_origins),
-                    allow_methods=methods,
-                    allow_headers=[
-                        "Authorization",
-                        "Content-Type",
-                        "Idempotency-Key",
-                        "X-Request-Id",
-                        "traceparent",
-                    ],
-                    expose_headers=["X-Request-Id", "Retry-After"],
-                )
-            )
+        middleware = [self._cors()] if self.config.cors_origins else []
         return Starlette(
             routes=routes,
             middleware=middleware,
             exception_handlers={HTTPException: self._http_error},
+        )
+
+    def _cors(self) -> Middleware:
+        """Starlette's CORS middleware for the configured origins and the routes' methods."""
+        return Middleware(
+            CORSMiddleware,
+            allow_origins=list(self.config.cors_origins),
+            allow_methods=sorted({route.method for route in self.routes} | {"GET"}),
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "X-Request-Id",
+                "traceparent",
+            ],
+            expose_headers=["X-Request-Id", "Retry-After"],
         )
 
     def _endpoint(self, name: str) -> Callable[[Request], Awaitable[Response]]:

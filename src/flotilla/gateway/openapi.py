@@ -85,6 +85,18 @@ def _operation(binding: Binding, params: dict[str, Any], result: dict[str, Any])
     body = _request_body(binding, params)
     if body is not None:
         operation["requestBody"] = body
+    operation["responses"] = _responses(binding, result, has_body=body is not None)
+    if route.auth is not None:
+        operation["security"] = [{"bearer": []}]
+    return operation
+
+
+_TOKEN_SCHEMA_REF = {"$ref": "#/components/schemas/Token"}
+
+
+def _responses(binding: Binding, result: dict[str, Any], *, has_body: bool) -> dict[str, Any]:
+    """The route's success answer, then each error answer it can give."""
+    route = binding.route
     success = _TOKEN_SCHEMA_REF if binding.is_token_route else result
     responses: dict[str, Any] = {
         str(route.status): {
@@ -95,7 +107,7 @@ def _operation(binding: Binding, params: dict[str, Any], result: dict[str, Any])
     errors = dict(_COMMON_ERRORS)
     if route.placeholders:
         errors["404"] = "No such resource"
-    if body is not None:
+    if has_body:
         errors["400"] = "The body is not valid JSON"
         errors["413"] = "The body is over the size limit"
     if route.auth is not None or binding.is_token_route:
@@ -107,13 +119,7 @@ def _operation(binding: Binding, params: dict[str, Any], result: dict[str, Any])
             "description": errors[status],
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
         }
-    operation["responses"] = responses
-    if route.auth is not None:
-        operation["security"] = [{"bearer": []}]
-    return operation
-
-
-_TOKEN_SCHEMA_REF = {"$ref": "#/components/schemas/Token"}
+    return responses
 
 
 def _parameters(binding: Binding, params: dict[str, Any]) -> list[dict[str, Any]]:
