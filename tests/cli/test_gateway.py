@@ -88,3 +88,33 @@ def test_a_bad_routes_module_is_a_configuration_error(flotilla: Flotilla, tmp_pa
     done = flotilla("gateway", "--routes", "nowhere_module:ROUTES", cwd=tmp_path)
     assert done.returncode == 2
     assert "cannot import 'nowhere_module'" in done.stderr
+
+
+def write_gateway_system(flotilla: Flotilla, directory: Path, routes: str) -> Path:
+    flotilla.write_system(directory, replicas=1)
+    (directory / "echo_routes.py").write_text(routes)
+    with (directory / "flotilla.toml").open("a") as file:
+        file.write(GATEWAY)
+    return directory / "flotilla.toml"
+
+
+def test_check_binds_the_routes_to_the_classes_before_anything_starts(
+    flotilla: Flotilla, tmp_path: Path
+) -> None:
+    write_gateway_system(flotilla, tmp_path, ROUTES)
+    assert flotilla("check", str(tmp_path)).returncode == 0
+    bad = ROUTES.replace('"/ping", "echo.ping"', '"/ping/{id}", "echo.pong"')
+    path = write_gateway_system(
+        flotilla, tmp_path, bad + 'ROUTES.append(Route("GET", "/x", "nobody.x"))\n'
+    )
+    line = path.read_text().splitlines().index('routes = "echo_routes:ROUTES"') + 1
+    done = flotilla("check", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"error: {path}:{line}: gateway.routes: route GET /ping/{{id}} -> echo.pong: 'echo' has "
+        "no method 'pong' (its methods: hello, ping, slow); route GET /x -> nobody.x: the system "
+        "runs no service 'nobody' (its services: echo)\n"
+    )
+    started = flotilla("run", "--no-status", "--for", "30", str(tmp_path))
+    assert started.returncode == 2
+    assert "started" not in started.stderr

@@ -29,7 +29,7 @@ from typing import Annotated
 import typer
 
 from flotilla.cli.call import call_command
-from flotilla.cli.check import check_class_command, check_command
+from flotilla.cli.check import check_class_command, check_command, check_routes_command
 from flotilla.cli.describe import describe_command
 from flotilla.cli.events import events_app
 from flotilla.cli.gateway import gateway_command
@@ -52,6 +52,7 @@ app.command("run")(run_command)
 app.command("gateway")(gateway_command)
 app.command("check")(check_command)
 app.command("check-class", hidden=True)(check_class_command)
+app.command("check-routes", hidden=True)(check_routes_command)
 app.command("call")(call_command)
 app.command("ps")(ps_command)
 app.command("describe")(describe_command)

@@ -34,15 +34,17 @@ from flotilla.aio import wait_first
 from flotilla.errors import ConfigError
 from flotilla.gateway.app import Gateway
 from flotilla.gateway.auth import TokenSettings
+from flotilla.gateway.binding import bind
 from flotilla.gateway.config import GatewayConfig
 from flotilla.gateway.routes import RateLimit, Route
 from flotilla.gateway.server import HttpServer
+from flotilla.registry.base import MethodInfo
 from flotilla.runtime.gateway_spec import GatewaySpec, gateway_port
 from flotilla.runtime.node import Node
 from flotilla.runtime.serve import _watch_parent
 from flotilla.runtime.settings import Settings, load_secret
 
-__all__ = ["gateway_config", "load_routes", "run_gateway"]
+__all__ = ["check_routes", "gateway_config", "load_routes", "run_gateway"]
 
 log = logging.getLogger("flotilla.gateway")
 
@@ -63,6 +65,33 @@ def load_routes(spec: str) -> list[Route]:
         if not isinstance(route, Route):
             raise ConfigError(f"routes {spec!r}[{index}] is a {type(route).__name__}, not a Route")
     return list(routes)
+
+
+def check_routes(spec: str, tables: Mapping[str, list[MethodInfo]]) -> list[Route]:
+    """Load the routes ``spec`` names and bind each to ``tables`` (service -> method table).
+
+    What ``flotilla run`` checks before it starts anything (the classes'
+    tables stand in for the registry's).  Raises :class:`ConfigError` naming
+    every route that does not fit.
+    """
+    routes = load_routes(spec)
+    problems = []
+    for route in routes:
+        service = route.target.partition(".")[0]
+        if service not in tables:
+            known = ", ".join(sorted(tables)) or "none"
+            problems.append(
+                f"route {route.name} -> {route.target}: the system runs no service "
+                f"{service!r} (its services: {known})"
+            )
+            continue
+        try:
+            bind(route, {info.name: info for info in tables[service]})
+        except ConfigError as exc:
+            problems.append(exc.message)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return routes
 
 
 def gateway_config(spec: GatewaySpec, environ: Mapping[str, str], data_dir: Path) -> GatewayConfig:

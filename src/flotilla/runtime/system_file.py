@@ -251,7 +251,7 @@ def parse_system(
             raise _error(text, source, ["services", GATEWAY_ENTRY], reason)
     lines = text.splitlines()
     events = parsed.system.events or default_events_url(data_dir)
-    keys = [["system", "registry"], ["system", "events"]]
+    keys = [["system", "registry"], ["system", "events"], [GATEWAY_ENTRY, "routes"]]
     for name in services:
         keys += [["services", name], *(["services", name, key] for key in ("class", "replicas"))]
     for name, methods in resilience.methods.items():
