@@ -88,6 +88,10 @@ class Users(Service, name="users"):
         roles = ["admin"] if email.startswith("admin") else []
         return {"sub": email, "roles": roles}
 
+    @rpc
+    async def broken_login(self) -> dict[str, Any]:
+        return {"user": "no sub here"}
+
 
 ROUTES = [
     Route(
@@ -113,4 +117,5 @@ ROUTES = [
     Route("GET", "/whoami", "notes.whoami", auth="user"),
     Route("GET", "/admin/whoami", "notes.whoami", auth="admin"),
     TokenRoute("POST", "/auth/token", "users.authenticate"),
+    TokenRoute("POST", "/auth/broken", "users.broken_login"),
 ]

@@ -98,6 +98,16 @@ async def test_bad_credentials_are_401(client: httpx.AsyncClient) -> None:
     assert response.json()["error"]["message"] == "bad email or password"
 
 
+async def test_a_login_method_without_a_subject_is_an_internal_error_that_says_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/auth/broken", headers={"X-Request-Id": "r-1"})
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {"code": "internal", "message": "internal error (request id r-1)"}
+    }
+
+
 def test_an_issued_token_expires_after_its_ttl() -> None:
     now = [1_000_000.0]
     tokens = Tokens(TOKENS, now=lambda: now[0])

@@ -153,11 +153,16 @@ class RouteHandler:
         """The token answer for the claims a login method returned."""
         tokens = self.edge.tokens
         assert tokens is not None  # checked when the gateway was made
+        problem = ""
+        roles = claims.get("roles") or [] if isinstance(claims, dict) else []
         if not (isinstance(claims, dict) and isinstance(claims.get("sub"), str | int)):
-            raise Internal(f"{self.route.target} returned no 'sub' claim to sign")
-        roles = claims.get("roles") or []
-        if not (isinstance(roles, list) and all(isinstance(role, str) for role in roles)):
-            raise Internal(f"{self.route.target} returned 'roles' that are not a list of names")
+            problem = f"{self.route.target} returned no 'sub' claim to sign"
+        elif not (isinstance(roles, list) and all(isinstance(role, str) for role in roles)):
+            problem = f"{self.route.target} returned 'roles' that are not a list of names"
+        if problem:
+            # The client sees only "internal error": the reason goes to the log.
+            log.error("%s: %s", self.route.name, problem)
+            raise Internal(problem)
         extra = {k: v for k, v in claims.items() if k not in ("sub", "roles")}
         token = tokens.issue(str(claims["sub"]), tuple(roles), extra)
         return {
