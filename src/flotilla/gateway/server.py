@@ -83,14 +83,25 @@ class HttpServer:
             sock.close()
             raise
         self._socket = sock
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="http server")
-        # uvicorn says it listens only through a flag.
-        async with asyncio.timeout(_START_TIMEOUT):
-            while not self._server.started:
-                if self._task.done():
-                    self._task.result()  # raises what stopped it
-                    raise Unavailable(f"the HTTP server on {self.address} stopped as it started")
-                await asyncio.sleep(_STARTED_POLL)
+        task = self._task = asyncio.create_task(
+            self._server.serve(sockets=[sock]), name="http server"
+        )
+        try:
+            # uvicorn says it listens only through a flag.
+            async with asyncio.timeout(_START_TIMEOUT):
+                while not self._server.started:
+                    if task.done():
+                        task.result()  # raises what stopped it
+                        raise Unavailable(f"the HTTP server on {self.address} stopped at start")
+                    await asyncio.sleep(_STARTED_POLL)
+        except BaseException:
+            # Cancelled or failed: the server task must not outlive start, and
+            # what went wrong is what start raises, not how the task ended.
+            self._task = None
+            self._server.should_exit = True
+            await asyncio.wait([task])
+            sock.close()
+            raise
 
     async def stop(self) -> None:
         """Stop accepting, finish requests in flight (bounded), close; idempotent."""
