@@ -2,7 +2,8 @@
 
 Defaults are the servers of this machine and of CI; the environment overrides them:
 
-* ``FLOTILLA_TEST_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``).
+* ``FLOTILLA_TEST_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``);
+* ``FLOTILLA_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``).
 
 When ``CI=true`` a missing server is a test FAILURE (CI must run every test);
 elsewhere such tests are skipped with a message naming the server.
@@ -19,11 +20,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-__all__ = ["POSTGRES_URL", "postgres_execute", "postgres_schema", "require_server"]
+__all__ = ["POSTGRES_URL", "REDIS_URL", "postgres_execute", "postgres_schema", "require_server"]
 
 POSTGRES_URL = os.environ.get(
     "FLOTILLA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
+
+REDIS_URL = os.environ.get("FLOTILLA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def require_server(name: str, url: str, variable: str = "FLOTILLA_TEST_POSTGRES_URL") -> None:
