@@ -1,0 +1,98 @@
+"""The real servers some tests need (NATS with JetStream, PostgreSQL), found or reported.
+
+Each server has a default URL on this machine, overridable by environment::
+
+    FLOTILLA_TEST_NATS_URL       nats://127.0.0.1:4222
+    FLOTILLA_TEST_POSTGRES_URL   postgresql://postgres@127.0.0.1:5432/test
+
+A test that needs one takes the fixture (``nats_url``, ``postgres_url``, in
+``tests/conftest.py``).  The fixture probes the server's TCP port once per
+session.  When it does not answer, the test is skipped with a message naming
+the server and how to start it; under ``CI=true`` it FAILS instead, because
+CI starts both servers (``.ci/run``) and a silent skip there would hide a
+backend that was never tested.
+
+Isolation: tests share one server, so each names what it creates with
+:func:`unique_name` (streams, buckets, subjects, schemas) and deletes it after.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from urllib.parse import urlsplit
+
+import msgspec
+import pytest
+
+__all__ = ["NATS", "POSTGRES", "Server", "require", "unique_name"]
+
+PROBE_TIMEOUT = 1.0
+
+
+class Server(msgspec.Struct, frozen=True, kw_only=True):
+    """One real server a test may need: where it is by default and how to start it."""
+
+    name: str
+    env: str
+    """The environment variable that overrides ``default_url``."""
+    default_url: str
+    default_port: int
+    start: str
+    """The command that starts it on this machine (as root)."""
+
+    @property
+    def url(self) -> str:
+        return os.environ.get(self.env) or self.default_url
+
+
+NATS = Server(
+    name="NATS (with JetStream)",
+    env="FLOTILLA_TEST_NATS_URL",
+    default_url="nats://127.0.0.1:4222",
+    default_port=4222,
+    start=(
+        "start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server --"
+        " -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log"
+    ),
+)
+
+POSTGRES = Server(
+    name="PostgreSQL",
+    env="FLOTILLA_TEST_POSTGRES_URL",
+    default_url="postgresql://postgres@127.0.0.1:5432/test",
+    default_port=5432,
+    start="pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+)
+
+
+def answers(url: str, default_port: int) -> bool:
+    """Whether something accepts a TCP connection at ``url``'s host and port."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), timeout=PROBE_TIMEOUT
+        ):
+            return True
+    except OSError:
+        return False
+
+
+def require(server: Server) -> str:
+    """``server``'s URL if it answers; otherwise skip the test (fail it under ``CI=true``)."""
+    url = server.url
+    if answers(url, server.default_port):
+        return url
+    message = (
+        f"{server.name} is not answering at {url}; start it with `{server.start}`"
+        f" or point {server.env} at one"
+    )
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI needs every server: {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def unique_name(prefix: str = "T") -> str:
+    """A name no other test (or run) uses: ``<prefix>_<12 hex>``, valid in NATS and SQL."""
+    return f"{prefix}_{secrets.token_hex(6)}"
