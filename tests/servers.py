@@ -18,6 +18,7 @@ Isolation: tests share one server, so each names what it creates with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -26,7 +27,15 @@ from urllib.parse import urlsplit
 import msgspec
 import pytest
 
-__all__ = ["NATS", "POSTGRES", "Server", "require", "unique_name"]
+__all__ = [
+    "NATS",
+    "POSTGRES",
+    "Server",
+    "delete_bucket",
+    "delete_streams",
+    "require",
+    "unique_name",
+]
 
 PROBE_TIMEOUT = 1.0
 
@@ -96,3 +105,23 @@ def require(server: Server) -> str:
 def unique_name(prefix: str = "T") -> str:
     """A name no other test (or run) uses: ``<prefix>_<12 hex>``, valid in NATS and SQL."""
     return f"{prefix}_{secrets.token_hex(6)}"
+
+
+async def delete_bucket(url: str, bucket: str) -> None:
+    """Delete a test's KV bucket, if it was made."""
+    await delete_streams(url, [f"KV_{bucket}"])
+
+
+async def delete_streams(url: str, streams: list[str]) -> None:
+    """Delete a test's JetStream streams, those that were made."""
+    import nats  # here: only the tests that need NATS need nats-py
+    import nats.js.errors
+
+    client = await nats.connect(url)
+    try:
+        js = client.jetstream()
+        for stream in streams:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.delete_stream(stream)
+    finally:
+        await client.close()
