@@ -9,12 +9,16 @@ import flotilla
 PUBLIC = [
     "Aborted",
     "AlreadyExists",
+    "AlreadyHandled",
     "Attempt",
     "Cancelled",
     "ConfigError",
     "ConnectFailed",
     "Context",
+    "DeadLetter",
     "DeadlineExceeded",
+    "DeliveryPolicy",
+    "Envelope",
     "FailedPrecondition",
     "FlotillaError",
     "Handler",
@@ -82,3 +86,12 @@ def test_the_call_path_types_are_the_ones_the_core_uses() -> None:
     assert flotilla.Principal is Principal
     assert flotilla.NodeConfig is NodeConfig
     assert flotilla.Incoming is Incoming
+
+
+def test_the_event_types_are_the_ones_the_core_uses() -> None:
+    from flotilla.events import backend, envelope, policy
+
+    assert flotilla.AlreadyHandled is backend.AlreadyHandled
+    assert flotilla.Envelope is envelope.Envelope
+    assert flotilla.DeadLetter is envelope.DeadLetter
+    assert flotilla.DeliveryPolicy is policy.DeliveryPolicy

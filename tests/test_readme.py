@@ -39,3 +39,11 @@ async def test_the_testing_example_runs_in_the_readmes_words() -> None:
     exec(compile(python_blocks()[0], str(README), "exec"), namespace)  # Catalog and Shop
     exec(compile(block_defining("test_describe"), str(README), "exec"), namespace)
     await namespace["test_describe"]()
+
+
+async def test_the_events_example_runs_in_the_readmes_words() -> None:
+    from flotilla.testing import Cluster
+
+    namespace: dict[str, Any] = {"Cluster": Cluster}
+    exec(compile(block_defining("test_billing_charges_the_order"), str(README), "exec"), namespace)
+    await namespace["test_billing_charges_the_order"]()

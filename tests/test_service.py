@@ -80,7 +80,13 @@ def test_methods_are_cached() -> None:
 
 def test_event_handlers() -> None:
     assert Shop.event_handlers() == [
-        EventSpec(topic="orders.created", attribute="on_order", group="billing")
+        EventSpec(
+            topic="orders.created",
+            attribute="on_order",
+            group="billing",
+            payload_param="event",
+            payload_type=dict[str, Any],
+        )
     ]
 
 
@@ -123,6 +129,48 @@ def test_non_async_rpc_rejected() -> None:
             @rpc
             def get(self) -> int:  # type: ignore[type-var]
                 return 1
+
+
+def test_an_event_handler_reads_its_payload_and_context_parameters() -> None:
+    class Handlers(Service, name="handlers"):
+        @on_event("a.b", broadcast=True)
+        async def one(self, ctx: Context, later: Later) -> None:
+            pass
+
+    [spec] = Handlers.event_handlers()
+    assert spec.broadcast
+    assert spec.group is None
+    assert (spec.payload_param, spec.payload_type, spec.context_param) == ("later", Later, "ctx")
+
+
+@pytest.mark.parametrize(
+    ("signature", "message"),
+    [
+        ("self", "exactly one payload parameter"),
+        ("self, a: int, b: int", "exactly one payload parameter"),
+        ("self, event", "annotate the payload parameter 'event'"),
+        ("self, ctx, event: int", "parameter 'ctx' is not annotated `Context`"),
+        ("self, *events: int", "cannot take \\*args"),
+    ],
+)
+def test_a_bad_event_handler_signature_fails_at_class_definition(
+    signature: str, message: str
+) -> None:
+    with pytest.raises(TypeError, match=message):
+        define(
+            f"""
+class Bad(Service):
+    @on_event("t")
+    async def handle({signature}) -> None:
+        pass
+""",
+            on_event=on_event,
+        )
+
+
+def test_an_event_topic_must_be_named() -> None:
+    with pytest.raises(ValueError, match="needs a topic name"):
+        on_event(" ")
 
 
 def test_non_async_event_handler_rejected() -> None:

@@ -35,6 +35,8 @@ from flotilla.errors import (
     Unavailable,
     Unimplemented,
 )
+from flotilla.events import AlreadyHandled, DeadLetter, Envelope
+from flotilla.events.policy import DeliveryPolicy
 from flotilla.headers import Headers, Principal
 from flotilla.registry import Health, Instance
 from flotilla.registry.base import MethodInfo
@@ -48,12 +50,16 @@ __version__ = "0.1.0"
 __all__ = [
     "Aborted",
     "AlreadyExists",
+    "AlreadyHandled",
     "Attempt",
     "Cancelled",
     "ConfigError",
     "ConnectFailed",
     "Context",
+    "DeadLetter",
     "DeadlineExceeded",
+    "DeliveryPolicy",
+    "Envelope",
     "FailedPrecondition",
     "FlotillaError",
     "Handler",

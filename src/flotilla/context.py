@@ -8,6 +8,11 @@ deadline, so a chain of calls shares one time budget and one id in the logs::
     @rpc
     async def checkout(self, ctx: Context, cart_id: int) -> Receipt:
         cart = await ctx.call("carts.get", id=cart_id)
+        await ctx.emit("orders.created", OrderCreated(cart_id=cart_id), key=str(cart_id))
+
+An event handler's context is the context of the call that emitted the event
+(its headers travel in the envelope, without the deadline), with
+:attr:`Context.event` set to the envelope being handled.
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from flotilla.calls.typed_client import TypedClient
+from flotilla.errors import FailedPrecondition
 from flotilla.headers import Headers, Principal
 
 if TYPE_CHECKING:
+    from flotilla.events.envelope import Envelope
     from flotilla.service import MethodSpec, Service
 
-__all__ = ["Context", "Invoker", "new_request_id"]
+__all__ = ["Context", "Emitter", "Invoker", "new_request_id"]
 
 S = TypeVar("S", bound="Service")
 
@@ -68,6 +75,14 @@ class Invoker(Protocol):
     ) -> Any: ...
 
 
+class Emitter(Protocol):
+    """What publishes events for a context (implemented by :class:`flotilla.events.emitter.Emitter`)."""
+
+    async def emit(
+        self, topic: str, payload: Any, *, key: str | None, headers: Headers, source: str
+    ) -> Envelope: ...
+
+
 class Context:
     """The call being served (or the root of a chain started outside any call).
 
@@ -76,12 +91,21 @@ class Context:
     with this service as their caller.
     """
 
-    __slots__ = ("_headers", "_invoker", "_onward", "service")
+    __slots__ = ("_emitter", "_headers", "_invoker", "_onward", "event", "service")
 
     def __init__(
-        self, invoker: Invoker, headers: Headers | None = None, *, service: str = ""
+        self,
+        invoker: Invoker,
+        headers: Headers | None = None,
+        *,
+        service: str = "",
+        emitter: Emitter | None = None,
+        event: Envelope | None = None,
     ) -> None:
         self._invoker = invoker
+        self._emitter = emitter
+        self.event = event
+        """The envelope of the event being handled (None outside an event handler)."""
         if headers is None:
             headers = Headers(request_id=new_request_id())
         elif not headers.request_id:
@@ -150,6 +174,27 @@ class Context:
     def client(self, service: type[S]) -> TypedClient[S]:
         """A typed client for ``service``: ``await ctx.client(Catalog).get(id=1)``."""
         return TypedClient(self._invoker, service, self)
+
+    async def emit(self, topic: str, payload: Any, /, *, key: str | None = None) -> str:
+        """Publish an event now; returns its id once the backend has it.
+
+        ``payload`` is anything msgspec encodes (a ``msgspec.Struct``, say);
+        events of one ``key`` are handled in order.  The event carries this
+        context's headers (request id, trace, principal, metadata; not the
+        deadline).  It is at-least-once from the moment this returns; if it
+        raises (the backend is unreachable), the event was not published.  To
+        emit together with a database change, use the transaction's
+        ``tx.emit`` (the outbox) instead.
+        """
+        if self._emitter is None:
+            raise FailedPrecondition(
+                f"cannot emit {topic!r}: this context has no event backend "
+                "(emit from a handler, or through node.emit)"
+            )
+        envelope = await self._emitter.emit(
+            topic, payload, key=key, headers=self.onward_headers(), source=self.service
+        )
+        return envelope.id
 
     def __repr__(self) -> str:
         return f"Context(service={self.service!r}, request_id={self.request_id!r})"

@@ -34,6 +34,7 @@ from flotilla.errors import ConfigError
 __all__ = [
     "BackendFamily",
     "anchor_sqlite",
+    "default_events_url",
     "default_registry_url",
     "expand_shorthand",
     "sqlite_path",
@@ -65,13 +66,20 @@ class BackendFamily(Generic[T]):
 
     def open(self, url: str, /, **options: Any) -> T:
         """A new backend for ``url``: its scheme's factory called as ``factory(url, **options)``."""
-        expanded = expand_shorthand(url)
-        scheme, separator, _ = expanded.partition("://")
+        scheme = self.check(url)
+        return self.factory(scheme)(expand_shorthand(url), **options)
+
+    def check(self, url: str) -> str:
+        """The scheme of ``url``; :class:`ConfigError` if not one of this family's.
+
+        Nothing is imported or opened: a backend's extra need not be installed.
+        """
+        scheme, separator, _ = expand_shorthand(url).partition("://")
         if not separator or scheme not in self._backends:
             known = ", ".join(f"{name}://" for name in self._backends)
             shorthand = " (or a path ending in .db)" if "sqlite" in self._backends else ""
             raise ConfigError(f"unknown {self.kind} URL {url!r}; known schemes: {known}{shorthand}")
-        return self.factory(scheme)(expanded, **options)
+        return scheme
 
     def factory(self, scheme: str) -> Callable[..., T]:
         """The factory of ``scheme``, imported on first use."""
@@ -140,3 +148,8 @@ def anchor_sqlite(url: str, directory: str | Path) -> str:
 def default_registry_url(data_dir: str | Path) -> str:
     """The registry a system uses when none is named: ``registry.db`` in its data directory."""
     return sqlite_url(Path(data_dir) / "registry.db")
+
+
+def default_events_url(data_dir: str | Path) -> str:
+    """The event log a system uses when none is named: ``events.db`` in its data directory."""
+    return sqlite_url(Path(data_dir) / "events.db")

@@ -7,7 +7,7 @@
         async def get(self, id: int) -> Product: ...
 
         @on_event("orders.created")
-        async def reserve(self, event: OrderCreated) -> None: ...
+        async def reserve(self, order: OrderCreated) -> None: ...
 
 Each ``@rpc`` method's parameters become a msgspec struct that validates the
 arguments at the edge of the callee's process; a parameter annotated
@@ -80,6 +80,19 @@ class EventSpec(msgspec.Struct, frozen=True, kw_only=True):
     topic: str
     attribute: str
     group: str | None
+    """None: the service's name."""
+    broadcast: bool = False
+    """Every instance gets every event (rather than one instance of the group)."""
+    payload_param: str = ""
+    payload_type: Any = Any
+    """What the payload is decoded into; a payload that does not fit is dead-lettered."""
+    context_param: str | None = None
+
+
+class _EventMark(msgspec.Struct, frozen=True):
+    topic: str
+    group: str | None
+    broadcast: bool
 
 
 class _RpcMark(msgspec.Struct, frozen=True):
@@ -121,14 +134,20 @@ def rpc(
     return mark(fn) if fn is not None else mark
 
 
-def on_event(topic: str, *, group: str | None = None) -> Callable[[F], F]:
-    """Subscribe an ``async`` method to ``topic``; ``group`` defaults to the service name."""
+def on_event(topic: str, *, group: str | None = None, broadcast: bool = False) -> Callable[[F], F]:
+    """Handle the events of ``topic``: ``async def on_order(self, order: OrderCreated)``.
+
+    The one parameter besides ``self`` (and an optional ``ctx: Context``,
+    whose ``ctx.event`` is the envelope) receives the payload, decoded into its
+    annotation.  Each event goes to one instance of ``group`` (default: the
+    service's name); with ``broadcast=True`` every instance gets every event.
+    """
+    if not topic or topic != topic.strip():
+        raise ValueError(f"@on_event needs a topic name, got {topic!r}")
 
     def mark(method: F) -> F:
         _require_async(method, "@on_event handler")
-        method.__flotilla_event__ = EventSpec(  # type: ignore[attr-defined]
-            topic=topic, attribute=method.__name__, group=group
-        )
+        method.__flotilla_event__ = _EventMark(topic, group, broadcast)  # type: ignore[attr-defined]
         return method
 
     return mark
@@ -157,6 +176,8 @@ class Service:
         for member in cls.__dict__.values():
             if isinstance(getattr(member, "__flotilla_rpc__", None), _RpcMark):
                 _check_signature(member)
+            if isinstance(getattr(member, "__flotilla_event__", None), _EventMark):
+                _check_handler_signature(member)
 
     async def on_start(self) -> None:
         """Called once before the service is registered."""
@@ -198,12 +219,16 @@ class Service:
 
     @classmethod
     def event_handlers(cls) -> list[EventSpec]:
-        """The ``@on_event`` handlers of the class."""
-        return [
-            member.__flotilla_event__
-            for _, member in inspect.getmembers(cls)
-            if isinstance(getattr(member, "__flotilla_event__", None), EventSpec)
-        ]
+        """The ``@on_event`` handlers of the class (read once per class, then cached)."""
+        cached: list[EventSpec] | None = cls.__dict__.get("_flotilla_event_handlers")
+        if cached is None:
+            cached = []
+            for attribute, member in inspect.getmembers(cls):
+                mark = getattr(member, "__flotilla_event__", None)
+                if isinstance(mark, _EventMark):
+                    cached.append(_event_spec(attribute, member, mark))
+            setattr(cls, "_flotilla_event_handlers", cached)  # noqa: B010 - per class
+        return list(cached)
 
 
 def _check_signature(fn: Callable[..., Any]) -> None:
@@ -216,6 +241,52 @@ def _check_signature(fn: Callable[..., Any]) -> None:
                 f"`Context`; annotate it `{param.name}: Context` to receive the call's "
                 "context, or rename it"
             )
+
+
+def _check_handler_signature(fn: Callable[..., Any]) -> None:
+    """Refuse, at class definition, an ``@on_event`` handler with no single payload parameter."""
+    where = f"@on_event handler {fn.__qualname__}"
+    payload = []
+    for param in list(inspect.signature(fn).parameters.values())[1:]:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise TypeError(f"{where} cannot take *args or **kwargs")
+        if _names_context(fn, param.annotation):
+            continue
+        if param.name in _CONTEXT_NAMES:
+            raise TypeError(
+                f"{where}: parameter {param.name!r} is not annotated `Context`; annotate it "
+                f"`{param.name}: Context` to receive the event's context, or rename it"
+            )
+        payload.append(param)
+    if len(payload) != 1:
+        raise TypeError(
+            f"{where} must take exactly one payload parameter (plus an optional "
+            f"`ctx: Context`), got {[p.name for p in payload]}"
+        )
+    if payload[0].annotation is inspect.Parameter.empty:
+        raise TypeError(
+            f"{where}: annotate the payload parameter {payload[0].name!r} with its type "
+            "(a msgspec.Struct, say): events are validated against it"
+        )
+
+
+def _event_spec(attribute: str, fn: Any, mark: _EventMark) -> EventSpec:
+    hints = typing.get_type_hints(fn)
+    payload_param, context_param = "", None
+    for param in list(inspect.signature(fn).parameters.values())[1:]:
+        if hints.get(param.name) is Context:
+            context_param = param.name
+        else:
+            payload_param = param.name
+    return EventSpec(
+        topic=mark.topic,
+        attribute=attribute,
+        group=mark.group,
+        broadcast=mark.broadcast,
+        payload_param=payload_param,
+        payload_type=hints[payload_param],
+        context_param=context_param,
+    )
 
 
 def _check_kind(fn: Callable[..., Any], param: inspect.Parameter) -> None:

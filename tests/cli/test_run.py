@@ -273,6 +273,17 @@ def test_an_unknown_registry_scheme_is_refused_at_its_line(
     assert (check.returncode, check.stderr) == (2, done.stderr)
 
 
+def test_an_unknown_events_scheme_is_refused_at_its_line(
+    flotilla: Flotilla, tmp_path: Path
+) -> None:
+    flotilla.write_system(tmp_path)
+    path = tmp_path / "flotilla.toml"
+    path.write_text(path.read_text().replace('name = "cli-test"', 'events = "kafka://x"'))
+    done = flotilla("check", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: {path}:2: system.events: unknown events URL 'kafka://x'")
+
+
 def test_check_says_ok_for_a_good_system(flotilla: Flotilla, tmp_path: Path) -> None:
     flotilla.write_system(tmp_path)
     done = flotilla("check", str(tmp_path))

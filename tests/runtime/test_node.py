@@ -639,7 +639,7 @@ async def test_a_pure_client_node_listens_on_nothing() -> None:
     async with Node(config=FAST, registry=registry) as node:
         assert node.instances == []
         assert node.server is None
-        assert [part.name for part in node.parts] == ["caller"]
+        assert [part.name for part in node.parts] == ["caller", "events"]
         assert await registry.list() == []
         with pytest.raises(RuntimeError, match="does not listen"):
             _ = node.address

@@ -76,9 +76,16 @@ def logged(
     return run
 
 
-def test_a_node_is_caller_services_server_lease_in_that_order() -> None:
+def test_a_node_is_caller_events_services_consumers_server_lease_in_that_order() -> None:
     node = Node(Echo([]), config=FAST)
-    assert [part.name for part in node.parts] == ["caller", "services", "server", "lease"]
+    assert [part.name for part in node.parts] == [
+        "caller",
+        "events",
+        "services",
+        "consumers",
+        "server",
+        "lease",
+    ]
 
 
 async def test_parts_start_in_order_and_stop_in_reverse(registry: MemoryRegistry) -> None:
@@ -88,17 +95,27 @@ async def test_parts_start_in_order_and_stop_in_reverse(registry: MemoryRegistry
     await node.start()
     assert log == [
         "caller start",
+        "events start",
         "services start",
         "echo on_start",
+        "consumers start",
         "server start",
         "lease start",
     ]
     assert [i.service for i in await registry.list()] == ["echo"]
     log.clear()
     await node.aclose()
-    assert log == ["lease stop", "server stop", "services stop", "echo on_stop", "caller stop"]
+    assert log == [
+        "lease stop",
+        "server stop",
+        "consumers stop",
+        "services stop",
+        "echo on_stop",
+        "events stop",
+        "caller stop",
+    ]
     await node.aclose()  # idempotent: nothing stops twice
-    assert len(log) == 5
+    assert len(log) == 7
 
 
 async def test_an_added_part_starts_last_and_stops_first(registry: MemoryRegistry) -> None:
@@ -123,16 +140,20 @@ async def test_a_failing_start_stops_the_started_parts_in_reverse(
         await node.start()
     assert log == [
         "caller start",
+        "events start",
         "services start",
         "echo on_start",
+        "consumers start",
         "server start",
         "lease start",
         "broken start failed",
         # The failed part is not stopped (it undid itself); the rest in reverse.
         "lease stop",
         "server stop",
+        "consumers stop",
         "services stop",
         "echo on_stop",
+        "events stop",
         "caller stop",
     ]
     assert await registry.list() == []  # the lease was revoked

@@ -20,6 +20,8 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.data_dir == data_dir
     assert settings.data_dir.is_absolute()
     assert settings.registry == f"sqlite://{data_dir / 'registry.db'}"
+    assert settings.events == f"sqlite://{data_dir / 'events.db'}"
+    assert settings.node_config().events == settings.events
     assert settings.secret == (data_dir / "secret").read_text().strip().encode()
     assert settings.host == "127.0.0.1"
     assert settings.port == 0
@@ -40,6 +42,7 @@ def test_env_overrides(tmp_path: Path) -> None:
     env = {
         "FLOTILLA_DATA_DIR": str(tmp_path / "data"),
         "FLOTILLA_REGISTRY": "memory://",
+        "FLOTILLA_EVENTS": "nats://127.0.0.1:4222",
         "FLOTILLA_SECRET": "s3cret",
         "FLOTILLA_HOST": "0.0.0.0",
         "FLOTILLA_PORT": "8123",
@@ -49,6 +52,7 @@ def test_env_overrides(tmp_path: Path) -> None:
     assert settings == Settings(
         data_dir=tmp_path / "data",
         registry="memory://",
+        events="nats://127.0.0.1:4222",
         secret=b"s3cret",
         host="0.0.0.0",
         port=8123,

@@ -48,6 +48,7 @@ def test_a_good_file_resolves_paths_and_defaults(tmp_path: Path) -> None:
     assert spec.name == "hello"
     assert spec.data_dir == tmp_path / ".flotilla"
     assert spec.registry == f"sqlite://{tmp_path / '.flotilla' / 'registry.db'}"
+    assert spec.events == f"sqlite://{tmp_path / '.flotilla' / 'events.db'}"
     assert list(spec.services) == ["greeter", "front"]  # the file's order
     assert spec.services["greeter"] == ServiceSpec(
         class_="hello.greeter:Greeter", replicas=2, env={"GREETING": "Hello"}
@@ -72,6 +73,15 @@ def test_other_registry_urls_are_kept_as_written() -> None:
     text = '[system]\nregistry = "memory://"\n[services.a]\nclass = "a:A"\n'
     spec = parse_system(text, source="f.toml", system_dir=Path("/srv/x"))
     assert spec.registry == "memory://"
+
+
+def test_the_events_url_is_read_and_anchored_like_the_registry() -> None:
+    text = '[system]\nevents = "state/ev.db"\n[services.a]\nclass = "a:A"\n'
+    spec = parse_system(text, source="f.toml", system_dir=Path("/srv/x"))
+    assert spec.events == "sqlite:///srv/x/state/ev.db"
+    assert spec.where("system.events") == "f.toml:2: system.events"
+    text = '[system]\nevents = "nats://10.0.0.1:4222"\n[services.a]\nclass = "a:A"\n'
+    assert parse_system(text, source="f.toml", system_dir=Path("/")).events.startswith("nats://")
 
 
 def test_toml_syntax_error_names_line_and_column(tmp_path: Path) -> None:

@@ -8,6 +8,9 @@
     flotilla call SERVICE.METHOD [JSON]    call a method, print the result as JSON
     flotilla ps [--json]                   list the live instances
     flotilla describe SERVICE [--json]     the methods of a service, from its live instances
+    flotilla events tail TOPIC             events as they are published
+    flotilla events dlq [--topic T]        dead letters with their last error
+    flotilla events replay ID... | --all   deliver dead letters again
     flotilla --version
 
 Exit codes: 0 done, 1 the operation failed (a call's error, say), 2 a usage
@@ -27,6 +30,7 @@ import typer
 from flotilla.cli.call import call_command
 from flotilla.cli.check import check_class_command, check_command
 from flotilla.cli.describe import describe_command
+from flotilla.cli.events import events_app
 from flotilla.cli.ps import ps_command
 from flotilla.cli.run import run_command
 from flotilla.cli.serve import serve_command
@@ -48,6 +52,7 @@ app.command("check-class", hidden=True)(check_class_command)
 app.command("call")(call_command)
 app.command("ps")(ps_command)
 app.command("describe")(describe_command)
+app.add_typer(events_app, name="events")
 
 
 def _flotilla_version() -> str:

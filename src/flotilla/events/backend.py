@@ -20,7 +20,17 @@ Semantics every backend keeps:
   dead-lettered.
 * A subscription made after events were published still gets those
   published after the group was first created (a durable group keeps its
-  place across restarts); a new group starts at the end of the log.
+  place across restarts); a new group starts at the end of the log.  A group
+  is created by :meth:`EventBackend.declare` (which :meth:`EventBackend.subscribe`
+  does too): a consumer declares before it reports itself started, so no event
+  published after that is missed.
+* A broadcast subscription is a group of its own per ``(group, instance)``;
+  its dead letters name it ``"<group>@<instance>"``.
+* Replay puts a dead letter back at the end of its group's queue, as attempt 1.
+
+A backend is made from its URL by ``factory(url, *, clock=None)`` (see
+:data:`flotilla.events.EVENT_BACKENDS`); a backend whose timers run in a
+server ignores the clock.
 """
 
 from __future__ import annotations
@@ -84,12 +94,25 @@ class Delivery(Protocol):
 class EventBackend(Protocol):
     """A durable event log (see the module docstring for the semantics)."""
 
+    async def declare(self, subscription: Subscription) -> None:
+        """Create the subscription's group if it does not exist yet, at the end of the log.
+
+        Idempotent; an existing group keeps its place (its ``ack_wait`` may change).
+        """
+        ...
+
     async def publish(self, envelope: Envelope) -> None:
         """Store ``envelope`` durably; raises ``Unavailable`` if the backend cannot be reached."""
         ...
 
     def subscribe(self, subscription: Subscription) -> AsyncIterator[Delivery]:
-        """Deliveries for ``subscription``, until the iterator is closed or the backend is."""
+        """Deliveries for ``subscription``, until the iterator is closed or the backend is.
+
+        The iterator takes a delivery only when asked for the next one (no
+        prefetch): a consumer that stops asking leaves the rest to the other
+        consumers of its group.  Closing the iterator leaves its unacked
+        deliveries to ``ack_wait``, as a crash would.
+        """
         ...
 
     def tail(self, topic: str) -> AsyncIterator[Envelope]:

@@ -20,6 +20,8 @@ import msgspec
 from flotilla.balancing import DEFAULT_STRATEGY, resolve_strategy
 from flotilla.calls.deadline import DEFAULT_TIMEOUT
 from flotilla.errors import ConfigError
+from flotilla.events import EVENT_BACKENDS
+from flotilla.events.policy import DeliveryPolicy
 
 __all__ = ["NodeConfig", "Timings"]
 
@@ -72,6 +74,11 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
     registry: str = "memory://"
     """A registry URL (``memory://``, ``sqlite:///path.db``)."""
+    events: str = "memory://"
+    """An event backend URL (``memory://``, ``sqlite:///path/events.db``, ``nats://host:4222``);
+    opened when the node first emits or starts a consumer."""
+    delivery: DeliveryPolicy = msgspec.field(default_factory=DeliveryPolicy)
+    """How the node's event consumers redeliver, dead-letter and run handlers at once."""
     secret: bytes | None = None
     """The cluster secret; None gives the node a random one (it can then call only itself)."""
     host: str = "127.0.0.1"
@@ -94,6 +101,7 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             raise ConfigError(f"port {self.port} is not a port number")
         if not self.default_timeout > 0:
             raise ConfigError("default_timeout must be positive")
+        EVENT_BACKENDS.check(self.events)  # an unknown scheme fails here, not on first use
         for spec in (self.strategy, *self.strategies.values()):
             resolve_strategy(spec)  # an unknown name fails here, not on the first call
 

@@ -22,7 +22,7 @@ import msgspec
 
 from flotilla import codec
 from flotilla.calls.pipeline import Middleware, build_stack
-from flotilla.context import Context, Invoker
+from flotilla.context import Context, Emitter, Invoker
 from flotilla.errors import FlotillaError, Internal, Unavailable, Unimplemented
 from flotilla.headers import Headers
 from flotilla.service import MethodSpec, Service
@@ -85,10 +85,18 @@ class Incoming:
     ``values`` are filled in by the innermost step.
     """
 
-    __slots__ = ("_context", "args", "headers", "invoker", "route", "target", "values")
+    __slots__ = ("_context", "args", "emitter", "headers", "invoker", "route", "target", "values")
 
-    def __init__(self, target: str, args: msgspec.Raw, headers: Headers, invoker: Invoker) -> None:
+    def __init__(
+        self,
+        target: str,
+        args: msgspec.Raw,
+        headers: Headers,
+        invoker: Invoker,
+        emitter: Emitter | None = None,
+    ) -> None:
         self.target = target
+        self.emitter = emitter
         """``service.method`` as the caller named it."""
         self.args = args
         """The arguments, still encoded."""
@@ -112,7 +120,9 @@ class Incoming:
     def context(self) -> Context:
         """The call's context, made on first use: most handlers never ask for it."""
         if self._context is None:
-            self._context = Context(self.invoker, self.headers, service=self.service)
+            self._context = Context(
+                self.invoker, self.headers, service=self.service, emitter=self.emitter
+            )
         return self._context
 
 
@@ -127,8 +137,11 @@ class Dispatcher:
         services: list[Service],
         invoker: Invoker,
         layers: Mapping[str, Middleware[Incoming]] | None = None,
+        *,
+        emitter: Emitter | None = None,
     ) -> None:
         self.invoker = invoker
+        self.emitter = emitter
         self.routes: dict[str, Route] = {}
         self._methods: dict[str, list[str]] = {}
         for service in services:
@@ -139,7 +152,7 @@ class Dispatcher:
         self._run = build_stack(dict(layers or {}), self._serve, SERVER_STACK)
 
     def __call__(self, target: str, args: msgspec.Raw, headers: Headers) -> Awaitable[bytes]:
-        return self._run(Incoming(target, args, headers, self.invoker))
+        return self._run(Incoming(target, args, headers, self.invoker, self.emitter))
 
     async def _serve(self, incoming: Incoming) -> bytes:
         """The innermost step: route, decode, run, encode (one coroutine: it runs per call)."""

@@ -10,10 +10,13 @@
 A node is a list of parts (:mod:`flotilla.runtime.parts`), started in order and
 stopped in reverse, once, by :meth:`Node.aclose` (idempotent)::
 
-    start:  caller -> services' on_start -> listen -> register under a lease, keep it
+    start:  caller -> event backend (opened on first use) -> services' on_start
+            -> event consumers -> listen -> register under a lease, keep it
     stop:   deregister -> keep serving for the grace period (callers' views catch up)
             -> refuse new calls, finish in-flight ones (bounded) -> close connections
-            -> services' on_stop -> close the caller, then the registry if the node opened it
+            -> stop taking events, finish running handlers (bounded by the drain)
+            -> services' on_stop -> close the event backend, the caller, then the
+            registry if the node opened it
 
 A node with no services is a pure client (what ``flotilla call`` uses).
 """
@@ -35,7 +38,11 @@ from flotilla.calls.client import Caller
 from flotilla.calls.pipeline import Middleware
 from flotilla.calls.typed_client import TypedClient
 from flotilla.clock import Clock, SystemClock
-from flotilla.context import Context
+from flotilla.context import Context, new_request_id
+from flotilla.events.backend import EventBackend
+from flotilla.events.consumer import Observer
+from flotilla.events.emitter import Emitter
+from flotilla.events.part import ConsumersPart, EventsPart
 from flotilla.headers import Headers
 from flotilla.registry import Health, Instance, Registry, open_registry
 from flotilla.runtime.config import NodeConfig, Timings
@@ -67,9 +74,11 @@ class Node:
 
     ``config`` is the plain-data configuration (:class:`NodeConfig`); beside it
     go what cannot be data: a ``registry`` object to use instead of opening
-    ``config.registry`` (the nodes of one test share one), a ``clock``, client
-    ``layers`` (:data:`~flotilla.calls.pipeline.CLIENT_STACK`) and
-    ``server_layers`` (:data:`~flotilla.runtime.dispatcher.SERVER_STACK`).
+    ``config.registry`` (the nodes of one test share one), likewise an
+    ``events`` backend instead of ``config.events``, a ``clock``, client
+    ``layers`` (:data:`~flotilla.calls.pipeline.CLIENT_STACK`),
+    ``server_layers`` (:data:`~flotilla.runtime.dispatcher.SERVER_STACK`) and
+    an ``event_observer`` told how each delivery ended (the test kit's).
     """
 
     def __init__(
@@ -80,6 +89,8 @@ class Node:
         clock: Clock | None = None,
         layers: Mapping[str, Middleware[Any]] | None = None,
         server_layers: Mapping[str, Middleware[Incoming]] | None = None,
+        events: EventBackend | None = None,
+        event_observer: Observer | None = None,
     ) -> None:
         names = [service.name for service in services]
         if len(set(names)) != len(names):
@@ -99,7 +110,12 @@ class Node:
             default_timeout=config.default_timeout,
             layers=layers,
         )
-        self.parts: list[Part] = [CallerPart(self.caller)]
+        # Fixed now, not at registration: events emitted by on_start name them too.
+        self.instance_ids = {name: f"{name}-{secrets.token_hex(4)}" for name in names}
+        self.events = EventsPart(config.events, backend=events, clock=clock)
+        self.emitter = Emitter(self.events.backend, instances=self.instance_ids, clock=clock)
+        self._event_observer = event_observer
+        self.parts: list[Part] = [CallerPart(self.caller), self.events]
         self.server: Server | None = None
         self._lease: LeaseKeeper | None = None
         if services:
@@ -114,10 +130,21 @@ class Node:
     def _hosting_parts(
         self, server_layers: Mapping[str, Middleware[Incoming]] | None
     ) -> list[Part]:
-        """The parts of a node that hosts services: hooks, server, lease."""
+        """The parts of a node that hosts services: hooks, consumers, server, lease."""
         config, timings = self.config, self.timings
+        self._consumers = consumers = ConsumersPart(
+            self.services,
+            self.events,
+            invoker=self.caller,
+            emitter=self.emitter,
+            instances=self.instance_ids,
+            policy=config.delivery,
+            drain=timings.drain,
+            clock=self.clock,
+            observer=self._event_observer,
+        )
         self.server = Server(
-            Dispatcher(list(self.services), self.caller, server_layers),
+            Dispatcher(list(self.services), self.caller, server_layers, emitter=self.emitter),
             secret=self.secret,
             host=config.host,
             port=config.port,
@@ -131,7 +158,7 @@ class Node:
             health=self._health,
             clock=self.clock,
         )
-        return [ServicesPart(self.services), self._server_part, self._lease]
+        return [ServicesPart(self.services), consumers, self._server_part, self._lease]
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -194,12 +221,14 @@ class Node:
 
     async def abort(self) -> None:
         """Stop as a crash would look to others: connections cut at once, no
-        deregistration (the lease runs out by itself), no grace, no drain."""
+        deregistration (the lease runs out by itself), no grace, no drain, and
+        running event handlers cut short (their events come back after ack_wait)."""
         if self._lease is not None and self._lease in self._started:
             self._started.remove(self._lease)
             await self._lease.abandon()
         if self.server is not None:
             await self._server_part.cut()
+            await self._consumers.cut()
         await self.aclose()
 
     async def wait_stopped(self) -> None:
@@ -230,7 +259,8 @@ class Node:
     ) -> Context:
         """A root context for calls made outside any handler."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        return Context(self.caller, Headers(deadline=deadline, meta=dict(meta or {})))
+        headers = Headers(deadline=deadline, meta=dict(meta or {}))
+        return Context(self.caller, headers, emitter=self.emitter)
 
     def call(self, target: str, /, **args: Any) -> Awaitable[Any]:
         """``await node.call("greeter.hello", name="Ada")`` with a fresh root context."""
@@ -239,6 +269,12 @@ class Node:
     def client(self, service: type[S]) -> TypedClient[S]:
         """A typed client for ``service`` under a fresh root context."""
         return TypedClient(self.caller, service, self.context())
+
+    async def emit(self, topic: str, payload: Any, /, *, key: str | None = None) -> str:
+        """Publish an event from outside any handler (see :meth:`Context.emit`); returns its id."""
+        headers = Headers(request_id=new_request_id())
+        envelope = await self.emitter.emit(topic, payload, key=key, headers=headers, source="")
+        return envelope.id
 
     # -- registration ---------------------------------------------------------------------
 
@@ -251,7 +287,7 @@ class Node:
         }
         self.instances = [
             Instance(
-                id=f"{service.name}-{secrets.token_hex(4)}",
+                id=self.instance_ids[service.name],
                 service=service.name,
                 address=self.address,
                 version=service.version,

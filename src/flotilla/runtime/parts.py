@@ -2,8 +2,8 @@
 
 ::
 
-    caller  -> services -> server -> lease            start, in this order
-    caller  <- services <- server <- lease            stop, in reverse
+    caller  -> events -> services -> consumers -> server -> lease      start, in this order
+    caller  <- events <- services <- consumers <- server <- lease      stop, in reverse
 
 * ``caller``: the client side (local view of the registry, connections); first
   up so that ``on_start`` hooks may call other services, last down so that
@@ -11,11 +11,13 @@
 * ``services``: the services' ``on_start`` / ``on_stop`` hooks.
 * ``server``: listens; on stop keeps serving for the grace period (callers'
   views drop this node meanwhile), then refuses new calls and drains.
+* ``events`` and ``consumers``: the event backend and a consumer per
+  ``@on_event`` handler (:mod:`flotilla.events.part` says why they stand there).
 * ``lease``: registers the instances under a lease and keeps it; on stop
   deregisters first, so callers stop choosing the node before it stops serving.
 
-Later floors add parts (event consumers, the outbox relay, the ops HTTP port)
-by implementing :class:`Part`.
+Later floors add parts (the outbox relay, the ops HTTP port) by implementing
+:class:`Part`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Checking a system before any of it starts: classes, names and the registry URL.
+"""Checking a system before any of it starts: classes, names, the registry and events URLs.
 
 ``flotilla run`` calls :func:`check_system` after reading the system file.  A
 mistake found here is reported as ``file:line: key: reason`` (one line per
@@ -13,7 +13,7 @@ every replica exit and be restarted forever.
   service's, so a difference would show one system under two sets of names.
   A class without ``name=`` is named after itself (``OrderBook`` ->
   ``order_book``), and the same rule applies;
-- the registry URL has a known scheme (nothing is opened or created).
+- the registry and events URLs have known schemes (nothing is opened or created).
 
 Each class is imported in a short subprocess (``flotilla check-class``) with
 the environment and working directory its replicas will have, not in the
@@ -34,6 +34,7 @@ from pathlib import Path
 import msgspec
 
 from flotilla.errors import ConfigError
+from flotilla.events import EVENT_BACKENDS
 from flotilla.registry import open_registry
 from flotilla.runtime.system_file import ServiceSpec, SystemSpec
 
@@ -70,7 +71,7 @@ async def check_system(spec: SystemSpec, system_dir: Path, environ: Mapping[str,
     if not system_dir.is_absolute():
         raise ValueError(f"system_dir must be absolute, not {system_dir}")
     limit = asyncio.Semaphore(max(2, os.cpu_count() or 2))
-    checks = [_check_registry(spec)]
+    checks = [_check_registry(spec), _check_events(spec)]
     checks += [
         _check_service(spec, name, service, system_dir, environ, limit)
         for name, service in spec.services.items()
@@ -86,6 +87,14 @@ async def _check_registry(spec: SystemSpec) -> str | None:
     except ConfigError as exc:
         return f"{spec.where('system.registry')}: {exc.message}"
     await registry.aclose()  # opening creates nothing: it only resolved the URL
+    return None
+
+
+async def _check_events(spec: SystemSpec) -> str | None:
+    try:
+        EVENT_BACKENDS.check(spec.events or "memory://")  # the scheme only: opening may create
+    except ConfigError as exc:
+        return f"{spec.where('system.events')}: {exc.message}"
     return None
 
 

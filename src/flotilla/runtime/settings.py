@@ -6,6 +6,8 @@ itself.  With none set, a process uses the embedded mode: a data directory
 
 - ``FLOTILLA_DATA_DIR``: the embedded mode's data directory (default ``./.flotilla``);
 - ``FLOTILLA_REGISTRY``: registry URL (default ``sqlite:///<data dir>/registry.db``);
+- ``FLOTILLA_EVENTS``: event backend URL (default ``sqlite:///<data dir>/events.db``, the
+  embedded log; opened only when the process emits or handles events);
 - ``FLOTILLA_SECRET``: the cluster secret as text (default: read from ``<data dir>/secret``,
   created there if missing);
 - ``FLOTILLA_HOST`` / ``FLOTILLA_PORT``: where the RPC server binds (default
@@ -33,7 +35,7 @@ import msgspec
 from flotilla.balancing import DEFAULT_STRATEGY
 from flotilla.calls.deadline import DEFAULT_TIMEOUT
 from flotilla.errors import ConfigError
-from flotilla.resolve import default_registry_url
+from flotilla.resolve import default_events_url, default_registry_url
 from flotilla.runtime.config import NodeConfig
 
 __all__ = ["Settings", "ensure_data_dir", "load_secret"]
@@ -48,6 +50,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: Path
     registry: str
     secret: bytes
+    events: str = "memory://"
     host: str = "127.0.0.1"
     port: int = 0
     advertise: str | None = None
@@ -59,6 +62,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """The configuration of a node run with these settings."""
         return NodeConfig(
             registry=self.registry,
+            events=self.events,
             secret=self.secret,
             host=self.host,
             port=self.port,
@@ -83,6 +87,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return cls(
             data_dir=data_dir,
             registry=registry,
+            events=env.get("FLOTILLA_EVENTS") or default_events_url(data_dir),
             secret=secret,
             host=env.get("FLOTILLA_HOST") or "127.0.0.1",
             port=int(port_text),

@@ -223,6 +223,8 @@ class Supervisor:
         env["FLOTILLA_PARENT_PID"] = str(os.getpid())
         env["FLOTILLA_DATA_DIR"] = str(self.spec.data_dir)
         env["FLOTILLA_REGISTRY"] = self.spec.registry
+        if self.spec.events:
+            env["FLOTILLA_EVENTS"] = self.spec.events
         env["FLOTILLA_SECRET"] = secret.decode()
         # Output goes through a pipe: without this, a child's print() would
         # sit in a block buffer and show up late, out of order with its logs.

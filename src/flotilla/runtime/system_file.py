@@ -5,6 +5,7 @@
     [system]
     name = "hello"                  # optional, default: the directory's name
     # registry = "sqlite:///..."    # optional, default: <data_dir>/registry.db
+    # events = "nats://..."         # optional: the event backend, default: <data_dir>/events.db
     # data_dir = ".flotilla"        # optional, relative to the system directory
     # strategy = "p2c"              # optional: how calls are balanced
     # default_timeout = 10.0        # optional: a call's deadline when nothing sets one
@@ -31,7 +32,7 @@ the key is written on a line of its own, else that of its table.
 
 What this module checks is the file alone.  Whether each class imports, is a
 :class:`~flotilla.service.Service` whose name is its entry's, and whether the
-registry URL has a known scheme, is checked by
+registry and events URLs have known schemes, is checked by
 :mod:`flotilla.runtime.preflight` before ``flotilla run`` starts anything; its
 errors point into the file through :meth:`SystemSpec.where`.
 """
@@ -48,7 +49,7 @@ import msgspec
 from flotilla.balancing import DEFAULT_STRATEGY, resolve_strategy
 from flotilla.calls.deadline import DEFAULT_TIMEOUT
 from flotilla.errors import ConfigError
-from flotilla.resolve import anchor_sqlite, default_registry_url
+from flotilla.resolve import anchor_sqlite, default_events_url, default_registry_url
 
 __all__ = [
     "MAX_REPLICAS",
@@ -107,6 +108,8 @@ class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
     registry: str
     services: dict[str, ServiceSpec]
     """By entry name, in the order of the file."""
+    events: str = ""
+    """The event backend URL ('' : ``events.db`` in the data directory)."""
     source: str = SYSTEM_FILE
     """The file, as named in errors."""
     lines: dict[str, int] = msgspec.field(default_factory=dict)
@@ -135,6 +138,7 @@ class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
 class _SystemTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: str | None = None
     registry: str | None = None
+    events: str | None = None
     data_dir: str = ".flotilla"
     strategy: str = DEFAULT_STRATEGY
     strategies: dict[str, str] = msgspec.field(default_factory=dict)
@@ -196,13 +200,15 @@ def parse_system(
         data_dir = (system_dir / Path(parsed.system.data_dir).expanduser()).absolute()
     registry = parsed.system.registry or default_registry_url(data_dir)
     lines = text.splitlines()
-    keys = [["system", "registry"]]
+    events = parsed.system.events or default_events_url(data_dir)
+    keys = [["system", "registry"], ["system", "events"]]
     for name in services:
         keys += [["services", name], *(["services", name, key] for key in ("class", "replicas"))]
     return SystemSpec(
         name=parsed.system.name or system_dir.absolute().name,
         data_dir=data_dir,
         registry=anchor_sqlite(registry, system_dir),
+        events=anchor_sqlite(events, system_dir),
         services=services,
         source=source,
         lines={".".join(key): _find_line(lines, key) for key in keys},

@@ -8,9 +8,11 @@
         assert await cluster.call("front.greet", name="Ada") == "Hello, Ada"
 
 Calls cross real loopback connections and the real pipeline, so what passes
-here passes between processes; only the registry and the clock are fakes.
-With a :class:`FakeClock`, leases expire when the test advances time, and
-not before.
+here passes between processes; only the registry, the event backend and the
+clock are fakes.  With a :class:`FakeClock`, leases expire, and nak'd events
+come back, when the test advances time, and not before.  ``cluster.events``
+(:class:`~flotilla.testing.events.EventsKit`) shows what was emitted and
+waits for events to be handled.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from flotilla.registry import MemoryRegistry
 from flotilla.runtime.config import NodeConfig, Timings
 from flotilla.runtime.node import Node
 from flotilla.service import Service
+from flotilla.testing.events import EventsKit
 
 __all__ = ["Cluster", "wait_for"]
 
@@ -54,6 +57,7 @@ class Cluster:
     ) -> None:
         self.clock = clock
         self.registry = MemoryRegistry(clock)
+        self.events = EventsKit(clock)
         # In one process every watcher sees a deregistration at once: no grace needed.
         config = config or NodeConfig(timings=Timings(grace=0.0, drain=2.0))
         self.config = config.replace(secret=config.secret or secrets.token_bytes(32))
@@ -82,6 +86,8 @@ class Cluster:
             config=self.config,
             registry=self.registry,
             clock=self.clock,
+            events=self.events.backend,
+            event_observer=self.events.record,
             # A factory gives each node layers of its own: a layer that keeps
             # state (a breaker) or attaches to a node's view must not be shared.
             layers=self.layers() if callable(self.layers) else self.layers,
@@ -109,12 +115,17 @@ class Cluster:
         await node.abort()
         self.nodes.remove(node)
 
+    async def emit(self, topic: str, payload: Any, /, *, key: str | None = None) -> str:
+        """Publish an event from outside the system; returns its id."""
+        return await self.events.publish(topic, payload, key=key)
+
     async def aclose(self) -> None:
-        """Stop every node (newest first), the client node and the registry."""
+        """Stop every node (newest first), the client node, the event backend and the registry."""
         for node in reversed(self.nodes):
             await node.aclose()
         self.nodes.clear()
         await self.client_node.aclose()
+        await self.events.aclose()
         await self.registry.aclose()
 
     async def __aenter__(self) -> Cluster:
