@@ -19,9 +19,11 @@ Isolation: tests share one server, so each names what it creates with
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import socket
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import msgspec
@@ -33,6 +35,7 @@ __all__ = [
     "Server",
     "delete_bucket",
     "delete_streams",
+    "nats_prefix",
     "require",
     "unique_name",
 ]
@@ -125,3 +128,8 @@ async def delete_streams(url: str, streams: list[str]) -> None:
                 await js.delete_stream(stream)
     finally:
         await client.close()
+
+
+def nats_prefix(tmp_path: Path) -> str:
+    """The event stream prefix of the test owning ``tmp_path`` (the same for both its handles)."""
+    return "T" + hashlib.blake2b(str(tmp_path).encode(), digest_size=6).hexdigest()
