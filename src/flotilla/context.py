@@ -76,7 +76,7 @@ class Invoker(Protocol):
 
 
 class Emitter(Protocol):
-    """What publishes events for a context (implemented by :class:`flotilla.events.emitter.Emitter`)."""
+    """What publishes events for a context (:class:`flotilla.events.emitter.Emitter`)."""
 
     async def emit(
         self, topic: str, payload: Any, *, key: str | None, headers: Headers, source: str

@@ -44,6 +44,7 @@ from typing import Any, ClassVar, TypeVar, overload
 import msgspec
 
 from flotilla.context import Context
+from flotilla.events.policy import DeliveryPolicy
 from flotilla.registry.base import MethodInfo
 
 __all__ = ["EventSpec", "MethodSpec", "Service", "on_event", "rpc"]
@@ -87,12 +88,15 @@ class EventSpec(msgspec.Struct, frozen=True, kw_only=True):
     payload_type: Any = Any
     """What the payload is decoded into; a payload that does not fit is dead-lettered."""
     context_param: str | None = None
+    delivery: DeliveryPolicy | None = None
+    """This handler's own redelivery policy; None: the node's (``NodeConfig.delivery``)."""
 
 
 class _EventMark(msgspec.Struct, frozen=True):
     topic: str
     group: str | None
     broadcast: bool
+    delivery: DeliveryPolicy | None
 
 
 class _RpcMark(msgspec.Struct, frozen=True):
@@ -134,20 +138,28 @@ def rpc(
     return mark(fn) if fn is not None else mark
 
 
-def on_event(topic: str, *, group: str | None = None, broadcast: bool = False) -> Callable[[F], F]:
+def on_event(
+    topic: str,
+    *,
+    group: str | None = None,
+    broadcast: bool = False,
+    delivery: DeliveryPolicy | None = None,
+) -> Callable[[F], F]:
     """Handle the events of ``topic``: ``async def on_order(self, order: OrderCreated)``.
 
     The one parameter besides ``self`` (and an optional ``ctx: Context``,
     whose ``ctx.event`` is the envelope) receives the payload, decoded into its
     annotation.  Each event goes to one instance of ``group`` (default: the
     service's name); with ``broadcast=True`` every instance gets every event.
+    ``delivery`` replaces the node's :class:`DeliveryPolicy` for this handler
+    (more attempts for a handler that calls a flaky service, say).
     """
     if not topic or topic != topic.strip():
         raise ValueError(f"@on_event needs a topic name, got {topic!r}")
 
     def mark(method: F) -> F:
         _require_async(method, "@on_event handler")
-        method.__flotilla_event__ = _EventMark(topic, group, broadcast)  # type: ignore[attr-defined]
+        method.__flotilla_event__ = _EventMark(topic, group, broadcast, delivery)  # type: ignore[attr-defined]
         return method
 
     return mark
@@ -286,6 +298,7 @@ def _event_spec(attribute: str, fn: Any, mark: _EventMark) -> EventSpec:
         payload_param=payload_param,
         payload_type=hints[payload_param],
         context_param=context_param,
+        delivery=mark.delivery,
     )
 
 

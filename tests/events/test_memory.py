@@ -129,5 +129,8 @@ async def test_a_closed_backend_refuses_every_call(backend: MemoryEvents) -> Non
     await backend.aclose()
     with pytest.raises(Unavailable, match="closed"):
         await backend.topics()
+    subscription = Subscription(topic="t", group="g", instance="i")
     with pytest.raises(Unavailable):
-        await backend.declare(Subscription(topic="t", group="g", instance="i"))
+        await backend.declare(subscription)
+    with pytest.raises(StopAsyncIteration):  # ended, not failed: a consumer stops asking
+        await anext(backend.subscribe(subscription))

@@ -130,3 +130,18 @@ async def test_a_crashed_replicas_event_goes_to_another_after_ack_wait() -> None
         [outcome] = await cluster.events.wait_handled("order.placed")
         assert outcome.envelope.attempt == 2
         assert outcome.instance != taker.instance_ids["stuck"]
+
+
+class Strict(Service, name="strict"):
+    @on_event("order.placed", delivery=DeliveryPolicy(max_deliveries=1))
+    async def handle(self, order: OrderPlaced) -> None:
+        raise ValueError("never retried")
+
+
+async def test_a_handler_may_have_a_delivery_policy_of_its_own() -> None:
+    async with Cluster(CONFIG) as cluster:  # the node's policy allows 3 deliveries
+        await cluster.add(Strict())
+        await cluster.emit("order.placed", OrderPlaced(1))
+        [outcome] = await cluster.events.wait_dead_lettered("order.placed")
+        assert (outcome.envelope.attempt, outcome.error) == (1, "ValueError: never retried")
+        assert cluster.events.outcomes == [outcome]  # no retry came first

@@ -185,8 +185,9 @@ class MemoryEvents:
         self._notify()
 
     async def subscribe(self, subscription: Subscription) -> AsyncGenerator[_MemoryDelivery, None]:
-        """Deliveries for ``subscription``; ends when the backend closes."""
-        self._check_open()
+        """Deliveries for ``subscription``; ends when the backend closes (or is closed)."""
+        if self._closed:
+            return  # nothing more will come: the consumer ends rather than asks again
         group = self._declare(subscription)
         while not self._closed:
             changed = self._changed

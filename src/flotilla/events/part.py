@@ -137,7 +137,7 @@ class ConsumersPart:
             _Invoke(service, spec, self.invoker, self.emitter),
             payload_type=spec.payload_type,
             name=f"{service.name}.{spec.attribute}",
-            policy=self.policy,
+            policy=spec.delivery or self.policy,
             clock=self.clock,
             observer=self.observer,
         )
