@@ -10,7 +10,9 @@ stream of their own.
 * :meth:`JetStreamEvents.publish` waits for the server's acknowledgement (the
   event is on disk) and sends the event id as ``Nats-Msg-Id``, so a publish
   retried within the stream's duplicate window (2 min) is stored once.
-  Failures are :class:`~flotilla.errors.Unavailable`.
+  Failures are :class:`~flotilla.errors.Unavailable`, which means "not known
+  to be stored": the bytes may still reach the server after a reconnect, so
+  publish again with the *same* envelope (the outbox does), and it is stored once.
 * A subscription asks its consumers in turn for one message each
   (:mod:`~flotilla.events.jetstream_pull`), staying with one that has
   messages for up to ``STICKY`` takes; with nothing anywhere it sleeps until
@@ -79,7 +81,14 @@ _decode_dead = msgspec.msgpack.Decoder(DeadLetter).decode
 
 
 class JetStreamEvents:
-    """An :class:`~flotilla.events.backend.EventBackend` on NATS JetStream."""
+    """An :class:`~flotilla.events.backend.EventBackend` on NATS JetStream.
+
+    ``prefix`` names the streams and subjects, ``partitions`` the key
+    partitions (both must be the same in every process of a system); ``poll``
+    is how often an idle subscription looks for redeliveries; ``max_age``
+    how long the stream keeps events; ``timeout`` the most a call waits on
+    the server before it is ``Unavailable``.
+    """
 
     def __init__(
         self,
@@ -89,6 +98,7 @@ class JetStreamEvents:
         partitions: int = 8,
         poll: float = 0.5,
         max_age: float = 7 * 86400,
+        timeout: float = 5.0,
     ) -> None:
         if not prefix.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"events prefix {prefix!r} must be letters, digits, '_' or '-'")
@@ -96,7 +106,7 @@ class JetStreamEvents:
             raise ConfigError(f"partitions must be 1..1024, not {partitions!r}")
         if not poll > 0:
             raise ConfigError(f"poll must be positive, not {poll!r}")
-        self._link = NatsLink(url, what="event backend")
+        self._link = NatsLink(url, what="event backend", timeout=timeout)
         self.prefix = prefix
         self.partitions = partitions
         self.poll = poll
