@@ -68,6 +68,7 @@ class NatsLink:
         self.what = what
         self.timeout = timeout
         self._client: Client | None = None
+        self._js: JetStreamContext | None = None
         self._opening = asyncio.Lock()
         self._closed = False
 
@@ -100,8 +101,10 @@ class NatsLink:
             return self._client
 
     async def jetstream(self) -> JetStreamContext:
-        """A JetStream context on the connection (cheap: made per call)."""
-        return (await self.connection()).jetstream(timeout=self.timeout)
+        """The JetStream context of the connection (made once)."""
+        if self._js is None or self._client is None:
+            self._js = (await self.connection()).jetstream(timeout=self.timeout)
+        return self._js
 
     def check_open(self) -> None:
         if self._closed:
@@ -113,7 +116,7 @@ class NatsLink:
             return
         self._closed = True
         async with self._opening:
-            client, self._client = self._client, None
+            client, self._client, self._js = self._client, None, None
         if client is not None and not client.is_closed:
             # close(), not drain(): every write that mattered already has its
             # acknowledgement, and a drain can wait long on a dead server.

@@ -13,13 +13,12 @@ stream of their own.
   Failures are :class:`~flotilla.errors.Unavailable`, which means "not known
   to be stored": the bytes may still reach the server after a reconnect, so
   publish again with the *same* envelope (the outbox does), and it is stored once.
-* A subscription asks its consumers in turn for one message each
-  (:mod:`~flotilla.events.jetstream_pull`), staying with one that has
-  messages for up to ``STICKY`` takes; with nothing anywhere it sleeps until
-  an event is published on its topic (a plain NATS subscription to the topic's
-  subjects rings a doorbell) or ``poll`` seconds pass, which is how a nak's
-  delay or an ``ack_wait`` that ran out is noticed.  ``attempt`` is
-  JetStream's delivery count.
+* A subscription asks its consumers for one message at a time
+  (:mod:`~flotilla.events.jetstream_pull`), only those that may have one
+  (:mod:`~flotilla.events.jetstream_turns`); with nothing anywhere it sleeps
+  until an event is published on its topic or ``poll`` seconds pass, which is
+  how a nak's delay or an ``ack_wait`` that ran out is noticed.  ``attempt``
+  is JetStream's delivery count.
 * ack / nak(delay) / in_progress are JetStream's; JetStream's own delivery cap
   is off (``max_deliver=-1``): the consumer dead-letters before any cap.
   ``dead_letter`` stores a :class:`DeadLetter` in ``P_DLQ`` and then
@@ -65,6 +64,7 @@ from flotilla.events.jetstream_names import (
     topic_of,
 )
 from flotilla.events.jetstream_pull import Puller
+from flotilla.events.jetstream_turns import Candidates
 from flotilla.nats_link import NatsLink, nats_errors_as_unavailable
 
 __all__ = ["JetStreamEvents"]
@@ -73,7 +73,6 @@ DEFAULT_PREFIX = "FLOTILLA_EVENTS"
 BROADCAST_IDLE = 300.0
 # nats-server 2.9 redelivers a pulled message at once when ack_wait is under a second.
 MIN_ACK_WAIT = 1.0
-STICKY = 16  # takes from one consumer in a row before the others get a turn
 _OPTIONS = {"prefix", "partitions", "poll"}
 
 _encode = msgspec.msgpack.encode
@@ -174,31 +173,38 @@ class JetStreamEvents:
         await self.declare(subscription)
         client = await self._link.connection()
         group = _group_name(subscription)
+        parts = self._parts(subscription.topic, group)
         pullers = [
             Puller(client, self.prefix, consumer_name(subscription.topic, group, part),
                    timeout=self._link.timeout, bounded=part not in (KEYLESS, REPLAYS))
-            for part, _ in self._parts(subscription.topic, group)
+            for part, _ in parts
         ]  # fmt: skip
-        doorbell = asyncio.Event()
+        candidates = Candidates(len(pullers))
+        by_subject = {subject: index for index, (_, subject) in enumerate(parts)}
 
-        async def ring(_: Msg) -> None:
-            doorbell.set()
+        async def ring(msg: Msg) -> None:
+            index = by_subject.get(msg.subject)
+            if index is not None:
+                candidates.mark(index)
 
         bells = [
             await client.subscribe(f"{self.prefix}.ev.{subscription.topic}.*", cb=ring),
             await client.subscribe(replay_subject(self.prefix, group, subscription.topic), cb=ring),
         ]
         try:
-            turns = _Turns(len(pullers))
             while not self._link.closed:
-                doorbell.clear()
-                msg, puller = await self._take(pullers, turns)
-                if msg is not None:
-                    delivery = await self._delivery(msg, group, puller)
+                candidates.changed.clear()
+                taken = await self._take(pullers, candidates)
+                if taken is not None:
+                    delivery = await self._delivery(taken, group, candidates)
                     if delivery is not None:
                         yield delivery
                     continue
-                await wait_first(doorbell.wait(), self._closing.wait(), asyncio.sleep(self.poll))
+                await wait_first(
+                    candidates.changed.wait(), self._closing.wait(), asyncio.sleep(self.poll)
+                )
+                if not candidates.changed.is_set():
+                    candidates.mark_all()  # a quiet poll: look for redeliveries everywhere
         finally:
             for puller in pullers:
                 await puller.aclose()
@@ -272,26 +278,35 @@ class JetStreamEvents:
         return parts + [(str(p), f"{head}.{p}") for p in range(self.partitions)]
 
     async def _take(
-        self, pullers: builtins.list[Puller], turns: _Turns
-    ) -> tuple[Msg | None, Puller]:
-        """A message from the first puller (in ``turns``' order) that has one, and the puller."""
-        for index in turns.order():
-            puller = pullers[index % len(pullers)]
+        self, pullers: builtins.list[Puller], candidates: Candidates
+    ) -> tuple[Msg, Puller, int] | None:
+        """A message from the first candidate that has one: (message, its puller, its index)."""
+        for index in candidates.order():
             with nats_errors_as_unavailable("taking an event"):
-                msg = await puller.take()
+                msg = await pullers[index].take()
             if msg is not None:
-                turns.took(index)
-                return msg, puller
-        return None, pullers[0]
+                candidates.gave(index)
+                return msg, pullers[index], index
+            candidates.had_nothing(index)
+        return None
 
-    async def _delivery(self, msg: Msg, group: str, puller: Puller) -> JetStreamDelivery | None:
+    async def _delivery(
+        self, taken: tuple[Msg, Puller, int], group: str, candidates: Candidates
+    ) -> JetStreamDelivery | None:
+        msg, puller, index = taken
+
+        def ended() -> None:
+            puller.release()
+            if puller.bounded:
+                candidates.mark(index)  # its next message is free now
+
         envelope = decode_envelope(msg.data)
         if envelope is None:  # not an event of ours: nothing can handle it
             with nats_errors_as_unavailable("terminating a foreign message"):
                 await msg.term()
-            puller.release()
+            ended()
             return None
-        return JetStreamDelivery(msg, envelope, group=group, backend=self, ended=puller.release)
+        return JetStreamDelivery(msg, envelope, group=group, backend=self, ended=ended)
 
     async def store_dead_letter(self, dead: DeadLetter) -> None:
         """Keep ``dead`` in the dead-letter stream (for :class:`JetStreamDelivery`)."""
@@ -351,24 +366,3 @@ def _group_name(subscription: Subscription) -> str:
     if subscription.broadcast:
         return f"{subscription.group}@{subscription.instance}"
     return subscription.group
-
-
-class _Turns:
-    """Which consumer a subscription asks first: the last one that had a message, for up
-    to ``STICKY`` takes in a row (one round trip per event while it has them), then the
-    next one (no consumer waits behind a busy one for long)."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-        self.first = 0
-        self.streak = 0
-
-    def order(self) -> range:
-        return range(self.first, self.first + self.count)
-
-    def took(self, index: int) -> None:
-        index %= self.count
-        self.streak = self.streak + 1 if index == self.first else 1
-        self.first = index
-        if self.streak >= STICKY:
-            self.first, self.streak = (index + 1) % self.count, 0

@@ -5,11 +5,11 @@ inbox of its own, so no message is ever taken before a subscriber asks for
 it: the others of the group get what this one does not ask for.  The server
 answers at once (a message, or 404: none), except when the consumer is at its
 ``max_ack_pending``: then it keeps the request and would answer it whenever the
-held message is acked, to nobody asking.  So each ask also ``expires`` after
-``PULL_EXPIRES`` (the server answers 408), and a puller that knows its own
-subscriber holds the consumer's one pending message (:attr:`Puller.holding`)
-does not ask at all.  A reply that comes after its ask timed out (a slow
-server) is not lost: it is the answer to the next ask.
+held message is acked, to nobody asking.  So each ask of such a (bounded)
+consumer also ``expires`` after ``PULL_EXPIRES`` (the server answers 408),
+and a puller that knows its own subscriber holds the consumer's one pending
+message (:attr:`Puller.holding`) does not ask at all.  A reply that comes
+after its ask timed out (a slow server) is not lost: it answers the next ask.
 """
 
 from __future__ import annotations
@@ -26,8 +26,14 @@ from flotilla.errors import Unavailable
 
 __all__ = ["Puller"]
 
-PULL_EXPIRES = 0.02
-_ASK = json.dumps({"batch": 1, "no_wait": True, "expires": int(PULL_EXPIRES * 1e9)}).encode()
+# Short: an ask of a bounded consumer with nothing waits this long for its 408.
+PULL_EXPIRES = 0.002
+_ASK = json.dumps({"batch": 1, "no_wait": True}).encode()
+# For a bounded consumer: nats-server 2.9 answers an ask with ``expires`` some
+# milliseconds late, so only the asks that may be kept carry it.
+_ASK_BOUNDED = json.dumps(
+    {"batch": 1, "no_wait": True, "expires": int(PULL_EXPIRES * 1e9)}
+).encode()
 # Statuses that mean "nothing for you now": no messages (404), request
 # expired (408), max ack pending or similar limits reached (409).
 _NOTHING = {"404", "408", "409"}
@@ -58,7 +64,8 @@ class Puller:
         early = await self._queued()
         if early is not None:
             return self._took(early)
-        await self._client.publish(self._next, _ASK, reply=self._inbox)
+        ask = _ASK_BOUNDED if self.bounded else _ASK
+        await self._client.publish(self._next, ask, reply=self._inbox)
         while True:
             try:
                 msg = await self._sub.next_msg(timeout=self._timeout)
