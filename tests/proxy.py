@@ -15,7 +15,7 @@ class TcpProxy:
     def __init__(self, host: str, port: int) -> None:
         self._target = (host, port)
         self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
 
     async def __aenter__(self) -> TcpProxy:
@@ -34,27 +34,25 @@ class TcpProxy:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-        for task in list(self._pipes):
-            task.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
+        # Closing both ends of every connection ends its pipes (EOF), as a dead
+        # server would, with no task cancelled under asyncio's feet.
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._pipes.add(task)
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        self._writers |= {writer, up_writer}
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self._target)
-            try:
-                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-            finally:
-                up_writer.close()
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         finally:
-            writer.close()
-            self._pipes.discard(task)
+            for end in (writer, up_writer):
+                end.close()
+                self._writers.discard(end)
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError):
+    with contextlib.suppress(ConnectionError, OSError):
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()

@@ -123,7 +123,11 @@ class NatsLink:
             await client.close()
 
     async def _on_error(self, exc: Exception) -> None:
-        log.warning("%s: NATS connection to %s: %s", self.what, self.url, exc)
+        client = self._client
+        # Each failed reconnect reports here (every half second): the
+        # disconnection was already logged once, so these are details.
+        level = logging.DEBUG if client is not None and client.is_reconnecting else logging.WARNING
+        log.log(level, "%s: NATS connection to %s: %s", self.what, self.url, exc)
 
     async def _on_disconnected(self) -> None:
         if not self._closed:

@@ -6,10 +6,12 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from urllib.parse import urlsplit
 
 import msgspec
 import nats
 import pytest
+from tests.proxy import TcpProxy
 from tests.servers import delete_bucket, unique_name
 
 from flotilla.errors import ConfigError, Unavailable
@@ -17,7 +19,7 @@ from flotilla.registry import Health, Instance, open_registry
 from flotilla.registry.nats_kv import DEFAULT_BUCKET, NatsKvRegistry
 from flotilla.registry.nats_mirror import instance_key
 
-WAIT = 3.0
+WAIT = 10.0
 
 
 def inst(id: str, service: str = "svc") -> Instance:
@@ -129,3 +131,31 @@ async def test_grant_collects_dead_leases(nats_url: str, bucket: str) -> None:
         assert instance_key("a") not in keys
     finally:
         await registry.aclose()
+
+
+async def test_an_outage_is_unavailable_and_the_registry_carries_on_after(
+    nats_url: str, bucket: str
+) -> None:
+    target = urlsplit(nats_url)
+    async with TcpProxy(target.hostname or "127.0.0.1", target.port or 4222) as proxy:
+        registry = NatsKvRegistry(f"nats://127.0.0.1:{proxy.port}", bucket=bucket, timeout=1.0)
+        try:
+            lease = await registry.grant(60)
+            await registry.register(inst("a"), lease=lease)
+            await proxy.cut()
+            with pytest.raises(Unavailable):
+                await registry.register(inst("b"), lease=lease)
+            await proxy.restore()
+            async with asyncio.timeout(WAIT):
+                while True:  # until the client has reconnected
+                    try:
+                        await registry.register(inst("c"), lease=lease)
+                        break
+                    except Unavailable:
+                        await asyncio.sleep(0.1)
+            # The mirror followed the bucket across the outage: it has the new write.
+            ids = [instance.id for instance in await registry.list()]
+            assert ids[0] == "a"
+            assert ids[-1] == "c"
+        finally:
+            await registry.aclose()

@@ -58,12 +58,20 @@ _decode_entry = msgspec.json.Decoder(Entry).decode
 
 
 class NatsKvRegistry:
-    """A :class:`~flotilla.registry.base.Registry` in a NATS KV bucket (a cluster)."""
+    """A :class:`~flotilla.registry.base.Registry` in a NATS KV bucket (a cluster).
+
+    ``timeout`` is the most a call waits on the server before it is ``Unavailable``.
+    """
 
     def __init__(
-        self, url: str, *, bucket: str = DEFAULT_BUCKET, clock: Clock | None = None
+        self,
+        url: str,
+        *,
+        bucket: str = DEFAULT_BUCKET,
+        clock: Clock | None = None,
+        timeout: float = 5.0,
     ) -> None:
-        self._link = NatsLink(url, what="registry")
+        self._link = NatsLink(url, what="registry", timeout=timeout)
         self.bucket = bucket
         self._clock: Clock = clock or SystemClock()
         self._kv: KeyValue | None = None
