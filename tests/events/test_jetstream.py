@@ -136,3 +136,25 @@ async def test_an_outage_is_unavailable_and_consumers_resume_after(
             assert got[-1] == 3
         finally:
             await backend.aclose()
+
+
+async def test_closing_the_backend_ends_a_tail(nats_url: str, prefix: str) -> None:
+    backend = JetStreamEvents(nats_url, prefix=prefix, poll=0.05)
+    tail = backend.tail("order.created")
+    pending = asyncio.ensure_future(anext(tail))
+    await backend.publish(envelope("order.created", 1))  # opens the streams; the tail may miss it
+    await asyncio.wait({pending}, timeout=0.1)
+    await backend.aclose()
+
+    async def drain() -> None:  # whatever it saw before the close, it then ends
+        nonlocal pending
+        async with asyncio.timeout(WAIT):
+            while True:
+                await pending
+                pending = asyncio.ensure_future(anext(tail))
+
+    try:
+        with pytest.raises(StopAsyncIteration):
+            await drain()
+    finally:
+        await tail.aclose()

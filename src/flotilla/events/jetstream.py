@@ -42,6 +42,7 @@ from collections.abc import AsyncGenerator, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
+import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import api
@@ -220,7 +221,10 @@ class JetStreamEvents:
         try:
             while not self._link.closed:
                 try:
-                    msg = await sub.next_msg(timeout=None)
+                    # Bounded waits: a closed backend ends the tail within ``poll``.
+                    msg = await sub.next_msg(timeout=self.poll)
+                except nats.errors.TimeoutError:
+                    continue
                 except nats.errors.ConnectionClosedError:
                     return
                 envelope = decode_envelope(msg.data)

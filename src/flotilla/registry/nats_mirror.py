@@ -123,8 +123,9 @@ class Mirror:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait([task])  # not ``await task``: its cancellation is not ours
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("%s: the bucket watch had failed: %r", self.what, task.exception())
         self._notify()
 
     async def _follow(self, watcher: KeyValue.KeyWatcher, loaded: asyncio.Event) -> None:
