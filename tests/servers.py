@@ -18,6 +18,7 @@ Isolation: tests share one server, so each names what it creates with
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 PROBE_TIMEOUT = 1.0
+CLEANUP_TIMEOUT = 15.0
 
 
 class Server(msgspec.Struct, frozen=True, kw_only=True):
@@ -120,14 +122,16 @@ async def delete_streams(url: str, streams: list[str]) -> None:
     import nats  # here: only the tests that need NATS need nats-py
     import nats.js.errors
 
-    client = await nats.connect(url)
-    try:
-        js = client.jetstream()
-        for stream in streams:
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await js.delete_stream(stream)
-    finally:
-        await client.close()
+    # Bounded throughout: a clean-up must never hang a test run.
+    async with asyncio.timeout(CLEANUP_TIMEOUT):
+        client = await nats.connect(url, max_reconnect_attempts=1, connect_timeout=2)
+        try:
+            js = client.jetstream()
+            for stream in streams:
+                with contextlib.suppress(nats.js.errors.NotFoundError):
+                    await js.delete_stream(stream)
+        finally:
+            await client.close()
 
 
 def nats_prefix(tmp_path: Path) -> str:

@@ -120,7 +120,15 @@ class NatsLink:
         if client is not None and not client.is_closed:
             # close(), not drain(): every write that mattered already has its
             # acknowledgement, and a drain can wait long on a dead server.
-            await client.close()
+            # Bounded: nats-py's close waits for its socket to flush, which a
+            # stalled server may never let happen.
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await client.close()
+            except TimeoutError:
+                log.warning(
+                    "%s: the NATS connection did not close in %s s", self.what, self.timeout
+                )
 
     async def _on_error(self, exc: Exception) -> None:
         client = self._client

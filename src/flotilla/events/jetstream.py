@@ -19,6 +19,8 @@ stream of their own.
   until an event is published on its topic or ``poll`` seconds pass, which is
   how a nak's delay or an ``ack_wait`` that ran out is noticed.  ``attempt``
   is JetStream's delivery count.
+* ``ack_wait`` is at least ``MIN_ACK_WAIT`` (1 s): nats-server 2.9 hands a
+  pulled message out again at once when it is shorter.
 * ack / nak(delay) / in_progress are JetStream's; JetStream's own delivery cap
   is off (``max_deliver=-1``): the consumer dead-letters before any cap.
   ``dead_letter`` stores a :class:`DeadLetter` in ``P_DLQ`` and then
@@ -38,13 +40,16 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import logging
 from collections.abc import AsyncGenerator, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSub
 from nats.js import api
 
 from flotilla.aio import wait_first
@@ -69,6 +74,8 @@ from flotilla.events.jetstream_turns import Candidates
 from flotilla.nats_link import NatsLink, nats_errors_as_unavailable
 
 __all__ = ["JetStreamEvents"]
+
+log = logging.getLogger("flotilla.events")
 
 DEFAULT_PREFIX = "FLOTILLA_EVENTS"
 BROADCAST_IDLE = 300.0
@@ -194,6 +201,7 @@ class JetStreamEvents:
         ]
         try:
             while not self._link.closed:
+                _raise_if_cancelled()
                 candidates.changed.clear()
                 taken = await self._take(pullers, candidates)
                 if taken is not None:
@@ -207,11 +215,7 @@ class JetStreamEvents:
                 if not candidates.changed.is_set():
                     candidates.mark_all()  # a quiet poll: look for redeliveries everywhere
         finally:
-            for puller in pullers:
-                await puller.aclose()
-            for bell in bells:
-                if not client.is_closed:
-                    await bell.unsubscribe()
+            await self._unsubscribe(client, pullers, bells)
 
     async def tail(self, topic: str) -> AsyncGenerator[Envelope, None]:
         """Events of ``topic`` as they are published from now on (a plain NATS subscription)."""
@@ -280,6 +284,21 @@ class JetStreamEvents:
             (REPLAYS, replay_subject(self.prefix, group, topic)),
         ]
         return parts + [(str(p), f"{head}.{p}") for p in range(self.partitions)]
+
+    async def _unsubscribe(
+        self, client: Client, pullers: builtins.list[Puller], bells: builtins.list[NatsSub]
+    ) -> None:
+        """End a subscription's NATS subscriptions, within ``timeout`` (a stalled server
+        must not hold up whoever closes the iterator)."""
+        try:
+            async with asyncio.timeout(self._link.timeout):
+                for puller in pullers:
+                    await puller.aclose()
+                for bell in bells:
+                    if not client.is_closed:
+                        await bell.unsubscribe()
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.warning("event subscription: unsubscribing from NATS: %r", exc)
 
     async def _take(
         self, pullers: builtins.list[Puller], candidates: Candidates
@@ -370,3 +389,12 @@ def _group_name(subscription: Subscription) -> str:
     if subscription.broadcast:
         return f"{subscription.group}@{subscription.instance}"
     return subscription.group
+
+
+def _raise_if_cancelled() -> None:
+    """Honour a cancellation that an inner ``asyncio.wait_for`` (nats-py's ``next_msg``)
+    lost: on Python 3.11 it returns a result that raced the cancel, and the loop
+    would go on asking for ever under a caller that waits for it to end."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
