@@ -240,7 +240,9 @@ async def _set_state(session: AsyncSession, order_id: int, old: str, new: str) -
 
 async def _move(session: AsyncSession, order_id: int, source: str, target: str) -> None:
     """Move each reserved line's quantity from column ``source`` to ``target``."""
-    rows = await session.execute(select(lines).where(lines.c.order_id == order_id))
+    # In product order, as reservations lock them: no deadlock with another order's move.
+    query = select(lines).where(lines.c.order_id == order_id).order_by(lines.c.product_id)
+    rows = await session.execute(query)
     for row in rows.all():
         await session.execute(
             update(stock)
