@@ -201,15 +201,7 @@ async def _reserve_all(session: AsyncSession, order_id: int, wanted: list[OrderL
             )
         )
         if not moved.rowcount:  # type: ignore[attr-defined]
-            for undo in done:
-                await session.execute(
-                    update(stock)
-                    .where(stock.c.product_id == undo.product_id)
-                    .values(
-                        available=stock.c.available + undo.quantity,
-                        reserved=stock.c.reserved - undo.quantity,
-                    )
-                )
+            await _unreserve(session, done)
             return f"product {line.product_id}: fewer than {line.quantity} available"
         done.append(line)
     await session.execute(
@@ -217,6 +209,19 @@ async def _reserve_all(session: AsyncSession, order_id: int, wanted: list[OrderL
         [{"order_id": order_id, "product_id": x.product_id, "quantity": x.quantity} for x in done],
     )
     return None
+
+
+async def _unreserve(session: AsyncSession, done: list[OrderLine]) -> None:
+    """Put back the lines reserved so far by this transaction (reserved -> available)."""
+    for line in done:
+        await session.execute(
+            update(stock)
+            .where(stock.c.product_id == line.product_id)
+            .values(
+                available=stock.c.available + line.quantity,
+                reserved=stock.c.reserved - line.quantity,
+            )
+        )
 
 
 async def _release(session: AsyncSession, order_id: int) -> None:

@@ -19,18 +19,12 @@ emits what happened (``order.confirmed``, ``order.cancelled``,
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
-import msgspec
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, insert, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from flotilla import Context, Database, FailedPrecondition, NotFound, Service, on_event, rpc
-from flotilla.headers import Principal
+from flotilla import Context, Database, FailedPrecondition, Service, on_event, rpc
 
-from .auth import is_admin, require_admin, require_user
+from .auth import require_admin, require_user
 from .catalog import Catalog
 from .checks import count, invalid, text
 from .events import (
@@ -52,64 +46,27 @@ from .events import (
     StockRejected,
     order_key,
 )
-from .idempotency import IdempotencyKeys, body_digest, keys_table
+from .idempotency import IdempotencyKeys, body_digest
+from .order_store import (
+    ItemRequest,
+    Order,
+    OrderAccepted,
+    OrderItem,
+    OrderList,
+    idempotency_keys,
+    insert_order,
+    metadata,
+    move,
+    order_from_row,
+    orders,
+    owner,
+    visible_order,
+)
 
-metadata = MetaData()
-orders = Table(
-    "orders",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("user_id", String(64), nullable=False, index=True),
-    Column("status", String(16), nullable=False),
-    Column("cancel_reason", String(32), nullable=True),
-    Column("total_cents", Integer, nullable=False),
-    Column("created_at", Float, nullable=False),
-)
-order_items = Table(
-    "order_items",
-    metadata,
-    Column("order_id", Integer, primary_key=True, autoincrement=False),
-    Column("product_id", Integer, primary_key=True, autoincrement=False),
-    Column("quantity", Integer, nullable=False),
-    Column("price_cents", Integer, nullable=False),
-)
-idempotency_keys = keys_table(metadata)
+__all__ = ["ItemRequest", "Order", "OrderAccepted", "OrderItem", "OrderList", "Orders"]
 
 MAX_LINES = 50
 MAX_QUANTITY = 1000
-
-
-class ItemRequest(msgspec.Struct, frozen=True):
-    product_id: int
-    quantity: int
-
-
-class OrderItem(msgspec.Struct, frozen=True):
-    product_id: int
-    quantity: int
-    price_cents: int
-    """The unit price when the order was made."""
-
-
-class OrderAccepted(msgspec.Struct, frozen=True):
-    id: int
-    status: str
-
-
-class Order(msgspec.Struct, frozen=True):
-    id: int
-    status: str
-    """``pending``, ``confirmed``, ``cancelled``, ``shipped`` or ``delivered``."""
-    items: list[OrderItem]
-    total_cents: int
-    cancel_reason: str | None
-    """``out_of_stock``, ``payment_declined``, ``user_cancelled``, or None."""
-    user_id: str
-    created_at: float
-
-
-class OrderList(msgspec.Struct, frozen=True):
-    items: list[Order]
 
 
 class Orders(Service, name="orders"):
@@ -177,7 +134,7 @@ class Orders(Service, name="orders"):
                 earlier = await self.keys.find(tx.session, user_id, idempotency_key, digest)
                 if earlier is not None:
                     return earlier, False
-            order_id = await _insert_order(tx.session, user_id, priced, total)
+            order_id = await insert_order(tx.session, user_id, priced, total)
             if idempotency_key is not None:
                 await self.keys.record(tx.session, user_id, idempotency_key, digest, order_id)
             created = OrderCreated(
@@ -195,7 +152,7 @@ class Orders(Service, name="orders"):
         """One order: the caller's own (an admin's: any); ``NotFound`` otherwise."""
         user = require_user(ctx)
         async with self.db.transaction() as tx:
-            return await _visible_order(tx.session, id, user)
+            return await visible_order(tx.session, id, user)
 
     @rpc(name="list", idempotent=True)
     async def list_own(self, ctx: Context, limit: int = 100) -> OrderList:
@@ -205,7 +162,7 @@ class Orders(Service, name="orders"):
         query = select(orders).where(orders.c.user_id == user.subject)
         async with self.db.transaction() as tx:
             rows = (await tx.session.execute(query.order_by(orders.c.id.desc()).limit(limit))).all()
-            return OrderList(items=[await _order(tx.session, row) for row in rows])
+            return OrderList(items=[await order_from_row(tx.session, row) for row in rows])
 
     @rpc
     async def cancel(self, ctx: Context, id: int) -> Order:
@@ -213,11 +170,11 @@ class Orders(Service, name="orders"):
         its units back in stock); ``FailedPrecondition`` once shipped, or when cancelled."""
         user = require_user(ctx)
         async with self.db.transaction(ctx) as tx:
-            order = await _visible_order(tx.session, id, user)
-            if await _move(tx.session, id, ("pending", "confirmed"), "cancelled", "user_cancelled"):
+            order = await visible_order(tx.session, id, user)
+            if await move(tx.session, id, ("pending", "confirmed"), "cancelled", "user_cancelled"):
                 cancelled = OrderCancelled(id, order.user_id, "user_cancelled")
                 tx.emit(ORDER_CANCELLED, cancelled, key=order_key(id))
-                return await _visible_order(tx.session, id, user)
+                return await visible_order(tx.session, id, user)
         raise FailedPrecondition(f"order {id} is {order.status}: it cannot be cancelled")
 
     # -- the shop's side ------------------------------------------------------------------
@@ -240,7 +197,7 @@ class Orders(Service, name="orders"):
         query = select(orders).where(orders.c.id > after_id).order_by(orders.c.id).limit(limit)
         async with self.db.transaction() as tx:
             rows = (await tx.session.execute(query)).all()
-            return [await _order(tx.session, row) for row in rows]
+            return [await order_from_row(tx.session, row) for row in rows]
 
     # -- the saga -------------------------------------------------------------------------
 
@@ -257,8 +214,8 @@ class Orders(Service, name="orders"):
         """pending -> confirmed.  An order cancelled meanwhile stays cancelled: the payments
         service refunds it when it sees the ``order.cancelled`` that cancel emitted."""
         async with self.db.transaction(ctx) as tx:
-            if await _move(tx.session, event.order_id, ("pending",), "confirmed"):
-                user_id = await _owner(tx.session, event.order_id)
+            if await move(tx.session, event.order_id, ("pending",), "confirmed"):
+                user_id = await owner(tx.session, event.order_id)
                 confirmed = OrderConfirmed(event.order_id, user_id)
                 tx.emit(ORDER_CONFIRMED, confirmed, key=order_key(event.order_id))
 
@@ -266,18 +223,18 @@ class Orders(Service, name="orders"):
 
     async def _cancel_pending(self, ctx: Context, order_id: int, reason: str) -> None:
         async with self.db.transaction(ctx) as tx:
-            if await _move(tx.session, order_id, ("pending",), "cancelled", reason):
-                cancelled = OrderCancelled(order_id, await _owner(tx.session, order_id), reason)
+            if await move(tx.session, order_id, ("pending",), "cancelled", reason):
+                cancelled = OrderCancelled(order_id, await owner(tx.session, order_id), reason)
                 tx.emit(ORDER_CANCELLED, cancelled, key=order_key(order_id))
 
     async def _advance(self, ctx: Context, id: int, old: str, new: str) -> Order:
         admin = require_admin(ctx)
         async with self.db.transaction(ctx) as tx:
-            order = await _visible_order(tx.session, id, admin)
-            if await _move(tx.session, id, (old,), new):
+            order = await visible_order(tx.session, id, admin)
+            if await move(tx.session, id, (old,), new):
                 if new == "shipped":
                     tx.emit(ORDER_SHIPPED, OrderShipped(id, order.user_id), key=order_key(id))
-                return await _visible_order(tx.session, id, admin)
+                return await visible_order(tx.session, id, admin)
         raise FailedPrecondition(f"order {id} is {order.status}, not {old}: it cannot be {new}")
 
     async def _accepted(self, order_id: int) -> OrderAccepted:
@@ -303,68 +260,3 @@ class Orders(Service, name="orders"):
             if item.product_id not in prices:
                 raise invalid(f"items[{index}].product_id", f"no product {item.product_id}")
         return [OrderItem(i.product_id, i.quantity, prices[i.product_id]) for i in items]
-
-
-async def _insert_order(
-    session: AsyncSession, user_id: str, priced: list[OrderItem], total: int
-) -> int:
-    result = await session.execute(
-        insert(orders)
-        .values(
-            user_id=user_id,
-            status="pending",
-            cancel_reason=None,
-            total_cents=total,
-            created_at=time.time(),
-        )
-        .returning(orders.c.id)
-    )
-    order_id = int(result.scalar_one())
-    await session.execute(
-        insert(order_items),
-        [{"order_id": order_id, **msgspec.structs.asdict(line)} for line in priced],
-    )
-    return order_id
-
-
-async def _move(
-    session: AsyncSession, order_id: int, old: tuple[str, ...], new: str, reason: str | None = None
-) -> bool:
-    """``old`` -> ``new`` if the order is in one of ``old`` (one conditional UPDATE)."""
-    values: dict[str, Any] = {"status": new}
-    if reason is not None:
-        values["cancel_reason"] = reason
-    result = await session.execute(
-        update(orders).where(orders.c.id == order_id, orders.c.status.in_(old)).values(values)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def _owner(session: AsyncSession, order_id: int) -> str:
-    query = select(orders.c.user_id).where(orders.c.id == order_id)
-    return str((await session.execute(query)).scalar_one())
-
-
-async def _visible_order(session: AsyncSession, order_id: int, user: Principal) -> Order:
-    """The order, if ``user`` may see it; another user's order is as unknown as a missing one."""
-    row = (await session.execute(select(orders).where(orders.c.id == order_id))).first()
-    if row is None or (row.user_id != user.subject and not is_admin(user)):
-        raise NotFound(f"no order {order_id}")
-    return await _order(session, row)
-
-
-async def _order(session: AsyncSession, row: Any) -> Order:
-    query = select(order_items).where(order_items.c.order_id == row.id)
-    items = [
-        OrderItem(item.product_id, item.quantity, item.price_cents)
-        for item in (await session.execute(query.order_by(order_items.c.product_id))).all()
-    ]
-    return Order(
-        id=row.id,
-        status=row.status,
-        items=items,
-        total_cents=row.total_cents,
-        cancel_reason=row.cancel_reason,
-        user_id=row.user_id,
-        created_at=row.created_at,
-    )
