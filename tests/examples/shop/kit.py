@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,7 +24,7 @@ from shop.passwords import ScryptCost
 from shop.payments import Payments
 from shop.users import Users
 
-from flotilla import Context, Node, NodeConfig, Service
+from flotilla import Context, Database, Node, NodeConfig, Service
 from flotilla.headers import Headers, Principal
 from flotilla.testing import Cluster
 
@@ -110,20 +110,42 @@ class ShopKit:
             raise AssertionError(f"the shop did not settle: {problems}") from None
 
 
+SERVICES: tuple[type[Service], ...] = (Users, Catalog, Inventory, Orders, Payments, Notifications)
+
+Where = Callable[[str], tuple[str, dict[str, Any]]]
+"""A service's name -> the URL and engine options of its database."""
+
+
 @asynccontextmanager
 async def running_shop(
-    config: NodeConfig | None = None, *, limit_cents: int | None = None
+    config: NodeConfig | None = None,
+    *,
+    limit_cents: int | None = None,
+    databases: Where | None = None,
 ) -> AsyncIterator[ShopKit]:
-    """The six services on a cluster (``config``: the nodes', say with a data directory
-    for databases that outlive a node; ``limit_cents``: the payment limit)."""
+    """The six services on a cluster.
+
+    ``config``: the nodes' (a data directory, say, for databases that outlive a
+    node); ``limit_cents``: the payment limit; ``databases``: where each
+    service's database is (default: in memory, or in the data directory).
+    """
     async with Cluster(config) as cluster:
-        await cluster.add(Users(cost=CHEAP_KDF))
-        await cluster.add(Catalog())
-        await cluster.add(Inventory())
-        await cluster.add(Orders())
-        await cluster.add(Payments(limit_cents=limit_cents))
-        await cluster.add(Notifications())
+        for service in SERVICES:
+            cls = service if databases is None else _placed(service, *databases(service.name))
+            if cls.name == "users":
+                await cluster.add(cls(cost=CHEAP_KDF))  # type: ignore[call-arg]
+            elif cls.name == "payments":
+                await cluster.add(cls(limit_cents=limit_cents))  # type: ignore[call-arg]
+            else:
+                await cluster.add(cls())
         yield ShopKit(cluster)
+
+
+def _placed(service: type[Service], url: str, options: dict[str, Any]) -> type[Service]:
+    """``service`` with its database declared at ``url`` (a subclass of the same name)."""
+    declared: Database = service.db  # type: ignore[attr-defined]
+    database = Database(url, metadata=declared.metadata, engine_options=options)
+    return type(service.__name__, (service,), {"db": database}, name=service.name)
 
 
 __all__ = ["ADMIN", "TERMINAL", "ShopKit", "running_shop"]
