@@ -7,7 +7,9 @@ in the message and in ``details["field"]``, so the gateway's 422 can say it.
 
 from __future__ import annotations
 
-from flotilla import InvalidArgument
+import os
+
+from flotilla import ConfigError, InvalidArgument
 
 
 def invalid(field: str, problem: str) -> InvalidArgument:
@@ -34,4 +36,19 @@ def count(field: str, value: int, *, low: int, high: int) -> int:
         raise invalid(field, f"must be at least {low}, not {value}")
     if value > high:
         raise invalid(field, f"must be at most {high}, not {value}")
+    return value
+
+
+def env_int(name: str, default: int, *, low: int, high: int) -> int:
+    """The integer in environment variable ``name`` (``default`` when unset); a value that
+    is not an integer from ``low`` to ``high`` stops the service with ``ConfigError``."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={text!r}: must be an integer from {low} to {high}")
     return value

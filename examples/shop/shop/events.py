@@ -23,9 +23,13 @@ ORDER_CONFIRMED = "order.confirmed"
 ORDER_CANCELLED = "order.cancelled"
 ORDER_SHIPPED = "order.shipped"
 
-SAGA_DELIVERY = DeliveryPolicy(max_deliveries=100, backoff_base=0.05, backoff_max=5.0)
+SAGA_DELIVERY = DeliveryPolicy(
+    max_deliveries=100, backoff_base=0.05, backoff_max=5.0, ack_wait=10.0
+)
 """A saga step must not be dead-lettered by a short outage (a database restarting,
-two deliveries colliding on a row): about eight minutes of tries, 50 ms apart at first."""
+two deliveries colliding on a row): about eight minutes of tries, 50 ms apart at first.
+A running handler renews its delivery, so a short ``ack_wait`` only means that
+the events of a crashed replica come back sooner (10 s)."""
 
 
 def order_key(order_id: int) -> str:

@@ -16,7 +16,6 @@ charges nothing; if it comes second, it refunds what was captured.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -26,7 +25,7 @@ from sqlalchemy import Column, Float, Integer, MetaData, String, Table, select, 
 from flotilla import Context, Database, NotFound, Service, on_event, rpc
 
 from .auth import is_admin, require_admin, require_user
-from .checks import count
+from .checks import count, env_int
 from .events import (
     ORDER_CANCELLED,
     PAYMENT_CAPTURED,
@@ -71,7 +70,9 @@ class Payments(Service, name="payments"):
 
     def __init__(self, limit_cents: int | None = None) -> None:
         if limit_cents is None:
-            limit_cents = int(os.environ.get("SHOP_PAYMENT_LIMIT_CENTS", DEFAULT_LIMIT_CENTS))
+            limit_cents = env_int(
+                "SHOP_PAYMENT_LIMIT_CENTS", DEFAULT_LIMIT_CENTS, low=0, high=10**15
+            )
         self.limit_cents = limit_cents
         """Totals strictly above this are declined."""
 

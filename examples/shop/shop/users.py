@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from flotilla import AlreadyExists, Database, InvalidArgument, Service, Unauthenticated, rpc
 
 from .auth import ADMIN
-from .checks import invalid, text
+from .checks import env_int, invalid, text
 from .passwords import ScryptCost, hash_password, verify_password
 
 log = logging.getLogger("shop.users")
@@ -78,7 +78,7 @@ class Users(Service, name="users"):
     db = Database(metadata=metadata)
 
     def __init__(self, cost: ScryptCost | None = None) -> None:
-        self.cost = cost or ScryptCost(log_n=int(os.environ.get("SHOP_SCRYPT_LOG_N", "14")))
+        self.cost = cost or ScryptCost(log_n=env_int("SHOP_SCRYPT_LOG_N", 14, low=10, high=20))
         # Compared against when the email is unknown, so that answer takes as
         # long as a wrong password (the timing does not tell which emails exist).
         self._decoy = ""
