@@ -26,7 +26,7 @@ from shop.users import Users
 
 from flotilla import Context, Database, Node, NodeConfig, Service
 from flotilla.headers import Headers, Principal
-from flotilla.testing import Cluster
+from flotilla.testing import Cluster, FakeClock
 
 CHEAP_KDF = ScryptCost(log_n=4, r=8, p=1)
 """Tests create many users: a real cost would spend seconds on each."""
@@ -94,8 +94,8 @@ class ShopKit:
     async def settled(self, timeout: float = 10.0) -> Snapshot:
         """Wait until the saga is quiet and every invariant holds; the snapshot then.
 
-        Polls (the saga has no single event that says "done"); a timeout
-        fails with the violations still standing.
+        Polls (the saga has no single event that says "done"), moving a fake
+        clock on a second per poll; a timeout fails with the violations still standing.
         """
         problems: list[str] = []
         try:
@@ -106,6 +106,8 @@ class ShopKit:
                     if not problems:
                         return snapshot
                     await asyncio.sleep(0.02)
+                    if isinstance(self.cluster.clock, FakeClock):
+                        await self.cluster.clock.advance(1.0)  # due redeliveries come back
         except TimeoutError:
             raise AssertionError(f"the shop did not settle: {problems}") from None
 
@@ -122,6 +124,7 @@ async def running_shop(
     *,
     limit_cents: int | None = None,
     databases: Where | None = None,
+    clock: FakeClock | None = None,
 ) -> AsyncIterator[ShopKit]:
     """The six services on a cluster.
 
@@ -129,7 +132,7 @@ async def running_shop(
     node); ``limit_cents``: the payment limit; ``databases``: where each
     service's database is (default: in memory, or in the data directory).
     """
-    async with Cluster(config) as cluster:
+    async with Cluster(config, clock=clock) as cluster:
         for service in SERVICES:
             cls = service if databases is None else _placed(service, *databases(service.name))
             if cls.name == "users":

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+from shop.events import ORDER_CREATED, SAGA_DELIVERY, OrderCreated
 from shop.inventory import Inventory
 from shop.orders import Orders
 from shop.payments import Payments
 from tests.examples.shop.kit import ShopKit, running_shop
 
-from flotilla import FailedPrecondition, NodeConfig, NotFound, PermissionDenied
+from flotilla import Context, FailedPrecondition, NodeConfig, NotFound, PermissionDenied, on_event
 from flotilla.runtime.config import Timings
-from flotilla.testing import wait_for
+from flotilla.testing import FakeClock, wait_for
 
 
 async def test_a_good_order_is_confirmed_paid_sold_and_notified(shop: ShopKit) -> None:
@@ -157,6 +159,44 @@ async def test_shipping_and_delivery_are_for_admins_and_end_cancellation(shop: S
         await ada.client(Orders).cancel(id=order_id)
     await shop.settled()
     assert await shop.kinds(ada) == [(order_id, "order_confirmed"), (order_id, "order_shipped")]
+
+
+async def test_a_crashed_inventory_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    # The inventory crashes with an order's reservation in hand: the event comes
+    # back (after ack_wait, on the fake clock) to the replica that replaces it,
+    # on the same database, while the other orders' events go on.
+    stalled = asyncio.Event()
+
+    class StallingInventory(Inventory, name="inventory"):
+        @on_event(ORDER_CREATED, delivery=SAGA_DELIVERY)
+        async def on_order_created(self, order: OrderCreated, ctx: Context) -> None:
+            if not stalled.is_set():  # the first order to arrive
+                stalled.set()
+                await asyncio.Event().wait()  # until the crash cuts it short
+            await super().on_order_created(order, ctx)
+
+    clock = FakeClock()
+    async with running_shop(_with_files(tmp_path), clock=clock) as shop:
+        teapot = await shop.product(stock=15)
+        ada = await shop.signup()
+        await shop.cluster.stop(shop.node_of(Inventory))
+        await shop.cluster.add(StallingInventory())
+        for _ in range(20):
+            await shop.order(ada, (teapot, 1))
+        async with asyncio.timeout(10):
+            await stalled.wait()
+        await shop.cluster.crash(shop.node_of(Inventory))
+        await shop.cluster.add(Inventory())
+
+        snapshot = await shop.settled(timeout=20)
+        statuses = sorted(o.status for o in snapshot.orders)
+        assert (statuses.count("confirmed"), statuses.count("cancelled")) == (15, 5)
+        stock = await shop.stock(teapot)
+        assert (stock.available, stock.reserved, stock.sold) == (0, 0, 15)
+        # The stalled order (and any others cut short with it) came back and were handled.
+        again = [o for o in shop.cluster.events.handled("order.created") if o.envelope.attempt > 1]
+        assert again
+        assert {o.handler for o in again} == {"inventory.on_order_created"}
 
 
 def _with_files(tmp_path: Path) -> NodeConfig:
