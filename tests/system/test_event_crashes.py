@@ -1,0 +1,67 @@
+"""Exactly-once effects across real processes that are killed: the outbox, the inbox, redelivery.
+
+The eventful system (``tests/system/eventful``) runs as ``flotilla serve``
+processes on the embedded backends; effects are counted in the consumer's
+database, in a table where a double effect would show as a second row.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from tests.system.eventful.harness import EventfulSystem, wait_until
+
+# Small leases and waits, so that what a dead process held comes back within a test.
+FAST_RELAY = json.dumps({"lease": 2.0, "poll": 0.1, "backoff": {"base": 0.05, "max": 0.2}})
+FAST_DELIVERY = json.dumps({"ack_wait": 1.5, "backoff_base": 0.05, "backoff_max": 0.2})
+
+
+@pytest.fixture
+async def system(tmp_path: Path) -> AsyncIterator[EventfulSystem]:
+    system = EventfulSystem(
+        tmp_path, {"FLOTILLA_RELAY": FAST_RELAY, "FLOTILLA_DELIVERY": FAST_DELIVERY}
+    )
+    try:
+        yield system
+    finally:
+        await system.aclose()
+
+
+def exactly_once(system: EventfulSystem, group: str, count: int) -> None:
+    """``count`` effects in ``group``, one per event."""
+    effects = system.effects(group)
+    per_event = collections.Counter(event_id for _, event_id, _, _ in effects)
+    assert len(per_event) == count, per_event
+    assert set(per_event.values()) == {1}, per_event
+
+
+async def test_a_publisher_killed_between_commit_and_relay_publishes_everything_once_restarted(
+    system: EventfulSystem,
+) -> None:
+    await system.serve("tally:Tally")  # its groups exist before anything is published
+    ledger = await system.serve("ledger:Ledger")
+    with system.events_locked():  # the relay claims the rows, its publishes wait
+        async with system.client() as client:
+            ids = await client.call("ledger.record", amounts=list(range(1, 9)))
+        await wait_until("the relay to claim the rows", lambda: system.claimed() == 8)
+        await ledger.kill()  # while its publish waits for the lock
+    assert ids == list(range(1, 9))
+    outbox = system.outbox()
+    assert len(outbox) == 8
+    assert all(sent_at is None for _, sent_at in outbox)  # committed, none relayed
+
+    await system.serve("ledger:Ledger")  # the same database file; claims of the dead one lapse
+    await wait_until("8 effects", lambda: len(system.effects("tally")) >= 8)
+    await wait_until("8 audits", lambda: len(system.effects("audit")) >= 8)
+    await system.stop_all()  # nothing more can be handled: now count
+    exactly_once(system, "tally", 8)
+    exactly_once(system, "audit", 8)
+    assert {event_id for _, event_id, _, _ in system.effects("tally")} == {
+        event_id for event_id, _ in outbox
+    }
+    assert sorted(entry for _, _, entry, _ in system.effects("tally")) == ids
+    assert all(sent_at is not None for _, sent_at in system.outbox())
