@@ -65,3 +65,41 @@ async def test_a_publisher_killed_between_commit_and_relay_publishes_everything_
     }
     assert sorted(entry for _, _, entry, _ in system.effects("tally")) == ids
     assert all(sent_at is not None for _, sent_at in system.outbox())
+
+
+@pytest.mark.parametrize("stage", ["open", "committed"])
+async def test_a_consumer_killed_in_a_handler_has_its_effect_once_by_another_replica(
+    system: EventfulSystem, tmp_path: Path, stage: str
+) -> None:
+    """Killed with the handler's transaction open, the effect is rolled back and redone by
+    the other replica; killed after the commit and before the ack, the redelivery finds the
+    inbox row and does nothing."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    (gate / f"hold-{stage}").touch()  # the first handling of `count` takes it and hangs there
+    replicas = [await system.serve("tally:Tally", TALLY_GATE=str(gate)) for _ in range(2)]
+    await system.serve("ledger:Ledger")
+    async with system.client() as client:
+        ids = await client.call("ledger.record", amounts=[10, 20, 30, 40, 50])
+    [held] = await wait_until("a handler to hang", lambda: list(gate.glob("held.*")))
+    held_event = await wait_until("the held event's id", held.read_text)
+    victim = next(served for served in replicas if held.name == f"held.{served.pid}")
+    await victim.kill()
+
+    await wait_until("5 effects", lambda: len(system.effects("tally")) >= 5)
+    await wait_until("5 audits", lambda: len(system.effects("audit")) >= 5)
+    if stage == "committed":  # its effect is there already: wait for the redelivery
+        await wait_until("the redelivery", lambda: list(gate.glob(f"already.{held_event}.*")))
+    await system.stop_all()
+    exactly_once(system, "tally", 5)
+    exactly_once(system, "audit", 5)  # the victim's other deliveries came back too
+    effects = system.effects("tally")
+    assert sorted(entry for _, _, entry, _ in effects) == ids
+    [by] = [pid for _, event_id, _, pid in effects if event_id == held_event]
+    if stage == "open":  # rolled back with the process, redone by the survivor
+        assert victim.pid not in {pid for _, _, _, pid in effects}
+        assert by != victim.pid
+    else:  # committed by the victim; the redelivery was already handled
+        assert by == victim.pid
+        redelivered = {path.name.split(".")[1] for path in gate.glob("already.*")}
+        assert held_event in redelivered  # (another acked late by the victim may be there too)

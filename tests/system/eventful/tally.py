@@ -9,15 +9,18 @@ Three handlers take ``ledger.recorded``: ``count`` (the service's own group,
 instance); ``judge`` takes ``tally.verdict`` and raises when told to.
 
 The test controls ``count`` through files in the directory named by
-``TALLY_GATE``: if ``hold`` is there when a handling begins, the first
-handler to rename it to ``held.<pid>`` keeps its transaction open (its effect
-written, not committed) until the process is killed.
+``TALLY_GATE``: the first handling to find ``hold-open`` there renames it to
+``held.<pid>`` (holding the event's id) and hangs with its transaction open,
+its effect written but not committed; with ``hold-committed`` it hangs after
+the commit, before the handler returns (the event is not acked).  Either
+until the test kills the process.  A delivery of an event ``count`` already
+handled (the inbox raised :class:`AlreadyHandled`) leaves
+``already.<event id>.<pid>`` there.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from pathlib import Path
 
@@ -26,7 +29,7 @@ from ledger import EntryRecorded
 from sqlalchemy import String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from flotilla import Context, Database, Service, on_event
+from flotilla import AlreadyHandled, Context, Database, Service, on_event
 
 
 class Base(DeclarativeBase):
@@ -51,10 +54,15 @@ class Tally(Service, name="tally"):
 
     @on_event("ledger.recorded")
     async def count(self, entry: EntryRecorded, ctx: Context) -> None:
-        async with self.db.transaction(ctx) as tx:
-            tx.session.add(self._effect(ctx, entry.entry_id))
-            await tx.session.flush()  # written (and the write lock taken), not committed
-            await _hold_if_told()
+        try:
+            async with self.db.transaction(ctx) as tx:
+                tx.session.add(self._effect(ctx, entry.entry_id))
+                await tx.session.flush()  # written (and the write lock taken), not committed
+                await _hold_if_told(ctx, "open")
+        except AlreadyHandled:
+            _note_already_handled(ctx)
+            raise  # the consumer takes it as done
+        await _hold_if_told(ctx, "committed")
 
     @on_event("ledger.recorded", group="audit")
     async def audit(self, entry: EntryRecorded, ctx: Context) -> None:
@@ -80,11 +88,22 @@ class Tally(Service, name="tally"):
         return Effect(group=ctx.group, event_id=ctx.event.id, entry_id=entry_id, pid=os.getpid())
 
 
-async def _hold_if_told() -> None:
-    """Block forever if this handling took the test's ``hold`` file (see the docstring)."""
+def _note_already_handled(ctx: Context) -> None:
+    gate = os.environ.get("TALLY_GATE")
+    if gate and ctx.event is not None:
+        Path(gate, f"already.{ctx.event.id}.{os.getpid()}").touch()
+
+
+async def _hold_if_told(ctx: Context, stage: str) -> None:
+    """Hang if this handling took the test's ``hold-<stage>`` file (see the docstring)."""
     gate = os.environ.get("TALLY_GATE")
     if not gate:
         return
-    with contextlib.suppress(FileNotFoundError):  # absent, or another handling took it
-        os.rename(Path(gate, "hold"), Path(gate, f"held.{os.getpid()}"))
-        await asyncio.Event().wait()  # until the test kills this process
+    held = Path(gate, f"held.{os.getpid()}")
+    try:  # atomic: one handling of all the replicas' takes it
+        os.rename(Path(gate, f"hold-{stage}"), held)
+    except FileNotFoundError:  # not asked for, or another handling took it
+        return
+    assert ctx.event is not None
+    held.write_text(ctx.event.id)
+    await asyncio.Event().wait()  # until the test kills this process
