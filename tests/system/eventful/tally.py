@@ -105,5 +105,5 @@ async def _hold_if_told(ctx: Context, stage: str) -> None:
     except FileNotFoundError:  # not asked for, or another handling took it
         return
     assert ctx.event is not None
-    held.write_text(ctx.event.id)
+    await asyncio.to_thread(held.write_text, ctx.event.id)
     await asyncio.Event().wait()  # until the test kills this process
