@@ -143,6 +143,12 @@ class EventfulSystem:
                 return list(db.execute(query))
             return list(db.execute(query + ' WHERE "group" = ?', (group,)))
 
+    def inbox(self) -> dict[str, int]:
+        """``tally.db``'s inbox: events recorded as handled, by consumer group."""
+        query = 'SELECT "group", count(*) FROM flotilla_inbox GROUP BY "group"'
+        with self._read(self.data_dir / "tally.db") as db:
+            return {group: count for group, count in db.execute(query)}
+
     def outbox(self) -> list[tuple[str, float | None]]:
         """``ledger.db``'s outbox: (event id, sent at) per row, in the order of the commits."""
         with self._read(self.data_dir / "ledger.db") as db:
