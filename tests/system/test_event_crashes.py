@@ -7,6 +7,7 @@ database, in a table where a double effect would show as a second row.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 from collections.abc import AsyncIterator
@@ -103,3 +104,28 @@ async def test_a_consumer_killed_in_a_handler_has_its_effect_once_by_another_rep
         assert by == victim.pid
         redelivered = {path.name.split(".")[1] for path in gate.glob("already.*")}
         assert held_event in redelivered  # (another acked late by the victim may be there too)
+
+
+async def test_with_the_event_log_locked_emits_commit_and_the_relay_catches_up_once(
+    system: EventfulSystem,
+) -> None:
+    """The embedded broker "down": another process holds the event log's write lock, so no
+    publish can commit (the file cannot vanish the way a server does: a lock is its outage)."""
+    await system.serve("tally:Tally")
+    ledger = await system.serve("ledger:Ledger")
+    async with system.client() as client:
+        with system.events_locked():
+            async with asyncio.timeout(5):  # tx.emit does not wait for the broker
+                first = await client.call("ledger.record", amounts=[1, 2, 3])
+            await wait_until("the relay to back off", lambda: "cannot publish" in ledger.output())
+            async with asyncio.timeout(5):
+                second = await client.call("ledger.record", amounts=[4, 5])
+            assert all(sent_at is None for _, sent_at in system.outbox())
+        await wait_until("5 effects", lambda: len(system.effects("tally")) >= 5)
+        await wait_until("5 audits", lambda: len(system.effects("audit")) >= 5)
+    await system.stop_all()
+    exactly_once(system, "tally", 5)
+    exactly_once(system, "audit", 5)
+    assert sorted(entry for _, _, entry, _ in system.effects("tally")) == first + second
+    assert all(sent_at is not None for _, sent_at in system.outbox())
+    assert "publishes again" in ledger.output()
