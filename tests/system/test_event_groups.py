@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tests.system.eventful.harness import EventfulSystem, wait_until
+from tests.system.eventful.harness import Broker, EventfulSystem, wait_until
 
 
 @pytest.fixture
-async def system(tmp_path: Path) -> AsyncIterator[EventfulSystem]:
-    system = EventfulSystem(tmp_path)
+async def system(tmp_path: Path, broker: Broker) -> AsyncIterator[EventfulSystem]:
+    system = EventfulSystem(tmp_path, broker)
     try:
         yield system
     finally:

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.system.eventful.harness import EventfulSystem, wait_until
+from tests.system.eventful.harness import Broker, EventfulSystem, wait_until
 
 DELIVERY = json.dumps({"max_deliveries": 3, "backoff_base": 0.05, "backoff_max": 0.2})
 
 
 @pytest.fixture
-async def system(tmp_path: Path) -> AsyncIterator[EventfulSystem]:
-    system = EventfulSystem(tmp_path, {"FLOTILLA_DELIVERY": DELIVERY})
+async def system(tmp_path: Path, broker: Broker) -> AsyncIterator[EventfulSystem]:
+    system = EventfulSystem(tmp_path, broker, {"FLOTILLA_DELIVERY": DELIVERY})
     try:
         yield system
     finally:
@@ -31,7 +31,11 @@ async def dead_letters(system: EventfulSystem) -> list[dict[str, Any]]:
     """What ``flotilla events dlq --json`` prints, run as a user would."""
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "flotilla", "events", "dlq", "--json"),
-        env={**os.environ, "FLOTILLA_DATA_DIR": str(system.data_dir)},
+        env={
+            **os.environ,
+            "FLOTILLA_DATA_DIR": str(system.data_dir),
+            "FLOTILLA_EVENTS": system.settings.events,
+        },
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

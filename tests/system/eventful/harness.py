@@ -10,6 +10,7 @@ reading ``tally.db`` directly.  Every wait polls a condition with a deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -19,11 +20,13 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.system.eventful.brokers import Broker, EmbeddedBroker
+
 from flotilla import Node, NodeConfig
 from flotilla.registry import Health, open_registry
 from flotilla.runtime.settings import Settings
 
-__all__ = ["Effect", "EventfulSystem", "Served", "wait_until"]
+__all__ = ["Broker", "Effect", "EventfulSystem", "Served", "wait_until"]
 
 HERE = Path(__file__).resolve().parent
 T = TypeVar("T")
@@ -70,9 +73,15 @@ class Served:
 class EventfulSystem:
     """The processes of one test, on one data directory; ``env`` goes to every process."""
 
-    def __init__(self, root: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, root: Path, broker: Broker | None = None, env: Mapping[str, str] | None = None
+    ) -> None:
         self.root = root
-        self.settings = Settings.from_env({"FLOTILLA_DATA_DIR": str(root / "data")})
+        self.broker = broker or EmbeddedBroker()
+        data_dir = root / "data"
+        self.settings = Settings.from_env(
+            {"FLOTILLA_DATA_DIR": str(data_dir), "FLOTILLA_EVENTS": self.broker.url(data_dir)}
+        )
         self.data_dir = self.settings.data_dir
         self.env = dict(env or {})
         self.served: list[Served] = []
@@ -97,6 +106,7 @@ class EventfulSystem:
     def _env(self) -> dict[str, str]:
         return {
             "FLOTILLA_DATA_DIR": str(self.data_dir),
+            "FLOTILLA_EVENTS": self.settings.events,
             "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
         }
 
@@ -171,13 +181,6 @@ class EventfulSystem:
         finally:
             db.close()
 
-    @contextmanager
-    def events_locked(self) -> Iterator[None]:
-        """Hold the event log's write lock: the embedded broker cannot take a publish."""
-        db = sqlite3.connect(self.data_dir / "events.db", isolation_level=None, timeout=5.0)
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            yield
-            db.execute("ROLLBACK")
-        finally:
-            db.close()
+    def broker_down(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """The event backend unreachable inside the block (see :mod:`.brokers`)."""
+        return self.broker.down(self.data_dir)
