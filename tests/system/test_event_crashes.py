@@ -132,3 +132,23 @@ async def test_with_the_event_log_locked_emits_commit_and_the_relay_catches_up_o
     assert sorted(entry for _, _, entry, _ in system.effects("tally")) == first + second
     assert all(sent_at is not None for _, sent_at in system.outbox())
     assert "publishes again" in ledger.output()
+
+
+async def test_a_consumer_killed_keeps_its_place_and_gets_what_was_published_meanwhile(
+    system: EventfulSystem,
+) -> None:
+    tally = await system.serve("tally:Tally")
+    await system.serve("ledger:Ledger")
+    async with system.client() as client:
+        before = await client.call("ledger.record", amounts=[1, 2])
+        await wait_until("2 effects", lambda: len(system.effects("tally")) == 2)
+        await tally.kill()  # no replica: nobody consumes for a while
+        meanwhile = await client.call("ledger.record", amounts=[3, 4, 5])
+        await wait_until("the relay", lambda: all(sent for _, sent in system.outbox()))
+        await system.serve("tally:Tally")  # a new instance of the same groups
+        await wait_until("5 effects", lambda: len(system.effects("tally")) >= 5)
+        await wait_until("5 audits", lambda: len(system.effects("audit")) >= 5)
+    await system.stop_all()
+    exactly_once(system, "tally", 5)
+    exactly_once(system, "audit", 5)
+    assert sorted(entry for _, _, entry, _ in system.effects("tally")) == before + meanwhile
