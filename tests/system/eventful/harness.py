@@ -1,8 +1,10 @@
 """Running the eventful system as real processes, and reading what they did from their databases.
 
 Each service runs as ``python -m flotilla serve module:Class`` in a process of
-its own, on the data directory of one test: the embedded registry, event log
-(``events.db``) and a database file per service (``ledger.db``, ``tally.db``).
+its own, on the data directory of one test: the embedded registry, a database
+file per service (``ledger.db``, ``tally.db``), and the event backend of the
+test's :class:`~tests.system.eventful.brokers.Broker` (the embedded log
+``events.db``, or NATS JetStream).
 The test process calls and emits as an outside client, and counts effects by
 reading ``tally.db`` directly.  Every wait polls a condition with a deadline.
 """
