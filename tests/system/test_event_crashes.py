@@ -42,8 +42,7 @@ def exactly_once(system: EventfulSystem, group: str, count: int) -> None:
 async def test_a_publisher_killed_between_commit_and_relay_publishes_everything_once_restarted(
     system: EventfulSystem,
 ) -> None:
-    await system.serve("tally:Tally")  # its groups exist before anything is published
-    ledger = await system.serve("ledger:Ledger")
+    _, ledger = await system.serve_all("tally:Tally", "ledger:Ledger")
     async with system.broker_down():
         async with system.client() as client:
             ids = await client.call("ledger.record", amounts=list(range(1, 9)))
@@ -80,8 +79,9 @@ async def test_a_consumer_killed_in_a_handler_has_its_effect_once_by_another_rep
     gate = tmp_path / "gate"
     gate.mkdir()
     (gate / f"hold-{stage}").touch()  # the first handling of `count` takes it and hangs there
-    replicas = [await system.serve("tally:Tally", TALLY_GATE=str(gate)) for _ in range(2)]
-    await system.serve("ledger:Ledger")
+    *replicas, _ = await system.serve_all(
+        "tally:Tally", "tally:Tally", "ledger:Ledger", TALLY_GATE=str(gate)
+    )
     async with system.client() as client:
         ids = await client.call("ledger.record", amounts=[10, 20, 30, 40, 50])
     [held] = await wait_until("a handler to hang", lambda: list(gate.glob("held.*")))
@@ -114,8 +114,7 @@ async def test_with_the_event_log_locked_emits_commit_and_the_relay_catches_up_o
     """The broker down (see ``eventful/brokers.py``: the embedded log locked by another
     process, NATS cut off by a proxy): ``tx.emit`` commits, the relay backs off, and once
     the broker is back it catches up, nothing lost or doubled."""
-    await system.serve("tally:Tally")
-    ledger = await system.serve("ledger:Ledger")
+    _, ledger = await system.serve_all("tally:Tally", "ledger:Ledger")
     async with system.client() as client:
         async with system.broker_down():
             async with asyncio.timeout(5):  # tx.emit does not wait for the broker
@@ -137,8 +136,7 @@ async def test_with_the_event_log_locked_emits_commit_and_the_relay_catches_up_o
 async def test_a_consumer_killed_keeps_its_place_and_gets_what_was_published_meanwhile(
     system: EventfulSystem,
 ) -> None:
-    tally = await system.serve("tally:Tally")
-    await system.serve("ledger:Ledger")
+    tally, _ = await system.serve_all("tally:Tally", "ledger:Ledger")
     async with system.client() as client:
         before = await client.call("ledger.record", amounts=[1, 2])
         await wait_until("2 effects", lambda: len(system.effects("tally")) == 2)

@@ -24,8 +24,8 @@ async def system(tmp_path: Path, broker: Broker) -> AsyncIterator[EventfulSystem
 async def test_two_groups_and_a_broadcast_on_two_replicas_of_one_database(
     system: EventfulSystem,
 ) -> None:
-    replicas = [await system.serve("tally:Tally") for _ in range(2)]  # both use tally.db
-    await system.serve("ledger:Ledger")
+    # Two replicas of tally, both on tally.db in the data directory.
+    *replicas, _ = await system.serve_all("tally:Tally", "tally:Tally", "ledger:Ledger")
     async with system.client() as client:
         ids = await client.call("ledger.record", amounts=[1, 2, 3, 4, 5, 6])
     # 6 events: 6 effects in each balanced group, 6 per instance in the broadcast.

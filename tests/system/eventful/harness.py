@@ -90,6 +90,17 @@ class EventfulSystem:
 
     async def serve(self, spec: str, **env: str) -> Served:
         """Start ``flotilla serve spec``; returns once its instance is registered healthy."""
+        [served] = await self.serve_all(spec, **env)
+        return served
+
+    async def serve_all(self, *specs: str, **env: str) -> list[Served]:
+        """Start a process for each of ``specs`` at once; returns once all are healthy (their
+        consumers' groups then exist: consumers start before a node registers)."""
+        started = [await self._start(spec, env) for spec in specs]
+        await asyncio.gather(*(self.wait_healthy(served) for served in started))
+        return started
+
+    async def _start(self, spec: str, env: dict[str, str]) -> Served:
         log = self.root / f"{spec.partition(':')[0]}-{len(self.served)}.log"
         with log.open("wb") as sink:
             process = await asyncio.create_subprocess_exec(
@@ -102,7 +113,6 @@ class EventfulSystem:
             )
         served = Served(process, log)
         self.served.append(served)
-        await self.wait_healthy(served)
         return served
 
     def _env(self) -> dict[str, str]:
