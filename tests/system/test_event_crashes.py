@@ -1,7 +1,7 @@
 """Exactly-once effects across real processes that are killed: the outbox, the inbox, redelivery.
 
 The eventful system (``tests/system/eventful``) runs as ``flotilla serve``
-processes on the embedded backends; effects are counted in the consumer's
+processes on each broker of the `broker` fixture; effects are counted in the consumer's
 database, in a table where a double effect would show as a second row.
 """
 
@@ -108,7 +108,7 @@ async def test_a_consumer_killed_in_a_handler_has_its_effect_once_by_another_rep
         assert held_event in redelivered  # (another acked late by the victim may be there too)
 
 
-async def test_with_the_event_log_locked_emits_commit_and_the_relay_catches_up_once(
+async def test_with_the_broker_down_emits_commit_and_the_relay_catches_up_once(
     system: EventfulSystem,
 ) -> None:
     """The broker down (see ``eventful/brokers.py``: the embedded log locked by another
