@@ -1,8 +1,8 @@
 """Exactly-once effects across real processes that are killed: the outbox, the inbox, redelivery.
 
 The eventful system (``tests/system/eventful``) runs as ``flotilla serve``
-processes on each broker of the `broker` fixture; effects are counted in the consumer's
-database, in a table where a double effect would show as a second row.
+processes on each broker of the ``broker`` fixture; effects are counted in the
+consumer's database, in a table where a double effect would show as a second row.
 """
 
 from __future__ import annotations
