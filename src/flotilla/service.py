@@ -44,6 +44,8 @@ from typing import Any, ClassVar, TypeVar, overload
 import msgspec
 
 from flotilla.context import Context
+from flotilla.errors import InvalidArgument
+from flotilla.events.envelope import check_topic_and_key
 from flotilla.events.policy import DeliveryPolicy
 from flotilla.registry.base import MethodInfo
 
@@ -154,8 +156,10 @@ def on_event(
     ``delivery`` replaces the node's :class:`DeliveryPolicy` for this handler
     (more attempts for a handler that calls a flaky service, say).
     """
-    if not topic or topic != topic.strip():
-        raise ValueError(f"@on_event needs a topic name, got {topic!r}")
+    try:
+        check_topic_and_key(topic, None)  # a topic nobody could emit to would never fire
+    except InvalidArgument as exc:
+        raise ValueError(f"@on_event needs a topic name: {exc.message}") from None
 
     def mark(method: F) -> F:
         _require_async(method, "@on_event handler")
@@ -283,7 +287,8 @@ def _check_handler_signature(fn: Callable[..., Any]) -> None:
 
 
 def _event_spec(attribute: str, fn: Any, mark: _EventMark) -> EventSpec:
-    hints = typing.get_type_hints(fn)
+    # include_extras: Annotated[int, msgspec.Meta(ge=1)] keeps its constraints.
+    hints = typing.get_type_hints(fn, include_extras=True)
     payload_param, context_param = "", None
     for param in list(inspect.signature(fn).parameters.values())[1:]:
         if hints.get(param.name) is Context:
@@ -331,7 +336,8 @@ def _names_context(fn: Callable[..., Any], annotation: Any) -> bool:
 
 
 def _method_spec(cls: type, attribute: str, fn: Any, mark: _RpcMark) -> MethodSpec:
-    hints = typing.get_type_hints(fn)
+    # include_extras: Annotated[int, msgspec.Meta(ge=1)] keeps its constraints.
+    hints = typing.get_type_hints(fn, include_extras=True)
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     context_param = None
     for param in list(inspect.signature(fn).parameters.values())[1:]:

@@ -66,10 +66,26 @@ async def _sqlite(tmp_path: Path) -> EventBackend:
     return SqliteEvents.from_url(f"sqlite:///{tmp_path}/events.db")
 
 
-# name -> how to make one, in one place: E3 (sqlite) and E4 (nats) add theirs here.
+async def _nats(tmp_path: Path) -> EventBackend:
+    from tests.servers import NATS, nats_prefix
+
+    from flotilla.events.jetstream import JetStreamEvents
+
+    # Streams named after the test (its tmp_path): two handles share them,
+    # and tests/conformance/conftest.py deletes them after the test.
+    return JetStreamEvents(NATS.url, prefix=nats_prefix(tmp_path), poll=0.05)
+
+
+# name -> how to make one, in one place: a new backend adds its entry here.
 BACKENDS: dict[str, Case] = {
     "memory": Case(_memory, Timing(nak_delay=0.05, ack_wait=0.2)),
     "sqlite": Case(_sqlite, Timing(nak_delay=0.05, ack_wait=0.3), shared=True),
+    "nats": Case(
+        _nats,
+        Timing(nak_delay=0.2, ack_wait=1.0),  # nats-server 2.9 needs ack_wait >= 1 s
+        server=("NATS", os.environ.get("FLOTILLA_TEST_NATS_URL") or "nats://127.0.0.1:4222"),
+        shared=True,
+    ),
 }
 
 
@@ -103,12 +119,7 @@ async def setup(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await backend.aclose()
 
 
-SHARED = [name for name, case in BACKENDS.items() if case.shared] or [
-    pytest.param(
-        None,
-        marks=pytest.mark.skip(reason="no backend of BACKENDS shares a store across objects yet"),
-    )
-]
+SHARED = [name for name, case in BACKENDS.items() if case.shared]
 
 
 @pytest.fixture(params=SHARED)
