@@ -17,7 +17,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["Broker", "EmbeddedBroker"]
+from tests.proxy import TcpProxy
+
+__all__ = ["Broker", "EmbeddedBroker", "NatsBroker"]
 
 
 class Broker(Protocol):
@@ -49,3 +51,25 @@ class EmbeddedBroker:
             db.execute("ROLLBACK")
         finally:
             db.close()
+
+
+class NatsBroker:
+    """JetStream through a proxy the test cuts; the test's own stream prefix (``prefix``)."""
+
+    name = "nats"
+
+    def __init__(self, proxy: TcpProxy, prefix: str) -> None:
+        self.proxy = proxy
+        self.prefix = prefix
+
+    def url(self, data_dir: Path) -> str:
+        # poll: how soon a subscription with nothing to do notices an ack_wait run out
+        return f"nats://127.0.0.1:{self.proxy.port}?prefix={self.prefix}&poll=0.1"
+
+    @asynccontextmanager
+    async def down(self, data_dir: Path) -> AsyncIterator[None]:
+        await self.proxy.cut()  # every connection closed, new ones refused
+        try:
+            yield
+        finally:
+            await self.proxy.restore()  # on the same port: the clients reconnect
