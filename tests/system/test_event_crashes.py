@@ -62,7 +62,7 @@ async def test_a_publisher_killed_between_commit_and_relay_publishes_everything_
     await system.serve("ledger:Ledger")  # the same database file; claims of the dead one lapse
     await wait_until("9 effects", lambda: len(system.effects("tally")) >= 9)
     await wait_until("9 audits", lambda: len(system.effects("audit")) >= 9)
-    await system.stop_all()  # nothing more can be handled: now count
+    await system.kill_all()  # nothing more can be handled: now count
     exactly_once(system, "tally", 9)
     exactly_once(system, "audit", 9)
     assert {event_id for _, event_id, _, _ in system.effects("tally")} == {
@@ -96,7 +96,7 @@ async def test_a_consumer_killed_in_a_handler_has_its_effect_once_by_another_rep
     await wait_until("5 audits", lambda: len(system.effects("audit")) >= 5)
     if stage == "committed":  # its effect is there already: wait for the redelivery
         await wait_until("the redelivery", lambda: list(gate.glob(f"already.{held_event}.*")))
-    await system.stop_all()
+    await system.kill_all()
     exactly_once(system, "tally", 5)
     exactly_once(system, "audit", 5)  # the victim's other deliveries came back too
     effects = system.effects("tally")
@@ -130,7 +130,7 @@ async def test_with_the_broker_down_emits_commit_and_the_relay_catches_up_once(
             assert [sent_at is None for _, sent_at in system.outbox()] == [False] + [True] * 4
         await wait_until("5 effects", lambda: len(system.effects("tally")) >= 5)
         await wait_until("5 audits", lambda: len(system.effects("audit")) >= 5)
-    await system.stop_all()
+    await system.kill_all()
     exactly_once(system, "tally", 5)
     exactly_once(system, "audit", 5)
     assert sorted(entry for _, _, entry, _ in system.effects("tally")) == first + second
@@ -151,7 +151,7 @@ async def test_a_consumer_killed_keeps_its_place_and_gets_what_was_published_mea
         await system.serve("tally:Tally")  # a new instance of the same groups
         await wait_until("5 effects", lambda: len(system.effects("tally")) >= 5)
         await wait_until("5 audits", lambda: len(system.effects("audit")) >= 5)
-    await system.stop_all()
+    await system.kill_all()
     exactly_once(system, "tally", 5)
     exactly_once(system, "audit", 5)
     assert sorted(entry for _, _, entry, _ in system.effects("tally")) == before + meanwhile

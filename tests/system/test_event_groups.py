@@ -30,7 +30,7 @@ async def test_two_groups_and_a_broadcast_on_two_replicas_of_one_database(
         ids = await client.call("ledger.record", amounts=[1, 2, 3, 4, 5, 6])
     # 6 events: 6 effects in each balanced group, 6 per instance in the broadcast.
     await wait_until("every effect", lambda: len(system.effects()) >= 6 * 4)
-    await system.stop_all()
+    await system.kill_all()
 
     effects = system.effects()
     per_group = collections.Counter(group for group, _, _, _ in effects)

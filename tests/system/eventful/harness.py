@@ -63,14 +63,6 @@ class Served:
         self.process.send_signal(signal.SIGKILL)
         await self.process.wait()
 
-    async def stop(self) -> None:
-        """SIGTERM, then wait for the graceful exit (handlers under way finish first)."""
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(20):
-            await self.process.wait()
-        assert self.process.returncode in (0, -signal.SIGKILL), self.output()
-
 
 class EventfulSystem:
     """The processes of one test, on one data directory; ``env`` goes to every process."""
@@ -137,15 +129,17 @@ class EventfulSystem:
         finally:
             await registry.aclose()
 
-    async def stop_all(self) -> None:
-        """Stop every process still running, gracefully, all at once."""
-        await asyncio.gather(*(served.stop() for served in self.served))
-
-    async def aclose(self) -> None:
-        """Kill whatever is left (a test that failed half-way)."""
+    async def kill_all(self) -> None:
+        """Kill every process still running: nothing more can be handled, so what the
+        databases hold from then on is final.  (Quicker than a graceful stop, which would
+        wait out the registry's grace and the drain.)"""
         for served in self.served:
             if served.process.returncode is None:
                 await served.kill()
+
+    async def aclose(self) -> None:
+        """Kill whatever is left (a test that failed half-way)."""
+        await self.kill_all()
 
     @asynccontextmanager
     async def client(self, **config: Any) -> AsyncIterator[Node]:
