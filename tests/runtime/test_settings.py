@@ -201,3 +201,37 @@ def test_no_database_variables_mean_the_embedded_default(tmp_path: Path) -> None
     config = Settings.from_env({"FLOTILLA_SECRET": "s", "FLOTILLA_DATA_DIR": str(tmp_path)})
     assert config.node_config().database is None
     assert config.node_config().databases == {}
+
+
+def test_delivery_and_relay_policies_from_the_environment(tmp_path: Path) -> None:
+    env = {
+        "FLOTILLA_SECRET": "s",
+        "FLOTILLA_DATA_DIR": str(tmp_path),
+        "FLOTILLA_DELIVERY": '{"ack_wait": 2, "max_deliveries": 3}',
+        "FLOTILLA_RELAY": '{"lease": 1.5, "backoff": {"base": 0.01, "max": 0.1}}',
+    }
+    config = Settings.from_env(env).node_config()
+    assert (config.delivery.ack_wait, config.delivery.max_deliveries) == (2, 3)
+    assert config.delivery.backoff_base == 0.5  # what the variable leaves out keeps its default
+    assert config.relay.lease == 1.5
+    assert config.relay.backoff.max == 0.1
+    default = Settings.from_env({"FLOTILLA_SECRET": "s", "FLOTILLA_DATA_DIR": str(tmp_path)})
+    assert default.node_config().relay.lease == 10.0
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [
+        ("FLOTILLA_DELIVERY", '{"ack_wait": 0}', "ack_wait must be positive"),
+        ("FLOTILLA_DELIVERY", '{"ack_wiat": 1}', "ack_wiat"),
+        ("FLOTILLA_RELAY", '{"lease": -1}', "relay.lease must be positive"),
+        ("FLOTILLA_RELAY", "lease=1", "FLOTILLA_RELAY='lease=1'"),
+    ],
+)
+def test_bad_policies_in_the_environment_are_config_errors(
+    tmp_path: Path, name: str, value: str, reason: str
+) -> None:
+    env = {"FLOTILLA_SECRET": "s", "FLOTILLA_DATA_DIR": str(tmp_path), name: value}
+    with pytest.raises(ConfigError, match=name) as caught:
+        Settings.from_env(env)
+    assert reason in caught.value.message

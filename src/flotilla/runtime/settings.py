@@ -22,6 +22,9 @@ itself.  With none set, a process uses the embedded mode: a data directory
 - ``FLOTILLA_RESILIENCE``: the resilience policies, a
   :class:`~flotilla.resilience.config.PolicyTable` as JSON (``flotilla run`` sets it
   from the ``[resilience]`` section);
+- ``FLOTILLA_DELIVERY``: the event consumers' :class:`~flotilla.events.policy.DeliveryPolicy`
+  as JSON (``{"ack_wait": 5, "max_deliveries": 3}``); ``FLOTILLA_RELAY``: the outbox
+  relays' :class:`~flotilla.data.policy.RelayPolicy` as JSON (``{"lease": 2}``);
 - ``FLOTILLA_OPS_PORT``: the ops HTTP port (``/healthz``, ``/readyz``, ``/status``),
   0 for any free one (``flotilla run`` sets 0); unset: no ops port.
   ``FLOTILLA_OPS_HOST``: where it binds (default: ``FLOTILLA_HOST``).
@@ -43,8 +46,10 @@ import msgspec
 
 from flotilla.balancing import DEFAULT_STRATEGY
 from flotilla.calls.deadline import DEFAULT_TIMEOUT
+from flotilla.data.policy import RelayPolicy
 from flotilla.data.url import DATABASE_ENV, per_service_env
 from flotilla.errors import ConfigError
+from flotilla.events.policy import DeliveryPolicy
 from flotilla.resilience.config import PolicyTable
 from flotilla.resolve import default_events_url, default_registry_url
 from flotilla.runtime.config import NodeConfig
@@ -73,6 +78,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ops_host: str | None = None
     database: str | None = None
     databases: dict[str, str] = msgspec.field(default_factory=dict)
+    delivery: DeliveryPolicy = msgspec.field(default_factory=DeliveryPolicy)
+    relay: RelayPolicy = msgspec.field(default_factory=RelayPolicy)
 
     def node_config(self, metadata: Mapping[str, str] | None = None) -> NodeConfig:
         """The configuration of a node run with these settings."""
@@ -93,6 +100,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             data_dir=str(self.data_dir),
             database=self.database,
             databases=self.databases,
+            delivery=self.delivery,
+            relay=self.relay,
         )
 
     @classmethod
@@ -128,6 +137,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 for name, url in env.items()
                 if name.startswith(f"{DATABASE_ENV}_") and url
             },
+            delivery=_json_env(env, "FLOTILLA_DELIVERY", DeliveryPolicy, DeliveryPolicy()),
+            relay=_json_env(env, "FLOTILLA_RELAY", RelayPolicy, RelayPolicy()),
         )
 
 
