@@ -79,7 +79,7 @@ async def test_the_shop_runs_and_confirms_an_order(running: Settings) -> None:
         users = node.client(Users)
         await users.create(email="ada@example.com", password="correct horse", name="Ada")
         claims = await users.authenticate(email="ada@example.com", password="correct horse")
-        ada = Context(node.caller, Headers(principal=Principal(claims.subject, ())))
+        ada = Context(node.caller, Headers(principal=Principal(claims.sub, ())))
         accepted = await ada.client(Orders).create(
             items=[ItemRequest(product.id, 2)], card_token="tok_ok"
         )
