@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 from shop.routes import ROUTES
 from shop.users import DEMO_ADMIN_EMAIL, DEMO_ADMIN_PASSWORD
+from tests.examples.shop.kit import ShopKit, running_shop
 
 from flotilla.gateway import Gateway, GatewayConfig, TokenSettings
 from flotilla.gateway.server import HttpServer
-from tests.examples.shop.kit import ShopKit, running_shop
 
 SECRET = "shop-http-test-secret-of-enough-bytes"
 TOKENS = TokenSettings(secret=SECRET)

@@ -17,7 +17,6 @@ import jwt
 import pytest
 from shop.invariants import check_invariants
 from shop.routes import ROUTES
-
 from tests.examples.shop.http_kit import SECRET, HttpShop, http_shop
 
 
@@ -32,7 +31,8 @@ async def shop() -> AsyncIterator[HttpShop]:
 def error_of(answer: httpx.Response) -> tuple[int, str, str]:
     """(status, code, message) of an error answer, which must have the contract's shape."""
     body = answer.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message"}, body
     return answer.status_code, body["error"]["code"], body["error"]["message"]
 
 
@@ -63,14 +63,16 @@ async def test_accounts_and_tokens(shop: HttpShop) -> None:
     assert error_of(again)[:2] == (409, "already_exists")
     bad = await shop.http.post("/api/users", json={**body, "email": "not-an-address"})
     status, _, message = error_of(bad)
-    assert status == 422 and "email" in message
+    assert status == 422
+    assert "email" in message
 
     token = await shop.http.post(
         "/api/auth/token", json={"email": "ada@example.com", "password": "correct horse"}
     )
     assert token.status_code == 200
     assert set(token.json()) == {"access_token", "token_type", "expires_in"}
-    assert token.json()["token_type"] == "bearer" and token.json()["expires_in"] == 3600
+    assert token.json()["token_type"] == "bearer"
+    assert token.json()["expires_in"] == 3600
     claims = jwt.decode(token.json()["access_token"], SECRET, algorithms=["HS256"])
     assert claims["sub"] == str(made.json()["id"])
     for wrong in (
@@ -113,15 +115,18 @@ async def test_products_are_made_by_admins_and_listed_page_by_page(shop: HttpSho
     assert [p["name"] for p in last.json()["items"]] == ["cup"]
     assert last.json()["next_cursor"] is None
     everything = await shop.http.get("/api/products")
-    assert len(everything.json()["items"]) == 4 and everything.json()["next_cursor"] is None
+    assert len(everything.json()["items"]) == 4
+    assert everything.json()["next_cursor"] is None
     forged = await shop.http.get("/api/products", params={"cursor": "made-up"})
     assert error_of(forged)[:2] == (422, "invalid_argument")
     assert "cursor" in error_of(forged)[2]
     too_many = await shop.http.get("/api/products", params={"limit": 0})
-    assert error_of(too_many)[0] == 422 and "limit" in error_of(too_many)[2]
+    assert error_of(too_many)[0] == 422
+    assert "limit" in error_of(too_many)[2]
 
     one = await shop.http.get(f"/api/products/{product['id']}")
-    assert one.status_code == 200 and one.json() == product
+    assert one.status_code == 200
+    assert one.json() == product
     assert error_of(await shop.http.get("/api/products/999999"))[:2] == (404, "not_found")
     assert error_of(await shop.http.get("/api/products/teapot"))[0] == 422
 
@@ -138,13 +143,15 @@ async def test_stock_is_read_by_anyone_and_added_by_admins(shop: HttpShop) -> No
         "sold": 0,
     }
     added = await shop.http.post(f"/api/products/{product}/stock", json={"add": 3}, headers=admin)
-    assert added.status_code == 200 and added.json()["available"] == 8
+    assert added.status_code == 200
+    assert added.json()["available"] == 8
     refused = await shop.http.post(f"/api/products/{product}/stock", json={"add": 3}, headers=user)
     assert error_of(refused)[0] == 403
     negative = await shop.http.post(
         f"/api/products/{product}/stock", json={"add": -1}, headers=admin
     )
-    assert error_of(negative)[0] == 422 and "add" in error_of(negative)[2]
+    assert error_of(negative)[0] == 422
+    assert "add" in error_of(negative)[2]
     assert error_of(await shop.http.get("/api/products/424242/stock"))[0] == 404
 
 
@@ -223,13 +230,15 @@ async def test_bad_input_is_refused_with_the_field_named(shop: HttpShop) -> None
         assert (status, code) == (422, "invalid_argument"), (field, answer.text)
         assert field.rstrip(".") in message, (field, message)
     missing = await shop.http.post("/api/users", json={"email": "x@example.com", "name": "X"})
-    assert error_of(missing)[0] == 422 and "password" in error_of(missing)[2]
+    assert error_of(missing)[0] == 422
+    assert "password" in error_of(missing)[2]
     typed = await shop.http.post(
         "/api/products",
         json={"name": "pot", "price_cents": "ten", "category": "tea"},
         headers=admin,
     )
-    assert error_of(typed)[0] == 422 and "price_cents" in error_of(typed)[2]
+    assert error_of(typed)[0] == 422
+    assert "price_cents" in error_of(typed)[2]
     # Nothing was made by any of it.
     assert (await shop.http.get("/api/orders", headers=user)).json() == {"items": []}
 
@@ -260,7 +269,8 @@ async def test_a_good_order_is_confirmed_paid_shipped_and_delivered(shop: HttpSh
     assert (stock["available"], stock["reserved"], stock["sold"]) == (3, 0, 2)
 
     shipped = await shop.http.post(f"/api/orders/{order}/ship", headers=admin)
-    assert shipped.status_code == 200 and shipped.json()["status"] == "shipped"
+    assert shipped.status_code == 200
+    assert shipped.json()["status"] == "shipped"
     cancel = await shop.http.post(f"/api/orders/{order}/cancel", headers=user)
     assert error_of(cancel)[0] == 409
     delivered = await shop.http.post(f"/api/orders/{order}/deliver", headers=admin)
@@ -329,7 +339,8 @@ async def test_an_idempotency_key_makes_one_order(shop: HttpShop) -> None:
     assert error_of(conflict)[0] == 409
     # Per user: Bob's same key is his own order.
     bobs = await shop.http.post("/api/orders", json=body, headers={**bob, **key})
-    assert bobs.status_code == 202 and bobs.json()["id"] != first.json()["id"]
+    assert bobs.status_code == 202
+    assert bobs.json()["id"] != first.json()["id"]
     assert len((await shop.http.get("/api/orders", headers=ada)).json()["items"]) == 1
 
 
@@ -340,7 +351,8 @@ async def test_operations_routes_and_the_openapi_document(shop: HttpShop) -> Non
     assert (await shop.http.get("/healthz")).status_code == 200
     assert (await shop.http.get("/readyz")).status_code == 200
     metrics = await shop.http.get("/metrics")
-    assert metrics.status_code == 200 and "# TYPE" in metrics.text
+    assert metrics.status_code == 200
+    assert "# TYPE" in metrics.text
     assert (await shop.http.get("/docs")).status_code == 200
     document = (await shop.http.get("/openapi.json")).json()
     assert document["openapi"].startswith("3.1")
