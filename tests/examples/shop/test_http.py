@@ -239,6 +239,15 @@ async def test_bad_input_is_refused_with_the_field_named(shop: HttpShop) -> None
     )
     assert error_of(typed)[0] == 422
     assert "price_cents" in error_of(typed)[2]
+    # Beyond what a database id holds: refused, not an overflow in the driver (a 500).
+    huge = 2**63 + 1
+    for path in (f"/api/products/{huge}", f"/api/orders/{huge}", f"/api/orders/{huge}/payment"):
+        assert error_of(await shop.http.get(path, headers=user))[0] == 422, path
+    huge_line = order([{"product_id": huge, "quantity": 1}])
+    answer = await shop.http.post("/api/orders", json=huge_line, headers=user)
+    assert "items[0].product_id" in error_of(answer)[2]
+    nul = {"email": "nul@example.com", "password": "correct horse", "name": "a\x00b"}
+    assert error_of(await shop.http.post("/api/users", json=nul))[0] == 422
     # Nothing was made by any of it.
     assert (await shop.http.get("/api/orders", headers=user)).json() == {"items": []}
 
