@@ -367,3 +367,8 @@ async def test_operations_routes_and_the_openapi_document(shop: HttpShop) -> Non
     assert document["openapi"].startswith("3.1")
     for route in ROUTES:
         assert route.method.lower() in document["paths"][route.template], route.name
+    place = document["paths"]["/api/orders"]["post"]
+    body = place["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["items", "card_token"]
+    assert [p["name"] for p in place["parameters"]] == ["Idempotency-Key"]
+    assert "202" in place["responses"]
