@@ -308,6 +308,8 @@ async def test_declined_and_out_of_stock_orders_are_cancelled(shop: HttpShop) ->
     )
     listed = (await shop.http.get("/api/orders", headers=user)).json()["items"]
     assert [o["id"] for o in listed] == [short, declined]  # newest first
+    latest = await shop.http.get("/api/orders", params={"limit": 1}, headers=user)
+    assert [o["id"] for o in latest.json()["items"]] == [short]
 
 
 async def test_cancelling_a_confirmed_order_refunds_it_and_frees_its_stock(shop: HttpShop) -> None:
