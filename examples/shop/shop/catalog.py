@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from flotilla import Context, Database, FlotillaError, NotFound, Service, rpc
 
 from .auth import require_admin
-from .checks import count, text
+from .checks import RowId, count, text
 from .cursor import CursorSigner, PageCursor
 from .events import PRODUCT_CREATED, ProductCreated
 from .inventory import Inventory
@@ -94,7 +94,7 @@ class Catalog(Service, name="catalog"):
         return product
 
     @rpc(idempotent=True)
-    async def get(self, id: int) -> Product:
+    async def get(self, id: RowId) -> Product:
         """One product; ``NotFound`` for an unknown id."""
         async with self.db.transaction() as tx:
             row = (await tx.session.execute(select(products).where(products.c.id == id))).first()
@@ -109,6 +109,8 @@ class Catalog(Service, name="catalog"):
         """Products (of ``category``) by id, ``limit`` at a time; ``cursor`` continues a listing
         (a cursor this catalog did not issue, or issued for another category, is refused)."""
         count("limit", limit, low=1, high=MAX_PAGE)
+        if category is not None:
+            category = text("category", category, max_length=50)
         assert self._cursors is not None
         after = 0 if cursor is None else self._cursors.read(cursor, category).after_id
         query = select(products).where(products.c.id > after)
@@ -123,7 +125,7 @@ class Catalog(Service, name="catalog"):
         return ProductPage(items=items, next_cursor=next_cursor)
 
     @rpc(idempotent=True)
-    async def lookup(self, ids: list[int]) -> list[Product]:
+    async def lookup(self, ids: list[RowId]) -> list[Product]:
         """The products among ``ids`` that exist (the orders service prices an order so)."""
         async with self.db.transaction() as tx:
             query = select(products).where(products.c.id.in_(ids)).order_by(products.c.id)

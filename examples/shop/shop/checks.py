@@ -8,8 +8,16 @@ in the message and in ``details["field"]``, so the gateway's 422 can say it.
 from __future__ import annotations
 
 import os
+import unicodedata
+from typing import Annotated
+
+import msgspec
 
 from flotilla import ConfigError, InvalidArgument
+
+RowId = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+"""An id as the databases store it (a signed 64-bit integer): a larger number in a path or a
+body is refused at the service's edge (422 naming it), not handed to the driver to overflow."""
 
 
 def invalid(field: str, problem: str) -> InvalidArgument:
@@ -27,6 +35,9 @@ def text(field: str, value: str, *, max_length: int, min_length: int = 1) -> str
         )
     if len(value) > max_length:
         raise invalid(field, f"must be at most {max_length} characters")
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        # A NUL, say: PostgreSQL refuses it in text, and no name or email holds one.
+        raise invalid(field, "must not contain control characters")
     return value
 
 

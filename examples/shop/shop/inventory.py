@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from flotilla import Context, Database, NotFound, Service, on_event, rpc
 
 from .auth import require_admin
-from .checks import count
+from .checks import RowId, count
 from .events import (
     ORDER_CANCELLED,
     ORDER_CREATED,
@@ -97,7 +97,7 @@ class Inventory(Service, name="inventory"):
     # -- reading and adding stock ---------------------------------------------------------
 
     @rpc(idempotent=True)
-    async def stock(self, product_id: int) -> Stock:
+    async def stock(self, product_id: RowId) -> Stock:
         """The stock of one product; ``NotFound`` when it has none yet."""
         async with self.db.transaction() as tx:
             return await _stock_of(tx.session, product_id)
@@ -113,7 +113,7 @@ class Inventory(Service, name="inventory"):
             return [_stock(row) for row in rows]
 
     @rpc
-    async def add_stock(self, ctx: Context, product_id: int, add: int) -> Stock:
+    async def add_stock(self, ctx: Context, product_id: RowId, add: int) -> Stock:
         """Add ``add`` units to what is available (admins only); the new stock."""
         require_admin(ctx)
         count("add", add, low=1, high=MAX_STOCK)
@@ -128,7 +128,7 @@ class Inventory(Service, name="inventory"):
             return await _stock_of(tx.session, product_id)
 
     @rpc(idempotent=True)
-    async def init_stock(self, ctx: Context, product_id: int, quantity: int) -> Stock:
+    async def init_stock(self, ctx: Context, product_id: RowId, quantity: int) -> Stock:
         """Give a new product its first ``quantity`` units, unless it has stock already
         (admins only; the catalog calls it when it creates a product)."""
         require_admin(ctx)

@@ -17,6 +17,7 @@ from flotilla import NotFound
 from flotilla.headers import Principal
 
 from .auth import is_admin
+from .checks import RowId
 from .idempotency import keys_table
 
 metadata = MetaData()
@@ -42,7 +43,7 @@ idempotency_keys = keys_table(metadata)
 
 
 class ItemRequest(msgspec.Struct, frozen=True):
-    product_id: int
+    product_id: RowId
     quantity: int
 
 

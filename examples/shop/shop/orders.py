@@ -26,7 +26,7 @@ from flotilla import Context, Database, FailedPrecondition, Service, on_event, r
 
 from .auth import require_admin, require_user
 from .catalog import Catalog
-from .checks import count, invalid, text
+from .checks import RowId, count, invalid, text
 from .events import (
     ORDER_CANCELLED,
     ORDER_CONFIRMED,
@@ -148,7 +148,7 @@ class Orders(Service, name="orders"):
         return order_id, True
 
     @rpc(idempotent=True)
-    async def get(self, ctx: Context, id: int) -> Order:
+    async def get(self, ctx: Context, id: RowId) -> Order:
         """One order: the caller's own (an admin's: any); ``NotFound`` otherwise."""
         user = require_user(ctx)
         async with self.db.transaction() as tx:
@@ -165,7 +165,7 @@ class Orders(Service, name="orders"):
             return OrderList(items=[await order_from_row(tx.session, row) for row in rows])
 
     @rpc
-    async def cancel(self, ctx: Context, id: int) -> Order:
+    async def cancel(self, ctx: Context, id: RowId) -> Order:
         """Cancel a pending order (its reservation is released) or a confirmed one (refunded,
         its units back in stock); ``FailedPrecondition`` once shipped, or when cancelled."""
         user = require_user(ctx)
@@ -180,12 +180,12 @@ class Orders(Service, name="orders"):
     # -- the shop's side ------------------------------------------------------------------
 
     @rpc
-    async def ship(self, ctx: Context, id: int) -> Order:
+    async def ship(self, ctx: Context, id: RowId) -> Order:
         """confirmed -> shipped (admins only)."""
         return await self._advance(ctx, id, "confirmed", "shipped")
 
     @rpc
-    async def deliver(self, ctx: Context, id: int) -> Order:
+    async def deliver(self, ctx: Context, id: RowId) -> Order:
         """shipped -> delivered (admins only)."""
         return await self._advance(ctx, id, "shipped", "delivered")
 

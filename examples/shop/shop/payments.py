@@ -25,7 +25,7 @@ from sqlalchemy import Column, Float, Integer, MetaData, String, Table, select, 
 from flotilla import Context, Database, NotFound, Service, on_event, rpc
 
 from .auth import is_admin, require_admin, require_user
-from .checks import count, env_int
+from .checks import RowId, count, env_int
 from .events import (
     ORDER_CANCELLED,
     PAYMENT_CAPTURED,
@@ -77,7 +77,7 @@ class Payments(Service, name="payments"):
         """Totals strictly above this are declined."""
 
     @rpc(idempotent=True)
-    async def get(self, ctx: Context, order_id: int) -> Payment:
+    async def get(self, ctx: Context, order_id: RowId) -> Payment:
         """The payment of an order of the caller's (an admin's: any); ``NotFound`` while none."""
         user = require_user(ctx)
         async with self.db.transaction() as tx:

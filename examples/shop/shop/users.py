@@ -48,9 +48,10 @@ class User(msgspec.Struct, frozen=True):
 
 
 class Claims(msgspec.Struct, frozen=True):
-    """What a login token says: the user id as ``subject``, and the user's roles."""
+    """What a login token says: the user id as ``sub`` (the JWT claim the gateway signs), and
+    the user's roles."""
 
-    subject: str
+    sub: str
     roles: list[str]
     email: str
 
@@ -115,7 +116,7 @@ class Users(Service, name="users"):
         if not await verify_password(password, row.password_hash):
             raise wrong
         roles = [role for role in row.roles.split(",") if role]
-        return Claims(subject=str(row.id), roles=roles, email=row.email)
+        return Claims(sub=str(row.id), roles=roles, email=row.email)
 
     async def _insert(self, email: str, name: str, stored: str, roles: tuple[str, ...]) -> User:
         row = {"email": email, "name": name, "password_hash": stored}

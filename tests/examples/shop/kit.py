@@ -58,7 +58,7 @@ class ShopKit:
         users = self.cluster.client(Users)
         await users.create(email=email, password="correct horse", name=name)
         claims = await users.authenticate(email=email, password="correct horse")
-        return self.as_user(claims.subject, *claims.roles)
+        return self.as_user(claims.sub, *claims.roles)
 
     async def product(self, stock: int = 10, price_cents: int = 1000, category: str = "tea") -> int:
         created: Product = await self.admin.client(Catalog).create(

@@ -18,6 +18,12 @@ def test_a_value_out_of_range_names_its_field() -> None:
         text("name", "Ada", max_length=2)
 
 
+@pytest.mark.parametrize("value", ["a\x00b", "tab\tinside", "bell\x07"])
+def test_text_with_a_control_character_is_refused(value: str) -> None:
+    with pytest.raises(InvalidArgument, match=r"^name: must not contain control characters$"):
+        text("name", value, max_length=50)
+
+
 def test_a_setting_is_read_or_defaulted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SHOP_X", raising=False)
     assert env_int("SHOP_X", 7, low=0, high=10) == 7

@@ -20,7 +20,7 @@ async def test_an_account_logs_in_with_its_normalised_email() -> None:
         assert (user.email, user.name) == ("ada@example.com", "Ada")
 
         claims = await client.authenticate(email="ADA@example.com", password="correct horse")
-        assert (claims.subject, claims.roles) == (str(user.id), [])
+        assert (claims.sub, claims.roles) == (str(user.id), [])
         with pytest.raises(AlreadyExists, match=r"email: ada@example\.com is already registered"):
             await client.create(email="ada@EXAMPLE.com", password="another one", name="Eve")
 
