@@ -1,16 +1,17 @@
 """The flotilla side of the events bench: a producer node and a consumer node.
 
-    python bench/_events_flotilla.py consumer --events URL --data DIR --path outbox --mode rate ...
-    python bench/_events_flotilla.py producer --events URL --data DIR --path outbox --mode rate ...
+    python bench/_events_flotilla.py consumer --events URL --data DIR --emit outbox --handle inbox \
+        --mode rate ...     (and the same with ``producer``)
 
-``--path outbox``: each of the producer's transactions inserts a row and
+``--emit outbox``: each of the producer's transactions inserts a row and
 ``tx.emit``s the event (the transactional outbox; the node's relay publishes
-it), and the consumer's handler inserts a row in ``self.db.transaction(ctx)``
-(the idempotent inbox records the event in the same transaction).  The emit
-time is the end of the producer's transaction block (committed).
+it); the emit time is the end of the transaction block (committed).
+``--emit plain``: ``node.emit`` publishes at once (what ``ctx.emit`` does);
+the emit time is just before the call.
 
-``--path plain``: ``node.emit`` publishes at once (what ``ctx.emit`` does) and
-the handler touches no database.  The emit time is just before the call.
+``--handle inbox``: the consumer's handler inserts a row in
+``self.db.transaction(ctx)`` (the idempotent inbox records the event in the
+same transaction).  ``--handle plain``: the handler touches no database.
 
 Either way the handled time is the end of the handler.  Service databases are
 SQLite files in ``--data`` (one per service, as ``flotilla serve`` places
@@ -87,7 +88,7 @@ def _config(args: argparse.Namespace) -> NodeConfig:
 
 async def _consume(args: argparse.Namespace) -> None:
     record = _evload.Record()
-    service = consumer_service(args.group, record, args.path == "outbox")
+    service = consumer_service(args.group, record, args.handle == "inbox")
     async with Node(service, config=_config(args)):
         plan = await _evload.ready_then_start(args)
         record.start(plan)
@@ -98,7 +99,7 @@ async def _consume(args: argparse.Namespace) -> None:
 async def _produce(args: argparse.Namespace) -> None:
     producer = Producer()
     async with Node(producer, config=_config(args)) as node:
-        if args.path == "outbox":
+        if args.emit == "outbox":
             db = producer.db
 
             async def emit(n: int) -> int:
@@ -124,7 +125,8 @@ def main() -> None:
     _evload.add_arguments(parser)
     parser.add_argument("--events", required=True, help="the event backend URL")
     parser.add_argument("--data", type=Path, required=True, help="the data directory")
-    parser.add_argument("--path", choices=("outbox", "plain"), required=True)
+    parser.add_argument("--emit", choices=("outbox", "plain"), required=True)
+    parser.add_argument("--handle", choices=("inbox", "plain"), required=True)
     parser.add_argument("--group", default="bench")
     args = parser.parse_args()
     try:

@@ -98,15 +98,16 @@ def cases(args: argparse.Namespace, workdir: Path) -> list[Case]:
         Case("bare nats-py JetStream", "_events_bare.py",
              ["--nats", args.nats, "--stream", f"FLOTILLA_BENCH_{run}",
               "--subject", f"flotilla_bench_{run}.item"], "bare"),
-        Case("jetstream ctx.emit", "_events_flotilla.py",
-             ["--events", args.nats, *data, "--path", "plain"], "jetstream"),
-        Case("jetstream outbox/inbox", "_events_flotilla.py",
-             ["--events", args.nats, *data, "--path", "outbox"], "jetstream"),
-        Case("embedded ctx.emit", "_events_flotilla.py",
-             ["--events", embedded, *data, "--path", "plain"], "embedded"),
-        Case("embedded outbox/inbox", "_events_flotilla.py",
-             ["--events", embedded, *data, "--path", "outbox"], "embedded"),
     ]  # fmt: skip
+    paths = [("ctx.emit", "plain", "plain"), ("outbox/inbox", "outbox", "inbox")]
+    if args.split:
+        paths[1:1] = [("outbox, plain handler", "outbox", "plain"),
+                      ("ctx.emit, inbox handler", "plain", "inbox")]  # fmt: skip
+    for backend, url in (("jetstream", args.nats), ("embedded", embedded)):
+        for name, emit, handle in paths:
+            found.append(Case(f"{backend} {name}", "_events_flotilla.py",
+                              ["--events", url, *data, "--emit", emit, "--handle", handle],
+                              backend))  # fmt: skip
     return [case for case in found if args.backend in ("all", case.backend)]
 
 
@@ -205,18 +206,18 @@ def report(done: list[Case], skipped: dict[str, str], args: argparse.Namespace) 
           f" {args.seconds} s after {args.warmup} s warm-up; rate: closed loop,"
           f" {args.in_flight} in flight, {args.producers} producer tasks; latency: open loop"
           f" at {args.rate:.0f}/s; keyless events; service databases: SQLite files)")  # fmt: skip
-    print(f"  {'case':<26}{'events/s':>10}{'x bare':>8}{'p50 ms':>9}{'p99 ms':>9}"
+    print(f"  {'case':<30}{'events/s':>10}{'x bare':>8}{'p50 ms':>9}{'p99 ms':>9}"
           f"{'prod CPU':>10}{'cons CPU':>10}{'quiet':>7}")  # fmt: skip
     for case in done:
         f = case.figures
         ratio = f"{f['events_per_s'] / bare['events_per_s']:.2f}x" if bare else "-"
         lost = f"  ({f['latency_lost']} of {f['latency_events']} not handled)" if f[
             "latency_lost"] else ""  # fmt: skip
-        print(f"  {case.name:<26}{f['events_per_s']:>10,.0f}{ratio:>8}{f['p50_ms']:>9.2f}"
+        print(f"  {case.name:<30}{f['events_per_s']:>10,.0f}{ratio:>8}{f['p50_ms']:>9.2f}"
               f"{f['p99_ms']:>9.2f}{f['producer_cpu']:>10.2f}{f['consumer_cpu']:>10.2f}"
               f"{f['busy_cpus_before']:>7.2f}{lost}")  # fmt: skip
     for name, why in skipped.items():
-        print(f"  {name:<26}skipped: {why}")
+        print(f"  {name:<30}skipped: {why}")
     _where_the_cost_is(by_name)
     _targets(by_name, bare)
 
@@ -267,6 +268,8 @@ def main() -> None:
     parser.add_argument("--producers", type=int, default=16)
     parser.add_argument("--rate", type=float, default=200.0, help="events/s, latency phase")
     parser.add_argument("--nats", default=NATS)
+    parser.add_argument("--split", action="store_true",
+                        help="also the outbox alone and the inbox alone")  # fmt: skip
     parser.add_argument("--profile", type=Path, default=None, help="py-spy profiles here")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     args = parser.parse_args()
