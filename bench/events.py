@@ -189,6 +189,10 @@ def measure(launcher: Launcher, case: Case, args: argparse.Namespace) -> None:
     counted = sum(1 for at in emitted.values() if at >= window_start)
     case.figures = {
         "events_per_s": rate["consumer"]["handled"] / args.seconds,
+        "cpu_us_per_event": (rate["producer"]["cpu"] + rate["consumer"]["cpu"])
+        * args.seconds
+        / max(rate["consumer"]["handled"], 1)
+        * 1e6,
         "producer_cpu": rate["producer"]["cpu"],
         "consumer_cpu": rate["consumer"]["cpu"],
         "p50_ms": statistics.median(delays) if delays else float("nan"),
@@ -207,15 +211,20 @@ def report(done: list[Case], skipped: dict[str, str], args: argparse.Namespace) 
           f" {args.in_flight} in flight, {args.producers} producer tasks; latency: open loop"
           f" at {args.rate:.0f}/s; keyless events; service databases: SQLite files)")  # fmt: skip
     print(f"  {'case':<30}{'events/s':>10}{'x bare':>8}{'p50 ms':>9}{'p99 ms':>9}"
-          f"{'prod CPU':>10}{'cons CPU':>10}{'quiet':>7}")  # fmt: skip
+          f"{'CPU µs/ev':>10}{'prod CPU':>10}{'cons CPU':>10}{'others':>8}")  # fmt: skip
     for case in done:
         f = case.figures
         ratio = f"{f['events_per_s'] / bare['events_per_s']:.2f}x" if bare else "-"
         lost = f"  ({f['latency_lost']} of {f['latency_events']} not handled)" if f[
             "latency_lost"] else ""  # fmt: skip
         print(f"  {case.name:<30}{f['events_per_s']:>10,.0f}{ratio:>8}{f['p50_ms']:>9.2f}"
-              f"{f['p99_ms']:>9.2f}{f['producer_cpu']:>10.2f}{f['consumer_cpu']:>10.2f}"
-              f"{f['busy_cpus_before']:>7.2f}{lost}")  # fmt: skip
+              f"{f['p99_ms']:>9.2f}{f['cpu_us_per_event']:>10,.0f}{f['producer_cpu']:>10.2f}"
+              f"{f['consumer_cpu']:>10.2f}{f['busy_cpus_before']:>8.2f}{lost}")  # fmt: skip
+    print(
+        "  (events/s: rate phase; p50/p99: latency phase; CPU µs/ev: producer + consumer"
+        " process CPU per handled event at saturation, the broker's own not counted;"
+        " prod/cons CPU: cores each kept busy; others: CPUs other processes used just before)"
+    )
     for name, why in skipped.items():
         print(f"  {name:<30}skipped: {why}")
     _where_the_cost_is(by_name)
@@ -266,7 +275,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 s windows, 0.5 s warm-up")
     parser.add_argument("--in-flight", type=int, default=256)
     parser.add_argument("--producers", type=int, default=16)
-    parser.add_argument("--rate", type=float, default=200.0, help="events/s, latency phase")
+    parser.add_argument("--rate", type=float, default=100.0, help="events/s, latency phase")
     parser.add_argument("--nats", default=NATS)
     parser.add_argument("--split", action="store_true",
                         help="also the outbox alone and the inbox alone")  # fmt: skip
