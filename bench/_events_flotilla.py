@@ -15,7 +15,9 @@ same transaction).  ``--handle plain``: the handler touches no database.
 
 Either way the handled time is the end of the handler.  Service databases are
 SQLite files in ``--data`` (one per service, as ``flotilla serve`` places
-them).  See ``_evload`` for the start signal and the two loops.
+them), or with ``--database URL --schema S`` a PostgreSQL schema per process
+(the driver creates and drops them).  See ``_evload`` for the start signal
+and the two loops.
 """
 
 from __future__ import annotations
@@ -55,18 +57,29 @@ class Handled(Base):
     n: Mapped[int]
 
 
-class Producer(Service, name="bench_producer"):
-    db = Database(metadata=Base.metadata)
+def _database(args: argparse.Namespace) -> Database:
+    """The service's database: SQLite in the data directory, or a PostgreSQL schema."""
+    if args.schema is None:
+        return Database(metadata=Base.metadata)
+    options = {"connect_args": {"server_settings": {"search_path": args.schema}}}
+    return Database(metadata=Base.metadata, engine_options=options)
 
 
-def consumer_service(group: str, record: _evload.Record, transactional: bool) -> Service:
-    """A consumer of ``TOPIC`` in ``group`` (fresh per run: a broker's log outlives a run)."""
-    if transactional:
+def producer_service(args: argparse.Namespace) -> Service:
+    class Producer(Service, name="bench_producer"):
+        db = _database(args)
+
+    return Producer()
+
+
+def consumer_service(args: argparse.Namespace, record: _evload.Record) -> Service:
+    """A consumer of ``TOPIC`` in ``args.group`` (fresh per run: a broker's log outlives it)."""
+    if args.handle == "inbox":
 
         class Inbox(Service, name="bench_consumer"):
-            db = Database(metadata=Base.metadata)
+            db = _database(args)
 
-            @on_event(TOPIC, group=group)
+            @on_event(TOPIC, group=args.group)
             async def handle(self, item: Item, ctx: Context) -> None:
                 async with self.db.transaction(ctx) as tx:
                     tx.session.add(Handled(n=item.n))
@@ -75,7 +88,7 @@ def consumer_service(group: str, record: _evload.Record, transactional: bool) ->
         return Inbox()
 
     class Plain(Service, name="bench_consumer"):
-        @on_event(TOPIC, group=group)
+        @on_event(TOPIC, group=args.group)
         async def handle(self, item: Item) -> None:
             record.handled(item.n)
 
@@ -83,12 +96,12 @@ def consumer_service(group: str, record: _evload.Record, transactional: bool) ->
 
 
 def _config(args: argparse.Namespace) -> NodeConfig:
-    return NodeConfig(events=args.events, data_dir=str(args.data))
+    return NodeConfig(events=args.events, data_dir=str(args.data), database=args.database)
 
 
 async def _consume(args: argparse.Namespace) -> None:
     record = _evload.Record()
-    service = consumer_service(args.group, record, args.handle == "inbox")
+    service = consumer_service(args, record)
     async with Node(service, config=_config(args)):
         plan = await _evload.ready_then_start(args)
         record.start(plan)
@@ -97,10 +110,10 @@ async def _consume(args: argparse.Namespace) -> None:
 
 
 async def _produce(args: argparse.Namespace) -> None:
-    producer = Producer()
+    producer = producer_service(args)
     async with Node(producer, config=_config(args)) as node:
         if args.emit == "outbox":
-            db = producer.db
+            db: Database = producer.db  # type: ignore[attr-defined]
 
             async def emit(n: int) -> int:
                 async with db.transaction() as tx:
@@ -128,6 +141,8 @@ def main() -> None:
     parser.add_argument("--emit", choices=("outbox", "plain"), required=True)
     parser.add_argument("--handle", choices=("inbox", "plain"), required=True)
     parser.add_argument("--group", default="bench")
+    parser.add_argument("--database", default=None, help="PostgreSQL URL (default: SQLite)")
+    parser.add_argument("--schema", default=None, help="the PostgreSQL schema of this process")
     args = parser.parse_args()
     try:
         run_loop(_consume(args) if args.role == "consumer" else _produce(args))

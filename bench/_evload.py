@@ -207,7 +207,7 @@ class Record:
         else:
             self.outside += 1
         if plan.mode == "latency":
-            self.handled_ns[n] = now
+            self.handled_ns.setdefault(n, now)  # a redelivery is not the event's handling
         elif self._fd >= 0:
             # Written 16 at a time, or 1 ms after the first: a write per event would
             # cost the consumer more than some of the cases it measures.

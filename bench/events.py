@@ -27,6 +27,8 @@ end of the handler, p50 and p99.  See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -35,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,7 @@ from rpc import Children, _die_with_parent, _read_json_line, busy_cpus, source_s
 
 HERE = Path(__file__).resolve().parent
 NATS = os.environ.get("FLOTILLA_TEST_NATS_URL", "nats://127.0.0.1:4222")
+POSTGRES = os.environ.get("FLOTILLA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1/test")
 
 TARGET_RATIO = 0.7  # JetStream outbox/inbox >= 0.7x the bare JetStream rate
 TARGET_P50_MS = 5.0  # embedded outbox/inbox p50 emit-to-handle <= 5 ms
@@ -57,6 +61,7 @@ class Case:
     script: str
     args: list[str]
     backend: str  # embedded, jetstream or bare (what --backend selects)
+    postgres: str | None = None  # service databases in PostgreSQL schemas, else SQLite files
     figures: dict[str, Any] = field(default_factory=dict)
 
 
@@ -93,7 +98,6 @@ def jetstream_available() -> str | None:
 def cases(args: argparse.Namespace, workdir: Path) -> list[Case]:
     run = secrets.token_hex(4)
     embedded = f"sqlite:///{workdir / 'events.db'}"
-    data = ["--data", str(workdir / "data")]
     found = [
         Case("bare nats-py JetStream", "_events_bare.py",
              ["--nats", args.nats, "--stream", f"FLOTILLA_BENCH_{run}",
@@ -106,9 +110,52 @@ def cases(args: argparse.Namespace, workdir: Path) -> list[Case]:
     for backend, url in (("jetstream", args.nats), ("embedded", embedded)):
         for name, emit, handle in paths:
             found.append(Case(f"{backend} {name}", "_events_flotilla.py",
-                              ["--events", url, *data, "--emit", emit, "--handle", handle],
+                              ["--events", url, "--emit", emit, "--handle", handle],
                               backend))  # fmt: skip
+        if args.postgres:
+            found.append(Case(f"{backend} outbox/inbox, PG", "_events_flotilla.py",
+                              ["--events", url, "--emit", "outbox", "--handle", "inbox"],
+                              backend, postgres=args.postgres))  # fmt: skip
     return [case for case in found if args.backend in ("all", case.backend)]
+
+
+async def _postgres(url: str, statements: list[str]) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(url)
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def postgres_problem(url: str) -> str | None:
+    """Why PostgreSQL at ``url`` cannot hold the bench's schemas, or None."""
+    try:
+        asyncio.run(_postgres(url, ["SELECT 1"]))
+    except Exception as exc:  # a server that is not there: the case is skipped, saying so
+        return f"PostgreSQL at {url} does not answer ({exc!r})"
+    return None
+
+
+@contextlib.contextmanager
+def fresh_databases(case: Case, workdir: Path) -> Iterator[dict[str, list[str]]]:
+    """Databases no earlier phase used (its unsent outbox rows would be published into
+    this one): the arguments of each role."""
+    folder = Path(tempfile.mkdtemp(prefix="data-", dir=workdir))
+    if case.postgres is None:
+        yield {role: ["--data", str(folder)] for role in ("producer", "consumer")}
+        return
+    schemas = {role: f"flotilla_bench_{secrets.token_hex(4)}_{role}"
+               for role in ("producer", "consumer")}  # fmt: skip
+    asyncio.run(_postgres(case.postgres, [f"CREATE SCHEMA {s}" for s in schemas.values()]))
+    try:
+        yield {role: ["--data", str(folder), "--database", case.postgres, "--schema", schema]
+               for role, schema in schemas.items()}  # fmt: skip
+    finally:
+        asyncio.run(_postgres(case.postgres,
+                              [f"DROP SCHEMA {s} CASCADE" for s in schemas.values()]))  # fmt: skip
 
 
 def run_phase(
@@ -120,16 +167,28 @@ def run_phase(
             "--rate", str(args.rate)]  # fmt: skip
     if case.backend != "bare":  # (the bare case has a fresh stream instead)
         plan += ["--group", f"bench_{phase}_{secrets.token_hex(3)}"]
+    with fresh_databases(case, launcher.workdir) as databases:
+        return _run_children(launcher, case, mode, args, plan, databases)
+
+
+def _run_children(
+    launcher: Launcher,
+    case: Case,
+    mode: str,
+    args: argparse.Namespace,
+    plan: list[str],
+    databases: dict[str, list[str]],
+) -> dict[str, Any]:
     read_end, write_end = os.pipe() if mode == "rate" else (-1, -1)
-    tag = f"{case.name.replace(' ', '_').replace('/', '_')}_{mode}"
-    procs = {}
+    tag = _tag(case, mode)
+    procs: dict[str, tuple[subprocess.Popen[str], str, int]] = {}
     try:
         for role, fd in (("consumer", write_end), ("producer", read_end)):
             log = f"{tag}_{role}.log"
-            proc = launcher.start(case.script, [role, *case.args, *plan], log, fd)
-            procs[role] = (proc, log)
+            extra = databases[role] if case.backend != "bare" else []
+            proc = launcher.start(case.script, [role, *case.args, *plan, *extra], log, fd)
             ready = _read_json_line(proc, 30, f"{case.name} {role}", launcher, log)
-            procs[role] = (proc, log, ready["pid"])  # type: ignore[assignment]
+            procs[role] = (proc, log, ready["pid"])
     finally:
         for fd in (read_end, write_end):
             if fd >= 0:
@@ -151,7 +210,14 @@ def run_phase(
     return results
 
 
-def _profile(args: argparse.Namespace, tag: str, procs: dict[str, Any]) -> list[Any]:
+def _tag(case: Case, mode: str) -> str:
+    """The case and phase in a file name."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{case.name}_{mode}")
+
+
+def _profile(
+    args: argparse.Namespace, tag: str, procs: dict[str, tuple[subprocess.Popen[str], str, int]]
+) -> list[subprocess.Popen[bytes]]:
     if args.profile is None:
         return []
     args.profile.mkdir(parents=True, exist_ok=True)
@@ -165,7 +231,7 @@ def _profile(args: argparse.Namespace, tag: str, procs: dict[str, Any]) -> list[
 
 def _print_profiles(case: Case, rate: dict[str, Any], args: argparse.Namespace) -> None:
     events = max(rate["consumer"]["handled"], 1)
-    tag = f"{case.name.replace(' ', '_').replace('/', '_')}_rate"
+    tag = _tag(case, "rate")
     for role in ("producer", "consumer"):
         cpu_us_per_event = rate[role]["cpu"] * args.seconds / events * 1e6
         print(f"\n{case.name}, {role}:")
@@ -277,6 +343,8 @@ def main() -> None:
     parser.add_argument("--producers", type=int, default=16)
     parser.add_argument("--rate", type=float, default=100.0, help="events/s, latency phase")
     parser.add_argument("--nats", default=NATS)
+    parser.add_argument("--postgres", default=POSTGRES,
+                        help="also JetStream + PostgreSQL service databases; '': not")  # fmt: skip
     parser.add_argument("--split", action="store_true",
                         help="also the outbox alone and the inbox alone")  # fmt: skip
     parser.add_argument("--profile", type=Path, default=None, help="py-spy profiles here")
@@ -290,10 +358,14 @@ def main() -> None:
         skipped: dict[str, str] = {}
         done = []
         why_not = jetstream_available()
+        no_postgres = postgres_problem(args.postgres) if args.postgres else None
         try:
             for case in cases(args, workdir):
                 if case.backend == "jetstream" and why_not:
                     skipped[case.name] = why_not
+                    continue
+                if case.postgres and no_postgres:
+                    skipped[case.name] = no_postgres
                     continue
                 measure(launcher, case, args)
                 done.append(case)
