@@ -38,8 +38,9 @@ FAMILY: BackendFamily[Any] = BackendFamily(
         "sqlite": f"{__name__}:made",
         "nats": "flotilla_no_such_module.nats:open",
         "typo": f"{__name__}:not_there",
+        "ours": "flotilla.no_such_backend:open",
     },
-    extras={"nats": "nats"},
+    extras={"nats": "nats", "ours": "ours"},
 )
 
 
@@ -73,7 +74,7 @@ def test_unknown_scheme_lists_the_known_ones(url: str) -> None:
         FAMILY.open(url)
     message = str(caught.value)
     assert f"unknown thing URL {url!r}" in message
-    assert "plain://, dotted://, sqlite://, nats://, typo://" in message
+    assert "plain://, dotted://, sqlite://, nats://, typo://, ours://" in message
     assert "(or a path ending in .db)" in message
 
 
@@ -83,7 +84,17 @@ def test_a_missing_extra_says_what_to_install() -> None:
     message = str(caught.value)
     assert "nats:// thing backend cannot be loaded" in message
     assert "flotilla_no_such_module" in message
-    assert "pip install 'flotilla[nats]'" in message
+    # The distribution's name: 'flotilla' on PyPI is an unrelated project.
+    assert "pip install 'flotilla-mesh[nats]'" in message
+
+
+def test_a_backend_missing_from_flotilla_itself_is_not_blamed_on_an_extra() -> None:
+    with pytest.raises(ConfigError) as caught:
+        FAMILY.open("ours://x")
+    message = str(caught.value)
+    assert "ours:// thing backend is not part of this installation of Flotilla" in message
+    assert "flotilla.no_such_backend" in message
+    assert "pip install" not in message
 
 
 def test_a_factory_that_does_not_exist_is_a_config_error() -> None:

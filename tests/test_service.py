@@ -168,9 +168,10 @@ class Bad(Service):
         )
 
 
-def test_an_event_topic_must_be_named() -> None:
-    with pytest.raises(ValueError, match="needs a topic name"):
-        on_event(" ")
+@pytest.mark.parametrize("topic", [" ", "", "order placed", "t" * 256])
+def test_an_event_topic_must_be_one_that_can_be_emitted(topic: str) -> None:
+    with pytest.raises(ValueError, match=r"needs a topic name.*not a dotted name"):
+        on_event(topic)
 
 
 def test_non_async_event_handler_rejected() -> None:

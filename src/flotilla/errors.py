@@ -11,6 +11,7 @@ exception class it was raised as on the callee::
     ├── DeadlineExceeded             deadline_exceeded    no      504
     ├── NotFound                     not_found            no      404
     ├── AlreadyExists                already_exists       no      409
+    │   └── AlreadyHandled           already_exists       no      409   (flotilla.events: the inbox)
     ├── PermissionDenied             permission_denied    no      403
     ├── Unauthenticated              unauthenticated      no      401
     ├── ResourceExhausted            resource_exhausted   yes     429

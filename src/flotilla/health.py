@@ -4,9 +4,8 @@
 
     class Orders(Service, name="orders"):
         @health_check(interval=5, timeout=1)
-        async def database(self) -> bool:
-            await self.db.execute("select 1")
-            return True
+        async def payments(self) -> bool:
+            return await self.gateway.ping()  # a dependency the service reaches itself
 
 A check is an ``async`` method taking nothing, returning ``True`` (passing) or
 ``False`` (failing); raising, or taking longer than ``timeout`` seconds, fails
@@ -15,7 +14,8 @@ check (named ``health``, on the node's heartbeat, with the node's
 ``timings.health_timeout``).  The node runs each check on its own interval
 (:mod:`flotilla.runtime.health`); one failing check makes every instance of
 the service unhealthy, so callers stop picking it, and makes the node not
-ready (``/readyz``).
+ready (``/readyz``).  A service that declares a database gets a check of it
+(named ``database``) without declaring one.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ __all__ = [
 T = TypeVar("T")
 
 _SQLITE_SUFFIX = ".db"
+_DISTRIBUTION = "flotilla-mesh"  # what pip knows us as ("flotilla" is another project)
 
 
 class BackendFamily(Generic[T]):
@@ -93,8 +94,14 @@ class BackendFamily(Generic[T]):
         try:
             found: Any = importlib.import_module(module_name)
         except ImportError as exc:
+            if (exc.name or "").split(".")[0] == "flotilla":
+                # Our own module is absent (a backend of a later release): no extra brings it.
+                raise ConfigError(
+                    f"the {scheme}:// {self.kind} backend is not part of this installation"
+                    f" of Flotilla ({exc})"
+                ) from None
             extra = self._extras.get(scheme)
-            hint = f"; install it with: pip install 'flotilla[{extra}]'" if extra else ""
+            hint = f"; install it with: pip install '{_DISTRIBUTION}[{extra}]'" if extra else ""
             raise ConfigError(
                 f"the {scheme}:// {self.kind} backend cannot be loaded ({exc}){hint}"
             ) from None

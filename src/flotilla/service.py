@@ -44,6 +44,8 @@ from typing import Any, ClassVar, TypeVar, overload
 import msgspec
 
 from flotilla.context import Context
+from flotilla.errors import InvalidArgument
+from flotilla.events.envelope import check_topic_and_key
 from flotilla.events.policy import DeliveryPolicy
 from flotilla.registry.base import MethodInfo
 
@@ -154,8 +156,10 @@ def on_event(
     ``delivery`` replaces the node's :class:`DeliveryPolicy` for this handler
     (more attempts for a handler that calls a flaky service, say).
     """
-    if not topic or topic != topic.strip():
-        raise ValueError(f"@on_event needs a topic name, got {topic!r}")
+    try:
+        check_topic_and_key(topic, None)  # a topic nobody could emit to would never fire
+    except InvalidArgument as exc:
+        raise ValueError(f"@on_event needs a topic name: {exc.message}") from None
 
     def mark(method: F) -> F:
         _require_async(method, "@on_event handler")

@@ -41,14 +41,24 @@ async def test_an_emit_publishes_one_envelope() -> None:
     await backend.aclose()
 
 
-async def test_bad_input_is_refused_before_anything_is_published() -> None:
+@pytest.mark.parametrize(
+    ("topic", "payload", "key", "message"),
+    [
+        ("t", object(), None, "cannot be encoded"),
+        ("", 1, None, "is not a dotted name"),
+        # What the transaction's outbox refuses, a direct emit refuses too: one rule.
+        ("order created", 1, None, "is not a dotted name"),
+        ("t" * 256, 1, None, "is not a dotted name"),
+        ("t", 1, 7, "must be a string"),
+        ("t", 1, "k" * 256, "at most 255"),
+    ],
+)
+async def test_bad_input_is_refused_before_anything_is_published(
+    topic: str, payload: object, key: object, message: str
+) -> None:
     backend = MemoryEvents()
     emit = emitter(backend).emit
-    with pytest.raises(InvalidArgument, match="cannot be encoded"):
-        await emit("t", object(), key=None, headers=Headers(), source="")
-    with pytest.raises(InvalidArgument, match="needs a topic"):
-        await emit("", 1, key=None, headers=Headers(), source="")
-    with pytest.raises(InvalidArgument, match="key must be a string"):
-        await emit("t", 1, key=7, headers=Headers(), source="")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match=message):
+        await emit(topic, payload, key=key, headers=Headers(), source="")  # type: ignore[arg-type]
     assert await backend.topics() == []
     await backend.aclose()

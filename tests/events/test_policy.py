@@ -14,6 +14,14 @@ def test_backoff_doubles_from_the_base_up_to_the_cap() -> None:
     assert [policy.backoff(n) for n in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
 
 
+def test_a_late_delivery_waits_the_cap_without_overflow() -> None:
+    # A consumer told to keep trying for a long time: the 1100th attempt still has a delay
+    # (an OverflowError here left the delivery neither nak'd nor dead-lettered, for ever).
+    policy = DeliveryPolicy(max_deliveries=5000, backoff_base=0.5, backoff_max=30)
+    assert policy.backoff(1100) == 30.0
+    assert policy.backoff(5000) == 30.0
+
+
 def test_keepalive_renews_three_times_per_ack_wait() -> None:
     assert DeliveryPolicy(ack_wait=30).keepalive_interval == 10
 

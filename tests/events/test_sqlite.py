@@ -447,3 +447,16 @@ async def test_a_consumer_waits_out_a_broken_file_with_a_warning(
     finally:
         await consumer.aclose()
         await publisher.aclose()
+
+
+async def test_a_cancelled_aclose_is_cancelled_not_swallowed(log: SqliteEvents) -> None:
+    await log.declare(sub())
+    await log.publish(envelope())
+    deliveries = log.subscribe(sub())
+    await next_of(deliveries)  # the subscription started the log's watch task
+    closing = asyncio.create_task(log.aclose())
+    await asyncio.sleep(0)  # aclose now waits for the watch task to end
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    await deliveries.aclose()

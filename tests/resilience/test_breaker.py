@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import pytest
 
 from flotilla.errors import (
@@ -21,7 +22,15 @@ from flotilla.resilience.policy import BreakerPolicy
 from flotilla.testing.clock import FakeClock
 
 # Threshold 50 %, at least 5 calls, no jitter: every figure below is exact.
-POLICY = BreakerPolicy(min_calls=5, failure_rate=0.5, open_base=5.0, open_max=60.0, jitter=0.0)
+# The rates alone (no trip on failures in a row), so the arithmetic below is the window's.
+POLICY = BreakerPolicy(
+    min_calls=5,
+    failure_rate=0.5,
+    consecutive_failures=None,
+    open_base=5.0,
+    open_max=60.0,
+    jitter=0.0,
+)
 
 
 def make(policy: BreakerPolicy = POLICY) -> tuple[Breaker, FakeClock, list[Transition]]:
@@ -88,6 +97,22 @@ async def test_calls_that_left_the_window_no_longer_count() -> None:
     assert breaker.counts(POLICY).calls == 1
 
 
+def test_failures_in_a_row_trip_it_whatever_the_window_holds() -> None:
+    policy = msgspec.structs.replace(POLICY, consecutive_failures=5)
+    breaker, _, changes = make(policy)
+    for _ in range(100):
+        call(breaker, "success", policy)
+    for _ in range(4):
+        call(breaker, "failure", policy)
+    call(breaker, "success", policy)  # the count starts again
+    for _ in range(4):
+        call(breaker, "failure", policy)
+    assert breaker.state == "closed"  # 8 of 109 failed: 7 %, and never 5 in a row
+    call(breaker, "failure", policy)
+    assert breaker.state == "open"
+    assert changes[-1].reason == "5 failures in a row"
+
+
 async def test_the_open_time_doubles_with_each_trip_in_a_row() -> None:
     breaker, clock, _ = make()
     trip(breaker)
@@ -98,6 +123,20 @@ async def test_the_open_time_doubles_with_each_trip_in_a_row() -> None:
         opened_for.append(breaker.open_until - clock.monotonic())
     assert opened_for == [5.0, 10.0, 20.0]
     assert breaker.trips == 3
+
+
+async def test_an_endpoint_that_fails_for_ever_keeps_the_breaker_at_its_cap() -> None:
+    # 2.0 ** 1024 overflows: after 1025 trips in a row (17 minutes with a 1 s cap),
+    # recording a failed probe must still reopen the breaker, not raise.
+    policy = BreakerPolicy(open_base=0.1, open_max=1.0, jitter=0.0, min_calls=1)
+    breaker, clock, _ = make(policy)
+    call(breaker, "failure", policy)
+    for _ in range(1100):
+        await clock.advance(breaker.open_until - clock.monotonic())
+        call(breaker, "failure", policy)  # the probe fails: open again
+    assert breaker.trips == 1101
+    assert breaker.open_until - clock.monotonic() == 1.0
+    assert breaker.open_time(policy, 10**6) == 1.0
 
 
 def test_the_open_time_is_capped_and_jittered() -> None:
@@ -245,7 +284,7 @@ async def test_metrics_only_trips_and_signals_but_lets_every_call_through() -> N
         (DeadlineExceeded("timed out"), "failure"),
         (Unavailable("gone"), "failure"),
         (Internal("bug"), "failure"),
-        (ResourceExhausted("full"), "failure"),
+        (ResourceExhausted("shed"), "ignored"),  # overloaded, not broken
         (ConnectFailed("refused"), "ignored"),  # the pool marks the address down instead
         (NotFound("no such item"), "success"),
         (InvalidArgument("bad id"), "success"),

@@ -18,7 +18,7 @@ from flotilla.errors import Internal, NotFound, Unavailable
 from flotilla.headers import Headers
 from flotilla.registry import Health, Instance
 from flotilla.resilience.breakers import BREAKER_OPEN, Breakers
-from flotilla.resilience.policy import BreakerPolicy, Policy, uniform
+from flotilla.resilience.policy import BreakerPolicy, Policy, RetryPolicy, uniform
 from flotilla.resilience.signals import SignalKind, Signals
 from flotilla.testing import Cluster
 from flotilla.testing.clock import FakeClock
@@ -349,3 +349,29 @@ async def test_through_a_cluster_traffic_leaves_a_replica_that_answers_errors() 
         assert endpoints is not None
         assert [e.reason for e in endpoints.ejected.values()] == [BREAKER_OPEN]
         assert SignalKind.EJECTED in kinds(signals)
+
+
+class Down(Service, name="down"):
+    @rpc
+    async def get(self) -> None:
+        raise Unavailable("down for the test")
+
+
+async def opened_for(seed: int) -> float:
+    """How long the client's breaker toward ``down`` opens after one failure, under ``seed``."""
+    policy = Policy(breaker=BreakerPolicy(min_calls=1), retry=RetryPolicy(max_attempts=1))
+    async with Cluster(clock=FakeClock(), policies=uniform(policy), seed=seed) as cluster:
+        await cluster.add(Down())
+        with pytest.raises(Unavailable):
+            await cluster.call("down.get")
+        (opened,) = [
+            s for s in cluster.client_node.signals.recent if s.kind == SignalKind.BREAKER_OPENED
+        ]
+        return float(opened.detail["open_seconds"])
+
+
+async def test_a_seeded_cluster_opens_its_breakers_for_the_same_jittered_time() -> None:
+    # The jitter is the node's seeded randomness, not the process-wide generator.
+    first, second = await opened_for(11), await opened_for(11)
+    assert first == second
+    assert 4.0 <= first <= 6.0  # open_base 5 s, +-20 %

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from flotilla import codec
+from flotilla import Service, codec, rpc
 from flotilla.balancing import Endpoint, RequestView
 from flotilla.calls.balance import Balance
 from flotilla.calls.endpoints import EndpointSet
@@ -19,9 +19,9 @@ from flotilla.errors import ConfigError, Unavailable
 from flotilla.headers import Headers
 from flotilla.registry import Health, Instance
 from flotilla.resilience.endpoint_bulkhead import EndpointBulkhead
-from flotilla.resilience.policy import BulkheadPolicy, Policy, uniform
+from flotilla.resilience.policy import BulkheadPolicy, Policy, RetryPolicy, uniform
 from flotilla.resilience.signals import SignalKind, Signals
-from flotilla.testing import wait_for
+from flotilla.testing import Cluster, wait_for
 
 
 class First:
@@ -118,3 +118,30 @@ async def test_no_cap_by_default_and_a_calls_own_policy_wins() -> None:
 def test_a_per_endpoint_cap_below_one_is_refused() -> None:
     with pytest.raises(ConfigError, match="per_endpoint must be at least 1"):
         BulkheadPolicy(per_endpoint=0)
+
+
+class Held(Service, name="held"):
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.running = 0
+
+    @rpc
+    async def hold(self) -> None:
+        self.running += 1
+        await self.gate.wait()
+
+
+async def test_every_node_caps_its_calls_per_endpoint_as_its_policies_say() -> None:
+    policy = Policy(bulkhead=BulkheadPolicy(per_endpoint=1), retry=RetryPolicy(max_attempts=1))
+    async with Cluster(policies=uniform(policy)) as cluster:
+        held = Held()
+        await cluster.add(held)
+        first = asyncio.ensure_future(cluster.call("held.hold"))
+        await wait_for(lambda: held.running == 1)
+        with pytest.raises(Unavailable, match="per_endpoint 1") as caught:
+            async with asyncio.timeout(5.0):  # uncapped, the call would wait at the gate
+                await cluster.call("held.hold")
+        assert caught.value.never_sent
+        assert held.running == 1
+        held.gate.set()
+        await first

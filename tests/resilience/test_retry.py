@@ -140,7 +140,7 @@ async def test_an_answer_is_never_retried(error: FlotillaError) -> None:
     ("error", "tries"),
     [
         (Unavailable("refused before any work"), 2),  # retryable by class
-        (ResourceExhausted("full"), 2),
+        (ResourceExhausted("full"), 1),  # shed load: not retried, whatever the method
         (Aborted("conflict"), 2),
         (Unavailable("connection lost", retryable=False), 1),  # it may have run
         (Internal("boom"), 1),
@@ -249,7 +249,8 @@ async def test_cancellation_during_a_backoff_is_not_swallowed() -> None:
         (False, Internal("x"), False),
         (True, Unavailable("x", retried=True), False),
         (True, NotFound("x"), False),
-        (False, ResourceExhausted("x"), True),
+        (False, ResourceExhausted("x"), False),
+        (True, ResourceExhausted("x"), False),
     ],
 )
 def test_retriable(idempotent: bool, error: FlotillaError, expected: bool) -> None:

@@ -107,22 +107,12 @@ class Balance:
         tried: list[Endpoint] = []
         refusals: list[str] = []
         while True:
-            available = endpoints.pick_list()
-            if endpoints.shortfall > threshold:
-                available = self._panic(endpoints)
-            elif service in self._panicking:
-                self._panicking.discard(service)
-            if tried:
-                available = tuple(e for e in available if e not in tried)
+            available = self._candidates(endpoints, threshold, tried, request)
             if not available:
                 raise await self._none_available(endpoints, refusals)
-            avoid = request.tried
-            if avoid:
-                # A retry or hedge: another endpoint than before, if there is one.
-                available = _untried(available, avoid)
             endpoint = strategy.select(available, request)
-            if avoid is not None:
-                avoid.add(endpoint.id)
+            if request.tried is not None:
+                request.tried.add(endpoint.id)
             attempt = Attempt(request, endpoint, len(tried) + 1)
             endpoint.inflight += 1
             started = time.monotonic()
@@ -147,6 +137,26 @@ class Balance:
             endpoint.inflight -= 1
             _observe(endpoint, started, attempt.connect_seconds)
             return payload
+
+    def _candidates(
+        self,
+        endpoints: EndpointSet,
+        threshold: float,
+        tried: list[Endpoint],
+        request: Request,
+    ) -> tuple[Endpoint, ...]:
+        """What the strategy may choose from for the next attempt (empty: nothing left)."""
+        available = endpoints.pick_list()
+        if endpoints.shortfall > threshold:
+            available = self._panic(endpoints)
+        else:
+            self._panicking.discard(endpoints.service)
+        if tried:  # those that refused this call already
+            available = tuple(e for e in available if e not in tried)
+        if available and request.tried:
+            # A retry or hedge: another endpoint than before, if there is one.
+            available = _untried(available, request.tried)
+        return available
 
     def _panic(self, endpoints: EndpointSet) -> tuple[Endpoint, ...]:
         service = endpoints.service

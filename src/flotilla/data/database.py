@@ -49,6 +49,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from flotilla.aio import cancel_and_wait
 from flotilla.data.engine import create_engine, reason
 from flotilla.data.policy import DatabasePolicy
 from flotilla.data.schema import migrate
@@ -162,9 +163,7 @@ class Database:
         """Stop trying to connect and close every connection; idempotent."""
         connector, self._connector = self._connector, None
         if connector is not None:
-            connector.cancel()
-            # wait(), not the task: our own cancellation propagates, the task's stays in it.
-            await asyncio.wait([connector])
+            await cancel_and_wait(connector, log)
         engine, self._engine = self._engine, None
         self._ready.clear()
         self._problem = "closed"

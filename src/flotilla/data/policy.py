@@ -9,6 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from flotilla.errors import ConfigError
+from flotilla.resilience.backoff import capped_exponential
 
 __all__ = ["Backoff", "DatabasePolicy", "RelayPolicy"]
 
@@ -33,8 +34,7 @@ class Backoff(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
         """Seconds to wait after ``failures`` failures in a row (0 after none)."""
         if failures <= 0:
             return 0.0
-        # The exponent is capped before it is used: 2 ** 10_000 is not a float.
-        return min(self.max, self.base * 2.0 ** min(failures - 1, 60))
+        return capped_exponential(self.base, self.max, failures - 1)
 
 
 class DatabasePolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

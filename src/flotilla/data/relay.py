@@ -38,6 +38,7 @@ from collections.abc import Sequence
 
 import msgspec
 
+from flotilla.aio import cancel_and_wait
 from flotilla.data.database import Database
 from flotilla.data.outbox import Claimed, OutboxStore
 from flotilla.data.policy import RelayPolicy
@@ -89,7 +90,9 @@ class OutboxRelay:
         """Start publishing in a task of the relay's own."""
         if self._task is not None:
             raise RuntimeError("a relay starts once")
-        self._task = asyncio.create_task(self._run(), name=f"outbox relay {self.claimer}")
+        self._task = asyncio.create_task(
+            self._run(), name=f"outbox relay {self.claimer} of {self.database.where}"
+        )
 
     async def stop(self) -> None:
         """Stop the loop; claims of rows not published are given back.  Idempotent."""
@@ -98,11 +101,7 @@ class OutboxRelay:
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
-        await asyncio.wait([task])  # our own cancellation propagates; the task's stays in it
-        if not task.cancelled() and task.exception() is not None:
-            log.error("the outbox relay of %s failed", self.database.where,
-                      exc_info=task.exception())  # fmt: skip
+        await cancel_and_wait(task, log)
 
     def wake(self) -> None:
         """Look at the outbox now (a commit of this process calls it through ``on_commit``)."""

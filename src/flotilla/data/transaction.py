@@ -21,7 +21,6 @@ getting :class:`~flotilla.events.AlreadyHandled`.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,7 +34,7 @@ from flotilla.data.one_trip import insert_rows
 from flotilla.data.schema import inbox, outbox
 from flotilla.errors import InvalidArgument
 from flotilla.events.backend import AlreadyHandled
-from flotilla.events.envelope import Envelope, new_event_id
+from flotilla.events.envelope import Envelope, check_topic_and_key, new_event_id
 from flotilla.headers import Headers
 
 if TYPE_CHECKING:
@@ -43,8 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Transaction", "open_transaction"]
 
-_TOPIC = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,254}$")
-_KEY_MAX = 255  # the outbox column's width
 _encoder = msgspec.msgpack.Encoder()
 
 
@@ -66,12 +63,7 @@ class Transaction:
         events of one ``key`` are published, and handled, in the order emitted.
         A bad topic, key or payload raises ``InvalidArgument`` here, at once.
         """
-        if not isinstance(topic, str) or not _TOPIC.match(topic):
-            raise InvalidArgument(
-                f"event topic {topic!r} is not a dotted name (letters, digits, '_', '-', '.')"
-            )
-        if key is not None and (not isinstance(key, str) or len(key) > _KEY_MAX):
-            raise InvalidArgument(f"event key of {topic!r} must be a string of at most 255 chars")
+        check_topic_and_key(topic, key)
         try:
             encoded = _encoder.encode(payload)
         except (TypeError, OverflowError, ValueError, RecursionError) as exc:

@@ -4,7 +4,8 @@ Backends are named by URL::
 
     memory://                      this process only (tests, flotilla.testing)
     sqlite:///abs/path/events.db   an embedded log shared by every process on a machine
-    nats://127.0.0.1:4222          NATS JetStream
+    nats://127.0.0.1:4222          NATS JetStream (kept for the cluster backends; not in
+                                   this release, and opening it says so)
 """
 
 from __future__ import annotations

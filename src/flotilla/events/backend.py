@@ -40,16 +40,19 @@ from typing import Protocol
 
 import msgspec
 
+from flotilla.errors import AlreadyExists
 from flotilla.events.envelope import DeadLetter, Envelope
 
 __all__ = ["AlreadyHandled", "Delivery", "EventBackend", "Publisher", "Subscription"]
 
 
-class AlreadyHandled(Exception):
+class AlreadyHandled(AlreadyExists):
     """Raised (by the inbox) when a delivery's event was already handled by this group.
 
     The consumer treats it as success and acks the delivery: a redelivered
-    event has no second effect.
+    event has no second effect.  It belongs to the one error tree (the event's
+    inbox record already exists), so an RPC method that lets it escape answers
+    ``already_exists``, not ``internal``.
     """
 
 

@@ -37,6 +37,7 @@ from typing import Any, Literal
 import msgspec
 
 from flotilla import codec
+from flotilla.aio import cancel_and_wait
 from flotilla.clock import Clock, SystemClock
 from flotilla.errors import FlotillaError, InvalidArgument
 from flotilla.events.backend import AlreadyHandled, Delivery, EventBackend, Subscription
@@ -106,8 +107,7 @@ class Consumer:
     async def stop(self, drain: float = 10.0) -> None:
         """Take no more; give running handlers ``drain`` seconds, then cancel them; idempotent."""
         if self._taker is not None:
-            self._taker.cancel()
-            await _finished(self._taker)
+            await cancel_and_wait(self._taker, log)
             self._taker = None
         running = set(self._running)
         if running:
@@ -258,8 +258,7 @@ class Consumer:
         try:
             yield
         finally:
-            task.cancel()
-            await _finished(task)
+            await cancel_and_wait(task, log)
 
     async def _renew(self, delivery: Delivery) -> None:
         interval = self.policy.keepalive_interval
@@ -271,16 +270,6 @@ class Consumer:
                 log.warning(
                     "%s: could not renew event %s: %s", self.name, delivery.envelope.id, exc
                 )
-
-
-async def _finished(task: asyncio.Task[None]) -> None:
-    """Wait for a task we cancelled to end, without taking its cancellation as ours.
-
-    If the waiter itself is cancelled meanwhile, that cancellation propagates.
-    """
-    await asyncio.wait({task})
-    if not task.cancelled() and task.exception() is not None:
-        log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
 
 def _type_name(type_: Any) -> str:

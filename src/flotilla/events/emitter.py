@@ -17,7 +17,7 @@ from flotilla import codec
 from flotilla.clock import Clock, SystemClock
 from flotilla.errors import InvalidArgument
 from flotilla.events.backend import EventBackend
-from flotilla.events.envelope import Envelope, new_event_id
+from flotilla.events.envelope import Envelope, check_topic_and_key, new_event_id
 from flotilla.headers import Headers
 
 __all__ = ["Emitter"]
@@ -41,10 +41,7 @@ class Emitter:
         self, topic: str, payload: Any, *, key: str | None, headers: Headers, source: str
     ) -> Envelope:
         """The envelope of a new event (checked and encoded, not yet published)."""
-        if not topic or not isinstance(topic, str):
-            raise InvalidArgument(f"an event needs a topic name, got {topic!r}")
-        if key is not None and not isinstance(key, str):
-            raise InvalidArgument(f"an event's key must be a string, got {key!r}")
+        check_topic_and_key(topic, key)
         try:
             encoded = codec.encode(payload)
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:

@@ -1,6 +1,7 @@
 """The events side of a node: its backend, and a consumer per ``@on_event`` handler.
 
-Two parts of the node's lifecycle (see :mod:`flotilla.runtime.parts`)::
+Two parts of the node's lifecycle (the whole order is in :mod:`flotilla.runtime.parts`;
+the ops port, data and health parts left out here)::
 
     start:  caller -> events -> services -> consumers -> server -> lease
     stop:   lease -> server (drained) -> consumers -> services -> events -> caller

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from flotilla.errors import ConfigError
+from flotilla.resilience.backoff import capped_exponential
 
 __all__ = ["DeliveryPolicy"]
 
@@ -46,7 +47,7 @@ class DeliveryPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
     def backoff(self, attempt: int) -> float:
         """Seconds before delivering again an event whose ``attempt``-th delivery failed."""
-        return float(min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
+        return capped_exponential(self.backoff_base, self.backoff_max, attempt - 1)
 
     @property
     def keepalive_interval(self) -> float:

@@ -36,7 +36,7 @@ from typing import TypeVar
 
 import msgspec
 
-from flotilla.aio import wait_first
+from flotilla.aio import cancel_and_wait, wait_first
 from flotilla.clock import Clock, SystemClock
 from flotilla.errors import ConfigError, FailedPrecondition, Unavailable
 from flotilla.events import sqlite_log as log_sql
@@ -165,11 +165,9 @@ class SqliteEvents:
     async def aclose(self) -> None:
         """End every subscription and tail, stop watching, close the file; idempotent."""
         self._closing.set()
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
-            self._watch_task = None
+        watch, self._watch_task = self._watch_task, None
+        if watch is not None:
+            await cancel_and_wait(watch)
         await self._publishes.drain()
         await self._acks.drain()
         await self._worker.aclose()

@@ -12,17 +12,25 @@ from collections.abc import Callable
 
 from flotilla.resilience.policy import RetryPolicy
 
-__all__ = ["backoff_ceiling", "backoff_delay"]
+__all__ = ["backoff_ceiling", "backoff_delay", "capped_exponential"]
+
+
+def capped_exponential(base: float, cap: float, doublings: int) -> float:
+    """``min(cap, base * 2**doublings)`` for any count of ``doublings`` (0: ``base``).
+
+    The one formula behind every backoff of Flotilla (retries, redeliveries,
+    reconnects).  ``2.0 ** n`` raises past n = 1023, and ``base * 2 ** n`` with an
+    int power past about the same: the power is bounded first (a product that
+    overflows is ``inf``, which the cap then replaces).
+    """
+    return min(cap, base * 2.0 ** min(max(doublings, 0), 1000))
 
 
 def backoff_ceiling(policy: RetryPolicy, retry: int) -> float:
     """The most the ``retry``-th retry (0 for the first) may wait: ``min(max, base * 2**retry)``."""
     if retry < 0:
         raise ValueError(f"retry counts from 0, not {retry}")
-    # Capped before the power can overflow: past ~60 doublings it is the cap anyway.
-    if retry >= 64:
-        return policy.backoff_max
-    return min(policy.backoff_max, policy.backoff_base * 2.0**retry)
+    return capped_exponential(policy.backoff_base, policy.backoff_max, retry)
 
 
 def backoff_delay(policy: RetryPolicy, retry: int, random: Callable[[], float]) -> float:

@@ -2,8 +2,8 @@
 
 ::
 
-          failure or slow-call rate >= threshold
-          (with at least min_calls in the window)
+          failure or slow-call rate >= threshold (with at
+          least min_calls in the window), or N failures in a row
     CLOSED ───────────────────────────────────────► OPEN ◄──────────────┐
       ▲                                               │                  │ a probe failed,
       │                                               │ open time over   │ or never ended
@@ -17,16 +17,23 @@ seconds.  The *n*-th trip in a row keeps the breaker open for
 ``min(open_base * 2**(n-1), open_max)`` seconds, spread by ``+-jitter`` of
 itself (so breakers that tripped together do not probe together).
 
+The rates alone react slowly on an endpoint that was healthy a moment ago:
+its window is full of successes, so half a window of failures must pass
+before the failure rate reaches 50 %.  ``consecutive_failures`` in a row
+(Envoy's ``consecutive_5xx``, Finagle's failure accrual) trips it at once.
+
 ``BreakerPolicy.state`` overrides the machine: ``forced_open`` refuses every
 call, ``disabled`` admits every call and records nothing, ``metrics_only``
 runs the machine (rates, transitions, signals) but admits every call.
 
 What counts (:func:`outcome_of`): a failure is a fault of the endpoint
-(unavailable, internal, deadline exceeded, resource exhausted); an answer of
-the application (not found, invalid argument, failed precondition...) is a
-success, since the endpoint did its work.  A call that never left the
-process for a reason not the endpoint's (a full local bulkhead) or that was
-cancelled counts as nothing.
+(unavailable, internal, deadline exceeded); an answer of the application (not
+found, invalid argument, failed precondition...) is a success, since the
+endpoint did its work.  A call the callee shed (resource exhausted) counts as
+nothing: the endpoint is overloaded, not broken, and its bulkhead already
+answers for it; opening breakers on shed calls would turn an overload into an
+outage.  Nor does a call that never left the process (no connection: the
+pool ejects the address; a full local bulkhead), or that was cancelled.
 
 A probe that never ends must not keep the breaker half-open for ever: a
 probe outstanding past its bound (its call's time left when admitted, else
@@ -52,6 +59,7 @@ from flotilla.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from flotilla.resilience.backoff import capped_exponential
 from flotilla.resilience.policy import BreakerPolicy
 from flotilla.resilience.window import Counts, SlidingWindow
 
@@ -61,7 +69,7 @@ State = Literal["closed", "open", "half_open"]
 Outcome = Literal["success", "failure", "ignored"]
 
 # Faults of the endpoint, as opposed to answers of the application it runs.
-_ENDPOINT_FAULTS = (Unavailable, Internal, DeadlineExceeded, ResourceExhausted)
+_ENDPOINT_FAULTS = (Unavailable, Internal, DeadlineExceeded)
 
 
 def outcome_of(error: BaseException | None) -> Outcome:
@@ -75,6 +83,8 @@ def outcome_of(error: BaseException | None) -> Outcome:
         # asked.  An unreachable endpoint is the pool's to eject (it marks the address
         # down with its own backoff, under the reason "unreachable"), not a breaker's.
         return "ignored"
+    if isinstance(error, ResourceExhausted):
+        return "ignored"  # shed: overloaded, not broken (see the module docstring)
     return "failure" if isinstance(error, _ENDPOINT_FAULTS) else "success"
 
 
@@ -122,6 +132,7 @@ class Breaker:
         self._probes: dict[int, float] = {}
         self._probes_admitted = 0
         self._probes_passed = 0
+        self._in_a_row = 0  # failures since the last success, while closed
 
     def counts(self, policy: BreakerPolicy) -> Counts:
         """The calls in the window now."""
@@ -162,7 +173,13 @@ class Breaker:
         limit = policy.slow_call_seconds
         slow = limit is not None and now - permit.started > limit
         window = self._window_for(policy)
-        calls, failures, slow_calls = window.record(now, failed=outcome == "failure", slow=slow)
+        failed = outcome == "failure"
+        calls, failures, slow_calls = window.record(now, failed=failed, slow=slow)
+        self._in_a_row = self._in_a_row + 1 if failed else 0
+        in_a_row = policy.consecutive_failures
+        if in_a_row is not None and self._in_a_row >= in_a_row:
+            self._open(policy, now, window.counts(now), f"{self._in_a_row} failures in a row")
+            return
         # Even a quick success may trip it: the one that brings the window to min_calls.
         if calls < policy.min_calls:
             return
@@ -173,7 +190,7 @@ class Breaker:
 
     def open_time(self, policy: BreakerPolicy, trips: int) -> float:
         """Seconds the ``trips``-th trip in a row keeps the breaker open (jitter included)."""
-        base = min(policy.open_base * 2.0 ** (trips - 1), policy.open_max)
+        base = capped_exponential(policy.open_base, policy.open_max, trips - 1)
         return base * (1 + policy.jitter * (2 * self._random() - 1))
 
     def _probe(self, policy: BreakerPolicy, now: float, time_left: float | None) -> Permit:
@@ -217,6 +234,7 @@ class Breaker:
     def _move(self, new: State, counts: Counts, reason: str) -> None:
         old, self.state = self.state, new
         self._round += 1
+        self._in_a_row = 0
         if self._on_transition is not None:
             until = self.open_until if new == "open" else None
             self._on_transition(Transition(old, new, until, counts, reason))

@@ -16,8 +16,10 @@ breaker half-open and probes.  A per-method breaker ejects nothing: the
 endpoint's other methods may be fine.
 
 Every transition is a signal in the node's :class:`~.signals.Signals` hub
-(``breaker.*``, ``endpoint.ejected``, ``endpoint.restored``), and
-:meth:`Breakers.snapshot` tells ``flotilla ps`` what each breaker is doing.
+(``breaker.*``, ``endpoint.ejected``, ``endpoint.restored``): ``/status``,
+``flotilla ps`` and the ``flotilla run`` table read those
+(:mod:`flotilla.resilience.states`).  :meth:`Breakers.snapshot` tells what each
+breaker of this layer is doing now, its counts included.
 
 ::
 

@@ -62,6 +62,8 @@ class BreakerPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     ``slow_call_seconds``: off)."""
     slow_call_seconds: float | None = None
     """A call slower than this is slow; None: no call is."""
+    consecutive_failures: int | None = 5
+    """Trip after this many failures in a row, whatever the window holds; None: never."""
     half_open_probes: int = 3
     """Calls admitted while half-open; all must succeed to close, one failure reopens."""
     open_base: float = 5.0
@@ -81,6 +83,12 @@ class BreakerPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         _fraction(self.slow_call_rate, name, "slow_call_rate")
         if self.slow_call_seconds is not None:
             _positive(self.slow_call_seconds, name, "slow_call_seconds")
+        if self.consecutive_failures is not None:
+            _require(
+                self.consecutive_failures >= 1,
+                name,
+                f"consecutive_failures must be at least 1, not {self.consecutive_failures}",
+            )
         _require(self.half_open_probes >= 1, name, "half_open_probes must be at least 1")
         _positive(self.open_base, name, "open_base")
         _require(self.open_max >= self.open_base, name, "open_max must be at least open_base")
@@ -112,10 +120,14 @@ class BudgetPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     Over ``window`` seconds, retries may add at most ``ratio`` of the requests
     plus ``min_per_second`` per second (so a quiet caller may still retry).
+    The defaults are half of Finagle's and Linkerd's (20 % + 10/s): when a
+    service fails outright, its callers add at most a tenth to its load, and a
+    busy chain of calls stays within about 1.1x attempts per request however
+    deep it is (a retried failure is not retried again upstream).
     """
 
-    ratio: float = 0.2
-    min_per_second: float = 10.0
+    ratio: float = 0.1
+    min_per_second: float = 5.0
     window: float = 10.0
 
     def __post_init__(self) -> None:

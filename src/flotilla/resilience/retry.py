@@ -8,8 +8,10 @@ use (``request.tried``, which balancing fills).  Each of its attempts of a
 hedged method is a race of a first attempt and its hedges
 (:mod:`flotilla.resilience.hedge`).  For each failure it asks, in order::
 
-    a failure of a transient kind?     unavailable, internal, resource_exhausted, aborted
-        (never an answer: not_found, invalid_argument, deadline_exceeded... go straight back)
+    a failure of a transient kind?     unavailable, internal, aborted
+        (never an answer: not_found, invalid_argument, deadline_exceeded... go straight back;
+        nor resource_exhausted: a callee shedding load is overloaded, and a retry adds load
+        where it hurts most; balancing already steers the next calls away from it)
     safe to send again?                the method is idempotent, or the error is retryable
     not retried downstream already?    error.retried is False (see below)
     attempts left?                     fewer than RetryPolicy.max_attempts so far
@@ -40,7 +42,7 @@ from typing import Any
 from flotilla.calls.pipeline import Handler
 from flotilla.calls.request import Request
 from flotilla.clock import Clock, SystemClock
-from flotilla.errors import Aborted, FlotillaError, Internal, ResourceExhausted, Unavailable
+from flotilla.errors import Aborted, FlotillaError, Internal, Unavailable
 from flotilla.resilience.backoff import backoff_delay
 from flotilla.resilience.budget import RetryBudget, RetryBudgets
 from flotilla.resilience.hedge import Hedger
@@ -50,7 +52,7 @@ from flotilla.resilience.signals import SignalKind, Signals
 
 __all__ = ["TRANSIENT", "Retry", "retriable"]
 
-TRANSIENT: tuple[type[FlotillaError], ...] = (Unavailable, Internal, ResourceExhausted, Aborted)
+TRANSIENT: tuple[type[FlotillaError], ...] = (Unavailable, Internal, Aborted)
 """Failures that another attempt (elsewhere, or a little later) may not meet.  Every
 other code is an answer about the request itself, the same on any replica, or (for
 ``deadline_exceeded``) a deadline that a new attempt would share."""

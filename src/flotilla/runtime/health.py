@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
+from flotilla.aio import cancel_and_wait
 from flotilla.clock import Clock
 from flotilla.data.node_hooks import check_databases, databases_of
 from flotilla.health import DEFAULT_CHECK, CheckSpec, declared_checks
@@ -85,8 +86,8 @@ def _checks_of(service: Service, default: CheckSpec) -> list[_Check]:
 
 
 class HealthMonitor:
-    """Runs the checks of ``services``; ``health`` is each service's default check interval and
-    timeout (the node's heartbeat and ``timings.check_timeout``)."""
+    """Runs the checks of ``services``; ``interval`` and ``timeout`` are those of each
+    service's default check (the node's heartbeat and ``timings.check_timeout``)."""
 
     name = "health"
 
@@ -134,10 +135,7 @@ class HealthMonitor:
     async def stop(self) -> None:
         if self._runner is None or self._runner.done():
             return
-        self._runner.cancel()
-        # wait(), not the task: a cancellation of *this* call propagates, the
-        # runner's own CancelledError stays inside it.
-        await asyncio.wait([self._runner])
+        await cancel_and_wait(self._runner, log)
 
     async def _keep_running(self, checks: list[_Check]) -> None:
         async with asyncio.TaskGroup() as group:

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
+from flotilla.aio import cancel_and_wait
 from flotilla.clock import Clock
 from flotilla.errors import ConfigError, NotFound
 from flotilla.registry.base import Health, Instance, Registry
@@ -106,10 +107,7 @@ class LeaseKeeper:
             return None
         self._stopped = True
         if self._task is not None:
-            self._task.cancel()
-            # wait(), not the task itself: a cancellation of *this* call propagates,
-            # the task's own CancelledError stays inside it.
-            await asyncio.wait([self._task])
+            await cancel_and_wait(self._task, log)
         lease, self.lease = self.lease, None
         return lease
 

@@ -60,14 +60,11 @@ from flotilla.events.emitter import Emitter
 from flotilla.events.part import ConsumersPart, EventsPart
 from flotilla.headers import Headers
 from flotilla.registry import Health, Instance, Registry, open_registry
-from flotilla.resilience.breakers import Breakers
-from flotilla.resilience.bulkhead import Bulkhead
-from flotilla.resilience.fallback import Fallbacks
 from flotilla.resilience.faults import Faults
 from flotilla.resilience.policy import Policy, PolicyLookup
-from flotilla.resilience.retry import Retry
 from flotilla.resilience.signals import Signals
 from flotilla.resilience.states import BreakerStates
+from flotilla.runtime import resilience_layers
 from flotilla.runtime.config import NodeConfig, Timings
 from flotilla.runtime.dispatcher import Dispatcher, Incoming
 from flotilla.runtime.health import HealthMonitor
@@ -110,12 +107,16 @@ class Node:
 
     ``policies`` answers the resilience policy of each service and method
     (default: ``config.resilience``); what the resilience layers did is
-    emitted into :attr:`signals`.  Every caller gets a circuit breaker per
-    endpoint (:class:`~flotilla.resilience.breakers.Breakers`) and the
+    emitted into :attr:`signals`.  Every caller retries
+    (:class:`~flotilla.resilience.retry.Retry`), gets a circuit breaker per
+    endpoint (:class:`~flotilla.resilience.breakers.Breakers`), a cap per
+    endpoint when a policy sets one
+    (:class:`~flotilla.resilience.endpoint_bulkhead.EndpointBulkhead`) and the
     fallbacks its services declare; a node that hosts services serves them
     behind a :class:`~flotilla.resilience.bulkhead.Bulkhead` and a
     :class:`~flotilla.resilience.faults.Faults` layer (``layers`` and
-    ``server_layers`` may replace any of them); :attr:`faults` switches
+    ``server_layers`` may replace any of them; the list is
+    :mod:`flotilla.runtime.resilience_layers`); :attr:`faults` switches
     injected faults on at run time, drawn from ``random`` (seed it for
     reproducible faults).
     """
@@ -150,7 +151,14 @@ class Node:
         self._owns_registry = registry is None
         self.registry = registry or open_registry(config.registry, clock=clock)
         self.secret = config.secret if config.secret is not None else secrets.token_bytes(32)
-        layers = self._client_layers(services, layers or {})
+        layers = resilience_layers.client_layers(
+            services,
+            layers or {},
+            policies=self.policies,
+            signals=self.signals,
+            clock=self.clock,
+            random=self.random,
+        )
         self.caller = Caller(
             self.registry,
             secret=self.secret,
@@ -207,19 +215,7 @@ class Node:
             clock=self.clock,
             observer=self._event_observer,
         )
-        dispatcher = Dispatcher(
-            list(self.services),
-            self.caller,
-            self._server_layers(server_layers),
-            emitter=self.emitter,
-        )
-        self.server = Server(
-            dispatcher,
-            secret=self.secret,
-            host=config.host,
-            port=config.port,
-        )
-        self._server_part = ServerPart(self.server, grace=timings.grace, drain=timings.drain)
+        self._server_part = self._serving(server_layers)
         self._lease = LeaseKeeper(
             self.registry,
             self._describe,
@@ -245,38 +241,25 @@ class Node:
             self._lease,
         ]
 
-    def _server_layers(
-        self, given: Mapping[str, Middleware[Incoming]] | None
-    ) -> dict[str, Middleware[Incoming]]:
-        """The resilience layers every hosting node has, then those given (which win)."""
-        # A generator of its own: its probes must not shift the faults' seeded draws.
-        probes = Random(self.random.getrandbits(64))
-        bulkhead = Bulkhead(self.policies, self.signals, clock=self.clock, random=probes)
-        layers: dict[str, Middleware[Incoming]] = {
-            "bulkhead": bulkhead,
-            "faults": self.faults,
-            **(given or {}),
-        }
-        if isinstance(layers["faults"], Faults):
+    def _serving(self, server_layers: Mapping[str, Middleware[Incoming]] | None) -> ServerPart:
+        """The server part: the services' methods behind the server layers."""
+        layers = resilience_layers.server_layers(
+            server_layers,
+            policies=self.policies,
+            signals=self.signals,
+            clock=self.clock,
+            random=self.random,
+            faults=self.faults,
+        )
+        if isinstance(layers["faults"], Faults):  # given: the switch is that one
             self.faults = layers["faults"]
-        return layers
+        dispatcher = Dispatcher(list(self.services), self.caller, layers, emitter=self.emitter)
+        self.server = Server(
+            dispatcher, secret=self.secret, host=self.config.host, port=self.config.port
+        )
+        return ServerPart(self.server, grace=self.timings.grace, drain=self.timings.drain)
 
     # -- lifecycle ----------------------------------------------------------------------
-
-    def _client_layers(
-        self, services: Sequence[Service], given: Mapping[str, Middleware[Any]]
-    ) -> dict[str, Middleware[Any]]:
-        """The resilience layers every caller gets by default; ``given`` ones take their place."""
-        layers: dict[str, Middleware[Any]] = {
-            # Backoffs and hedge delays are waited out in real time, as deadlines are
-            # (time.monotonic()): on a test's fake clock they would never end.
-            "retry": Retry(self.policies, self.signals, random=self.random.random),
-            "breaker": Breakers(self.policies, self.signals, self.clock),
-        }
-        fallbacks = Fallbacks.of_services(services, signals=self.signals)
-        if fallbacks:  # what the hosted services declare with @fallback
-            layers["fallback"] = fallbacks
-        return {**layers, **given}
 
     async def start(self) -> None:
         """Start every part in order; on failure stop those started, in reverse, and raise."""

@@ -2,8 +2,8 @@
 
 ::
 
-    caller -> [ops] -> events -> services -> health -> consumers -> server -> lease   start
-    caller <- [ops] <- events <- services <- health <- consumers <- server <- lease   stop
+    caller -> [ops] -> events -> [data] -> services -> health -> consumers -> server -> lease
+    (start left to right; stop right to left)
 
 * ``caller``: the client side (local view of the registry, connections); first
   up so that ``on_start`` hooks may call other services, last down so that
@@ -17,11 +17,14 @@
   views drop this node meanwhile), then refuses new calls and drains.
 * ``events`` and ``consumers``: the event backend and a consumer per
   ``@on_event`` handler (:mod:`flotilla.events.part` says why they stand there).
+* ``data``: the services' databases and their outbox relays
+  (:mod:`flotilla.data.parts`), when a service declares a database; up before
+  ``on_start`` and down after ``on_stop``, so both may use them.
 * ``lease``: registers the instances under a lease and keeps it; on stop
   deregisters first, so callers stop choosing the node before it stops serving.
 
-Later floors add parts (the outbox relay) by implementing
-:class:`Part`.
+A new kind of part implements :class:`Part`; :class:`~flotilla.runtime.node.Node`
+places it.
 """
 
 from __future__ import annotations

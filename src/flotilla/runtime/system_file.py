@@ -5,7 +5,7 @@
     [system]
     name = "hello"                  # optional, default: the directory's name
     # registry = "sqlite:///..."    # optional, default: <data_dir>/registry.db
-    # events = "nats://..."         # optional: the event backend, default: <data_dir>/events.db
+    # events = "sqlite:///..."      # optional: the event backend, default: <data_dir>/events.db
     # data_dir = ".flotilla"        # optional, relative to the system directory
     # strategy = "p2c"              # optional: how calls are balanced
     # default_timeout = 10.0        # optional: a call's deadline when nothing sets one
@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -225,13 +226,7 @@ def parse_system(
         services=services,
         error=lambda path, reason: _error(text, source, path, reason),
     )
-    lines = text.splitlines()
     events = parsed.system.events or default_events_url(data_dir)
-    keys = [["system", "registry"], ["system", "events"]]
-    for name in services:
-        keys += [["services", name], *(["services", name, key] for key in ("class", "replicas"))]
-    for name, methods in resilience.methods.items():
-        keys += [["resilience", "services", name, "methods", method] for method in methods]
     return SystemSpec(
         name=parsed.system.name or system_dir.absolute().name,
         data_dir=data_dir,
@@ -239,12 +234,25 @@ def parse_system(
         events=anchor_sqlite(events, system_dir),
         services=services,
         source=source,
-        lines={".".join(key): _find_line(lines, key) for key in keys},
+        lines=_key_lines(text, services, resilience),
         strategy=parsed.system.strategy,
         strategies=parsed.system.strategies,
         default_timeout=parsed.system.default_timeout,
         resilience=resilience,
     )
+
+
+def _key_lines(
+    text: str, services: Mapping[str, ServiceSpec], resilience: PolicyTable
+) -> dict[str, int]:
+    """The line of each key a later check (:mod:`flotilla.runtime.preflight`) may blame."""
+    keys = [["system", "registry"], ["system", "events"]]
+    for name in services:
+        keys += [["services", name], *(["services", name, key] for key in ("class", "replicas"))]
+    for name, methods in resilience.methods.items():
+        keys += [["resilience", "services", name, "methods", method] for method in methods]
+    lines = text.splitlines()
+    return {".".join(key): _find_line(lines, key) for key in keys}
 
 
 def _check_strategies(

@@ -57,7 +57,7 @@ class Cluster:
     the cluster's secret, the client ``layers`` (a mapping shared by every
     node, or a function that makes one per node), the ``server_layers`` that a
     function makes per node, and the resilience ``policies``.  ``seed`` makes
-    injected faults reproducible.
+    injected faults, and the jitter of retries and breakers, reproducible.
     """
 
     def __init__(
@@ -81,7 +81,7 @@ class Cluster:
         self.layers = layers
         self.server_layers = server_layers
         self.policies = policies
-        # Each node draws its faults from a generator of its own, seeded from this one.
+        # Each node draws its faults and jitter from a generator of its own, seeded from this one.
         self._seeds = random.Random(seed)
         self.client_node = self._node()
         self.nodes: list[Node] = []
