@@ -239,7 +239,7 @@ def _print_profiles(case: Case, rate: dict[str, Any], args: argparse.Namespace) 
 
 
 def measure(launcher: Launcher, case: Case, args: argparse.Namespace) -> None:
-    give_up = time.monotonic() + QUIET_WAIT
+    give_up = time.monotonic() + args.quiet_wait
     while (before := busy_cpus()) > QUIET_CPUS and time.monotonic() < give_up:
         pass
     rate = run_phase(launcher, case, "rate", args, 1)
@@ -348,6 +348,8 @@ def main() -> None:
     parser.add_argument("--split", action="store_true",
                         help="also the outbox alone and the inbox alone")  # fmt: skip
     parser.add_argument("--profile", type=Path, default=None, help="py-spy profiles here")
+    parser.add_argument("--quiet-wait", type=float, default=QUIET_WAIT,
+                        help="seconds to wait for a quiet machine before a case")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     args = parser.parse_args()
     if args.quick:
