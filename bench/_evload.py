@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--tail", type=float, default=1.0)
     parser.add_argument("--in-flight", type=int, default=256)
-    parser.add_argument("--producers", type=int, default=16)
+    parser.add_argument("--producers", type=int, default=64)
     parser.add_argument("--rate", type=float, default=200.0, help="events/s in latency mode")
     parser.add_argument("--credit-fd", type=int, default=-1)
 

@@ -340,7 +340,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--quick", action="store_true", help="1 s windows, 0.5 s warm-up")
     parser.add_argument("--in-flight", type=int, default=256)
-    parser.add_argument("--producers", type=int, default=16)
+    parser.add_argument("--producers", type=int, default=64)
     parser.add_argument("--rate", type=float, default=100.0, help="events/s, latency phase")
     parser.add_argument("--nats", default=NATS)
     parser.add_argument("--postgres", default=POSTGRES,
