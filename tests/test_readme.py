@@ -94,3 +94,22 @@ async def test_the_data_example_runs_in_the_readmes_words() -> None:
         assert await node.call("orders.place", sku="teapot") == 2
         await wait_for(lambda: len(backend.published) == 2)
     assert [envelope.key for envelope in backend.published] == ["teapot", "teapot"]
+
+
+def test_the_gateway_example_routes_and_table_are_valid() -> None:
+    namespace: dict[str, Any] = {}
+    (routes,) = [block for block in python_blocks() if block.startswith("from flotilla.gateway")]
+    exec(compile(routes, str(README), "exec"), namespace)
+    assert [route.name for route in namespace["ROUTES"]][:2] == [
+        "POST /api/auth/token",
+        "GET /api/products",
+    ]
+    (block,) = [
+        b
+        for b in re.findall(r"```toml\n(.*?)```", README.read_text(), flags=re.S)
+        if "[gateway]" in b
+    ]
+    services = '[services.shop]\nclass = "shop:Shop"\n'
+    spec = parse_system(block + services, source="README.md", system_dir=README.parent)
+    assert spec.gateway is not None
+    assert (spec.gateway.routes, spec.gateway.port) == ("shop.routes:ROUTES", 8080)

@@ -287,7 +287,8 @@ def _check_handler_signature(fn: Callable[..., Any]) -> None:
 
 
 def _event_spec(attribute: str, fn: Any, mark: _EventMark) -> EventSpec:
-    hints = typing.get_type_hints(fn)
+    # include_extras: Annotated[int, msgspec.Meta(ge=1)] keeps its constraints.
+    hints = typing.get_type_hints(fn, include_extras=True)
     payload_param, context_param = "", None
     for param in list(inspect.signature(fn).parameters.values())[1:]:
         if hints.get(param.name) is Context:
@@ -335,7 +336,8 @@ def _names_context(fn: Callable[..., Any], annotation: Any) -> bool:
 
 
 def _method_spec(cls: type, attribute: str, fn: Any, mark: _RpcMark) -> MethodSpec:
-    hints = typing.get_type_hints(fn)
+    # include_extras: Annotated[int, msgspec.Meta(ge=1)] keeps its constraints.
+    hints = typing.get_type_hints(fn, include_extras=True)
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     context_param = None
     for param in list(inspect.signature(fn).parameters.values())[1:]:

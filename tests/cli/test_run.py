@@ -358,3 +358,20 @@ def test_a_bad_resilience_value_starts_nothing(flotilla: Flotilla, tmp_path: Pat
         f"error: {path}:{line}: resilience.breaker.window: window must be positive, not 0"
     )
     assert "started" not in done.stderr
+
+
+def test_the_gateway_process_shows_its_url_in_the_status_table() -> None:
+    gateway = ProcessStatus(
+        name="gateway.1",
+        service="gateway",
+        replica=1,
+        state=ProcessState.RUNNING,
+        pid=7,
+        restarts=0,
+        exit_code=None,
+        address="http://127.0.0.1:8080",
+    )
+    out = io.StringIO()
+    Console(file=out, width=200).print(status_table("t", [gateway], []))
+    rows = [cells for cells in map(_cells, out.getvalue().splitlines()) if cells]
+    assert ["gateway", "-", "http://127.0.0.1:8080", "running", "gateway.1", "7", "0", "-"] in rows

@@ -66,10 +66,26 @@ async def _sqlite(tmp_path: Path) -> EventBackend:
     return SqliteEvents.from_url(f"sqlite:///{tmp_path}/events.db")
 
 
+async def _nats(tmp_path: Path) -> EventBackend:
+    from tests.servers import NATS, nats_prefix
+
+    from flotilla.events.jetstream import JetStreamEvents
+
+    # Streams named after the test (its tmp_path): two handles share them,
+    # and tests/conformance/conftest.py deletes them after the test.
+    return JetStreamEvents(NATS.url, prefix=nats_prefix(tmp_path), poll=0.05)
+
+
 # name -> how to make one, in one place: a new backend adds its entry here.
 BACKENDS: dict[str, Case] = {
     "memory": Case(_memory, Timing(nak_delay=0.05, ack_wait=0.2)),
     "sqlite": Case(_sqlite, Timing(nak_delay=0.05, ack_wait=0.3), shared=True),
+    "nats": Case(
+        _nats,
+        Timing(nak_delay=0.2, ack_wait=1.0),  # nats-server 2.9 needs ack_wait >= 1 s
+        server=("NATS", os.environ.get("FLOTILLA_TEST_NATS_URL") or "nats://127.0.0.1:4222"),
+        shared=True,
+    ),
 }
 
 

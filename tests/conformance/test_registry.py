@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.servers import delete_bucket, unique_name
 
 from flotilla.errors import ConfigError, FailedPrecondition, InvalidArgument, NotFound
 from flotilla.registry import (
@@ -28,6 +29,7 @@ from flotilla.registry import (
     Registry,
     SqliteRegistry,
 )
+from flotilla.registry.nats_kv import NatsKvRegistry
 
 TTL = 0.3  # short enough to keep the suite fast, long enough to survive a loaded CI box
 CHILD_TTL = 0.6  # a subprocess competes for the CPU: give its heartbeats more slack
@@ -52,17 +54,22 @@ async def next_snapshot(it: AsyncIterator[list[Instance]]) -> list[Instance]:
         return await anext(it)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "nats"])
 async def registry(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Registry]:
     reg: Registry
+    bucket = unique_name("registry")  # a NATS bucket of its own, deleted after
     if request.param == "memory":
         reg = MemoryRegistry()
-    else:
+    elif request.param == "sqlite":
         reg = SqliteRegistry(tmp_path / "registry.db", poll_interval=POLL)
+    else:
+        reg = NatsKvRegistry(request.getfixturevalue("nats_url"), bucket=bucket)
     try:
         yield reg
     finally:
         await reg.aclose()
+        if isinstance(reg, NatsKvRegistry):
+            await delete_bucket(request.getfixturevalue("nats_url"), bucket)
 
 
 async def registered(registry: Registry, *instances: Instance, ttl: float = 60) -> str:

@@ -74,7 +74,7 @@ async def test_sqlite_url_opens_a_working_registry(tmp_path: Path) -> None:
     assert (tmp_path / "reg.db").exists()
 
 
-@pytest.mark.parametrize("url", ["nats://localhost:4222", "redis://x", "registry.sqlite", ""])
+@pytest.mark.parametrize("url", ["etcd://localhost:2379", "redis://x", "registry.sqlite", ""])
 def test_unknown_scheme_names_url_and_known_schemes(url: str) -> None:
     with pytest.raises(ConfigError) as caught:
         open_registry(url)

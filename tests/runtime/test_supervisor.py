@@ -15,6 +15,7 @@ import pytest
 
 from flotilla import FailedPrecondition, Node, NodeConfig
 from flotilla.registry import Instance, Registry, open_registry
+from flotilla.runtime.gateway_spec import GatewaySpec
 from flotilla.runtime.replica import ProcessState
 from flotilla.runtime.settings import load_secret
 from flotilla.runtime.supervisor import Supervisor
@@ -246,3 +247,18 @@ async def test_stop_before_run_and_run_after_stop_do_nothing(tmp_path: Path) -> 
     assert supervisor.status()[0].pid is None
     with pytest.raises(RuntimeError):
         await supervisor.supervise()
+
+
+def test_a_gateway_table_adds_the_gateway_process_with_its_url(tmp_path: Path) -> None:
+    spec = system(tmp_path)
+    spec = SystemSpec(
+        name=spec.name,
+        data_dir=spec.data_dir,
+        registry=spec.registry,
+        services=spec.services,
+        gateway=GatewaySpec(routes="echo_routes:ROUTES", port=9001),
+    )
+    names = [(p.name, p.address) for p in Supervisor(spec, tmp_path, environ={}).status()]
+    assert names == [("echo.1", None), ("gateway.1", "http://127.0.0.1:9001")]
+    overridden = Supervisor(spec, tmp_path, environ={"FLOTILLA_GATEWAY_PORT": "8123"})
+    assert overridden.status()[-1].address == "http://127.0.0.1:8123"

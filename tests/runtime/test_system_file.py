@@ -255,3 +255,29 @@ def test_a_database_url_of_unknown_scheme_names_its_line(tmp_path: Path) -> None
     assert message.startswith(
         "12: services.front.database: database URL 'mysql://app:***@db/front'"
     )
+
+
+def test_a_gateway_table_is_read_and_passed_to_its_process(tmp_path: Path) -> None:
+    text = GOOD + '\n[gateway]\nroutes = "front.routes:ROUTES"\nport = 9000\nrate = 0\n'
+    spec = load_system_file(write(tmp_path, text))
+    assert spec.gateway is not None
+    assert (spec.gateway.routes, spec.gateway.port, spec.gateway.rate) == (
+        "front.routes:ROUTES",
+        9000,
+        0.0,
+    )
+    env = spec.call_environment("gateway")
+    assert json.loads(env["FLOTILLA_GATEWAY"])["routes"] == "front.routes:ROUTES"
+    assert "FLOTILLA_GATEWAY" not in spec.call_environment("front")
+    assert load_system_file(write(tmp_path, GOOD)).gateway is None
+
+
+def test_a_bad_gateway_table_names_its_line(tmp_path: Path) -> None:
+    text = GOOD + '\n[gateway]\nroutes = "front.routes:ROUTES"\nport = 70000\n'
+    assert refusal(tmp_path, text) == "15: gateway.port: Expected `int` <= 65535"
+    missing = refusal(tmp_path, GOOD + "\n[gateway]\nport = 80\n")
+    assert "gateway: Object missing required field `routes`" in missing
+    unknown = refusal(tmp_path, GOOD + '\n[gateway]\nroutes = "a:B"\nroute = "x"\n')
+    assert unknown == "15: gateway.route: Object contains unknown field `route`"
+    named = GOOD + '\n[services.gateway]\nclass = "a:B"\n[gateway]\nroutes = "a:B"\n'
+    assert "services.gateway: a service may not be named 'gateway'" in refusal(tmp_path, named)

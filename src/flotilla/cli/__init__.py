@@ -4,6 +4,7 @@
 
     flotilla serve module:Class ...        host services in this process
     flotilla run [PATH]                    run a whole system from its flotilla.toml
+    flotilla gateway [--routes M:A]        serve the HTTP gateway in this process
     flotilla check [PATH]                  check a system file and its classes, start nothing
     flotilla call SERVICE.METHOD [JSON]    call a method, print the result as JSON
     flotilla ps [--json]                   list the live instances
@@ -28,9 +29,10 @@ from typing import Annotated
 import typer
 
 from flotilla.cli.call import call_command
-from flotilla.cli.check import check_class_command, check_command
+from flotilla.cli.check import check_class_command, check_command, check_routes_command
 from flotilla.cli.describe import describe_command
 from flotilla.cli.events import events_app
+from flotilla.cli.gateway import gateway_command
 from flotilla.cli.ps import ps_command
 from flotilla.cli.run import run_command
 from flotilla.cli.serve import serve_command
@@ -47,8 +49,10 @@ app = typer.Typer(
 )
 app.command("serve")(serve_command)
 app.command("run")(run_command)
+app.command("gateway")(gateway_command)
 app.command("check")(check_command)
 app.command("check-class", hidden=True)(check_class_command)
+app.command("check-routes", hidden=True)(check_routes_command)
 app.command("call")(call_command)
 app.command("ps")(ps_command)
 app.command("describe")(describe_command)

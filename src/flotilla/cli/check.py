@@ -3,7 +3,8 @@
 ``flotilla check-class module:Class`` (hidden) imports one class in a process
 of its own and prints a :class:`~flotilla.runtime.preflight.ClassReport` as its
 last line of stdout; :mod:`flotilla.runtime.preflight` runs it for each entry
-of a system file.
+of a system file.  ``flotilla check-routes module:ATTR TABLES`` (hidden) does
+the same for the ``[gateway]``'s routes, against the classes' method tables.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import typer
 
 from flotilla.cli.common import fail
 from flotilla.errors import ConfigError
+from flotilla.registry.base import MethodInfo
 from flotilla.runtime.preflight import ClassReport, check_system
 from flotilla.runtime.serve import load_service_class, run_loop
 from flotilla.runtime.system_file import SYSTEM_FILE, load_system_file
 
-__all__ = ["check_class_command", "check_command", "system_dir_of"]
+__all__ = ["check_class_command", "check_command", "check_routes_command", "system_dir_of"]
 
 
 def check_command(
@@ -49,8 +51,31 @@ def check_class_command(
         cls = load_service_class(class_)
     except ConfigError as exc:
         fail(exc.message)
-    report = ClassReport(name=cls.name, methods=sorted(cls.methods()))
+    report = ClassReport(
+        name=cls.name, methods=sorted(cls.methods()), table=list(cls.method_table())
+    )
     typer.echo(msgspec.json.encode(report).decode())
+
+
+def check_routes_command(
+    routes: Annotated[str, typer.Argument(metavar="MODULE:ATTR")],
+    tables: Annotated[str, typer.Argument(metavar="JSON", help="service -> method table")],
+) -> None:
+    """Import the gateway's routes and check them against method tables (used by `flotilla run`)."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        from flotilla.gateway.process import check_routes
+    except ImportError as exc:
+        fail(f"the gateway needs its extra: pip install 'flotilla-mesh[gateway]' ({exc})")
+    try:
+        parsed = msgspec.json.decode(tables, type=dict[str, list[MethodInfo]])
+        checked = check_routes(routes, parsed)
+    except msgspec.DecodeError as exc:
+        fail(f"method tables are not usable: {exc}")
+    except ConfigError as exc:
+        fail(exc.message)
+    typer.echo(f"{len(checked)} routes ok")
 
 
 def system_dir_of(path: Path) -> Path:

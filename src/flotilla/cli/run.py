@@ -53,6 +53,14 @@ def run_command(
         typer.Option("--for", min=0, metavar="SECONDS", help="Stop by itself after this long."),
     ] = None,
     data_dir: DataDirOption = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="The gateway's port (else FLOTILLA_GATEWAY_PORT, else the file's).",
+        ),
+    ] = None,
     log_level: LogLevelOption = "INFO",
 ) -> None:
     """Run every service of the system in PATH, restart what crashes, stop all on Ctrl-C."""
@@ -64,6 +72,8 @@ def run_command(
     system_dir = system_dir_of(path)
     live = status and sys.stdout.isatty()
     environ = {**os.environ, "FLOTILLA_LOG_LEVEL": level}
+    if port is not None:
+        environ["FLOTILLA_GATEWAY_PORT"] = str(port)
     try:
         run_loop(_run_system(spec, system_dir, environ=environ, live=live, duration=duration))
     except (ConfigError, FailedPrecondition) as exc:  # a class that does not import, ...

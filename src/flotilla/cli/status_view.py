@@ -139,7 +139,7 @@ def _process_row(process: ProcessStatus) -> tuple[str | Text, ...]:
     return (
         process.service,
         "-",
-        "-",
+        Text(process.address or "-"),
         Text(state, style=_STATE_STYLE[process.state]),
         process.name,
         str(process.pid) if process.pid is not None else "-",

@@ -4,8 +4,7 @@ Backends are named by URL::
 
     memory://                      this process only (tests, flotilla.testing)
     sqlite:///abs/path/events.db   an embedded log shared by every process on a machine
-    nats://127.0.0.1:4222          NATS JetStream (kept for the cluster backends; not in
-                                   this release, and opening it says so)
+    nats://127.0.0.1:4222          NATS JetStream (the ``nats`` extra; see events/jetstream.py)
 """
 
 from __future__ import annotations

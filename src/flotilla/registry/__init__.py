@@ -7,6 +7,7 @@ are named by URL so configuration can pick one through :func:`open_registry`::
     sqlite:///abs/path.db          one file shared by every process on a machine
     sqlite://relative/path.db      the same, relative to the working directory
     path/to/file.db                shorthand for sqlite://path/to/file.db
+    nats://host:4222               a NATS JetStream KV bucket (``?bucket=name``; extra ``nats``)
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ __all__ = [
     "open_registry",
 ]
 
-# A backend that needs an extra (nats, etcd) is added here with its extra's
-# name; its module is imported only when its URL is used.
+# A backend that needs an extra (nats, etcd) names it here; its module is
+# imported only when its URL is used.
 REGISTRIES: BackendFamily[Registry] = BackendFamily(
     "registry",
     {
         "memory": "flotilla.registry.memory:MemoryRegistry.from_url",
         "sqlite": "flotilla.registry.sqlite:SqliteRegistry.from_url",
+        "nats": "flotilla.registry.nats_kv:NatsKvRegistry.from_url",
     },
+    extras={"nats": "nats"},
 )
 
 

@@ -84,9 +84,10 @@ class Registry(Protocol):
     and when it dies, they all vanish together when the lease runs out.  An
     instance is live exactly while its lease is live.
 
-    Backends: :mod:`flotilla.registry.memory` (one process) and
-    :mod:`flotilla.registry.sqlite` (one machine, many processes).  Every backend
-    passes ``tests/conformance/test_registry.py``.
+    Backends: :mod:`flotilla.registry.memory` (one process),
+    :mod:`flotilla.registry.sqlite` (one machine, many processes) and
+    :mod:`flotilla.registry.nats_kv` (a cluster).  Every backend passes
+    ``tests/conformance/test_registry.py``.
     """
 
     async def grant(self, ttl: float) -> str:

@@ -77,11 +77,10 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """Where a node registers, how it authenticates, listens and balances."""
 
     registry: str = "memory://"
-    """A registry URL (``memory://``, ``sqlite:///path.db``)."""
+    """A registry URL (``memory://``, ``sqlite:///path.db``, ``nats://host:4222``)."""
     events: str = "memory://"
-    """An event backend URL (``memory://``, ``sqlite:///path/events.db``; ``nats://`` is kept
-    for NATS JetStream, not in this release); opened when the node first emits or starts a
-    consumer."""
+    """An event backend URL (``memory://``, ``sqlite:///path/events.db``, ``nats://host:4222``
+    for NATS JetStream); opened when the node first emits or starts a consumer."""
     delivery: DeliveryPolicy = msgspec.field(default_factory=DeliveryPolicy)
     """How the node's event consumers redeliver, dead-letter and run handlers at once."""
     secret: bytes | None = None

@@ -16,7 +16,11 @@ every replica exit and be restarted forever.
 - each method named in ``[resilience.services.NAME.methods.METHOD]`` is an
   ``@rpc`` method of the service (a misspelt one would silently get the
   service's policy);
-- the registry and events URLs have known schemes (nothing is opened or created).
+- the registry and events URLs have known schemes (nothing is opened or created);
+- the ``[gateway]``'s routes import and fit the method tables of the system's
+  classes (``flotilla check-routes``, in a subprocess too): a route to a
+  method or an argument that does not exist is reported at the
+  ``gateway.routes`` line, before anything starts.
 
 Each class is imported in a short subprocess (``flotilla check-class``) with
 the environment and working directory its replicas will have, not in the
@@ -39,6 +43,7 @@ import msgspec
 from flotilla.errors import ConfigError
 from flotilla.events import EVENT_BACKENDS
 from flotilla.registry import open_registry
+from flotilla.registry.base import MethodInfo
 from flotilla.runtime.system_file import ServiceSpec, SystemSpec
 
 __all__ = ["ClassReport", "check_system", "service_environment"]
@@ -54,6 +59,8 @@ class ClassReport(msgspec.Struct, frozen=True, kw_only=True):
     """The service's name (``Service.name``)."""
     methods: list[str] = msgspec.field(default_factory=list)
     """The wire names of its ``@rpc`` methods."""
+    table: list[MethodInfo] = msgspec.field(default_factory=list)
+    """Its method table, as it will publish it (the gateway's routes are checked against it)."""
 
 
 def service_environment(
@@ -76,14 +83,20 @@ async def check_system(spec: SystemSpec, system_dir: Path, environ: Mapping[str,
     if not system_dir.is_absolute():
         raise ValueError(f"system_dir must be absolute, not {system_dir}")
     limit = asyncio.Semaphore(max(2, os.cpu_count() or 2))
-    checks = [_check_registry(spec), _check_events(spec)]
-    checks += [
-        _check_service(spec, name, service, system_dir, environ, limit)
-        for name, service in spec.services.items()
-    ]
-    problems = [problem for problem in await asyncio.gather(*checks) if problem]
-    if problems:
-        raise ConfigError("\n".join(problems))
+    problems: list[str | None] = [await _check_registry(spec), await _check_events(spec)]
+    results = await asyncio.gather(
+        *(
+            _check_service(spec, name, service, system_dir, environ, limit)
+            for name, service in spec.services.items()
+        )
+    )
+    problems += [problem for problem, _ in results]
+    reports = [report for _, report in results if report is not None]
+    if spec.gateway is not None and len(reports) == len(results):
+        problems.append(await _check_gateway(spec, system_dir, environ, reports))
+    found = [problem for problem in problems if problem]
+    if found:
+        raise ConfigError("\n".join(found))
 
 
 async def _check_registry(spec: SystemSpec) -> str | None:
@@ -110,47 +123,71 @@ async def _check_service(
     system_dir: Path,
     environ: Mapping[str, str],
     limit: asyncio.Semaphore,
-) -> str | None:
+) -> tuple[str | None, ClassReport | None]:
+    """A problem with one service entry (or None), and its class's report (None if none)."""
     where = spec.where(f"services.{name}.class")
     env = service_environment(environ, service, system_dir)
-    env.pop("FLOTILLA_PARENT_PID", None)
     async with limit:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "flotilla",
-            "check-class",
-            service.class_,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-            cwd=system_dir,
-        )
-        try:
-            async with asyncio.timeout(_IMPORT_TIMEOUT):
-                out, err = await process.communicate()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            return f"{where}: importing {service.class_!r} took more than {_IMPORT_TIMEOUT:.0f} s"
-        finally:
-            if process.returncode is None:  # cancelled: leave no process behind
-                process.kill()
-                await process.wait()
-    if process.returncode != 0:
-        return f"{where}: {_reason(err.decode(errors='replace'), process.returncode)}"
+        code, out, err = await _probe(["check-class", service.class_], env, system_dir)
+    if code is None:
+        return f"{where}: importing {service.class_!r} took more than {_IMPORT_TIMEOUT:.0f} s", None
+    if code != 0:
+        return f"{where}: {_reason(err, code)}", None
     try:
         report = msgspec.json.decode(out.strip().splitlines()[-1], type=ClassReport)
     except (IndexError, msgspec.DecodeError):
-        return f"{where}: checking {service.class_!r} printed no report"
+        return f"{where}: checking {service.class_!r} printed no report", None
     if report.name != name:
         return (
             f"{where}: {service.class_!r} is the service {report.name!r}, but its entry is "
             f"[services.{name}]; name the entry [services.{report.name}] "
             f"(or give the class name={name!r})"
-        )
-    return _check_policy_methods(spec, name, report.methods)
+        ), None
+    return _check_policy_methods(spec, name, report.methods), report
+
+
+async def _check_gateway(
+    spec: SystemSpec,
+    system_dir: Path,
+    environ: Mapping[str, str],
+    reports: list[ClassReport],
+) -> str | None:
+    """The gateway's routes import and fit the method tables of the system's classes."""
+    assert spec.gateway is not None
+    where = spec.where("gateway.routes")
+    tables = {report.name: report.table for report in reports}
+    env = service_environment(environ, ServiceSpec(class_="", env=spec.gateway.env), system_dir)
+    command = ["check-routes", spec.gateway.routes, msgspec.json.encode(tables).decode()]
+    code, _, err = await _probe(command, env, system_dir)
+    if code is None:
+        return f"{where}: importing {spec.gateway.routes!r} took more than {_IMPORT_TIMEOUT:.0f} s"
+    return None if code == 0 else f"{where}: {_reason(err, code)}"
+
+
+async def _probe(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int | None, str, str]:
+    """Run ``flotilla ARGS`` to its end: (exit code, stdout, stderr); None on a timeout."""
+    env.pop("FLOTILLA_PARENT_PID", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "flotilla",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=cwd,
+    )
+    try:
+        async with asyncio.timeout(_IMPORT_TIMEOUT):
+            out, err = await process.communicate()
+    except TimeoutError:
+        return None, "", ""
+    finally:
+        if process.returncode is None:  # timed out or cancelled: leave no process behind
+            process.kill()
+            await process.wait()
+    return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
 def _check_policy_methods(spec: SystemSpec, name: str, methods: list[str]) -> str | None:

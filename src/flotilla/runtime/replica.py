@@ -20,7 +20,7 @@ import enum
 import logging
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import msgspec
@@ -66,6 +66,8 @@ class ProcessStatus(msgspec.Struct, frozen=True, kw_only=True):
     restarts: int
     exit_code: int | None
     """The last exit's code (negative: killed by that signal), None before any exit."""
+    address: str | None = None
+    """Where it serves, when that is known without the registry (the gateway's URL)."""
 
 
 class Backoff:
@@ -101,6 +103,8 @@ class Replica:
         stop_timeout: float,
         output: Callable[[str], None],
         on_exit: Callable[[int], None],
+        command: Sequence[str] | None = None,
+        address: str | None = None,
     ) -> None:
         self.system_dir = system_dir
         """The working directory of the process, first on its ``PYTHONPATH``."""
@@ -116,6 +120,10 @@ class Replica:
         self.service = service
         self.spec = spec
         self.number = number
+        self.command = list(command) if command else _command(spec)
+        """What the process runs (default: ``flotilla serve`` of the spec's class)."""
+        self.address = address
+        """Where it serves, when known before it starts (the gateway's URL)."""
         self.name = f"{service}.{number}"
         self.state = ProcessState.STARTING
         self.pid: int | None = None
@@ -132,6 +140,7 @@ class Replica:
             pid=self.pid,
             restarts=self.restarts,
             exit_code=self.exit_code,
+            address=self.address,
         )
 
     async def keep_running(self, base_env: Mapping[str, str]) -> None:
@@ -170,7 +179,7 @@ class Replica:
         self.state = ProcessState.STARTING
         try:
             process = await asyncio.create_subprocess_exec(
-                *_command(self.spec),
+                *self.command,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,

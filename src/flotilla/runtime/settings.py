@@ -154,17 +154,17 @@ def _json_env(env: Mapping[str, str], name: str, type_: Any, default: T) -> T:
         raise ConfigError(f"{name} is not usable: {exc.message}") from None
 
 
-def load_secret(data_dir: Path) -> bytes:
-    """The secret in ``data_dir/secret``, created (readable by its owner only) if missing.
+def load_secret(data_dir: Path, name: str = "secret") -> bytes:
+    """The secret in ``data_dir/name``, created (readable by its owner only) if missing.
 
     Many processes may start at once: each writes a candidate to a file of its
     own and links it into place, which succeeds for exactly one of them, so all
     read the same complete secret.
     """
-    path = data_dir / "secret"
+    path = data_dir / name
     if not path.exists():
         ensure_data_dir(data_dir)
-        candidate = data_dir / f".secret.{os.getpid()}.{secrets.token_hex(4)}"
+        candidate = data_dir / f".{name}.{os.getpid()}.{secrets.token_hex(4)}"
         fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.fchmod(fd, 0o600)  # the mode given to open() is masked by the umask; this is not
         with os.fdopen(fd, "w") as file:
@@ -177,7 +177,7 @@ def load_secret(data_dir: Path) -> bytes:
             candidate.unlink()
     text = path.read_text().strip()
     if not text:
-        raise ConfigError(f"cluster secret file {path} is empty")
+        raise ConfigError(f"secret file {path} is empty")
     return text.encode()
 
 

@@ -8,7 +8,9 @@
 
 Each replica is ``python -m flotilla serve module:Class`` with the system's
 registry, data directory and secret in its environment, so the replicas find
-each other through the embedded registry with nothing else to configure.
+each other through the embedded registry with nothing else to configure.  A
+system with a ``[gateway]`` table also runs ``python -m flotilla gateway``
+(process ``gateway.1``), supervised the same way.
 
 A replica's life, one task per replica, is :mod:`flotilla.runtime.replica`'s.
 A process that exits while the system runs is restarted (a service is meant
@@ -72,9 +74,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
+from flotilla.runtime.gateway_spec import GATEWAY_ENTRY, GatewaySpec, gateway_port
 from flotilla.runtime.replica import ProcessState, ProcessStatus, Replica
 from flotilla.runtime.settings import ensure_data_dir, load_secret
-from flotilla.runtime.system_file import SystemSpec
+from flotilla.runtime.system_file import ServiceSpec, SystemSpec
 from flotilla.runtime.system_lock import SystemLock
 
 __all__ = ["Supervisor"]
@@ -125,12 +128,31 @@ class Supervisor:
             for name, service in spec.services.items()
             for number in range(1, service.replicas + 1)
         ]
+        if spec.gateway is not None:
+            self._replicas.append(self._gateway_replica(spec.gateway))
         self._done = asyncio.Event()
         self._started = False
         self._runner: asyncio.Task[None] | None = None
         self._env: dict[str, str] | None = None
         self._lock = SystemLock(spec.data_dir)
         self._exited_pids: dict[int, None] = {}  # insertion-ordered set, oldest first
+
+    def _gateway_replica(self, gateway: GatewaySpec) -> Replica:
+        """The gateway's process: ``flotilla gateway``, its table in ``FLOTILLA_GATEWAY``."""
+        port = gateway_port(gateway, self._environ)
+        return Replica(
+            GATEWAY_ENTRY,
+            ServiceSpec(class_="", env=gateway.env),
+            1,
+            system_dir=self.system_dir,
+            call_environment=self.spec.call_environment(GATEWAY_ENTRY),
+            stopping=self._stopping,
+            stop_timeout=self.stop_timeout,
+            output=self._output,
+            on_exit=self._exited,
+            command=[sys.executable, "-m", "flotilla", "gateway"],
+            address=f"http://{gateway.host}:{port}",
+        )
 
     @property
     def all_failed(self) -> bool:

@@ -20,6 +20,10 @@
     # database = "postgresql://app@db/greeter"  # optional; default <data_dir>/<name>.db
     # strategy, strategies, default_timeout: this service's own calls, over the system's
 
+    [gateway]                       # optional: the HTTP gateway (flotilla.runtime.gateway_spec)
+    routes = "hello.routes:ROUTES"
+    port = 8080
+
     [resilience]                    # optional: policies of calls (flotilla.resilience.config)
     breaker = { failure_rate = 0.5 }
     [resilience.services.greeter]   # calls to greeter, over the system's; .methods.NAME below
@@ -59,6 +63,7 @@ from flotilla.data.url import database_env_name, normalize_url
 from flotilla.errors import ConfigError
 from flotilla.resilience.config import PolicyTable, policy_table
 from flotilla.resolve import anchor_sqlite, default_events_url, default_registry_url
+from flotilla.runtime.gateway_spec import GATEWAY_ENTRY, GatewaySpec
 
 __all__ = [
     "MAX_REPLICAS",
@@ -131,11 +136,20 @@ class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
     default_timeout: float = DEFAULT_TIMEOUT
     resilience: PolicyTable = msgspec.field(default_factory=PolicyTable)
     """The ``[resilience]`` section, every level merged."""
+    gateway: GatewaySpec | None = None
+    """The ``[gateway]`` table, if the system has an HTTP gateway."""
 
     def call_environment(self, entry: str) -> dict[str, str]:
         """The ``FLOTILLA_*`` variables that tell a process of ``entry`` how to call others
-        (what :meth:`flotilla.runtime.settings.Settings.from_env` reads back)."""
-        service = self.services[entry]
+        (what :meth:`flotilla.runtime.settings.Settings.from_env` reads back).
+
+        ``entry`` may be :data:`GATEWAY_ENTRY`, whose process also gets its
+        table as ``FLOTILLA_GATEWAY`` (JSON).
+        """
+        if entry == GATEWAY_ENTRY and self.gateway is not None:
+            service = ServiceSpec(class_="", env=self.gateway.env)
+        else:
+            service = self.services[entry]
         strategies = {**self.strategies, **service.strategies}
         env = {
             "FLOTILLA_STRATEGY": service.strategy or self.strategy,
@@ -147,6 +161,8 @@ class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
         }
         if service.database is not None:
             env[database_env_name(entry)] = service.database
+        if entry == GATEWAY_ENTRY and self.gateway is not None:
+            env["FLOTILLA_GATEWAY"] = msgspec.json.encode(self.gateway).decode()
         return env
 
     def where(self, key: str) -> str:
@@ -171,6 +187,8 @@ class _File(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     services: dict[str, Any] = msgspec.field(default_factory=dict)
     resilience: dict[str, Any] = msgspec.field(default_factory=dict)
     """Checked by :func:`flotilla.resilience.config.policy_table`, at its lines."""
+    gateway: Any = None
+    """Checked as a :class:`GatewaySpec`, at its lines."""
 
 
 def load_system_file(path: str | Path, *, data_dir: Path | None = None) -> SystemSpec:
@@ -226,6 +244,12 @@ def parse_system(
         services=services,
         error=lambda path, reason: _error(text, source, path, reason),
     )
+    gateway = None
+    if parsed.gateway is not None:
+        gateway = _check(parsed.gateway, GatewaySpec, text, source, [GATEWAY_ENTRY])
+        if GATEWAY_ENTRY in services:
+            reason = "a service may not be named 'gateway' when the system has a [gateway]"
+            raise _error(text, source, ["services", GATEWAY_ENTRY], reason)
     events = parsed.system.events or default_events_url(data_dir)
     return SystemSpec(
         name=parsed.system.name or system_dir.absolute().name,
@@ -239,6 +263,7 @@ def parse_system(
         strategies=parsed.system.strategies,
         default_timeout=parsed.system.default_timeout,
         resilience=resilience,
+        gateway=gateway,
     )
 
 
@@ -246,7 +271,7 @@ def _key_lines(
     text: str, services: Mapping[str, ServiceSpec], resilience: PolicyTable
 ) -> dict[str, int]:
     """The line of each key a later check (:mod:`flotilla.runtime.preflight`) may blame."""
-    keys = [["system", "registry"], ["system", "events"]]
+    keys = [["system", "registry"], ["system", "events"], [GATEWAY_ENTRY, "routes"]]
     for name in services:
         keys += [["services", name], *(["services", name, key] for key in ("class", "replicas"))]
     for name, methods in resilience.methods.items():

@@ -1,0 +1,78 @@
+"""The gateway's own errors (in the one tree of :mod:`flotilla.errors`) and the error body.
+
+Every error answer has the same body, whatever failed::
+
+    {"error": {"code": "not_found", "message": "no order 7"}}
+
+with the status of the error's class (:attr:`FlotillaError.http_status`):
+a callee's ``InvalidArgument`` is 422, ``NotFound`` 404, ``DeadlineExceeded``
+504, and so on.  The HTTP-only refusals below never travel between services::
+
+    FlotillaError
+    ├── InvalidArgument
+    │   ├── BadRequest          bad_request          400  (not JSON, a bad header)
+    │   └── BodyTooLarge        body_too_large       413
+    ├── NotFound
+    │   └── NoRoute             not_found            404  (no route has this path)
+    └── MethodNotAllowed        method_not_allowed   405
+
+An ``internal`` error never shows its message (it may hold a detail of the
+callee): the body says only that it happened and the request id to look up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+from starlette.responses import Response
+
+from flotilla.errors import FlotillaError, Internal, InvalidArgument, NotFound
+
+__all__ = [
+    "BadRequest",
+    "BodyTooLarge",
+    "MethodNotAllowed",
+    "NoRoute",
+    "error_body",
+    "error_response",
+]
+
+
+class BadRequest(InvalidArgument):
+    code = "bad_request"
+    http_status = 400
+
+
+class BodyTooLarge(InvalidArgument):
+    code = "body_too_large"
+    http_status = 413
+
+
+class NoRoute(NotFound):
+    pass
+
+
+class MethodNotAllowed(FlotillaError):
+    code = "method_not_allowed"
+    http_status = 405
+
+
+def error_body(error: FlotillaError, request_id: str) -> dict[str, dict[str, str]]:
+    """``{"error": {"code", "message"}}`` for ``error``; an internal one says no more."""
+    if isinstance(error, Internal):
+        message = f"internal error (request id {request_id})"
+        return {"error": {"code": "internal", "message": message}}
+    return {"error": {"code": error.code, "message": error.message}}
+
+
+def error_response(
+    error: FlotillaError, request_id: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    """The JSON answer for ``error``."""
+    return Response(
+        msgspec.json.encode(error_body(error, request_id)),
+        status_code=error.http_status,
+        headers=dict(headers or {}),
+        media_type="application/json",
+    )

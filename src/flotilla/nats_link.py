@@ -1,0 +1,145 @@
+"""One connection to NATS, opened on first use, shared by the NATS backends' calls.
+
+The backends are made by a synchronous factory (``from_url``), so the
+connection cannot be opened there: :meth:`NatsLink.connection` opens it on the
+first call and every later call reuses it.  nats-py then reconnects by itself
+for as long as the link is open; while it is down, calls fail within
+``timeout`` as :class:`~flotilla.errors.Unavailable` (never hang), and
+whatever waited on the connection resumes when it is back.
+
+::
+
+    new --connection()--> open --aclose()--> closed
+     |                                          ^
+     +----------------aclose()------------------+
+
+A closed link refuses calls with :class:`~flotilla.errors.FailedPrecondition`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from flotilla.errors import ConfigError, FailedPrecondition, Unavailable
+
+__all__ = ["NatsLink", "nats_errors_as_unavailable"]
+
+log = logging.getLogger("flotilla.nats")
+
+DEFAULT_TIMEOUT = 5.0
+
+
+@contextmanager
+def nats_errors_as_unavailable(what: str) -> Iterator[None]:
+    """Raise a lost or refused connection (or a timeout waiting on NATS) as ``Unavailable``.
+
+    JetStream API errors (a wrong last sequence, a missing key) pass through:
+    the caller knows what they mean for it.
+    """
+    try:
+        yield
+    except nats.js.errors.APIError:
+        raise
+    except (nats.errors.Error, OSError, TimeoutError) as exc:
+        raise Unavailable(f"NATS unavailable while {what}: {type(exc).__name__} {exc}") from exc
+
+
+class NatsLink:
+    """A NATS connection opened on first use; ``what`` names its owner in errors and logs."""
+
+    def __init__(self, url: str, *, what: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("nats", "tls") or not parts.hostname:
+            raise ConfigError(f"{what}: {url!r} is not a NATS URL like 'nats://127.0.0.1:4222'")
+        if not timeout > 0:
+            raise ConfigError(f"{what}: timeout must be positive, not {timeout!r}")
+        # The query string carries the backends' options, not the server's address.
+        self.url = parts._replace(query="", fragment="").geturl()
+        self.what = what
+        self.timeout = timeout
+        self._client: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._opening = asyncio.Lock()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def connection(self) -> Client:
+        """The open connection, connecting first if this is the first call."""
+        self.check_open()
+        async with self._opening:
+            self.check_open()
+            if self._client is None:
+                with nats_errors_as_unavailable(f"connecting {self.what} to {self.url}"):
+                    self._client = await nats.connect(
+                        servers=[self.url],
+                        name=f"flotilla {self.what}",
+                        connect_timeout=self.timeout,
+                        # Two tries at first (nats-py's smallest finite count; 0
+                        # means forever), so a caller is not held up for long.
+                        max_reconnect_attempts=1,
+                        reconnect_time_wait=0.5,
+                        error_cb=self._on_error,
+                        disconnected_cb=self._on_disconnected,
+                        reconnected_cb=self._on_reconnected,
+                    )
+                # Once connected, reconnect until aclose: a server restart is
+                # routine.  nats-py reads the option at each reconnect.
+                self._client.options["max_reconnect_attempts"] = -1
+            return self._client
+
+    async def jetstream(self) -> JetStreamContext:
+        """The JetStream context of the connection (made once)."""
+        if self._js is None or self._client is None:
+            self._js = (await self.connection()).jetstream(timeout=self.timeout)
+        return self._js
+
+    def check_open(self) -> None:
+        if self._closed:
+            raise FailedPrecondition(f"the {self.what} is closed")
+
+    async def aclose(self) -> None:
+        """Close the connection (flushing what was sent); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        async with self._opening:
+            client, self._client, self._js = self._client, None, None
+        if client is not None and not client.is_closed:
+            # close(), not drain(): every write that mattered already has its
+            # acknowledgement, and a drain can wait long on a dead server.
+            # Bounded: nats-py's close waits for its socket to flush, which a
+            # stalled server may never let happen.
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await client.close()
+            except TimeoutError:
+                log.warning(
+                    "%s: the NATS connection did not close in %s s", self.what, self.timeout
+                )
+
+    async def _on_error(self, exc: Exception) -> None:
+        client = self._client
+        # Each failed reconnect reports here (every half second): the
+        # disconnection was already logged once, so these are details.
+        level = logging.DEBUG if client is not None and client.is_reconnecting else logging.WARNING
+        log.log(level, "%s: NATS connection to %s: %s", self.what, self.url, exc)
+
+    async def _on_disconnected(self) -> None:
+        if not self._closed:
+            log.warning("%s: disconnected from NATS at %s; reconnecting", self.what, self.url)
+
+    async def _on_reconnected(self) -> None:
+        log.info("%s: reconnected to NATS at %s", self.what, self.url)

@@ -1,0 +1,166 @@
+"""A local copy of a registry bucket, kept current by one KV watcher.
+
+The watcher delivers every key's latest value, then a marker (``None``), then
+each change as it is written; the mirror applies them in stream order, so it
+never holds an instance without the lease it was registered under.  Its
+``revision`` is the last stream sequence applied: a writer that got revision
+*r* back waits for :meth:`Mirror.reached` (r) to read its own write.
+
+The reading task is owned by the mirror: :meth:`Mirror.aclose` cancels and
+awaits it.  A value that does not decode (a newer or broken writer) is left
+out, with one warning per key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+
+import msgspec
+from nats.js.kv import KeyValue
+
+from flotilla.errors import Unavailable
+from flotilla.registry.base import Instance
+
+__all__ = ["INSTANCE", "LEASE", "Entry", "LeaseRecord", "Mirror", "instance_key"]
+
+log = logging.getLogger("flotilla.registry")
+
+LEASE = "l."
+INSTANCE = "i."
+_DELETED = ("DEL", "PURGE")
+
+
+def instance_key(instance_id: str) -> str:
+    """The key of an instance: its id base64url-encoded (an id may hold what a key may not)."""
+    encoded = base64.urlsafe_b64encode(instance_id.encode()).decode().rstrip("=")
+    return f"{INSTANCE}{encoded}"
+
+
+class LeaseRecord(msgspec.Struct, frozen=True):
+    ttl: float
+    expires_at: float
+    """``clock.time()`` at which the lease stops being live (at, not after)."""
+
+
+class Entry(msgspec.Struct, frozen=True):
+    instance: Instance
+    lease: str
+
+
+_decode_lease = msgspec.json.Decoder(LeaseRecord).decode
+_decode_entry = msgspec.json.Decoder(Entry).decode
+
+
+class Mirror:
+    """The leases and instances of one bucket, as of ``revision``."""
+
+    def __init__(self, *, what: str) -> None:
+        self.what = what
+        self.revision = 0
+        self.leases: dict[str, tuple[LeaseRecord, int]] = {}  # id -> (record, revision)
+        self.entries: dict[str, tuple[Entry, int]] = {}  # key -> (entry, revision)
+        # Replaced (after being set) on every change, as MemoryRegistry does.
+        self.changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._warned: set[str] = set()
+
+    async def start(self, kv: KeyValue, *, timeout: float) -> None:
+        """Watch ``kv`` and return once every key's current value is in."""
+        watcher = await kv.watchall()
+        loaded = asyncio.Event()
+        self._task = asyncio.create_task(self._follow(watcher, loaded))
+        try:
+            async with asyncio.timeout(timeout):
+                await loaded.wait()
+        except TimeoutError:
+            await self.aclose()
+            raise Unavailable(f"{self.what}: the bucket did not load in {timeout} s") from None
+
+    async def reached(self, revision: int, *, timeout: float) -> None:
+        """Return once the mirror has applied ``revision``."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self.revision < revision:
+                    await self.changed.wait()
+        except TimeoutError:
+            raise Unavailable(
+                f"{self.what}: a write (revision {revision}) was not seen back in {timeout} s"
+            ) from None
+
+    def snapshot(self, service: str | None, now: float) -> tuple[list[Instance], float | None]:
+        """The live instances of ``service`` and the earliest time the lease of one ends."""
+        live: list[Instance] = []
+        next_expiry: float | None = None
+        for entry, _ in self.entries.values():
+            found = self.leases.get(entry.lease)
+            if found is None or found[0].expires_at <= now:
+                continue
+            if service is None or entry.instance.service == service:
+                live.append(entry.instance)
+                expires_at = found[0].expires_at
+                next_expiry = expires_at if next_expiry is None else min(next_expiry, expires_at)
+        live.sort(key=lambda instance: instance.id)
+        return live, next_expiry
+
+    def instances_of(self, lease: str) -> list[tuple[str, int]]:
+        """(key, revision) of every instance registered under ``lease``."""
+        return [(key, rev) for key, (entry, rev) in self.entries.items() if entry.lease == lease]
+
+    def dead(self, now: float) -> list[tuple[str, int]]:
+        """(key, revision) of leases that ran out, and of instances whose lease is not live."""
+        live = {id_ for id_, (rec, _) in self.leases.items() if rec.expires_at > now}
+        dead = [(LEASE + id_, rev) for id_, (_, rev) in self.leases.items() if id_ not in live]
+        dead += [
+            (key, rev) for key, (entry, rev) in self.entries.items() if entry.lease not in live
+        ]
+        return dead
+
+    async def aclose(self) -> None:
+        """Stop following the bucket and wake every waiter; idempotent."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])  # not ``await task``: its cancellation is not ours
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("%s: the bucket watch had failed: %r", self.what, task.exception())
+        self._notify()
+
+    async def _follow(self, watcher: KeyValue.KeyWatcher, loaded: asyncio.Event) -> None:
+        try:
+            async for update in watcher:
+                if update is None:  # every key's current value is in
+                    loaded.set()
+                    continue
+                self._apply(update)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
+    def _apply(self, update: KeyValue.Entry) -> None:
+        key, revision = update.key, update.revision or 0
+        deleted = update.operation in _DELETED
+        try:
+            if key.startswith(LEASE):
+                lease = key.removeprefix(LEASE)
+                if deleted:
+                    self.leases.pop(lease, None)
+                else:
+                    self.leases[lease] = (_decode_lease(update.value or b""), revision)
+            elif key.startswith(INSTANCE):
+                if deleted:
+                    self.entries.pop(key, None)
+                else:
+                    self.entries[key] = (_decode_entry(update.value or b""), revision)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            if key not in self._warned:
+                self._warned.add(key)
+                log.warning("%s: key %r left out, its value is bad: %s", self.what, key, exc)
+        self.revision = max(self.revision, revision)
+        self._notify()
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
