@@ -107,7 +107,9 @@ def cases(args: argparse.Namespace, workdir: Path) -> list[Case]:
     if args.split:
         paths[1:1] = [("outbox, plain handler", "outbox", "plain"),
                       ("ctx.emit, inbox handler", "plain", "inbox")]  # fmt: skip
-    for backend, url in (("jetstream", args.nats), ("embedded", embedded)):
+    # The flotilla cases' streams, named apart from any system's (dropped at the end).
+    jetstream = f"{args.nats}?prefix={args.stream_prefix}"
+    for backend, url in (("jetstream", jetstream), ("embedded", embedded)):
         for name, emit, handle in paths:
             found.append(Case(f"{backend} {name}", "_events_flotilla.py",
                               ["--events", url, "--emit", emit, "--handle", handle],
@@ -117,6 +119,20 @@ def cases(args: argparse.Namespace, workdir: Path) -> list[Case]:
                               ["--events", url, "--emit", "outbox", "--handle", "inbox"],
                               backend, postgres=args.postgres))  # fmt: skip
     return [case for case in found if args.backend in ("all", case.backend)]
+
+
+async def _drop_streams(url: str, prefix: str) -> None:
+    import nats
+    import nats.js.errors
+
+    client = await nats.connect(url)
+    try:
+        js = client.jetstream()
+        for stream in (prefix, f"{prefix}_DLQ"):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.delete_stream(stream)
+    finally:
+        await client.close()
 
 
 async def _postgres(url: str, statements: list[str]) -> None:
@@ -354,6 +370,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.warmup = 1.0, 0.5
+    args.stream_prefix = f"FLOTILLA_BENCH_{secrets.token_hex(4)}"
     with tempfile.TemporaryDirectory(prefix="flotilla-ebench-") as tmp:
         workdir = Path(tmp)
         launcher = Launcher(workdir)
@@ -373,6 +390,8 @@ def main() -> None:
                 done.append(case)
         finally:
             launcher.close()
+            if any(case.backend == "jetstream" for case in done):
+                asyncio.run(_drop_streams(args.nats, args.stream_prefix))
     report(done, skipped, args)
     if args.json is not None:
         args.json.write_text(json.dumps({case.name: case.figures for case in done}, indent=2))
