@@ -11,7 +11,9 @@ JSON line each prints.  Cases:
 
 * ``outbox/inbox``: the producer's transactions insert a row and ``tx.emit``
   (the node's relay publishes); the consumer's handler inserts a row in
-  ``self.db.transaction(ctx)`` (the inbox).  Service databases: SQLite files.
+  ``self.db.transaction(ctx)`` (the inbox).  Service databases: SQLite files;
+  ``outbox/inbox, PG``: a PostgreSQL schema per process (when ``--postgres``
+  answers).  ``--split`` adds the outbox alone and the inbox alone.
 * ``ctx.emit``: ``node.emit`` publishes at once, the handler writes nothing:
   the framework's own cost, without the two transactions.
 * ``bare nats-py``: ``js.publish`` (awaits the PubAck) and a pull consumer that
