@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -109,5 +110,9 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout: float) -> None:
         # Replaces the pool's rollback on check-in (``pool_reset_on_return=None``):
         # after a commit, or a rollback SQLAlchemy already did, there is nothing
         # to roll back, and asking costs a trip to the driver's thread.
-        if dbapi_connection.driver_connection.in_transaction:
+        try:
+            open_transaction = dbapi_connection.driver_connection.in_transaction
+        except (ValueError, sqlite3.ProgrammingError):  # closed underneath: nothing to undo
+            return
+        if open_transaction:
             dbapi_connection.rollback()
