@@ -27,10 +27,10 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from flotilla.data.one_trip import insert_rows
 from flotilla.data.schema import inbox, outbox
 from flotilla.errors import InvalidArgument
 from flotilla.events.backend import AlreadyHandled
@@ -83,7 +83,7 @@ class Transaction:
 
     async def _store_emitted(self, conn: AsyncConnection) -> None:
         if self.emitted:
-            await conn.execute(insert(outbox), [_row(envelope) for envelope in self.emitted])
+            await insert_rows(conn, outbox, [_row(envelope) for envelope in self.emitted])
 
 
 @asynccontextmanager
@@ -114,9 +114,8 @@ async def _record_handled(conn: AsyncConnection, group: str, event_id: str) -> N
     if not group:
         raise InvalidArgument("the inbox needs a consumer group (group=...) for this database")
     try:
-        await conn.execute(
-            insert(inbox).values(group=group, event_id=event_id, handled_at=time.time())
-        )
+        row = {"group": group, "event_id": event_id, "handled_at": time.time()}
+        await insert_rows(conn, inbox, [row])
     except IntegrityError:
         # The event is in the inbox (a redelivery), or a concurrent delivery
         # inserted it first and committed: its effect is there, ours must not be.
