@@ -1,5 +1,7 @@
 """``flotilla run [PATH]``: run a whole system from its ``flotilla.toml`` until Ctrl-C.
 
+The data directory is ``--data-dir``, else ``FLOTILLA_DATA_DIR``, else the
+file's ``data_dir`` (default ``.flotilla`` beside the file).
 Before anything starts, the system is checked (:mod:`flotilla.runtime.preflight`)
 and the data directory claimed (one supervisor per data directory); either
 failing exits 2.  SIGINT, SIGTERM and SIGHUP (the terminal closed) stop every
@@ -65,6 +67,10 @@ def run_command(
 ) -> None:
     """Run every service of the system in PATH, restart what crashes, stop all on Ctrl-C."""
     level = configure_logging(log_level)
+    if data_dir is None and os.environ.get("FLOTILLA_DATA_DIR"):
+        # The variable names the system's data directory for every command
+        # (``call``, ``ps``...): ``run`` honours it too, under ``--data-dir``.
+        data_dir = Path(os.environ["FLOTILLA_DATA_DIR"])
     try:
         spec = load_system_file(path, data_dir=data_dir)
     except ConfigError as exc:
