@@ -25,9 +25,11 @@ def test_a_url_that_is_not_nats_is_refused() -> None:
 async def test_the_password_of_the_url_is_never_shown(caplog: pytest.LogCaptureFixture) -> None:
     url = f"nats://ada:hunter2@127.0.0.1:{_closed_port()}"
     link = NatsLink(url, what="event backend", timeout=0.5)
-    with caplog.at_level(logging.DEBUG, logger="flotilla.nats"):
-        with pytest.raises(Unavailable) as raised:
-            await link.connection()
+    with (
+        caplog.at_level(logging.DEBUG, logger="flotilla.nats"),
+        pytest.raises(Unavailable) as raised,
+    ):
+        await link.connection()
     assert "hunter2" not in raised.value.message
     assert "ada:***@127.0.0.1" in raised.value.message
     assert all("hunter2" not in record.getMessage() for record in caplog.records)
