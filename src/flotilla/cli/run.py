@@ -67,12 +67,8 @@ def run_command(
 ) -> None:
     """Run every service of the system in PATH, restart what crashes, stop all on Ctrl-C."""
     level = configure_logging(log_level)
-    if data_dir is None and os.environ.get("FLOTILLA_DATA_DIR"):
-        # The variable names the system's data directory for every command
-        # (``call``, ``ps``...): ``run`` honours it too, under ``--data-dir``.
-        data_dir = Path(os.environ["FLOTILLA_DATA_DIR"])
     try:
-        spec = load_system_file(path, data_dir=data_dir)
+        spec = load_system_file(path, data_dir=_chosen_data_dir(data_dir, os.environ))
     except ConfigError as exc:
         fail(exc.message)
     system_dir = system_dir_of(path)
@@ -86,6 +82,15 @@ def run_command(
         fail(exc.message)
     except OSError as exc:  # the data directory cannot be created, ...
         fail(str(exc), 1)
+
+
+def _chosen_data_dir(option: Path | None, env: Mapping[str, str]) -> Path | None:
+    """``--data-dir``, else ``FLOTILLA_DATA_DIR``, else None (the file's ``data_dir``)."""
+    # The variable names the system's data directory for every command
+    # (``call``, ``ps``...): ``run`` honours it too, under the option.
+    if option is None and env.get("FLOTILLA_DATA_DIR"):
+        return Path(env["FLOTILLA_DATA_DIR"])
+    return option
 
 
 async def _run_system(
