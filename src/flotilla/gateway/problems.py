@@ -82,7 +82,9 @@ def error_response(
 ) -> Response:
     """The JSON answer for ``error`` (a hidden message is logged under ``request_id``)."""
     if _hidden(error):
-        log.warning("request %s answered %s: %s", request_id, error.code, error.message)
+        # INFO, not WARNING: an outage answers many requests alike, and the
+        # failure itself is logged where it happened.
+        log.info("request %s answered %s: %s", request_id, error.code, error.message)
     return Response(
         msgspec.json.encode(error_body(error, request_id)),
         status_code=error.http_status,
