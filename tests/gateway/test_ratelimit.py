@@ -10,11 +10,12 @@ import pytest
 from flotilla.errors import ConfigError
 from flotilla.gateway.ratelimit import MemoryLimiter, open_limiter, retry_after_header
 from flotilla.gateway.redis_limiter import RedisLimiter
-from flotilla.gateway.routes import RateLimit
+from flotilla.gateway.routes import RateLimit, Route
 from flotilla.testing import FakeClock
 
 from ..servers import REDIS_URL, require_server
 from .conftest import running_gateway
+from .notes_system import ROUTES
 
 LIMIT = RateLimit(rate=2.0, burst=3)
 
@@ -146,3 +147,18 @@ async def test_a_client_cannot_choose_its_address_behind_a_trusted_proxy() -> No
         assert (await client.get("/notes", headers=chained)).status_code == 429
         other = {"X-Forwarded-For": "10.0.0.1, 10.0.0.2, 10.9.9.9"}
         assert (await client.get("/notes", headers=other)).status_code == 200
+
+
+async def test_a_route_with_a_limit_of_its_own_has_buckets_of_its_own() -> None:
+    strict = Route("GET", "/strict", "notes.search", rate_limit=RateLimit(rate=0.1, burst=1))
+    routes = [*ROUTES, strict]
+    async with running_gateway(rate_limit=RateLimit(rate=0.1, burst=3), routes=routes) as (
+        _,
+        client,
+    ):
+        assert (await client.get("/strict")).status_code == 200
+        assert (await client.get("/strict")).status_code == 429
+        # The other routes share the gateway's limit, untouched by /strict's.
+        for _ in range(3):
+            assert (await client.get("/notes")).status_code == 200
+        assert (await client.get("/notes")).status_code == 429

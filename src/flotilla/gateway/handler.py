@@ -124,6 +124,10 @@ class RouteHandler:
         if self.limit is None:
             return
         key = f"sub:{principal.subject}" if principal else f"ip:{self._client_address(request)}"
+        if self.route.rate_limit is not None:
+            # A limit of the route's own is counted apart: one bucket shared
+            # with other limits would hold the smallest burst of them all.
+            key = f"{key}@{self.route.name}"
         wait = await self.edge.limiter.acquire(key, self.limit)
         if wait > 0:
             raise ResourceExhausted(
