@@ -6,12 +6,12 @@ Each server has a default URL on this machine, overridable by environment::
     FLOTILLA_TEST_POSTGRES_URL   postgresql://postgres@127.0.0.1:5432/test
     FLOTILLA_TEST_REDIS_URL      redis://127.0.0.1:6379/0
 
-A test that needs one takes the fixture (``nats_url``, ``postgres_url``, in
-``tests/conftest.py``).  The fixture probes the server's TCP port once per
-session.  When it does not answer, the test is skipped with a message naming
-the server and how to start it; under ``CI=true`` it FAILS instead, because
-CI starts both servers (``.ci/run``) and a silent skip there would hide a
-backend that was never tested.
+A test that needs one takes its fixture (``nats_url``, ``postgres_url`` in
+``tests/conftest.py``; Redis: ``redis_url`` in ``tests/gateway/test_ratelimit.py``).
+The fixture probes the server's TCP port once per session.  When it does not
+answer, the test is skipped with a message naming the server and how to start
+it; under ``CI=true`` it FAILS instead, because CI starts every one of them
+(``.ci/run``) and a silent skip there would hide a backend that was never tested.
 
 Isolation: tests share one server, so each names what it creates with
 :func:`unique_name` (streams, buckets, subjects, schemas) and deletes it after.

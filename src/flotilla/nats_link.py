@@ -65,6 +65,8 @@ class NatsLink:
             raise ConfigError(f"{what}: timeout must be positive, not {timeout!r}")
         # The query string carries the backends' options, not the server's address.
         self.url = parts._replace(query="", fragment="").geturl()
+        self.shown = _without_password(self.url)
+        """The URL as errors and logs show it (a password is ``***``)."""
         self.what = what
         self.timeout = timeout
         self._client: Client | None = None
@@ -82,7 +84,7 @@ class NatsLink:
         async with self._opening:
             self.check_open()
             if self._client is None:
-                with nats_errors_as_unavailable(f"connecting {self.what} to {self.url}"):
+                with nats_errors_as_unavailable(f"connecting {self.what} to {self.shown}"):
                     self._client = await nats.connect(
                         servers=[self.url],
                         name=f"flotilla {self.what}",
@@ -135,11 +137,18 @@ class NatsLink:
         # Each failed reconnect reports here (every half second): the
         # disconnection was already logged once, so these are details.
         level = logging.DEBUG if client is not None and client.is_reconnecting else logging.WARNING
-        log.log(level, "%s: NATS connection to %s: %s", self.what, self.url, exc)
+        log.log(level, "%s: NATS connection to %s: %s", self.what, self.shown, exc)
 
     async def _on_disconnected(self) -> None:
         if not self._closed:
-            log.warning("%s: disconnected from NATS at %s; reconnecting", self.what, self.url)
+            log.warning("%s: disconnected from NATS at %s; reconnecting", self.what, self.shown)
 
     async def _on_reconnected(self) -> None:
-        log.info("%s: reconnected to NATS at %s", self.what, self.url)
+        log.info("%s: reconnected to NATS at %s", self.what, self.shown)
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()

@@ -328,6 +328,30 @@ def test_data_dir_option_overrides_the_file(flotilla: Flotilla, tmp_path: Path) 
     assert not (system_dir / ".flotilla").exists()
 
 
+def test_data_dir_variable_overrides_the_file(flotilla: Flotilla, tmp_path: Path) -> None:
+    system_dir = tmp_path / "sys"
+    system_dir.mkdir()
+    flotilla.write_system(system_dir, replicas=1)
+    data_dir = tmp_path / "from-env"
+    env = {**os.environ, "FLOTILLA_DATA_DIR": str(data_dir)}
+    done = flotilla("run", "--no-status", "--for", "0", str(system_dir), env=env)
+    assert done.returncode == 0, done.stderr
+    assert (data_dir / "secret").is_file()
+    assert not (system_dir / ".flotilla").exists()
+
+
+def test_data_dir_option_beats_the_variable(flotilla: Flotilla, tmp_path: Path) -> None:
+    system_dir = tmp_path / "sys"
+    system_dir.mkdir()
+    flotilla.write_system(system_dir, replicas=1)
+    env = {**os.environ, "FLOTILLA_DATA_DIR": str(tmp_path / "from-env")}
+    options = ("--no-status", "--for", "0", "--data-dir", str(tmp_path / "option"))
+    done = flotilla("run", *options, str(system_dir), env=env)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "option" / "secret").is_file()
+    assert not (tmp_path / "from-env").exists()
+
+
 def test_a_policy_for_a_method_the_service_lacks_is_refused_at_its_line(
     flotilla: Flotilla, tmp_path: Path
 ) -> None:

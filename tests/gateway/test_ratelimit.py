@@ -10,11 +10,12 @@ import pytest
 from flotilla.errors import ConfigError
 from flotilla.gateway.ratelimit import MemoryLimiter, open_limiter, retry_after_header
 from flotilla.gateway.redis_limiter import RedisLimiter
-from flotilla.gateway.routes import RateLimit
+from flotilla.gateway.routes import RateLimit, Route
 from flotilla.testing import FakeClock
 
 from ..servers import REDIS_URL, require_server
 from .conftest import running_gateway
+from .notes_system import ROUTES
 
 LIMIT = RateLimit(rate=2.0, burst=3)
 
@@ -117,9 +118,7 @@ async def test_a_trusted_proxy_names_the_client_others_do_not() -> None:
     limit = RateLimit(rate=0.1, burst=1)
     async with running_gateway(rate_limit=limit, trusted_proxies=("127.0.0.1",)) as (_, client):
         for address in ("10.0.0.1", "10.0.0.2"):
-            response = await client.get(
-                "/notes", headers={"X-Forwarded-For": f"{address}, 1.1.1.1"}
-            )
+            response = await client.get("/notes", headers={"X-Forwarded-For": address})
             assert response.status_code == 200
         again = await client.get("/notes", headers={"X-Forwarded-For": "10.0.0.1"})
         assert again.status_code == 429
@@ -131,3 +130,35 @@ async def test_a_trusted_proxy_names_the_client_others_do_not() -> None:
         assert (
             await client.get("/notes", headers={"X-Forwarded-For": "10.0.0.2"})
         ).status_code == 429
+
+
+async def test_a_client_cannot_choose_its_address_behind_a_trusted_proxy() -> None:
+    # The trusted proxy appends the address it was called from; what is left of
+    # it is written by the client and names nobody.
+    limit = RateLimit(rate=0.1, burst=1)
+    trusted = ("127.0.0.1", "10.9.9.9")
+    async with running_gateway(rate_limit=limit, trusted_proxies=trusted) as (_, client):
+        first = await client.get("/notes", headers={"X-Forwarded-For": "1.1.1.1, 10.0.0.1"})
+        assert first.status_code == 200
+        spoofed = await client.get("/notes", headers={"X-Forwarded-For": "2.2.2.2, 10.0.0.1"})
+        assert spoofed.status_code == 429
+        # Through a second trusted proxy, the client is still the hop before it.
+        chained = {"X-Forwarded-For": "3.3.3.3, 10.0.0.1, 10.9.9.9"}
+        assert (await client.get("/notes", headers=chained)).status_code == 429
+        other = {"X-Forwarded-For": "10.0.0.1, 10.0.0.2, 10.9.9.9"}
+        assert (await client.get("/notes", headers=other)).status_code == 200
+
+
+async def test_a_route_with_a_limit_of_its_own_has_buckets_of_its_own() -> None:
+    strict = Route("GET", "/strict", "notes.search", rate_limit=RateLimit(rate=0.1, burst=1))
+    routes = [*ROUTES, strict]
+    async with running_gateway(rate_limit=RateLimit(rate=0.1, burst=3), routes=routes) as (
+        _,
+        client,
+    ):
+        assert (await client.get("/strict")).status_code == 200
+        assert (await client.get("/strict")).status_code == 429
+        # The other routes share the gateway's limit, untouched by /strict's.
+        for _ in range(3):
+            assert (await client.get("/notes")).status_code == 200
+        assert (await client.get("/notes")).status_code == 429

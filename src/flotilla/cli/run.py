@@ -1,5 +1,7 @@
 """``flotilla run [PATH]``: run a whole system from its ``flotilla.toml`` until Ctrl-C.
 
+The data directory is ``--data-dir``, else ``FLOTILLA_DATA_DIR``, else the
+file's ``data_dir`` (default ``.flotilla`` beside the file).
 Before anything starts, the system is checked (:mod:`flotilla.runtime.preflight`)
 and the data directory claimed (one supervisor per data directory); either
 failing exits 2.  SIGINT, SIGTERM and SIGHUP (the terminal closed) stop every
@@ -66,7 +68,7 @@ def run_command(
     """Run every service of the system in PATH, restart what crashes, stop all on Ctrl-C."""
     level = configure_logging(log_level)
     try:
-        spec = load_system_file(path, data_dir=data_dir)
+        spec = load_system_file(path, data_dir=_chosen_data_dir(data_dir, os.environ))
     except ConfigError as exc:
         fail(exc.message)
     system_dir = system_dir_of(path)
@@ -80,6 +82,15 @@ def run_command(
         fail(exc.message)
     except OSError as exc:  # the data directory cannot be created, ...
         fail(str(exc), 1)
+
+
+def _chosen_data_dir(option: Path | None, env: Mapping[str, str]) -> Path | None:
+    """``--data-dir``, else ``FLOTILLA_DATA_DIR``, else None (the file's ``data_dir``)."""
+    # The variable names the system's data directory for every command
+    # (``call``, ``ps``...): ``run`` honours it too, under the option.
+    if option is None and env.get("FLOTILLA_DATA_DIR"):
+        return Path(env["FLOTILLA_DATA_DIR"])
+    return option
 
 
 async def _run_system(

@@ -124,6 +124,10 @@ class RouteHandler:
         if self.limit is None:
             return
         key = f"sub:{principal.subject}" if principal else f"ip:{self._client_address(request)}"
+        if self.route.rate_limit is not None:
+            # A limit of the route's own is counted apart: one bucket shared
+            # with other limits would hold the smallest burst of them all.
+            key = f"{key}@{self.route.name}"
         wait = await self.edge.limiter.acquire(key, self.limit)
         if wait > 0:
             raise ResourceExhausted(
@@ -131,12 +135,23 @@ class RouteHandler:
             )
 
     def _client_address(self, request: Request) -> str:
+        """The client's address: the peer's, unless the peer is a trusted proxy.
+
+        Each proxy appends the address it was called from to ``X-Forwarded-For``,
+        so the client is the rightmost hop that is not a trusted proxy: what is
+        left of it was written by the client and cannot be believed.
+        """
         client = request.scope.get("client")
-        peer = client[0] if client else "unknown"
-        forwarded = request.headers.get("x-forwarded-for")
-        if forwarded and peer in self.edge.trusted_proxies:
-            return forwarded.split(",")[0].strip()
-        return peer
+        peer: str = client[0] if client else "unknown"
+        trusted = self.edge.trusted_proxies
+        if peer not in trusted:
+            return peer
+        forwarded = ",".join(request.headers.getlist("x-forwarded-for")).split(",")
+        hops = [hop.strip() for hop in forwarded if hop.strip()]
+        for hop in reversed(hops):
+            if hop not in trusted:
+                return hop
+        return hops[0] if hops else peer
 
     def _context(self, request: Request, request_id: str, principal: Principal | None) -> Context:
         trace = request.headers.get("traceparent", "")

@@ -16,12 +16,16 @@ a callee's ``InvalidArgument`` is 422, ``NotFound`` 404, ``DeadlineExceeded``
     │   └── NoRoute             not_found            404  (no route has this path)
     └── MethodNotAllowed        method_not_allowed   405
 
-An ``internal`` error never shows its message (it may hold a detail of the
-callee): the body says only that it happened and the request id to look up.
+A server-side error (any 5xx: ``internal``, ``unavailable``,
+``deadline_exceeded``...) never shows its message, which names the system's
+insides (an instance's address, a file, a broker's complaint): the body says
+only what kind of failure it was and the request id, and the message goes to
+the gateway's log under that id.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import msgspec
@@ -37,6 +41,8 @@ __all__ = [
     "error_body",
     "error_response",
 ]
+
+log = logging.getLogger("flotilla.gateway")
 
 
 class BadRequest(InvalidArgument):
@@ -58,18 +64,27 @@ class MethodNotAllowed(FlotillaError):
     http_status = 405
 
 
+def _hidden(error: FlotillaError) -> bool:
+    return isinstance(error, Internal) or error.http_status >= 500
+
+
 def error_body(error: FlotillaError, request_id: str) -> dict[str, dict[str, str]]:
-    """``{"error": {"code", "message"}}`` for ``error``; an internal one says no more."""
-    if isinstance(error, Internal):
-        message = f"internal error (request id {request_id})"
-        return {"error": {"code": "internal", "message": message}}
+    """``{"error": {"code", "message"}}`` for ``error``; a server-side one says no more."""
+    if _hidden(error):
+        kind = error.code.replace("_", " ")
+        message = f"{kind} error (request id {request_id})"
+        return {"error": {"code": error.code, "message": message}}
     return {"error": {"code": error.code, "message": error.message}}
 
 
 def error_response(
     error: FlotillaError, request_id: str, headers: Mapping[str, str] | None = None
 ) -> Response:
-    """The JSON answer for ``error``."""
+    """The JSON answer for ``error`` (a hidden message is logged under ``request_id``)."""
+    if _hidden(error):
+        # INFO, not WARNING: an outage answers many requests alike, and the
+        # failure itself is logged where it happened.
+        log.info("request %s answered %s: %s", request_id, error.code, error.message)
     return Response(
         msgspec.json.encode(error_body(error, request_id)),
         status_code=error.http_status,

@@ -24,7 +24,6 @@ import asyncio
 import importlib
 import logging
 import os
-import signal
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from flotilla.gateway.server import HttpServer
 from flotilla.registry.base import MethodInfo
 from flotilla.runtime.gateway_spec import GatewaySpec, gateway_port
 from flotilla.runtime.node import Node
-from flotilla.runtime.serve import _watch_parent
+from flotilla.runtime.serve import stopped_by
 from flotilla.runtime.settings import Settings, load_secret
 
 __all__ = ["check_routes", "gateway_config", "load_routes", "run_gateway"]
@@ -127,23 +126,12 @@ async def run_gateway(
     # The gateway answers its own probes; a second (ops) port would serve no one.
     node = Node(config=msgspec.structs.replace(settings, ops_port=None).node_config())
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
-    watch = asyncio.create_task(_watch_parent(parent, stop.set)) if parent else None
-    try:
+    async with stopped_by(stop.set, parent=parent):
         await node.start()
         try:
             await _serve(node, routes, config, spec.host, port, stop)
         finally:
             await node.aclose()
-    finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
-        if watch is not None:
-            watch.cancel()
-            await asyncio.gather(watch, return_exceptions=True)
 
 
 async def _serve(

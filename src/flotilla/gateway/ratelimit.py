@@ -4,7 +4,8 @@ A bucket holds up to ``burst`` tokens and refills at ``rate`` tokens a
 second; each request takes one.  A request that finds the bucket empty is
 refused with the seconds until a token is back (``Retry-After``).  The key is
 the client: the token's subject when the request has one, else its IP
-address, so that one user cannot spend another's allowance.
+address, so that one user cannot spend another's allowance; a route with a
+limit of its own adds its name to the key (its buckets are its own).
 
 Backends (:class:`Limiter` is their Protocol), chosen by URL:
 

@@ -75,9 +75,13 @@ class Mirror:
         try:
             async with asyncio.timeout(timeout):
                 await loaded.wait()
-        except TimeoutError:
+        except BaseException as exc:
+            # Timed out or cancelled: the watch must not outlive a start that failed.
             await self.aclose()
-            raise Unavailable(f"{self.what}: the bucket did not load in {timeout} s") from None
+            if isinstance(exc, TimeoutError):
+                message = f"{self.what}: the bucket did not load in {timeout} s"
+                raise Unavailable(message) from None
+            raise
 
     async def reached(self, revision: int, *, timeout: float) -> None:
         """Return once the mirror has applied ``revision``."""

@@ -13,13 +13,14 @@ terminal closed) stops a node like SIGTERM does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import importlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, MutableMapping
+from collections.abc import AsyncIterator, Callable, Coroutine, MutableMapping
 from typing import Any, TypeVar
 
 from flotilla.errors import ConfigError, FailedPrecondition
@@ -27,7 +28,7 @@ from flotilla.runtime.node import Node
 from flotilla.runtime.settings import Settings
 from flotilla.service import Service
 
-__all__ = ["follow_parent", "load_service_class", "run_loop", "serve"]
+__all__ = ["follow_parent", "load_service_class", "run_loop", "serve", "stopped_by"]
 
 log = logging.getLogger("flotilla.runtime")
 
@@ -94,24 +95,13 @@ async def serve(services: list[Service], settings: Settings, *, parent: int | No
     replica = os.environ.get("FLOTILLA_REPLICA")
     config = settings.node_config({"replica": replica} if replica else None)
     node = Node(*services, config=config)
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    for signum in signals:
-        loop.add_signal_handler(signum, node.stop)
-    watch = asyncio.create_task(_watch_parent(parent, node.stop)) if parent else None
-    try:
+    async with stopped_by(node.stop, parent=parent):
         await node.start()
         names = ", ".join(instance.id for instance in node.instances)
         ops = f" (ops port {node.ops.address})" if node.ops is not None else ""
         log.info("serving %s on %s%s", names, node.address, ops)
         await node.wait_stopped()
         log.info("stopped %s", names)
-    finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
-        if watch is not None:
-            watch.cancel()
-            await asyncio.gather(watch, return_exceptions=True)
 
 
 async def _watch_parent(parent: int, stop: Callable[[], None]) -> None:
@@ -121,6 +111,25 @@ async def _watch_parent(parent: int, stop: Callable[[], None]) -> None:
         await asyncio.sleep(_PARENT_POLL)
     log.warning("the supervisor (pid %d) is gone; stopping", parent)
     stop()
+
+
+@contextlib.asynccontextmanager
+async def stopped_by(stop: Callable[[], None], *, parent: int | None) -> AsyncIterator[None]:
+    """Within the block, SIGTERM, SIGINT or SIGHUP call ``stop``; so does ``parent``
+    ceasing to be this process's parent (the watch is a task this block owns)."""
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop)
+    watch = asyncio.create_task(_watch_parent(parent, stop)) if parent else None
+    try:
+        yield
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+        if watch is not None:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
