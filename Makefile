@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo demo-hello test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Flotilla needs Python 3.11+"'
@@ -14,7 +14,11 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# The shop on the embedded backends: a customer's journey over HTTP, then it stays up until Ctrl-C.
 demo: $(BIN)/.installed
+	$(BIN)/python examples/shop/demo.py
+
+demo-hello: $(BIN)/.installed
 	$(BIN)/python examples/hello/demo.py
 
 test: $(BIN)/.installed lint
