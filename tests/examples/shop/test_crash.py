@@ -19,8 +19,6 @@ import itertools
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 from shop.invariants import admin_context, check_invariants
-from tests.examples.shop.test_run import SHOP, bearer, free_port, wait_for_gateway
+from tests.examples.shop.test_run import bearer, free_port, shop_running, wait_for_gateway
 
 from flotilla import Node, NodeConfig
 from flotilla.cli.status_view import instance_pid
@@ -48,36 +46,9 @@ class Shop:
 
 @pytest.fixture
 def shop(tmp_path: Path) -> Iterator[Shop]:
-    data = tmp_path / "data"
     port = free_port()
-    env = dict(
-        os.environ,
-        FLOTILLA_DATA_DIR=str(data),
-        FLOTILLA_GATEWAY_PORT=str(port),
-        FLOTILLA_DELIVERY=json.dumps(DELIVERY),
-    )
-    env.pop("SHOP_JWT_SECRET", None)  # the gateway's key: generated in the data directory
-    settings = Settings.from_env(env)
-    log = tmp_path / "run.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "flotilla", "run", str(SHOP), "--no-status", "--data-dir", data],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    with shop_running(tmp_path, port, FLOTILLA_DELIVERY=json.dumps(DELIVERY)) as (settings, _):
         yield Shop(settings, f"http://127.0.0.1:{port}")
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise
-        finally:
-            print(log.read_text()[-4000:])  # shown when the test fails
 
 
 @dataclass

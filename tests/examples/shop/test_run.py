@@ -9,6 +9,7 @@ an outside client over HTTP through the gateway that `flotilla run` started.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -47,10 +48,16 @@ def gateway_port() -> int:
     return free_port()
 
 
-@pytest.fixture
-def running(tmp_path: Path, gateway_port: int) -> Iterator[Settings]:
+@contextlib.contextmanager
+def shop_running(
+    tmp_path: Path, port: int, **environment: str
+) -> Iterator[tuple[Settings, subprocess.Popen[bytes]]]:
+    """`flotilla run examples/shop` with its data in ``tmp_path``, the gateway on ``port``
+    and ``environment`` added; stopped by SIGINT after (its log's tail printed).  Yields the
+    system's settings and the `flotilla run` process (its return code is set after)."""
     data = tmp_path / "data"
-    env = dict(os.environ, FLOTILLA_DATA_DIR=str(data), FLOTILLA_GATEWAY_PORT=str(gateway_port))
+    env = dict(os.environ, FLOTILLA_DATA_DIR=str(data), FLOTILLA_GATEWAY_PORT=str(port))
+    env.update(environment)
     env.pop("SHOP_JWT_SECRET", None)  # the gateway's key: generated in the data directory
     settings = Settings.from_env(env)  # makes the secret first: the system reads the same one
     log = tmp_path / "run.log"
@@ -62,7 +69,7 @@ def running(tmp_path: Path, gateway_port: int) -> Iterator[Settings]:
             stderr=subprocess.STDOUT,
         )
     try:
-        yield settings
+        yield settings, process
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -72,7 +79,13 @@ def running(tmp_path: Path, gateway_port: int) -> Iterator[Settings]:
             process.wait()
             raise
         finally:
-            print(log.read_text()[-3000:])  # shown when the test fails
+            print(log.read_text()[-4000:])  # shown when the test fails
+
+
+@pytest.fixture
+def running(tmp_path: Path, gateway_port: int) -> Iterator[Settings]:
+    with shop_running(tmp_path, gateway_port) as (settings, process):
+        yield settings
     assert process.returncode == 0
 
 
