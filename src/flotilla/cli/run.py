@@ -7,6 +7,12 @@ and the data directory claimed (one supervisor per data directory); either
 failing exits 2.  SIGINT, SIGTERM and SIGHUP (the terminal closed) stop every
 process gracefully and exit 0.  When every replica exits with a configuration
 mistake, nothing is left to run: the command exits 2.
+
+The registry, the event backend and the database are each the option's
+(``--registry``, ``--events``, ``--database``), else the environment's
+(``FLOTILLA_REGISTRY``, ``FLOTILLA_EVENTS``, ``FLOTILLA_DATABASE_URL``), else
+the system file's, else SQLite files in the data directory
+(:mod:`flotilla.runtime.backends`).
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from flotilla.aio import wait_first
 from flotilla.cli.check import system_dir_of
 from flotilla.cli.common import DataDirOption, LogLevelOption, configure_logging, fail
 from flotilla.cli.status_view import show_status
+from flotilla.data.url import DATABASE_ENV, mask
 from flotilla.errors import ConfigError, FailedPrecondition
+from flotilla.runtime.backends import choose_backends
 from flotilla.runtime.preflight import check_system
 from flotilla.runtime.serve import run_loop
 from flotilla.runtime.supervisor import Supervisor
@@ -63,17 +71,50 @@ def run_command(
             help="The gateway's port (else FLOTILLA_GATEWAY_PORT, else the file's).",
         ),
     ] = None,
+    registry: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="The registry (else FLOTILLA_REGISTRY, else the file's, else SQLite in the"
+            " data directory), e.g. nats://127.0.0.1:4222?bucket=shop_registry.",
+        ),
+    ] = None,
+    events: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="The event backend (else FLOTILLA_EVENTS, else the file's, else SQLite in the"
+            " data directory), e.g. nats://127.0.0.1:4222?prefix=SHOP.",
+        ),
+    ] = None,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="The whole system's database (else FLOTILLA_DATABASE_URL, else the file's,"
+            " else a SQLite file per service in the data directory); each service gets a"
+            " schema of its own, e.g. postgresql://127.0.0.1/shop gives orders schema"
+            " shop_orders (?schema=PREFIX picks the prefix). A service's own `database` or"
+            " FLOTILLA_DATABASE_URL_<SERVICE> wins.",
+        ),
+    ] = None,
     log_level: LogLevelOption = "INFO",
 ) -> None:
     """Run every service of the system in PATH, restart what crashes, stop all on Ctrl-C."""
     level = configure_logging(log_level)
     try:
         spec = load_system_file(path, data_dir=_chosen_data_dir(data_dir, os.environ))
+        spec = choose_backends(
+            spec, os.environ, registry=registry, events=events, database=database
+        )
     except ConfigError as exc:
         fail(exc.message)
     system_dir = system_dir_of(path)
     live = status and sys.stdout.isatty()
     environ = {**os.environ, "FLOTILLA_LOG_LEVEL": level}
+    # Shared out per service above: passed on as is, it would name one database
+    # for a process that may host several.
+    environ.pop(DATABASE_ENV, None)
     if port is not None:
         environ["FLOTILLA_GATEWAY_PORT"] = str(port)
     try:
@@ -109,6 +150,12 @@ async def _run_system(
     try:
         async with Supervisor(spec, system_dir, environ=environ) as supervisor:
             log.info("running system %s from %s", spec.name, supervisor.system_dir)
+            log.info(
+                "registry %s, events %s, database %s",
+                mask(spec.registry),
+                mask(spec.events),
+                mask(spec.database) if spec.database else "a SQLite file per service",
+            )
             # wait_stopped: should the supervisor fail, leaving raises its error.
             waits: list[Awaitable[object]] = [stop.wait(), supervisor.wait_stopped()]
             if duration is not None:

@@ -9,7 +9,14 @@
 * **SQLite in memory**: one connection for the whole process (else every
   connection would see a database of its own).
 * **PostgreSQL** (asyncpg): connections pinged before use, so a restarted
-  server is reconnected to rather than failing the next transaction.
+  server is reconnected to rather than failing the next transaction.  A URL
+  with ``?schema=NAME`` gets that schema as its connections' whole
+  ``search_path``, so every table, Flotilla's and the service's, is made and
+  found there; the migration creates the schema if missing
+  (:mod:`flotilla.data.schema`, told by the engine's execution option
+  :data:`SCHEMA_OPTION`).  Nothing else is on the path on purpose: were
+  ``public`` on it, a ``flotilla_outbox`` of another service in ``public``
+  would count as existing and never be created in the service's own schema.
 """
 
 from __future__ import annotations
@@ -26,10 +33,13 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from flotilla.data.url import is_memory, mask
+from flotilla.data.url import SCHEMA_OPTION, is_memory, mask, schema_of
 from flotilla.errors import ConfigError, FailedPrecondition, Unavailable
 
-__all__ = ["create_engine", "reason"]
+__all__ = ["SCHEMA_EXECUTION_OPTION", "create_engine", "reason"]
+
+SCHEMA_EXECUTION_OPTION = "flotilla_schema"
+"""The engine's execution option naming the schema its migration must create (if any)."""
 
 
 def create_engine(url: URL, options: Mapping[str, Any], busy_timeout: float) -> AsyncEngine:
@@ -44,6 +54,10 @@ def create_engine(url: URL, options: Mapping[str, Any], busy_timeout: float) -> 
         options.setdefault("pool_reset_on_return", None)  # see _configure_sqlite's reset
     elif not sqlite:
         options.setdefault("pool_pre_ping", True)
+    schema = None if sqlite else schema_of(url)
+    if schema is not None:
+        url = url.difference_update_query([SCHEMA_OPTION])  # ours, not the driver's
+        options["connect_args"] = _with_search_path(options.get("connect_args"), schema)
     try:
         engine = create_async_engine(url, **options)
     except ImportError as exc:
@@ -55,7 +69,16 @@ def create_engine(url: URL, options: Mapping[str, Any], busy_timeout: float) -> 
         raise ConfigError(f"database {mask(url)!r}: bad engine option: {exc}") from None
     if sqlite:
         _configure_sqlite(engine, busy_timeout)
+    if schema is not None:
+        engine = engine.execution_options(**{SCHEMA_EXECUTION_OPTION: schema})
     return engine
+
+
+def _with_search_path(connect_args: Any, schema: str) -> dict[str, Any]:
+    """asyncpg's ``connect_args`` with ``search_path`` set to ``schema`` alone."""
+    args = dict(connect_args or {})
+    args["server_settings"] = {**args.get("server_settings", {}), "search_path": schema}
+    return args
 
 
 def reason(exc: BaseException) -> str:

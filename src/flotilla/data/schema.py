@@ -9,7 +9,7 @@
 **Migrations at start.**  When a database opens, one transaction (serialised
 across processes: ``BEGIN IMMEDIATE`` on SQLite, an advisory lock on
 PostgreSQL, so replicas starting together do not race) creates what is
-missing, Flotilla's tables and the service's own ``metadata``
+missing, the URL's schema (``?schema=``, PostgreSQL), Flotilla's tables and the service's own ``metadata``
 (``create_all``: new tables, never changes to existing ones), then reads
 ``flotilla_schema``:
 
@@ -47,7 +47,9 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.schema import CreateSchema
 
+from flotilla.data.engine import SCHEMA_EXECUTION_OPTION
 from flotilla.errors import ConfigError
 
 __all__ = ["FLOTILLA_TABLES", "SCHEMA_VERSION", "UPGRADES", "inbox", "migrate", "outbox"]
@@ -122,6 +124,10 @@ def migrate(connection: Connection, metadata: MetaData | None) -> None:
     """
     if connection.dialect.name == "postgresql":
         connection.execute(select(text(f"pg_advisory_xact_lock({MIGRATION_LOCK})")))
+        # A URL's ?schema= (data/engine.py): under the lock, so replicas do not race.
+        schema = connection.get_execution_options().get(SCHEMA_EXECUTION_OPTION)
+        if schema is not None:
+            connection.execute(CreateSchema(schema, if_not_exists=True))
     FLOTILLA_TABLES.create_all(connection)
     if metadata is not None:
         metadata.create_all(connection)

@@ -17,6 +17,16 @@ as for the registry, :mod:`flotilla.resolve`)::
     sqlite://rel/orders.db, x.db     relative to the working directory
     sqlite://                        an SQLite database in memory
     postgresql://user:pw@host/db     -> postgresql+asyncpg://user:pw@host/db
+    postgresql://host/db?schema=orders   the tables in schema ``orders`` (created if
+                                     missing), the only schema on the connection's
+                                     ``search_path`` (see :mod:`flotilla.data.engine`)
+
+**One URL for a whole system.**  ``flotilla run --database URL`` (or
+``FLOTILLA_DATABASE_URL``, or ``[system] database``) still gives each service a
+database of its own, through :func:`service_url`: on PostgreSQL a schema per
+service on the one server database, ``<prefix>_<service>``, where the prefix is
+the URL's ``schema`` option, else the system's name; on SQLite the URL names a
+directory, each service a file ``<service>.db`` in it.
 
 Anything else is a :class:`~flotilla.errors.ConfigError` naming the URL, with
 its password masked, as every message about a database URL does.
@@ -44,6 +54,8 @@ __all__ = [
     "mask",
     "normalize_url",
     "per_service_env",
+    "schema_of",
+    "service_url",
 ]
 
 DATABASE_ENV = "FLOTILLA_DATABASE_URL"
@@ -58,6 +70,10 @@ _DRIVERS = {
     "postgresql+asyncpg": "postgresql+asyncpg",
 }
 _PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+SCHEMA_OPTION = "schema"
+# A PostgreSQL identifier that needs no quoting (and cannot inject anything
+# into the search_path setting or CREATE SCHEMA): at most 63 bytes.
+_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 def database_env_name(service: str) -> str:
@@ -108,7 +124,58 @@ def normalize_url(url: str) -> URL:
     if driver is None:
         known = ", ".join(sorted({name.split("+")[0] + "://" for name in _DRIVERS}))
         raise ConfigError(f"database URL {mask(parsed)!r}: unknown scheme; known: {known}")
-    return parsed.set(drivername=driver)
+    parsed = parsed.set(drivername=driver)
+    schema_of(parsed)  # a bad schema is refused now, not at the first connection
+    return parsed
+
+
+def schema_of(url: URL) -> str | None:
+    """The PostgreSQL schema named by ``url``'s ``schema`` option (None: the server's default).
+
+    ``ConfigError`` unless it is a plain lower-case identifier.
+    """
+    schema = url.query.get(SCHEMA_OPTION)
+    if schema is None:
+        return None
+    if not isinstance(schema, str) or not _SCHEMA.match(schema):
+        raise ConfigError(
+            f"database URL {mask(url)!r}: schema must be one name of lower-case letters,"
+            " digits and '_' (at most 63), not starting with a digit"
+        )
+    return schema
+
+
+def service_url(system_url: str, system: str, service: str) -> str:
+    """The database URL of ``service`` when the whole system ``system`` is given ``system_url``.
+
+    PostgreSQL: the same server database, schema ``<prefix>_<service>`` (prefix:
+    the URL's ``schema`` option, else ``system``), lower-cased, other characters
+    as ``_``.  SQLite: ``system_url`` names a directory; the service gets
+    ``<service>.db`` in it.  ``ConfigError`` for a URL that cannot be shared so
+    (SQLite in memory, or a ``.db`` file).
+    """
+    normalized = normalize_url(system_url)
+    if normalized.drivername.startswith("sqlite"):
+        if is_memory(normalized):
+            raise ConfigError(
+                "a system's database cannot be SQLite in memory (each process would have its"
+                " own); name a directory, as in 'sqlite:///var/lib/shop'"
+            )
+        assert normalized.database is not None  # not memory: a path
+        directory = Path(normalized.database)
+        if directory.suffix == ".db":
+            raise ConfigError(
+                f"a system's SQLite database {system_url!r} is a directory (a file per service"
+                f" in it), not a .db file; for one service's file use {DATABASE_ENV}_<SERVICE>"
+            )
+        return sqlite_url(directory / f"{service}.db")
+    prefix = schema_of(normalized) or system
+    schema = re.sub(r"[^a-z0-9_]", "_", f"{prefix}_{service}".lower())
+    if schema[0].isdigit():
+        schema = f"_{schema}"
+    shared = normalized.update_query_dict({SCHEMA_OPTION: schema})
+    schema_of(shared)  # too long: refused here, naming the URL
+    return shared.render_as_string(hide_password=False)
 
 
 def default_url(service: str, data_dir: str | None) -> str:

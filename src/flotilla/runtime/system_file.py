@@ -6,6 +6,7 @@
     name = "hello"                  # optional, default: the directory's name
     # registry = "sqlite:///..."    # optional, default: <data_dir>/registry.db
     # events = "sqlite:///..."      # optional: the event backend, default: <data_dir>/events.db
+    # database = "postgresql://db/shop"  # optional: every service's, a schema each (data/url.py)
     # data_dir = ".flotilla"        # optional, relative to the system directory
     # strategy = "p2c"              # optional: how calls are balanced
     # default_timeout = 10.0        # optional: a call's deadline when nothing sets one
@@ -126,6 +127,12 @@ class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
     """By entry name, in the order of the file."""
     events: str = ""
     """The event backend URL ('' : ``events.db`` in the data directory)."""
+    database: str | None = None
+    """The whole system's database URL, shared out per service by
+    :func:`flotilla.data.url.service_url` (None: each service its own default)."""
+    origins: dict[str, str] = msgspec.field(default_factory=dict)
+    """Keys whose value came from elsewhere than the file (``system.registry`` ->
+    ``"--registry"``...), so that errors about them name where it came from."""
     source: str = SYSTEM_FILE
     """The file, as named in errors."""
     lines: dict[str, int] = msgspec.field(default_factory=dict)
@@ -166,7 +173,10 @@ class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
         return env
 
     def where(self, key: str) -> str:
-        """``file:line: key``, the start of an error about ``key``."""
+        """``file:line: key``, the start of an error about ``key`` (or the option or
+        variable that gave its value, see :attr:`origins`)."""
+        if key in self.origins:
+            return self.origins[key]
         return f"{self.source}:{self.lines.get(key, 1)}: {key}"
 
 
@@ -174,6 +184,7 @@ class _SystemTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     name: str | None = None
     registry: str | None = None
     events: str | None = None
+    database: str | None = None
     data_dir: str = ".flotilla"
     strategy: str = DEFAULT_STRATEGY
     strategies: dict[str, str] = msgspec.field(default_factory=dict)
@@ -251,11 +262,19 @@ def parse_system(
             reason = "a service may not be named 'gateway' when the system has a [gateway]"
             raise _error(text, source, ["services", GATEWAY_ENTRY], reason)
     events = parsed.system.events or default_events_url(data_dir)
+    database = parsed.system.database
+    if database is not None:
+        database = anchor_sqlite(database, system_dir)
+        try:
+            normalize_url(database)
+        except ConfigError as exc:
+            raise _error(text, source, ["system", "database"], exc.message) from None
     return SystemSpec(
         name=parsed.system.name or system_dir.absolute().name,
         data_dir=data_dir,
         registry=anchor_sqlite(registry, system_dir),
         events=anchor_sqlite(events, system_dir),
+        database=database,
         services=services,
         source=source,
         lines=_key_lines(text, services, resilience),
@@ -271,7 +290,8 @@ def _key_lines(
     text: str, services: Mapping[str, ServiceSpec], resilience: PolicyTable
 ) -> dict[str, int]:
     """The line of each key a later check (:mod:`flotilla.runtime.preflight`) may blame."""
-    keys = [["system", "registry"], ["system", "events"], [GATEWAY_ENTRY, "routes"]]
+    keys = [["system", key] for key in ("registry", "events", "database")]
+    keys.append([GATEWAY_ENTRY, "routes"])
     for name in services:
         keys += [["services", name], *(["services", name, key] for key in ("class", "replicas"))]
     for name, methods in resilience.methods.items():

@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -50,11 +50,12 @@ def gateway_port() -> int:
 
 @contextlib.contextmanager
 def shop_running(
-    tmp_path: Path, port: int, **environment: str
+    tmp_path: Path, port: int, *, args: Sequence[str] = (), **environment: str
 ) -> Iterator[tuple[Settings, subprocess.Popen[bytes]]]:
-    """`flotilla run examples/shop` with its data in ``tmp_path``, the gateway on ``port``
-    and ``environment`` added; stopped by SIGINT after (its log's tail printed).  Yields the
-    system's settings and the `flotilla run` process (its return code is set after)."""
+    """`flotilla run examples/shop [args]` with its data in ``tmp_path``, the gateway on
+    ``port`` and ``environment`` added; stopped by SIGINT after (its log's tail printed).
+    Yields the system's settings and the `flotilla run` process (its return code is set
+    after)."""
     data = tmp_path / "data"
     env = dict(os.environ, FLOTILLA_DATA_DIR=str(data), FLOTILLA_GATEWAY_PORT=str(port))
     env.update(environment)
@@ -63,7 +64,10 @@ def shop_running(
     log = tmp_path / "run.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "flotilla", "run", str(SHOP), "--no-status", "--data-dir", data],
+            [
+                *(sys.executable, "-m", "flotilla", "run", str(SHOP)),
+                *("--no-status", "--data-dir", str(data), *args),
+            ],
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,
