@@ -293,6 +293,25 @@ def test_an_unknown_events_scheme_is_refused_at_its_line(
     assert done.stderr.startswith(f"error: {path}:2: system.events: unknown events URL 'kafka://x'")
 
 
+def test_a_registry_given_by_option_is_checked_naming_the_option(
+    flotilla: Flotilla, tmp_path: Path
+) -> None:
+    flotilla.write_system(tmp_path)
+    done = flotilla("run", "--no-status", "--for", "5", "--registry", "bogus://x", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: --registry: unknown registry URL 'bogus://x'")
+    assert "started" not in done.stderr
+
+
+def test_a_database_in_memory_for_the_whole_system_is_refused(
+    flotilla: Flotilla, tmp_path: Path
+) -> None:
+    flotilla.write_system(tmp_path)
+    done = flotilla("run", "--no-status", "--for", "5", "--database", "sqlite://", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: --database: a system's database cannot be SQLite")
+
+
 def test_check_says_ok_for_a_good_system(flotilla: Flotilla, tmp_path: Path) -> None:
     flotilla.write_system(tmp_path)
     done = flotilla("check", str(tmp_path))

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, select, text
 from sqlalchemy.exc import IntegrityError
-from tests.data.conftest import Target, items
+from tests.data.conftest import Target, items, metadata
+from tests.servers import POSTGRES, postgres_execute, require, unique_name
 
+from flotilla.data import Database
 from flotilla.data.engine import create_engine, reason
 from flotilla.data.url import normalize_url
 from flotilla.errors import ConfigError
@@ -102,3 +104,39 @@ def test_reason_names_the_driver_error_without_the_sql() -> None:
     wrapped = IntegrityError("INSERT INTO secret_table VALUES (1)", {}, ValueError("dup key"))
     assert reason(wrapped) == "ValueError: dup key"
     assert reason(TimeoutError()) == "timed out"
+
+
+async def test_a_schema_option_puts_every_table_in_that_schema_made_if_missing() -> None:
+    url = require(POSTGRES)
+    schema = unique_name("schema").lower()
+    try:
+        # Two services' tables on one server database, each in a schema of its own.
+        for service in ("orders", "users"):
+            database = Database(f"{url}?schema={schema}_{service}", metadata=metadata)
+            await database.open()
+            try:
+                async with database.connect() as conn:
+                    await conn.execute(insert(items).values(name=service))
+            finally:
+                await database.aclose()
+        # Read apart, on a plain connection (a Database would migrate the default schema).
+        import asyncpg
+
+        conn = await asyncpg.connect(url)
+        try:
+            found = await conn.fetch(
+                "SELECT table_schema, table_name FROM information_schema.tables"
+                " WHERE table_schema LIKE $1 ORDER BY 1, 2",
+                f"{schema}%",
+            )
+            stored = await conn.fetch(f'SELECT name FROM "{schema}_orders".items')
+        finally:
+            await conn.close()
+        names = ("flotilla_inbox", "flotilla_outbox", "flotilla_schema", "items")
+        assert [tuple(row) for row in found] == [
+            (f"{schema}_{service}", name) for service in ("orders", "users") for name in names
+        ]
+        assert [row["name"] for row in stored] == ["orders"]
+    finally:
+        for service in ("orders", "users"):
+            await postgres_execute(f'DROP SCHEMA IF EXISTS "{schema}_{service}" CASCADE')

@@ -13,6 +13,7 @@ from flotilla.data.url import (
     is_memory,
     mask,
     normalize_url,
+    service_url,
 )
 from flotilla.errors import ConfigError
 
@@ -81,3 +82,46 @@ def test_precedence_per_service_then_single_then_declared_then_default() -> None
     assert choose_url("other", **{**every, "single": None}).database == "declared"  # type: ignore[arg-type]
     none = {**every, "single": None, "declared": None}
     assert choose_url("other", **none).database == "/srv/other.db"  # type: ignore[arg-type]
+
+
+def test_a_schema_option_must_be_a_plain_identifier() -> None:
+    assert normalize_url("postgresql://db/shop?schema=shop_orders").query["schema"] == (
+        "shop_orders"
+    )
+    for bad in ("Orders", "a-b", "1x", "x;drop", "a" * 64):
+        with pytest.raises(ConfigError, match="schema must be one name"):
+            normalize_url(f"postgresql://db/shop?schema={bad}")
+
+
+def test_a_systems_postgresql_url_gives_each_service_a_schema_named_after_the_system() -> None:
+    assert service_url("postgresql://app:pw@db/shop", "shop", "orders") == (
+        "postgresql+asyncpg://app:pw@db/shop?schema=shop_orders"
+    )
+    # Lower case, other characters as '_' (service names may hold '-').
+    assert service_url("postgres://db/x", "My-Shop", "gift-cards").endswith(
+        "?schema=my_shop_gift_cards"
+    )
+
+
+def test_the_schema_option_of_a_systems_url_is_the_prefix() -> None:
+    assert service_url("postgresql://db/x?schema=staging", "shop", "orders").endswith(
+        "?schema=staging_orders"
+    )
+
+
+def test_a_schema_name_too_long_for_postgresql_is_refused() -> None:
+    with pytest.raises(ConfigError, match="schema must be one name"):
+        service_url("postgresql://db/x", "s" * 60, "orders")
+
+
+def test_a_systems_sqlite_url_names_a_directory_with_a_file_per_service(tmp_path: Path) -> None:
+    assert service_url(f"sqlite://{tmp_path}/state", "shop", "orders") == (
+        f"sqlite://{tmp_path}/state/orders.db"
+    )
+
+
+def test_a_systems_sqlite_url_may_not_be_a_file_nor_memory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a directory"):
+        service_url(f"sqlite://{tmp_path}/shop.db", "shop", "orders")
+    with pytest.raises(ConfigError, match="in memory"):
+        service_url("sqlite://", "shop", "orders")

@@ -257,6 +257,18 @@ def test_a_database_url_of_unknown_scheme_names_its_line(tmp_path: Path) -> None
     )
 
 
+def test_the_systems_database_is_read_and_anchored(tmp_path: Path) -> None:
+    text = GOOD.replace('name = "hello"', 'name = "hello"\ndatabase = "sqlite://state"')
+    spec = parse_system(text, source="f.toml", system_dir=tmp_path)
+    assert spec.database == f"sqlite://{tmp_path / 'state'}"
+    assert spec.where("system.database") == "f.toml:4: system.database"
+
+
+def test_a_systems_database_of_unknown_scheme_names_its_line(tmp_path: Path) -> None:
+    text = GOOD.replace('name = "hello"', 'name = "hello"\ndatabase = "mysql://db/x"')
+    assert refusal(tmp_path, text).startswith("4: system.database: database URL 'mysql://db/x'")
+
+
 def test_a_gateway_table_is_read_and_passed_to_its_process(tmp_path: Path) -> None:
     text = GOOD + '\n[gateway]\nroutes = "front.routes:ROUTES"\nport = 9000\nrate = 0\n'
     spec = load_system_file(write(tmp_path, text))

@@ -70,7 +70,8 @@ def choose_backends(
             try:
                 url = service_url(system_database, spec.name, name)
             except ConfigError as exc:
-                raise ConfigError(f"{spec.where('system.database')}: {exc.message}") from None
+                where = origins.get("system.database") or spec.where("system.database")
+                raise ConfigError(f"{where}: {exc.message}") from None
             services[name] = msgspec.structs.replace(service, database=url)
     return msgspec.structs.replace(
         spec,
