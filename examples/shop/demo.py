@@ -9,6 +9,11 @@ tests).  Exit status: 0 when the journey went as told and the invariants hold.
 
 ``FLOTILLA_DATA_DIR`` and ``FLOTILLA_GATEWAY_PORT`` override the data directory
 and the port (by default 8080, or any free port when 8080 is taken).
+``FLOTILLA_REGISTRY``, ``FLOTILLA_EVENTS`` and ``FLOTILLA_DATABASE_URL`` reach
+`flotilla run` as they are: set, the shop runs on those (NATS, PostgreSQL: a
+schema per service); the demo reads the registry they name for the invariants.
+A second run on the same servers finds the first's data: its customer is a new
+one each run, and the invariants hold over every order ever placed.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from shop.invariants import admin_context, check_invariants
 from shop.journey import Journey, JourneyError
 
 from flotilla import Node, NodeConfig
+from flotilla.data.url import mask
 from flotilla.runtime.serve import run_loop
 from flotilla.runtime.settings import Settings
 
@@ -145,6 +151,7 @@ def main() -> int:
     env["FLOTILLA_GATEWAY_PORT"] = url.rsplit(":", 1)[1]
     settings = Settings.from_env(env)  # makes the system's secret first: the shop reads it too
     console.rule(f"flotilla run examples/shop   (its log: {data / 'run.log'})")
+    console.print(f"registry {mask(settings.registry)}, events {mask(settings.events)}")
     with (data / "run.log").open("ab") as log:
         # Its own session: Ctrl-C reaches this process only, which stops the shop once.
         system = subprocess.Popen(

@@ -60,9 +60,7 @@ def test_the_file_wins_over_the_defaults(tmp_path: Path) -> None:
         "nats://file:4222?prefix=FILE",
         "postgresql://file/shop",
     )
-    assert chosen.services["users"].database == (
-        "postgresql+asyncpg://file/shop?schema=shop_users"
-    )
+    assert chosen.services["users"].database == "postgresql+asyncpg://file/shop?schema=shop_users"
 
 
 def test_the_environment_wins_over_the_file(tmp_path: Path) -> None:

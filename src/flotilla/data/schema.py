@@ -9,9 +9,9 @@
 **Migrations at start.**  When a database opens, one transaction (serialised
 across processes: ``BEGIN IMMEDIATE`` on SQLite, an advisory lock on
 PostgreSQL, so replicas starting together do not race) creates what is
-missing, the URL's schema (``?schema=``, PostgreSQL), Flotilla's tables and the service's own ``metadata``
-(``create_all``: new tables, never changes to existing ones), then reads
-``flotilla_schema``:
+missing, the URL's schema (``?schema=``, PostgreSQL), Flotilla's tables and
+the service's own ``metadata`` (``create_all``: new tables, never changes
+to existing ones), then reads ``flotilla_schema``:
 
 * no row: a new database; the current :data:`SCHEMA_VERSION` is written;
 * an older version: each step of :data:`UPGRADES` from it runs, in the same

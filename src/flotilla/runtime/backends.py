@@ -36,7 +36,7 @@ from flotilla.errors import ConfigError
 from flotilla.resolve import anchor_sqlite
 from flotilla.runtime.system_file import SystemSpec
 
-__all__ = ["REGISTRY_ENV", "EVENTS_ENV", "choose_backends"]
+__all__ = ["EVENTS_ENV", "REGISTRY_ENV", "choose_backends"]
 
 REGISTRY_ENV = "FLOTILLA_REGISTRY"
 EVENTS_ENV = "FLOTILLA_EVENTS"

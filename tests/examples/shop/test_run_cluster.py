@@ -21,9 +21,6 @@ import pytest
 from rich.console import Console
 from shop.invariants import admin_context, check_invariants
 from shop.journey import Journey
-
-from flotilla import Node, NodeConfig
-from flotilla.events.jetstream_names import dlq_stream
 from tests.examples.shop.test_run import (
     SERVICES,
     free_port,
@@ -38,6 +35,9 @@ from tests.servers import (
     require,
     unique_name,
 )
+
+from flotilla import Node, NodeConfig
+from flotilla.events.jetstream_names import dlq_stream
 
 
 @dataclass(frozen=True)
