@@ -138,3 +138,17 @@ def test_errors_about_a_url_name_the_option_that_gave_it(tmp_path: Path) -> None
     chosen = choose_backends(spec(tmp_path, FILE_LINES), {}, registry="bogus://x")
     assert chosen.where("system.registry") == "--registry"
     assert chosen.where("system.events") == "flotilla.toml:4: system.events"
+
+
+def test_the_event_policy_variables_win_over_the_files(tmp_path: Path) -> None:
+    text = SYSTEM.format(system="", orders="") + "[events]\ndelivery = { max_deliveries = 2 }\n"
+    with_file = parse_system(text + "relay = { lease = 3.0 }\n", source="f", system_dir=tmp_path)
+    kept = choose_backends(with_file, {})
+    assert kept.delivery is not None
+    assert kept.delivery.max_deliveries == 2
+    assert kept.relay is not None
+    assert kept.relay.lease == 3.0
+    overridden = choose_backends(with_file, {"FLOTILLA_DELIVERY": '{"max_deliveries": 7}'})
+    assert overridden.delivery is None  # the process reads the variable it inherits
+    assert "FLOTILLA_DELIVERY" not in overridden.call_environment("orders")
+    assert overridden.relay == kept.relay

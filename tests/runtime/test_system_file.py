@@ -293,3 +293,26 @@ def test_a_bad_gateway_table_names_its_line(tmp_path: Path) -> None:
     assert unknown == "15: gateway.route: Object contains unknown field `route`"
     named = GOOD + '\n[services.gateway]\nclass = "a:B"\n[gateway]\nroutes = "a:B"\n'
     assert "services.gateway: a service may not be named 'gateway'" in refusal(tmp_path, named)
+
+
+def test_the_event_policies_reach_every_process_as_their_variables(tmp_path: Path) -> None:
+    text = GOOD + "\n[events]\ndelivery = { max_deliveries = 3, ack_wait = 5.0 }\n"
+    text += "relay = { lease = 2.0 }\n"
+    spec = parse_system(text, source="f.toml", system_dir=tmp_path)
+    for entry in ("greeter", "front"):
+        env = spec.call_environment(entry)
+        settings = Settings.from_env({**env, "FLOTILLA_SECRET": "s"})
+        assert (settings.delivery.max_deliveries, settings.delivery.ack_wait) == (3, 5.0)
+        assert settings.relay.lease == 2.0
+    assert "FLOTILLA_DELIVERY" not in parse_system(
+        GOOD, source="f.toml", system_dir=tmp_path
+    ).call_environment("front")
+
+
+def test_a_bad_event_policy_names_its_line(tmp_path: Path) -> None:
+    assert refusal(tmp_path, GOOD + "\n[events]\nrelay = { lease = 'x' }\n").startswith(
+        "14: events.relay.lease: Expected `float`, got `str`"
+    )
+    assert refusal(tmp_path, GOOD + "\n[events]\ndelivery = { max_deliveries = 0 }\n").startswith(
+        "13: events: delivery: max_deliveries must be at least 1"
+    )

@@ -20,6 +20,7 @@ import typer
 from flotilla.cli.common import fail
 from flotilla.errors import ConfigError
 from flotilla.registry.base import MethodInfo
+from flotilla.runtime.backends import choose_backends
 from flotilla.runtime.preflight import ClassReport, check_system
 from flotilla.runtime.serve import load_service_class, run_loop
 from flotilla.runtime.system_file import SYSTEM_FILE, load_system_file
@@ -32,9 +33,11 @@ def check_command(
         Path, typer.Argument(metavar="PATH", help=f"The system's directory, or its {SYSTEM_FILE}.")
     ] = Path("."),
 ) -> None:
-    """Check a system file and every class it names, as `flotilla run` does first."""
+    """Check a system file and every class it names, as `flotilla run` does first
+    (with the registry, events and database of FLOTILLA_REGISTRY, FLOTILLA_EVENTS and
+    FLOTILLA_DATABASE_URL when set)."""
     try:
-        spec = load_system_file(path)
+        spec = choose_backends(load_system_file(path), os.environ)
         run_loop(check_system(spec, system_dir_of(path), os.environ))
     except ConfigError as exc:
         fail(exc.message)

@@ -18,6 +18,10 @@ its own (:func:`flotilla.data.url.service_url`: a PostgreSQL schema each, or an
 SQLite file each in a directory).  For one service, its file entry's
 ``database`` or a ``FLOTILLA_DATABASE_URL_<SERVICE>`` variable wins over it.
 
+The event policies follow the same order: ``FLOTILLA_DELIVERY`` and
+``FLOTILLA_RELAY`` (JSON), when set, win over the file's ``[events] delivery``
+and ``relay``.
+
 Two systems on one NATS server keep apart by the names in their URLs: the
 event stream's ``?prefix=`` (default ``FLOTILLA_EVENTS``) and the registry
 bucket's ``?bucket=`` (default ``flotilla_registry``); nothing is derived from
@@ -75,6 +79,9 @@ def choose_backends(
             services[name] = msgspec.structs.replace(service, database=url)
     return msgspec.structs.replace(
         spec,
+        # Dropped here, the variable reaches every process unchanged instead.
+        delivery=None if env.get("FLOTILLA_DELIVERY") else spec.delivery,
+        relay=None if env.get("FLOTILLA_RELAY") else spec.relay,
         registry=chosen_registry or spec.registry,
         events=chosen_events or spec.events,
         database=system_database,

@@ -27,8 +27,13 @@ What a replica's process gets:
 - its working directory is the system's directory (the one holding
   ``flotilla.toml``), which is also first on its ``PYTHONPATH``: relative paths
   in a service and ``module:Class`` names resolve from there;
-- ``FLOTILLA_DATA_DIR``, ``FLOTILLA_REGISTRY``, ``FLOTILLA_SECRET``: the
-  system's, so every replica finds the others with nothing to configure;
+- ``FLOTILLA_DATA_DIR``, ``FLOTILLA_REGISTRY``, ``FLOTILLA_EVENTS``,
+  ``FLOTILLA_SECRET``: the system's (the spec's URLs, which ``flotilla run``
+  chose by :mod:`flotilla.runtime.backends`), so every replica finds the
+  others with nothing to configure;
+- ``FLOTILLA_DATABASE_URL_<SERVICE>``: its service's database, when its
+  entry or the system's database names one (a schema of its own on a shared
+  PostgreSQL, see :func:`flotilla.data.url.service_url`);
 - ``FLOTILLA_REPLICA``: its 1-based number within its service (``greeter.2``
   has ``2``); a node publishes it in its instances' metadata as ``replica``;
 - ``FLOTILLA_PARENT_PID``: this process's pid, see below;

@@ -25,6 +25,10 @@
     routes = "hello.routes:ROUTES"
     port = 8080
 
+    [events]                        # optional: how events are handled and relayed, every service
+    delivery = { max_deliveries = 3, ack_wait = 5.0 }   # flotilla.events.policy.DeliveryPolicy
+    relay = { lease = 2.0 }         # the outbox relays' flotilla.data.policy.RelayPolicy
+
     [resilience]                    # optional: policies of calls (flotilla.resilience.config)
     breaker = { failure_rate = 0.5 }
     [resilience.services.greeter]   # calls to greeter, over the system's; .methods.NAME below
@@ -60,8 +64,10 @@ import msgspec
 
 from flotilla.balancing import DEFAULT_STRATEGY, resolve_strategy
 from flotilla.calls.deadline import DEFAULT_TIMEOUT
+from flotilla.data.policy import RelayPolicy
 from flotilla.data.url import database_env_name, normalize_url
 from flotilla.errors import ConfigError
+from flotilla.events.policy import DeliveryPolicy
 from flotilla.resilience.config import PolicyTable, policy_table
 from flotilla.resolve import anchor_sqlite, default_events_url, default_registry_url
 from flotilla.runtime.gateway_spec import GATEWAY_ENTRY, GatewaySpec
@@ -145,6 +151,10 @@ class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
     """The ``[resilience]`` section, every level merged."""
     gateway: GatewaySpec | None = None
     """The ``[gateway]`` table, if the system has an HTTP gateway."""
+    delivery: DeliveryPolicy | None = None
+    """``[events] delivery``: every consumer's (None: the default, or ``FLOTILLA_DELIVERY``)."""
+    relay: RelayPolicy | None = None
+    """``[events] relay``: every outbox relay's (None: the default, or ``FLOTILLA_RELAY``)."""
 
     def call_environment(self, entry: str) -> dict[str, str]:
         """The ``FLOTILLA_*`` variables that tell a process of ``entry`` how to call others
@@ -170,6 +180,10 @@ class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
             env[database_env_name(entry)] = service.database
         if entry == GATEWAY_ENTRY and self.gateway is not None:
             env["FLOTILLA_GATEWAY"] = msgspec.json.encode(self.gateway).decode()
+        if self.delivery is not None:
+            env["FLOTILLA_DELIVERY"] = msgspec.json.encode(self.delivery).decode()
+        if self.relay is not None:
+            env["FLOTILLA_RELAY"] = msgspec.json.encode(self.relay).decode()
         return env
 
     def where(self, key: str) -> str:
@@ -191,6 +205,11 @@ class _SystemTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     default_timeout: _Timeout = DEFAULT_TIMEOUT
 
 
+class _EventsTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    delivery: DeliveryPolicy | None = None
+    relay: RelayPolicy | None = None
+
+
 class _File(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     system: _SystemTable = msgspec.field(default_factory=_SystemTable)
     # Each entry is checked on its own: msgspec does not name the dict key in
@@ -200,6 +219,8 @@ class _File(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     """Checked by :func:`flotilla.resilience.config.policy_table`, at its lines."""
     gateway: Any = None
     """Checked as a :class:`GatewaySpec`, at its lines."""
+    events: Any = None
+    """Checked as an :class:`_EventsTable`, at its lines."""
 
 
 def load_system_file(path: str | Path, *, data_dir: Path | None = None) -> SystemSpec:
@@ -261,6 +282,9 @@ def parse_system(
         if GATEWAY_ENTRY in services:
             reason = "a service may not be named 'gateway' when the system has a [gateway]"
             raise _error(text, source, ["services", GATEWAY_ENTRY], reason)
+    policies = _EventsTable()
+    if parsed.events is not None:
+        policies = _check(parsed.events, _EventsTable, text, source, ["events"])
     events = parsed.system.events or default_events_url(data_dir)
     database = parsed.system.database
     if database is not None:
@@ -283,6 +307,8 @@ def parse_system(
         default_timeout=parsed.system.default_timeout,
         resilience=resilience,
         gateway=gateway,
+        delivery=policies.delivery,
+        relay=policies.relay,
     )
 
 
@@ -341,6 +367,8 @@ def _check(value: Any, type_: type[T], text: str, source: str, path: list[str]) 
     """``msgspec.convert(value, type_)``, with a failure reported at its file line."""
     try:
         return msgspec.convert(value, type_)
+    except ConfigError as exc:  # a policy's own check (flotilla.events.policy...)
+        raise _error(text, source, path, exc.message) from None
     except msgspec.ValidationError as exc:
         reason, _, where = str(exc).partition(" - at `$")
         inner = [part for part in re.split(r"[.\[]", where.rstrip("`")) if part and part != "...]"]
