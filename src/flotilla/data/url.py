@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DATABASE_ENV",
+    "SCHEMA_OPTION",
     "choose_url",
     "database_env_name",
     "default_url",
@@ -71,6 +72,7 @@ _DRIVERS = {
 }
 _PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
 SCHEMA_OPTION = "schema"
+"""The URL option naming a PostgreSQL schema (ours: taken off before the driver sees it)."""
 # A PostgreSQL identifier that needs no quoting (and cannot inject anything
 # into the search_path setting or CREATE SCHEMA): at most 63 bytes.
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

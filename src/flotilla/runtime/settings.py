@@ -13,7 +13,9 @@ itself.  With none set, a process uses the embedded mode: a data directory
 - ``FLOTILLA_HOST`` / ``FLOTILLA_PORT``: where the RPC server binds (default
   ``127.0.0.1``, any free port);
 - ``FLOTILLA_ADVERTISE``: the host others reach this process at (default: the bound host);
-- ``FLOTILLA_DATABASE_URL``: the database of the process's one service with a database;
+- ``FLOTILLA_DATABASE_URL``: the database of the process's one service with a database
+  (given to ``flotilla run``, it is the whole system's instead, shared out per service by
+  :mod:`flotilla.runtime.backends`);
   ``FLOTILLA_DATABASE_URL_<SERVICE>`` (name in capitals, ``-`` as ``_``): that service's
   (default: ``<data dir>/<service>.db``; see :mod:`flotilla.data.url`);
 - ``FLOTILLA_STRATEGY``, ``FLOTILLA_STRATEGIES`` (a JSON object, called service -> strategy),

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.examples.shop.test_run_cluster import Cluster, cluster  # noqa: F401 - a fixture
+
 DEMO = Path(__file__).resolve().parents[3] / "examples" / "shop" / "demo.py"
 
 
@@ -43,3 +45,34 @@ def test_the_demo_walks_the_journey_and_the_invariants_hold(tmp_path: Path) -> N
     assert "payment_declined" in done.stdout
     assert "out_of_stock" in done.stdout
     assert "user_cancelled" in done.stdout
+
+
+def test_the_demo_runs_twice_on_nats_and_postgresql(
+    tmp_path: Path,
+    cluster: Cluster,  # noqa: F811 - the fixture
+) -> None:
+    env = dict(
+        os.environ,
+        DEMO_EXIT="1",
+        FLOTILLA_DATA_DIR=str(tmp_path / "data"),
+        FLOTILLA_REGISTRY=cluster.registry,
+        FLOTILLA_EVENTS=cluster.events,
+        FLOTILLA_DATABASE_URL=cluster.database,
+        COLUMNS="200",
+    )
+    env.pop("SHOP_JWT_SECRET", None)
+    for _ in range(2):  # the second finds the first's data on the servers
+        env["FLOTILLA_GATEWAY_PORT"] = str(free_port())
+        done = subprocess.run(
+            [sys.executable, str(DEMO)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"registry {cluster.registry}" in done.stdout
+        assert "invariants hold" in done.stdout
+    # Orders 4 to 6: the first run's three are still there.
+    assert "│ 4 " in done.stdout, done.stdout
