@@ -55,34 +55,42 @@ class Taker:
     async def take(self) -> bool:
         """Ask the candidates for what there is room for; whether any message came.
 
-        With less room than candidates, those not asked are asked next if the
-        asked ones had nothing, until one gives or none is left.
+        Rounds of asks, until the room is full or every candidate was asked
+        and gave less than it was asked for: a consumer that gave all it was
+        asked may have more, and one not asked yet (less room than
+        candidates) may have some.
         """
         room = max(1, self.limit - self.held)
-        while not self.ready:
-            asks = self._plan(room)
+        spent: set[int] = set()  # asked, and gave less than asked: nothing more now
+        while room > 0:
+            asks = self._plan(room, spent)
             if not asks:
-                return False
-            await self._ask(asks)
-        return True
+                break
+            room -= await self._ask(asks, spent)
+        return bool(self.ready)
 
-    async def _ask(self, asks: dict[int, int]) -> None:
-        """Send every ask, then read every answer: one round trip for them all."""
+    async def _ask(self, asks: dict[int, int], spent: set[int]) -> int:
+        """Send every ask, then read every answer (one round trip for them all); how many came."""
+        came = 0
         last_giver = None
         with nats_errors_as_unavailable("taking events"):
             for index, n in asks.items():
                 await self.pullers[index].ask(n)
-            for index in asks:
+            for index, n in asks.items():
                 msgs = await self.pullers[index].answer()
+                came += len(msgs)
+                self.ready.extend((msg, index) for msg in msgs)
                 if msgs:
                     last_giver = index
-                    self.ready.extend((msg, index) for msg in msgs)
-                else:
+                if len(msgs) < n:
+                    spent.add(index)
+                if not msgs:
                     self.candidates.had_nothing(index)
         if last_giver is not None:
             self.candidates.gave(last_giver)
+        return came
 
-    def _plan(self, room: int) -> dict[int, int]:
+    def _plan(self, room: int, spent: set[int]) -> dict[int, int]:
         """How many to ask of which candidate: one each in turn, the rest to an unbounded one."""
         asks: dict[int, int] = {}
         for index in self.candidates.order():
@@ -90,7 +98,7 @@ class Taker:
                 # Its one pending message is ours: nothing more comes from it
                 # until that delivery ends (which marks it again).
                 self.candidates.had_nothing(index)
-            elif len(asks) < room:
+            elif index not in spent and len(asks) < room:
                 asks[index] = 1
         left = room - len(asks)
         if left:
