@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
@@ -38,11 +38,14 @@ from nats.js import JetStreamContext
 
 from flotilla.errors import ConfigError, FailedPrecondition, Unavailable
 
-__all__ = ["NatsLink", "nats_errors_as_unavailable"]
+__all__ = ["ConnectionListener", "NatsLink", "nats_errors_as_unavailable"]
 
 log = logging.getLogger("flotilla.nats")
 
 DEFAULT_TIMEOUT = 5.0
+
+ConnectionListener = Callable[[bool], Awaitable[None]]
+"""Told ``False`` when the connection is lost, ``True`` when it is back."""
 # What nats-py reports while it cannot reach the server or lost it.
 _CONNECTION_PROBLEMS = (
     OSError,
@@ -90,6 +93,7 @@ class NatsLink:
         self._opening = asyncio.Lock()
         self._closed = False
         self._streak = _Streak(what, self.shown)
+        self._listeners: list[ConnectionListener] = []
 
     @property
     def closed(self) -> bool:
@@ -126,6 +130,10 @@ class NatsLink:
             self._js = (await self.connection()).jetstream(timeout=self.timeout)
         return self._js
 
+    def add_listener(self, listener: ConnectionListener) -> None:
+        """Have ``listener`` told when the connection is lost and when it is back."""
+        self._listeners.append(listener)
+
     def check_open(self) -> None:
         if self._closed:
             raise FailedPrecondition(f"the {self.what} is closed")
@@ -159,9 +167,18 @@ class NatsLink:
     async def _on_disconnected(self) -> None:
         if not self._closed:
             self._streak.disconnected()
+            await self._tell(up=False)
 
     async def _on_reconnected(self) -> None:
         self._streak.ended("reconnected to")
+        await self._tell(up=True)
+
+    async def _tell(self, *, up: bool) -> None:
+        for listener in self._listeners:
+            try:
+                await listener(up)
+            except Exception:  # one listener's bug must not stop nats-py's reconnecting
+                log.exception("%s: a connection listener failed", self.what)
 
 
 class _Streak:
