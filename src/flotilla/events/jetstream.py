@@ -334,6 +334,8 @@ class JetStreamEvents:
     async def _give_back(self, taker: Taker) -> None:
         """Nak what was taken and not handed out (the subscriber stopped asking), at once:
         the group's other consumers get it now, not after ``ack_wait``."""
+        if self._link.closed:
+            return  # nothing to say it with: they come back after ``ack_wait``
         try:
             async with asyncio.timeout(self._link.timeout):
                 while taker.ready:
