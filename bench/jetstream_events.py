@@ -4,14 +4,21 @@
     .venv/bin/python bench/jetstream_events.py --events 5000 --runs 5
     FLOTILLA_TEST_NATS_URL=nats://host:4222 .venv/bin/python bench/jetstream_events.py
 
-Each run publishes N events one at a time, waiting for each acknowledgement,
-then consumes and acks them one at a time, and times both phases.  The
-baseline does the same with bare nats-py: ``js.publish`` and a pull consumer
-asked for one message per fetch (``fetch(1)``), the same one-at-a-time contract
-the backend keeps (no prefetch).  For scale, a batched baseline
-(``fetch(100)``, which the backend does not do) is printed too.  Streams are
-made for the run and deleted after.  A rough figure for one machine; the lead's
-bench/events.py will be the full benchmark.
+Each run publishes N events, then consumes and acks them, and times both
+phases, in two ways:
+
+* one at a time: each publish waits for its acknowledgement before the next;
+  the subscription has ``max_in_flight=1`` (it takes one message per ask);
+  the baseline is bare nats-py ``js.publish`` and ``fetch(1)``;
+* ``--window W`` (64) at a time: W publishes in flight at once (W tasks);
+  the subscription has ``max_in_flight=W`` (a consumer with W handler slots:
+  it takes up to W per round trip); the baseline is W concurrent
+  ``js.publish`` and ``fetch(W)``.
+
+Each consumer acks each message before taking the next (the bare one acks a
+fetched batch one by one).  Streams are made for the run and deleted after.
+CPU seconds of this process per event are printed beside the rates (the
+server's are not counted).  bench/events.py is the full benchmark.
 """
 
 from __future__ import annotations
@@ -39,16 +46,34 @@ def envelope(n: int) -> Envelope:
                     time=time.time(), payload=msgspec.msgpack.encode({"n": n}))  # fmt: skip
 
 
-async def flotilla_run(count: int) -> tuple[float, float]:
+async def publish_all(publish: Callable[[int], Awaitable[object]], count: int, window: int) -> None:
+    """Publish events 0..count-1 with at most ``window`` publishes in flight."""
+    if window == 1:
+        for n in range(count):
+            await publish(n)
+        return
+    numbers = iter(range(count))
+
+    async def worker() -> None:
+        for n in numbers:
+            await publish(n)
+
+    async with asyncio.TaskGroup() as tasks:
+        for _ in range(window):
+            tasks.create_task(worker())
+
+
+async def flotilla_run(count: int, window: int) -> tuple[float, float]:
     prefix = f"BENCH_{secrets.token_hex(4)}"
     backend = JetStreamEvents(URL, prefix=prefix)
-    sub = Subscription(topic="bench.created", group="g", instance="i1")
+    # (Source without ``max_in_flight`` takes one message per ask whatever the window.)
+    room = {"max_in_flight": window} if "max_in_flight" in Subscription.__struct_fields__ else {}
+    sub = Subscription(topic="bench.created", group="g", instance="i1", **room)
     try:
         await backend.declare(sub)
         events = [envelope(n) for n in range(count)]
         start = time.perf_counter()
-        for event in events:
-            await backend.publish(event)
+        await publish_all(lambda n: backend.publish(events[n]), count, window)
         published = time.perf_counter()
         got = 0
         async for delivery in backend.subscribe(sub):
@@ -64,7 +89,7 @@ async def flotilla_run(count: int) -> tuple[float, float]:
         await backend.aclose()
 
 
-async def bare_run(count: int, batch: int) -> tuple[float, float]:
+async def bare_run(count: int, window: int) -> tuple[float, float]:
     client = await nats.connect(URL)
     js = client.jetstream()
     stream = f"BARE_{secrets.token_hex(4)}"
@@ -75,12 +100,11 @@ async def bare_run(count: int, batch: int) -> tuple[float, float]:
         # The same bytes the backend sends: an encoded envelope per event.
         bodies = [msgspec.msgpack.encode(envelope(n)) for n in range(count)]
         start = time.perf_counter()
-        for body in bodies:
-            await js.publish(f"{stream}.ev", body)
+        await publish_all(lambda n: js.publish(f"{stream}.ev", bodies[n]), count, window)
         published = time.perf_counter()
         got = 0
         while got < count:
-            for msg in await psub.fetch(batch, timeout=5):
+            for msg in await psub.fetch(window, timeout=5):
                 msgspec.msgpack.decode(msg.data, type=Envelope)
                 await msg.ack()
                 got += 1
@@ -94,29 +118,37 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--window", type=int, default=64, help="publishes in flight, batch")
     args = parser.parse_args()
+    w = args.window
     phases: dict[str, Callable[[], Awaitable[tuple[float, float]]]] = {
-        "flotilla": lambda: flotilla_run(args.events),
-        "bare fetch(1)": lambda: bare_run(args.events, 1),
-        "bare fetch(100)": lambda: bare_run(args.events, 100),
+        "flotilla 1": lambda: flotilla_run(args.events, 1),
+        "bare 1": lambda: bare_run(args.events, 1),
+        f"flotilla {w}": lambda: flotilla_run(args.events, w),
+        f"bare {w}": lambda: bare_run(args.events, w),
     }
-    rates: dict[str, list[tuple[float, float]]] = {name: [] for name in phases}
+    rates: dict[str, list[tuple[float, float, float]]] = {name: [] for name in phases}
     for _ in range(args.runs):
         for name, run in phases.items():
+            cpu = time.process_time()
             pub, con = await run()
-            rates[name].append((args.events / pub, args.events / con))
-    print(f"{args.events} keyless events, median of {args.runs} runs, events/s")
-    print(f"{'':18}{'publish':>10}{'consume':>10}{'both':>10}")
+            cpu_us = (time.process_time() - cpu) / args.events * 1e6
+            rates[name].append((args.events / pub, args.events / con, cpu_us))
+    print(f"{args.events} keyless events, median of {args.runs} runs; load average "
+          + " ".join(f"{x:.2f}" for x in os.getloadavg()))  # fmt: skip
+    print(f"{'':18}{'publish/s':>10}{'consume/s':>10}{'both/s':>10}{'CPU µs/ev':>10}")
     medians = {}
     for name, values in rates.items():
         pub = statistics.median(v[0] for v in values)
         con = statistics.median(v[1] for v in values)
+        cpu_us = statistics.median(v[2] for v in values)
         both = 1 / (1 / pub + 1 / con)
         medians[name] = (pub, con, both)
-        print(f"{name:18}{pub:10.0f}{con:10.0f}{both:10.0f}")
-    base = medians["bare fetch(1)"]
-    ratios = [f / b for f, b in zip(medians["flotilla"], base, strict=True)]
-    print("flotilla / bare fetch(1): " + " ".join(f"{r:.2f}x" for r in ratios))
+        print(f"{name:18}{pub:10.0f}{con:10.0f}{both:10.0f}{cpu_us:10.0f}")
+    for window in (1, w):
+        ratios = [f / b for f, b in zip(medians[f"flotilla {window}"], medians[f"bare {window}"],
+                                        strict=True)]  # fmt: skip
+        print(f"flotilla / bare, {window} at a time: " + " ".join(f"{r:.2f}x" for r in ratios))
 
 
 if __name__ == "__main__":

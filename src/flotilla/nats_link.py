@@ -14,13 +14,19 @@ whatever waited on the connection resumes when it is back.
      +----------------aclose()------------------+
 
 A closed link refuses calls with :class:`~flotilla.errors.FailedPrecondition`.
+
+Connection problems are logged once per streak (:class:`_Streak`): the first
+failure, or the disconnection, as a warning; the failed tries after it (nats-py
+reports each, a few a second while a server is down or a port refused) at
+debug level only; and one line when the connection works again, with how
+many tries failed meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
@@ -32,11 +38,24 @@ from nats.js import JetStreamContext
 
 from flotilla.errors import ConfigError, FailedPrecondition, Unavailable
 
-__all__ = ["NatsLink", "nats_errors_as_unavailable"]
+__all__ = ["ConnectionListener", "NatsLink", "nats_errors_as_unavailable"]
 
 log = logging.getLogger("flotilla.nats")
 
 DEFAULT_TIMEOUT = 5.0
+
+ConnectionListener = Callable[[bool], Awaitable[None]]
+"""Told ``False`` when the connection is lost, ``True`` when it is back."""
+# What nats-py reports while it cannot reach the server or lost it.
+_CONNECTION_PROBLEMS = (
+    OSError,
+    TimeoutError,
+    nats.errors.NoServersError,
+    nats.errors.UnexpectedEOF,
+    nats.errors.StaleConnectionError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.TimeoutError,
+)
 
 
 @contextmanager
@@ -73,6 +92,8 @@ class NatsLink:
         self._js: JetStreamContext | None = None
         self._opening = asyncio.Lock()
         self._closed = False
+        self._streak = _Streak(what, self.shown)
+        self._listeners: list[ConnectionListener] = []
 
     @property
     def closed(self) -> bool:
@@ -100,6 +121,7 @@ class NatsLink:
                 # Once connected, reconnect until aclose: a server restart is
                 # routine.  nats-py reads the option at each reconnect.
                 self._client.options["max_reconnect_attempts"] = -1
+                self._streak.ended("connected to")
             return self._client
 
     async def jetstream(self) -> JetStreamContext:
@@ -107,6 +129,10 @@ class NatsLink:
         if self._js is None or self._client is None:
             self._js = (await self.connection()).jetstream(timeout=self.timeout)
         return self._js
+
+    def add_listener(self, listener: ConnectionListener) -> None:
+        """Have ``listener`` told when the connection is lost and when it is back."""
+        self._listeners.append(listener)
 
     def check_open(self) -> None:
         if self._closed:
@@ -133,18 +159,70 @@ class NatsLink:
                 )
 
     async def _on_error(self, exc: Exception) -> None:
-        client = self._client
-        # Each failed reconnect reports here (every half second): the
-        # disconnection was already logged once, so these are details.
-        level = logging.DEBUG if client is not None and client.is_reconnecting else logging.WARNING
-        log.log(level, "%s: NATS connection to %s: %s", self.what, self.shown, exc)
+        if isinstance(exc, _CONNECTION_PROBLEMS):
+            self._streak.failed(exc)
+        else:  # not about reaching the server (a slow consumer, a permission): always said
+            log.warning("%s: NATS connection to %s: %r", self.what, self.shown, exc)
 
     async def _on_disconnected(self) -> None:
         if not self._closed:
-            log.warning("%s: disconnected from NATS at %s; reconnecting", self.what, self.shown)
+            self._streak.disconnected()
+            await self._tell(up=False)
 
     async def _on_reconnected(self) -> None:
-        log.info("%s: reconnected to NATS at %s", self.what, self.shown)
+        self._streak.ended("reconnected to")
+        await self._tell(up=True)
+
+    async def _tell(self, *, up: bool) -> None:
+        for listener in self._listeners:
+            try:
+                await listener(up)
+            except Exception:  # one listener's bug must not stop nats-py's reconnecting
+                log.exception("%s: a connection listener failed", self.what)
+
+
+class _Streak:
+    """One warning per run of connection failures, one line when it ends::
+
+    ok --failed/disconnected (warning)--> failing --failed (debug, counted)--> failing
+    failing --connected/reconnected (info, with the count)--> ok
+    """
+
+    def __init__(self, what: str, shown: str) -> None:
+        self.what = what
+        self.shown = shown
+        self.failing = False
+        self.failures = 0
+
+    def failed(self, exc: Exception) -> None:
+        self.failures += 1
+        if self.failing:
+            log.debug("%s: NATS connection to %s: %s", self.what, self.shown, exc)
+            return
+        self.failing = True
+        log.warning(
+            "%s: NATS connection to %s failed: %s; trying again (logged once until it works)",
+            self.what,
+            self.shown,
+            exc,
+        )
+
+    def disconnected(self) -> None:
+        if not self.failing:
+            self.failing = True
+            log.warning("%s: disconnected from NATS at %s; reconnecting", self.what, self.shown)
+
+    def ended(self, how: str) -> None:
+        if self.failing:
+            log.info(
+                "%s: %s NATS at %s (%d failed tries meanwhile)",
+                self.what,
+                how,
+                self.shown,
+                self.failures,
+            )
+        self.failing = False
+        self.failures = 0
 
 
 def _without_password(url: str) -> str:

@@ -14,6 +14,7 @@ from tests.servers import delete_streams, unique_name
 
 from flotilla.errors import ConfigError, InvalidArgument, Unavailable
 from flotilla.events import EVENT_BACKENDS, Envelope, Subscription, new_event_id
+from flotilla.events.consumer import Consumer
 from flotilla.events.jetstream import DEFAULT_PREFIX, JetStreamEvents
 from flotilla.events.jetstream_names import (
     check_topic,
@@ -21,6 +22,8 @@ from flotilla.events.jetstream_names import (
     partition_of,
     topic_of,
 )
+from flotilla.events.policy import DeliveryPolicy
+from flotilla.testing.cluster import wait_for
 
 WAIT = 10.0
 
@@ -49,6 +52,8 @@ def test_url_options() -> None:
     assert isinstance(backend, JetStreamEvents)
     assert (backend.prefix, backend.partitions, backend.poll) == ("SHOP", 4, 0.1)
     assert JetStreamEvents.from_url("nats://127.0.0.1:4222").prefix == DEFAULT_PREFIX
+    assert JetStreamEvents.from_url("nats://127.0.0.1:4222").batch is None
+    assert JetStreamEvents.from_url("nats://127.0.0.1:4222?batch=16").batch == 16
 
 
 @pytest.mark.parametrize(
@@ -58,6 +63,7 @@ def test_url_options() -> None:
         ("nats://h:4222?partitions=x", "invalid literal"),
         ("nats://h:4222?partitions=0", "partitions must be"),
         ("nats://h:4222?poll=0", "poll must be positive"),
+        ("nats://h:4222?batch=0", "batch must be at least 1"),
         ("nats://h:4222?prefix=a.b", "prefix"),
         ("nats://", "not a NATS URL"),
     ],
@@ -158,3 +164,70 @@ async def test_closing_the_backend_ends_a_tail(nats_url: str, prefix: str) -> No
             await drain()
     finally:
         await tail.aclose()
+
+
+def number(envelope: Envelope) -> int:
+    value: int = msgspec.msgpack.decode(envelope.payload)
+    return value
+
+
+async def test_a_subscription_takes_no_more_than_its_room_and_gives_back_the_rest(
+    nats_url: str, prefix: str
+) -> None:
+    backend = JetStreamEvents(nats_url, prefix=prefix, poll=0.05)
+    roomy = Subscription(topic="order.created", group="billing", instance="a", max_in_flight=4)
+    other = Subscription(topic="order.created", group="billing", instance="b")
+    try:
+        await backend.declare(roomy)
+        for n in range(10):
+            await backend.publish(envelope("order.created", n))
+        first = backend.subscribe(roomy)
+        held = await anext(first)  # one round trip took 4: this one and 3 for its free slots
+        assert number(held.envelope) == 0
+        second = backend.subscribe(other)
+        got: list[Envelope] = []
+        async with asyncio.timeout(WAIT):
+            while len(got) < 6:
+                delivery = await anext(second)
+                got.append(delivery.envelope)
+                await delivery.ack()
+        assert [number(e) for e in got] == [4, 5, 6, 7, 8, 9]  # nothing more was left
+        await held.ack()
+        await first.aclose()  # the 3 taken and not handed out go back at once...
+        async with asyncio.timeout(WAIT):  # ...not after ack_wait (30 s)
+            while len(got) < 9:
+                delivery = await anext(second)
+                got.append(delivery.envelope)
+                await delivery.ack()
+        assert [(number(e), e.attempt) for e in got[6:]] == [(1, 2), (2, 2), (3, 2)]
+        await second.aclose()
+    finally:
+        await backend.aclose()
+
+
+async def test_a_consumer_with_many_slots_keeps_each_keys_order(nats_url: str, prefix: str) -> None:
+    backend = JetStreamEvents(nats_url, prefix=prefix, poll=0.05)
+    seen: dict[str | None, list[int]] = {}
+    count = 60
+
+    async def handle(n: int, event: Envelope) -> None:
+        await asyncio.sleep(0.001 * (n % 3))  # later events of other keys overtake
+        seen.setdefault(event.key, []).append(n)
+
+    subscription = Subscription(topic="order.created", group="billing", instance="i1")
+    consumer = Consumer(backend, subscription, handle, payload_type=int,
+                        policy=DeliveryPolicy(max_concurrent=16))  # fmt: skip
+    assert consumer.subscription.max_in_flight == 16
+    await consumer.start()
+    try:
+        for n in range(count):
+            key = None if n % 4 == 3 else f"k{n % 4}"
+            await backend.publish(envelope("order.created", n, key=key))
+        await wait_for(lambda: sum(len(ns) for ns in seen.values()) == count, timeout=WAIT)
+        for key in ("k0", "k1", "k2"):
+            assert seen[key] == sorted(seen[key]), key
+            assert len(seen[key]) == count // 4
+        assert sorted(seen[None]) == list(range(3, count, 4))
+    finally:
+        await consumer.stop()
+        await backend.aclose()

@@ -159,3 +159,36 @@ async def test_an_outage_is_unavailable_and_the_registry_carries_on_after(
             assert ids[-1] == "c"
         finally:
             await registry.aclose()
+
+
+async def test_while_cut_off_the_registry_says_unavailable_then_follows_the_bucket_again(
+    nats_url: str, bucket: str
+) -> None:
+    target = urlsplit(nats_url)
+    async with TcpProxy(target.hostname or "127.0.0.1", target.port or 4222) as proxy:
+        cut_off = NatsKvRegistry(f"nats://127.0.0.1:{proxy.port}", bucket=bucket, timeout=1.0)
+        other = NatsKvRegistry(nats_url, bucket=bucket)
+        try:
+            async with aclosing(cut_off.watch("svc")) as watch, asyncio.timeout(WAIT):
+                assert await anext(watch) == []
+                lease = await other.grant(60)
+                await proxy.cut()
+                with pytest.raises(Unavailable, match="not following the bucket"):
+                    await anext(watch)  # not a view that silently stopped changing
+                with pytest.raises(Unavailable, match="not following the bucket"):
+                    await cut_off.list()
+                await other.register(inst("a"), lease=lease)  # missed by the old watch
+                await proxy.restore()
+            async with asyncio.timeout(WAIT):
+                while True:  # until reconnected and watching afresh
+                    try:
+                        listed = await cut_off.list()
+                        break
+                    except Unavailable:
+                        await asyncio.sleep(0.1)
+            assert listed == [inst("a")]  # what it missed while cut off
+            async with aclosing(cut_off.watch("svc")) as watch, asyncio.timeout(WAIT):
+                assert await anext(watch) == [inst("a")]
+        finally:
+            await cut_off.aclose()
+            await other.aclose()

@@ -67,6 +67,9 @@ class Subscription(msgspec.Struct, frozen=True, kw_only=True):
     broadcast: bool = False
     ack_wait: float = 30.0
     """Seconds a delivery may stay unacked before it is delivered again."""
+    max_in_flight: int = 1
+    """Deliveries the subscriber runs at once (its free handler slots when it asks
+    are this less those it holds): a backend may take that many in one go, never more."""
 
 
 class Delivery(Protocol):
@@ -119,10 +122,12 @@ class EventBackend(Protocol):
     def subscribe(self, subscription: Subscription) -> AsyncIterator[Delivery]:
         """Deliveries for ``subscription``, until the iterator is closed or the backend is.
 
-        The iterator takes a delivery only when asked for the next one (no
-        prefetch): a consumer that stops asking leaves the rest to the other
-        consumers of its group.  Closing the iterator leaves its unacked
-        deliveries to ``ack_wait``, as a crash would.
+        The iterator takes deliveries only when asked for the next one, and no
+        more than the subscriber has room for (``max_in_flight`` less the
+        deliveries it holds; 1 by default: no prefetch): a consumer that stops
+        asking leaves the rest to the other consumers of its group.  Closing
+        the iterator leaves its unacked deliveries to ``ack_wait``, as a crash
+        would.
         """
         ...
 

@@ -87,7 +87,9 @@ class Consumer:
     ) -> None:
         self.backend = backend
         self.policy = policy or DeliveryPolicy()
-        self.subscription = msgspec.structs.replace(subscription, ack_wait=self.policy.ack_wait)
+        self.subscription = msgspec.structs.replace(
+            subscription, ack_wait=self.policy.ack_wait, max_in_flight=self.policy.max_concurrent
+        )
         self.handler = handler
         self.payload_type = payload_type
         self.name = name or subscription.topic

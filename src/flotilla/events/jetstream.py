@@ -13,9 +13,12 @@ stream of their own.
   Failures are :class:`~flotilla.errors.Unavailable`, which means "not known
   to be stored": the bytes may still reach the server after a reconnect, so
   publish again with the *same* envelope (the outbox does), and it is stored once.
-* A subscription asks its consumers for one message at a time
-  (:mod:`~flotilla.events.jetstream_pull`), only those that may have one
-  (:mod:`~flotilla.events.jetstream_turns`); with nothing anywhere it sleeps
+* A subscription asks all its consumers that may have a message
+  (:mod:`~flotilla.events.jetstream_turns`) at once, for as many as its
+  subscriber has room for (``max_in_flight`` less the deliveries it holds:
+  :mod:`~flotilla.events.jetstream_take`, :mod:`~flotilla.events.jetstream_pull`),
+  one round trip for the lot; what it took and did not hand out when the
+  subscriber stops asking is naked at once.  With nothing anywhere it sleeps
   until an event is published on its topic or ``poll`` seconds pass, which is
   how a nak's delay or an ``ack_wait`` that ran out is noticed.  ``attempt``
   is JetStream's delivery count.
@@ -33,7 +36,7 @@ stream of their own.
   that key's later events (it was given up on: order was already lost).
 
 Every process of a system must use the same ``prefix`` and ``partitions``.
-URL options: ``nats://host:4222?prefix=FLOTILLA_EVENTS&partitions=8&poll=0.5``.
+URL options: ``nats://host:4222?prefix=FLOTILLA_EVENTS&partitions=8&poll=0.5&batch=64``.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ from flotilla.events.jetstream_names import (
     topic_of,
 )
 from flotilla.events.jetstream_pull import Puller
-from flotilla.events.jetstream_turns import Candidates
+from flotilla.events.jetstream_take import Taker
 from flotilla.nats_link import NatsLink, nats_errors_as_unavailable
 
 __all__ = ["JetStreamEvents"]
@@ -81,7 +84,7 @@ DEFAULT_PREFIX = "FLOTILLA_EVENTS"
 BROADCAST_IDLE = 300.0
 # nats-server 2.9 redelivers a pulled message at once when ack_wait is under a second.
 MIN_ACK_WAIT = 1.0
-_OPTIONS = {"prefix", "partitions", "poll"}
+_OPTIONS = {"prefix", "partitions", "poll", "batch"}
 
 _encode = msgspec.msgpack.encode
 _decode_dead = msgspec.msgpack.Decoder(DeadLetter).decode
@@ -92,7 +95,9 @@ class JetStreamEvents:
 
     ``prefix`` names the streams and subjects, ``partitions`` the key
     partitions (both must be the same in every process of a system); ``poll``
-    is how often an idle subscription looks for redeliveries; ``max_age``
+    is how often an idle subscription looks for redeliveries; ``batch`` caps
+    the deliveries a subscription holds at once (by default its subscriber's
+    ``max_in_flight``); ``max_age``
     how long the stream keeps events; ``timeout`` the most a call waits on
     the server before it is ``Unavailable``.
     """
@@ -104,6 +109,7 @@ class JetStreamEvents:
         prefix: str = DEFAULT_PREFIX,
         partitions: int = 8,
         poll: float = 0.5,
+        batch: int | None = None,
         max_age: float = 7 * 86400,
         timeout: float = 5.0,
     ) -> None:
@@ -113,10 +119,14 @@ class JetStreamEvents:
             raise ConfigError(f"partitions must be 1..1024, not {partitions!r}")
         if not poll > 0:
             raise ConfigError(f"poll must be positive, not {poll!r}")
+        if batch is not None and batch < 1:
+            raise ConfigError(f"batch must be at least 1, not {batch!r}")
         self._link = NatsLink(url, what="event backend", timeout=timeout)
         self.prefix = prefix
         self.partitions = partitions
         self.poll = poll
+        self.batch = batch
+        """The most deliveries a subscription holds at once; None: its ``max_in_flight``."""
         self._max_age = max_age
         self._ready = False
         self._closing = asyncio.Event()
@@ -137,6 +147,7 @@ class JetStreamEvents:
                 prefix=query.get("prefix", DEFAULT_PREFIX),
                 partitions=int(query.get("partitions", 8)),
                 poll=float(query.get("poll", 0.5)),
+                batch=int(query["batch"]) if "batch" in query else None,
             )
         except ValueError as exc:
             raise ConfigError(f"events URL {url!r}: {exc}") from None
@@ -177,7 +188,8 @@ class JetStreamEvents:
     async def subscribe(
         self, subscription: Subscription
     ) -> AsyncGenerator[JetStreamDelivery, None]:
-        """Deliveries for ``subscription``, one per ask (see the module docstring)."""
+        """Deliveries for ``subscription``, up to its ``max_in_flight`` held at once
+        (see the module docstring)."""
         await self.declare(subscription)
         client = await self._link.connection()
         group = _group_name(subscription)
@@ -187,13 +199,13 @@ class JetStreamEvents:
                    timeout=self._link.timeout, bounded=part not in (KEYLESS, REPLAYS))
             for part, _ in parts
         ]  # fmt: skip
-        candidates = Candidates(len(pullers))
+        taker = Taker(pullers, limit=self.batch or subscription.max_in_flight)
         by_subject = {subject: index for index, (_, subject) in enumerate(parts)}
 
         async def ring(msg: Msg) -> None:
             index = by_subject.get(msg.subject)
             if index is not None:
-                candidates.mark(index)
+                taker.candidates.mark(index)
 
         bells = [
             await client.subscribe(f"{self.prefix}.ev.{subscription.topic}.*", cb=ring),
@@ -202,19 +214,22 @@ class JetStreamEvents:
         try:
             while not self._link.closed:
                 _raise_if_cancelled()
-                candidates.changed.clear()
-                taken = await self._take(pullers, candidates)
+                taken = taker.next()
                 if taken is not None:
-                    delivery = await self._delivery(taken, group, candidates)
+                    delivery = await self._delivery(taken, group, taker)
                     if delivery is not None:
                         yield delivery
                     continue
+                taker.candidates.changed.clear()
+                if await taker.take():
+                    continue
                 await wait_first(
-                    candidates.changed.wait(), self._closing.wait(), asyncio.sleep(self.poll)
+                    taker.candidates.changed.wait(), self._closing.wait(), asyncio.sleep(self.poll)
                 )
-                if not candidates.changed.is_set():
-                    candidates.mark_all()  # a quiet poll: look for redeliveries everywhere
+                if not taker.candidates.changed.is_set():
+                    taker.candidates.mark_all()  # a quiet poll: look for redeliveries everywhere
         finally:
+            await self._give_back(taker)
             await self._unsubscribe(client, pullers, bells)
 
     async def tail(self, topic: str) -> AsyncGenerator[Envelope, None]:
@@ -300,28 +315,13 @@ class JetStreamEvents:
         except (TimeoutError, nats.errors.Error) as exc:
             log.warning("event subscription: unsubscribing from NATS: %r", exc)
 
-    async def _take(
-        self, pullers: builtins.list[Puller], candidates: Candidates
-    ) -> tuple[Msg, Puller, int] | None:
-        """A message from the first candidate that has one: (message, its puller, its index)."""
-        for index in candidates.order():
-            with nats_errors_as_unavailable("taking an event"):
-                msg = await pullers[index].take()
-            if msg is not None:
-                candidates.gave(index)
-                return msg, pullers[index], index
-            candidates.had_nothing(index)
-        return None
-
     async def _delivery(
-        self, taken: tuple[Msg, Puller, int], group: str, candidates: Candidates
+        self, taken: tuple[Msg, int], group: str, taker: Taker
     ) -> JetStreamDelivery | None:
-        msg, puller, index = taken
+        msg, index = taken
 
         def ended() -> None:
-            puller.release()
-            if puller.bounded:
-                candidates.mark(index)  # its next message is free now
+            taker.ended(index)
 
         envelope = decode_envelope(msg.data)
         if envelope is None:  # not an event of ours: nothing can handle it
@@ -330,6 +330,19 @@ class JetStreamEvents:
             ended()
             return None
         return JetStreamDelivery(msg, envelope, group=group, backend=self, ended=ended)
+
+    async def _give_back(self, taker: Taker) -> None:
+        """Nak what was taken and not handed out (the subscriber stopped asking), at once:
+        the group's other consumers get it now, not after ``ack_wait``."""
+        if self._link.closed:
+            return  # nothing to say it with: they come back after ``ack_wait``
+        try:
+            async with asyncio.timeout(self._link.timeout):
+                while taker.ready:
+                    msg, _ = taker.ready.popleft()
+                    await msg.nak()
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.warning("event subscription: giving back taken events: %r", exc)
 
     async def store_dead_letter(self, dead: DeadLetter) -> None:
         """Keep ``dead`` in the dead-letter stream (for :class:`JetStreamDelivery`)."""

@@ -55,15 +55,23 @@ class JetStreamDelivery:
     def envelope(self) -> Envelope:
         return self._envelope
 
+    # Each of the three ends the delivery for the subscription even when it
+    # fails: the subscriber is done with it, and the server hands it out again
+    # after ``ack_wait``.
+
     async def ack(self) -> None:
-        with nats_errors_as_unavailable("acking an event"):
-            await self._msg.ack()
-        self._end()
+        try:
+            with nats_errors_as_unavailable("acking an event"):
+                await self._msg.ack()
+        finally:
+            self._end()
 
     async def nak(self, delay: float) -> None:
-        with nats_errors_as_unavailable("naking an event"):
-            await self._msg.nak(delay=delay if delay > 0 else None)
-        self._end()
+        try:
+            with nats_errors_as_unavailable("naking an event"):
+                await self._msg.nak(delay=delay if delay > 0 else None)
+        finally:
+            self._end()
 
     async def in_progress(self) -> None:
         with nats_errors_as_unavailable("extending an event's ack wait"):
@@ -73,10 +81,12 @@ class JetStreamDelivery:
         # Stored first, terminated after: a crash between the two redelivers the
         # event (a second dead letter at worst), never loses it.
         dead = DeadLetter(envelope=self._envelope, group=self._group, error=error, time=time.time())
-        await self._backend.store_dead_letter(dead)
-        with nats_errors_as_unavailable("terminating a dead-lettered event"):
-            await self._msg.term()
-        self._end()
+        try:
+            await self._backend.store_dead_letter(dead)
+            with nats_errors_as_unavailable("terminating a dead-lettered event"):
+                await self._msg.term()
+        finally:
+            self._end()
 
     def _end(self) -> None:
         """Tell the subscription this delivery no longer holds its consumer (once)."""

@@ -20,8 +20,12 @@ each compare-and-set so that a lease renewed meanwhile survives.
 Each registry object keeps a *mirror* of the bucket, fed by one KV watcher
 (:mod:`flotilla.registry.nats_mirror`); ``list`` and ``watch`` read it, so
 discovery costs no round trip, and every write waits until the mirror has
-seen it, so a registry reads its own writes.  Revoking deletes the lease key
-first: its instances leave every snapshot at once, together.  Liveness checks
+seen it, so a registry reads its own writes.  While the mirror is not
+following the bucket (disconnected, or its watch ended and it is watching
+again) ``list`` and ``watch`` raise ``Unavailable`` rather than give out a
+view that stopped changing; a watcher then keeps what it had and asks again.
+Revoking deletes the lease key first: its instances leave every snapshot at
+once, together.  Liveness checks
 on writes (``register``, ``keepalive``, ``set_health``) read the server, not
 the mirror.
 
@@ -45,7 +49,15 @@ from flotilla.clock import Clock, SystemClock
 from flotilla.errors import ConfigError, NotFound, Unavailable
 from flotilla.nats_link import NatsLink, nats_errors_as_unavailable
 from flotilla.registry.base import Health, Instance, check_ttl, lease_not_found
-from flotilla.registry.nats_mirror import LEASE, Entry, LeaseRecord, Mirror, instance_key
+from flotilla.registry.nats_mirror import (
+    LEASE,
+    Entry,
+    LeaseRecord,
+    Mirror,
+    decode_entry,
+    decode_lease,
+    instance_key,
+)
 
 __all__ = ["DEFAULT_BUCKET", "NatsKvRegistry"]
 
@@ -53,8 +65,6 @@ DEFAULT_BUCKET = "flotilla_registry"
 CAS_ATTEMPTS = 5  # a lease renewed by two holders at once: try again on a fresh revision
 
 _encode = msgspec.json.encode
-_decode_lease = msgspec.json.Decoder(LeaseRecord).decode
-_decode_entry = msgspec.json.Decoder(Entry).decode
 
 
 class NatsKvRegistry:
@@ -76,6 +86,7 @@ class NatsKvRegistry:
         self._clock: Clock = clock or SystemClock()
         self._kv: KeyValue | None = None
         self._mirror = Mirror(what=f"registry bucket {bucket!r}")
+        self._link.add_listener(self._connection_changed)
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None) -> NatsKvRegistry:
@@ -152,6 +163,7 @@ class NatsKvRegistry:
     async def list(self, service: str | None = None) -> builtins.list[Instance]:
         """Live instances of ``service`` (or of all services), sorted by id."""
         await self._open()
+        self._mirror.check_live()
         return self._mirror.snapshot(service, self._clock.time())[0]
 
     async def watch(
@@ -163,6 +175,7 @@ class NatsKvRegistry:
         await self._open()
         last: builtins.list[Instance] | None = None
         while not self._link.closed:
+            self._mirror.check_live()  # a view that stopped following is not given out
             changed = self._mirror.changed
             snapshot, next_expiry = self._mirror.snapshot(service, self._clock.time())
             if snapshot != last:
@@ -182,6 +195,15 @@ class NatsKvRegistry:
         await self._mirror.aclose()
 
     # -- helpers ----------------------------------------------------------------------------
+
+    async def _connection_changed(self, up: bool) -> None:
+        """The mirror is not live while disconnected, and watches afresh once reconnected."""
+        if self._kv is None:
+            return  # not opened: nothing to follow yet
+        if up:
+            await self._mirror.rewatch()
+        else:
+            self._mirror.lost("disconnected from NATS")
 
     async def _open(self) -> KeyValue:
         """The bucket (created if missing), with the mirror loaded; opened on first use."""
@@ -210,7 +232,7 @@ class NatsKvRegistry:
                 found = await kv.get(f"{LEASE}{lease}")
             except nats.js.errors.KeyNotFoundError:
                 raise lease_not_found(lease) from None
-        record = _decode_lease(found.value or b"")
+        record = decode_lease(found.value or b"")
         if record.expires_at <= self._clock.time() or found.revision is None:
             raise lease_not_found(lease)
         return record, found.revision
@@ -222,7 +244,7 @@ class NatsKvRegistry:
                 found = await kv.get(instance_key(instance_id))
             except nats.js.errors.KeyNotFoundError:
                 raise missing from None
-        entry = _decode_entry(found.value or b"")
+        entry = decode_entry(found.value or b"")
         try:
             await self._live_lease(kv, entry.lease)
         except NotFound:

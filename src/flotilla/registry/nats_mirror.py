@@ -6,9 +6,20 @@ never holds an instance without the lease it was registered under.  Its
 ``revision`` is the last stream sequence applied: a writer that got revision
 *r* back waits for :meth:`Mirror.reached` (r) to read its own write.
 
-The reading task is owned by the mirror: :meth:`Mirror.aclose` cancels and
-awaits it.  A value that does not decode (a newer or broken writer) is left
-out, with one warning per key.
+The mirror is *live* while its watch is known to deliver; it is not while
+the connection is down or after the watch ended (nats-py's ordered consumer
+can fail to recreate itself, or the server drop it): then
+:meth:`Mirror.check_live` raises ``Unavailable`` (its readers keep what they
+had and ask again, rather than trust a view that silently stopped changing)
+and the mirror watches again, after a pause if watching failed.  A new
+watch loads every key afresh and replaces the old state when loaded (a key
+deleted meanwhile must not linger)::
+
+    loading --marker--> live --watch ended / disconnected--> down --watch again--> loading
+
+The task that watches is owned by the mirror: :meth:`Mirror.aclose` cancels
+and awaits it.  A value that does not decode (a newer or broken writer) is
+left out, with one warning per key.
 """
 
 from __future__ import annotations
@@ -24,7 +35,16 @@ from nats.js.kv import KeyValue
 from flotilla.errors import Unavailable
 from flotilla.registry.base import Instance
 
-__all__ = ["INSTANCE", "LEASE", "Entry", "LeaseRecord", "Mirror", "instance_key"]
+__all__ = [
+    "INSTANCE",
+    "LEASE",
+    "Entry",
+    "LeaseRecord",
+    "Mirror",
+    "decode_entry",
+    "decode_lease",
+    "instance_key",
+]
 
 log = logging.getLogger("flotilla.registry")
 
@@ -50,8 +70,12 @@ class Entry(msgspec.Struct, frozen=True):
     lease: str
 
 
-_decode_lease = msgspec.json.Decoder(LeaseRecord).decode
-_decode_entry = msgspec.json.Decoder(Entry).decode
+decode_lease = msgspec.json.Decoder(LeaseRecord).decode
+decode_entry = msgspec.json.Decoder(Entry).decode
+
+# Pause before watching again after a watch could not be made, doubling to the max.
+REWATCH_FIRST = 0.1
+REWATCH_MAX = 5.0
 
 
 class Mirror:
@@ -64,17 +88,19 @@ class Mirror:
         self.entries: dict[str, tuple[Entry, int]] = {}  # key -> (entry, revision)
         # Replaced (after being set) on every change, as MemoryRegistry does.
         self.changed = asyncio.Event()
+        self.live = False
+        self._down_because = "not loaded yet"
         self._task: asyncio.Task[None] | None = None
+        self._watcher: KeyValue.KeyWatcher | None = None
         self._warned: set[str] = set()
 
     async def start(self, kv: KeyValue, *, timeout: float) -> None:
         """Watch ``kv`` and return once every key's current value is in."""
-        watcher = await kv.watchall()
-        loaded = asyncio.Event()
-        self._task = asyncio.create_task(self._follow(watcher, loaded))
+        self._task = asyncio.create_task(self._watch(kv))
         try:
             async with asyncio.timeout(timeout):
-                await loaded.wait()
+                while not self.live:
+                    await self.changed.wait()
         except BaseException as exc:
             # Timed out or cancelled: the watch must not outlive a start that failed.
             await self.aclose()
@@ -82,6 +108,23 @@ class Mirror:
                 message = f"{self.what}: the bucket did not load in {timeout} s"
                 raise Unavailable(message) from None
             raise
+
+    def check_live(self) -> None:
+        """Raise ``Unavailable`` unless the watch is known to deliver."""
+        if not self.live:
+            raise Unavailable(f"{self.what}: not following the bucket ({self._down_because})")
+
+    def lost(self, why: str) -> None:
+        """The connection is down: not live until a new watch has loaded."""
+        self._down(why)
+
+    async def rewatch(self) -> None:
+        """Watch afresh (the connection is back: the old watch may not be)."""
+        self._down("watching again")
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]  # its loop watches again
 
     async def reached(self, revision: int, *, timeout: float) -> None:
         """Return once the mirror has applied ``revision``."""
@@ -130,40 +173,87 @@ class Mirror:
             await asyncio.wait([task])  # not ``await task``: its cancellation is not ours
             if not task.cancelled() and task.exception() is not None:
                 log.warning("%s: the bucket watch had failed: %r", self.what, task.exception())
+        self.live = False
+        self._down_because = "closed"
         self._notify()
 
-    async def _follow(self, watcher: KeyValue.KeyWatcher, loaded: asyncio.Event) -> None:
-        try:
-            async for update in watcher:
-                if update is None:  # every key's current value is in
-                    loaded.set()
-                    continue
-                self._apply(update)
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+    async def _watch(self, kv: KeyValue) -> None:
+        """Watch the bucket, and again whenever a watch ends, until cancelled."""
+        pause = REWATCH_FIRST
+        while True:
+            watcher = None
+            try:
+                watcher = self._watcher = await kv.watchall()
+                if await self._follow(watcher):
+                    pause = REWATCH_FIRST  # it worked for a while: a fresh start
+            except Exception as exc:
+                self._down(f"cannot watch: {exc!r}")
+                log.warning("%s: the bucket watch failed (%r); watching again", self.what, exc)
+            finally:
+                if watcher is not None:
+                    with contextlib.suppress(Exception):
+                        await watcher.stop()  # type: ignore[no-untyped-call]
+            if watcher is None or self._watcher is watcher:  # not stopped by rewatch()
+                if watcher is not None and self.live:
+                    log.warning("%s: the bucket watch ended; watching again", self.what)
+                self._down("the watch ended")
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, REWATCH_MAX)
 
-    def _apply(self, update: KeyValue.Entry) -> None:
+    async def _follow(self, watcher: KeyValue.KeyWatcher) -> bool:
+        """Load every key's value into a fresh state, put it in place, then apply changes
+        until the watch ends; whether it loaded."""
+        leases: dict[str, tuple[LeaseRecord, int]] = {}
+        entries: dict[str, tuple[Entry, int]] = {}
+        loaded_revision = 0
+        loaded = False
+        async for update in watcher:
+            if update is None:  # every key's current value is in
+                if not loaded:
+                    loaded = True
+                    self.leases, self.entries = leases, entries
+                    self.revision = max(self.revision, loaded_revision)
+                    self.live = True
+                    self._notify()
+            elif loaded:
+                self.revision = max(self.revision, self._apply(update, self.leases, self.entries))
+                self._notify()
+            else:  # not in place yet: its revision is not reached until it is
+                loaded_revision = max(loaded_revision, self._apply(update, leases, entries))
+        return loaded
+
+    def _down(self, why: str) -> None:
+        self._down_because = why
+        if self.live:
+            self.live = False
+            self._notify()  # watchers wake, see it, and say so
+
+    def _apply(
+        self,
+        update: KeyValue.Entry,
+        leases: dict[str, tuple[LeaseRecord, int]],
+        entries: dict[str, tuple[Entry, int]],
+    ) -> int:
+        """Apply ``update`` to ``leases`` and ``entries``; its revision."""
         key, revision = update.key, update.revision or 0
         deleted = update.operation in _DELETED
         try:
             if key.startswith(LEASE):
                 lease = key.removeprefix(LEASE)
                 if deleted:
-                    self.leases.pop(lease, None)
+                    leases.pop(lease, None)
                 else:
-                    self.leases[lease] = (_decode_lease(update.value or b""), revision)
+                    leases[lease] = (decode_lease(update.value or b""), revision)
             elif key.startswith(INSTANCE):
                 if deleted:
-                    self.entries.pop(key, None)
+                    entries.pop(key, None)
                 else:
-                    self.entries[key] = (_decode_entry(update.value or b""), revision)
+                    entries[key] = (decode_entry(update.value or b""), revision)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             if key not in self._warned:
                 self._warned.add(key)
                 log.warning("%s: key %r left out, its value is bad: %s", self.what, key, exc)
-        self.revision = max(self.revision, revision)
-        self._notify()
+        return revision
 
     def _notify(self) -> None:
         self.changed.set()
