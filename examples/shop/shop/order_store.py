@@ -13,7 +13,7 @@ import msgspec
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from flotilla import NotFound
+from flotilla import NotFound, PermissionDenied
 from flotilla.headers import Principal
 
 from .auth import is_admin
@@ -121,6 +121,19 @@ async def visible_order(session: AsyncSession, order_id: int, user: Principal) -
     if row is None or (row.user_id != user.subject and not is_admin(user)):
         raise NotFound(f"no order {order_id}")
     return await order_from_row(session, row)
+
+
+async def owned_order(session: AsyncSession, order_id: int, user: Principal) -> Order:
+    """The order, if ``user`` owns it: what only its owner may act on (cancel it).
+
+    Another user's order is ``NotFound``, as in :func:`visible_order`; an admin who may read
+    it but is not its owner is ``PermissionDenied`` (the order is not hidden from them, but
+    it is not theirs to act on).
+    """
+    order = await visible_order(session, order_id, user)
+    if order.user_id != user.subject:
+        raise PermissionDenied(f"order {order_id} is another user's: only its owner may do this")
+    return order
 
 
 async def order_from_row(session: AsyncSession, row: Any) -> Order:

@@ -192,7 +192,13 @@ async def test_a_user_sees_only_their_own_orders_and_an_admin_any(shop: HttpShop
     for path in (f"/api/orders/{order}", f"/api/orders/{order}/payment"):
         assert error_of(await shop.http.get(path, headers=bob))[:2] == (404, "not_found")
         assert (await shop.http.get(path, headers=admin)).status_code == 200
-    assert error_of(await shop.http.post(f"/api/orders/{order}/cancel", headers=bob))[0] == 404
+    assert error_of(await shop.http.post(f"/api/orders/{order}/cancel", headers=bob))[:2] == (
+        404,
+        "not_found",
+    )
+    # An admin may read it but not act for its owner: 403, and the order is untouched.
+    by_admin = await shop.http.post(f"/api/orders/{order}/cancel", headers=admin)
+    assert error_of(by_admin)[:2] == (403, "permission_denied")
     assert (await shop.http.get("/api/orders", headers=bob)).json() == {"items": []}
     assert await shop.notifications(bob) == []
     assert (await shop.http.get(f"/api/orders/{order}", headers=ada)).json()["status"] == (
