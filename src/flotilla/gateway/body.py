@@ -45,3 +45,7 @@ async def read_json(request: Request, limit: int) -> Any:
         return msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # msgspec decodes nested arrays and objects recursively: ``[[[[...`` a few
+        # thousand deep (well under the size limit) exhausts the stack.  No API takes that.
+        raise BadRequest("the body is not valid JSON: it is nested too deeply") from None

@@ -258,6 +258,47 @@ async def test_bad_input_is_refused_with_the_field_named(shop: HttpShop) -> None
     assert (await shop.http.get("/api/orders", headers=user)).json() == {"items": []}
 
 
+async def test_odd_input_is_a_4xx_never_a_5xx(shop: HttpShop) -> None:
+    admin, user = await shop.admin(), await shop.signup()
+    product = await shop.product(admin)
+    order = await shop.order(user, (product, 1))
+    both = {**admin, "Content-Type": "application/json"}
+    # Nesting deep enough to exhaust a recursive decoder, well under the size limit.
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for path in ("/api/users", "/api/products", "/api/orders", f"/api/products/{product}/stock"):
+        assert error_of(await shop.http.post(path, content=deep, headers=both))[0] == 400, path
+    # An id is ASCII digits: not blanks, signs, underscores or other scripts' digits.
+    for ident in (f"+{order}", f" {order}", f"{order}_0", "\u0661", "\uff11", "9" * 5000):
+        for path in (f"/api/orders/{ident}", f"/api/products/{ident}/stock"):
+            answer = await shop.http.get(path, headers=user)
+            assert error_of(answer)[0] == 422, (path, answer.text)
+    odd_queries = (
+        "/api/products?limit=1&limit=2",
+        "/api/products?limit=-5",
+        f"/api/products?limit={10**30}",
+        "/api/products?cursor=not.issued",
+        "/api/orders?limit=0",
+    )
+    for path in odd_queries:
+        answer = await shop.http.get(path, headers=user)
+        assert error_of(answer)[0] == 422, (path, answer.text)
+    line = {"product_id": product, "quantity": 1}
+    odd_orders = (
+        {"items": [{**line, "quantity": 10**30}], "card_token": "tok_ok"},
+        {"items": [{**line, "quantity": None}], "card_token": "tok_ok"},
+        {"items": {"product_id": product}, "card_token": "tok_ok"},
+        {"items": [[product, 1]], "card_token": "tok_ok"},
+        {"items": [line], "card_token": "\u6f22\u5b57\u0000"},
+        {"items": [line], "card_token": None},
+    )
+    for body in odd_orders:
+        answer = await shop.http.post("/api/orders", json=body, headers=user)
+        assert error_of(answer)[0] == 422, (body, answer.text)
+    assert [
+        o["id"] for o in (await shop.http.get("/api/orders", headers=user)).json()["items"]
+    ] == [order]
+
+
 # -- the order flow -------------------------------------------------------------------------
 
 
