@@ -7,6 +7,7 @@ polled with a deadline; every test ends with the invariants checker.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -297,6 +298,38 @@ async def test_odd_input_is_a_4xx_never_a_5xx(shop: HttpShop) -> None:
     assert [
         o["id"] for o in (await shop.http.get("/api/orders", headers=user)).json()["items"]
     ] == [order]
+
+
+async def test_a_client_that_hangs_up_mid_body_is_not_a_server_error(shop: HttpShop) -> None:
+    host, port = shop.http.base_url.host, shop.http.base_url.port
+    assert port is not None
+    for _ in range(3):
+        _, writer = await asyncio.open_connection(host, port)
+        writer.write(
+            b"POST /api/users HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"email": '
+        )
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    async def counted() -> str:
+        """The gateway's request counts of the route, once it has counted all three."""
+        async with asyncio.timeout(10):
+            while True:
+                metrics = (await shop.http.get("/metrics")).text
+                lines = [
+                    line
+                    for line in metrics.splitlines()
+                    if line.startswith('flotilla_gateway_requests_total{route="POST /api/users"')
+                ]
+                if sum(float(line.rsplit(" ", 1)[1]) for line in lines) >= 3:
+                    return "\n".join(lines)
+                await asyncio.sleep(0.05)
+
+    lines = await counted()
+    assert 'status="400"' in lines
+    assert 'status="500"' not in lines
 
 
 # -- the order flow -------------------------------------------------------------------------
