@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import msgspec
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, insert, select, update
+from sqlalchemy import Column, Float, MetaData, String, Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flotilla import NotFound, PermissionDenied
@@ -19,25 +19,26 @@ from flotilla.headers import Principal
 from .auth import is_admin
 from .checks import RowId
 from .idempotency import keys_table
+from .sql import BigInt
 
 metadata = MetaData()
 orders = Table(
     "orders",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", BigInt, primary_key=True, autoincrement=True),
     Column("user_id", String(64), nullable=False, index=True),
     Column("status", String(16), nullable=False),
     Column("cancel_reason", String(32), nullable=True),
-    Column("total_cents", Integer, nullable=False),
+    Column("total_cents", BigInt, nullable=False),
     Column("created_at", Float, nullable=False),
 )
 order_items = Table(
     "order_items",
     metadata,
-    Column("order_id", Integer, primary_key=True, autoincrement=False),
-    Column("product_id", Integer, primary_key=True, autoincrement=False),
-    Column("quantity", Integer, nullable=False),
-    Column("price_cents", Integer, nullable=False),
+    Column("order_id", BigInt, primary_key=True, autoincrement=False),
+    Column("product_id", BigInt, primary_key=True, autoincrement=False),
+    Column("quantity", BigInt, nullable=False),
+    Column("price_cents", BigInt, nullable=False),
 )
 idempotency_keys = keys_table(metadata)
 
