@@ -2,8 +2,9 @@
 
 Runs the shop the way a user would (`flotilla run examples/shop` in a process
 of its own, data in examples/shop/.flotilla, its log in run.log there), drives
-the journey of `shop.journey` against the gateway, reads every service over
-RPC to check the invariants, then leaves the shop running until Ctrl-C.  When
+the journey of `shop.journey` against the gateway (watching the saga's events
+on the system's event log, to show who published what), reads every service
+over RPC to check the invariants, then leaves the shop running until Ctrl-C.  When
 stdin is not a terminal or ``DEMO_EXIT=1``, it stops after the summary (CI,
 tests).  Exit status: 0 when the journey went as told and the invariants hold.
 
@@ -25,8 +26,10 @@ from rich.table import Table
 from shop.invariants import admin_context, check_invariants
 from shop.journey import Journey, JourneyError
 from shop.launch import gateway_port, start, stop, wait_ready
+from shop.saga_watch import SagaWatch
 
 from flotilla import Node, NodeConfig
+from flotilla.events import EVENT_BACKENDS
 from flotilla.runtime.serve import run_loop
 from flotilla.runtime.settings import Settings
 
@@ -74,12 +77,13 @@ async def drive(settings: Settings, url: str, system: subprocess.Popen[bytes]) -
     async with httpx.AsyncClient(base_url=url, timeout=10.0) as http:
         console.print(f"waiting for the gateway at {url} ...")
         await wait_ready(http, system)
-        journey = Journey(http, console)
-        try:
-            await journey.run()
-        except JourneyError as error:
-            console.print(f"[bold red]the journey went wrong:[/] {error}")
-            return False
+        async with SagaWatch(EVENT_BACKENDS.open(settings.events)) as watch:
+            journey = Journey(http, console, watch)
+            try:
+                await journey.run()
+            except JourneyError as error:
+                console.print(f"[bold red]the journey went wrong:[/] {error}")
+                return False
     console.rule("Summary")
     violations = await settled_violations(settings)
     summary(journey, violations)
