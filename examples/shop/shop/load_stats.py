@@ -32,13 +32,16 @@ class Recorder:
     def __init__(self) -> None:
         self.latencies: dict[str, list[float]] = defaultdict(list)
         self.errors: dict[str, int] = defaultdict(int)
+        self.error_statuses: dict[str, Counter[int]] = defaultdict(Counter)
+        """Per route, the wrong statuses it got (0: no answer at all)."""
         self.lags: list[float] = []
         """Per request started: seconds from its scheduled time to when it was sent."""
 
-    def record(self, route: str, seconds: float, ok: bool) -> None:
+    def record(self, route: str, seconds: float, ok: bool, status: int = 0) -> None:
         self.latencies[route].append(seconds)
         if not ok:
             self.errors[route] += 1
+            self.error_statuses[route][status] += 1
 
     def started(self, lag: float) -> None:
         """A request went out ``lag`` seconds after its scheduled time."""
@@ -87,14 +90,19 @@ class Recorder:
 
     def table(self, elapsed: float) -> Table:
         table = Table(title=f"{self.done} requests in {elapsed:.1f} s")
-        for column in ("route", "requests", "req/s", "errors", "p50 ms", "p90 ms", "p99 ms"):
-            table.add_column(column, justify="left" if column == "route" else "right")
+        columns = ("route", "requests", "req/s", "errors", "p50 ms", "p90 ms", "p99 ms", "got")
+        for column in columns:
+            table.add_column(column, justify="left" if column in ("route", "got") else "right")
         for route in sorted(self.latencies):
             ordered = sorted(self.latencies[route])
             millis = [f"{percentile(ordered, f) * 1000:.1f}" for f in (0.5, 0.9, 0.99)]
             error_rate = f"{100 * self.errors[route] / len(ordered):.1f} %"
             count = len(ordered)
-            table.add_row(route, str(count), f"{count / elapsed:.1f}", error_rate, *millis)
+            wrong = ", ".join(
+                f"{status or 'no answer'} x{times}"
+                for status, times in self.error_statuses[route].most_common(3)
+            )
+            table.add_row(route, str(count), f"{count / elapsed:.1f}", error_rate, *millis, wrong)
         return table
 
 

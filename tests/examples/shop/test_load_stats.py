@@ -20,10 +20,11 @@ def test_percentiles_are_nearest_rank() -> None:
 def test_the_recorder_counts_errors_per_route() -> None:
     recorder = Recorder()
     recorder.record("view", 0.010, ok=True)
-    recorder.record("view", 0.030, ok=False)
+    recorder.record("view", 0.030, ok=False, status=503)
     recorder.record("order", 0.020, ok=True)
     assert (recorder.done, recorder.failed) == (3, 1)
     assert dict(recorder.errors) == {"view": 1}
+    assert recorder.error_statuses["view"] == {503: 1}
     assert recorder.table(elapsed=1.0).row_count == 2
 
 
