@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo demo-hello test lint bench clean
+.PHONY: demo demo-hello load test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Flotilla needs Python 3.11+"'
@@ -17,6 +17,15 @@ $(BIN)/.installed: pyproject.toml
 # The shop on the embedded backends: a customer's journey over HTTP, then it stays up until Ctrl-C.
 demo: $(BIN)/.installed
 	$(BIN)/python examples/shop/demo.py
+
+# Open-loop load on the shop's gateway, then its invariants: make load RATE=100 SECONDS=30.
+# Uses the shop answering at LOAD_URL (`make demo` in another terminal), else starts one for the run.
+RATE     ?= 50
+SECONDS  ?= 10
+LOAD_URL ?= http://127.0.0.1:8080
+load: $(BIN)/.installed
+	PYTHONPATH=examples/shop $(BIN)/python -m shop.load --url $(LOAD_URL) --rate $(RATE) \
+		--seconds $(SECONDS) $(LOAD_ARGS)
 
 demo-hello: $(BIN)/.installed
 	$(BIN)/python examples/hello/demo.py

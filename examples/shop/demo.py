@@ -2,8 +2,9 @@
 
 Runs the shop the way a user would (`flotilla run examples/shop` in a process
 of its own, data in examples/shop/.flotilla, its log in run.log there), drives
-the journey of `shop.journey` against the gateway, reads every service over
-RPC to check the invariants, then leaves the shop running until Ctrl-C.  When
+the journey of `shop.journey` against the gateway (watching the saga's events
+on the system's event log, to show who published what), reads every service
+over RPC to check the invariants, then leaves the shop running until Ctrl-C.  When
 stdin is not a terminal or ``DEMO_EXIT=1``, it stops after the summary (CI,
 tests).  Exit status: 0 when the journey went as told and the invariants hold.
 
@@ -20,8 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -31,43 +30,18 @@ from rich.console import Console
 from rich.table import Table
 from shop.invariants import admin_context, check_invariants
 from shop.journey import Journey, JourneyError
+from shop.launch import gateway_port, start, stop, wait_ready
+from shop.saga_watch import SagaWatch
 
 from flotilla import Node, NodeConfig
 from flotilla.data.url import mask
+from flotilla.events import EVENT_BACKENDS
 from flotilla.runtime.serve import run_loop
 from flotilla.runtime.settings import Settings
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_PORT = 8080
-START_SECONDS = 90.0  # six processes importing on a busy CI box
 SETTLE_SECONDS = 30.0
 console = Console()
-
-
-def gateway_port(env: dict[str, str]) -> int:
-    """The port asked for, else 8080 when nobody listens there, else any free port."""
-    if asked := env.get("FLOTILLA_GATEWAY_PORT"):
-        return int(asked)
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", DEFAULT_PORT))
-        except OSError:
-            probe.bind(("127.0.0.1", 0))  # taken: any free one (the gateway binds it next)
-        port: int = probe.getsockname()[1]
-        return port
-
-
-async def wait_until_up(http: httpx.AsyncClient, system: subprocess.Popen[bytes]) -> None:
-    """Until the gateway's ``/readyz`` answers 200; fails at once if the system exited."""
-    async with asyncio.timeout(START_SECONDS):
-        while system.poll() is None:
-            try:
-                if (await http.get("/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass  # not listening yet
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"flotilla run exited with status {system.returncode}")
 
 
 async def settled_violations(settings: Settings) -> list[str]:
@@ -108,28 +82,18 @@ def summary(journey: Journey, violations: list[str]) -> None:
 async def drive(settings: Settings, url: str, system: subprocess.Popen[bytes]) -> bool:
     async with httpx.AsyncClient(base_url=url, timeout=10.0) as http:
         console.print(f"waiting for the gateway at {url} ...")
-        await wait_until_up(http, system)
-        journey = Journey(http, console)
-        try:
-            await journey.run()
-        except JourneyError as error:
-            console.print(f"[bold red]the journey went wrong:[/] {error}")
-            return False
+        await wait_ready(http, system)
+        async with SagaWatch(EVENT_BACKENDS.open(settings.events)) as watch:
+            journey = Journey(http, console, watch)
+            try:
+                await journey.run()
+            except JourneyError as error:
+                console.print(f"[bold red]the journey went wrong:[/] {error}")
+                return False
     console.rule("Summary")
     violations = await settled_violations(settings)
     summary(journey, violations)
     return not violations
-
-
-def stop(system: subprocess.Popen[bytes]) -> int:
-    """SIGINT (a graceful drain), then its exit status; killed if it hangs."""
-    if system.poll() is None:
-        system.send_signal(signal.SIGINT)
-    try:
-        return system.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        system.kill()
-        return system.wait()
 
 
 def hold(system: subprocess.Popen[bytes], url: str) -> None:
@@ -152,15 +116,7 @@ def main() -> int:
     settings = Settings.from_env(env)  # makes the system's secret first: the shop reads it too
     console.rule(f"flotilla run examples/shop   (its log: {data / 'run.log'})")
     console.print(f"registry {mask(settings.registry)}, events {mask(settings.events)}")
-    with (data / "run.log").open("ab") as log:
-        # Its own session: Ctrl-C reaches this process only, which stops the shop once.
-        system = subprocess.Popen(
-            [sys.executable, "-m", "flotilla", "run", str(HERE), "--no-status", "--data-dir", data],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    system = start(data, env, data / "run.log")
     try:
         ok = run_loop(drive(settings, url, system))
         interactive = sys.stdin.isatty() and env.get("DEMO_EXIT") != "1"

@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 import msgspec
-from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, insert, select
+from sqlalchemy import Column, LargeBinary, MetaData, String, Table, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from flotilla import Context, Database, FlotillaError, NotFound, Service, rpc
@@ -24,6 +24,7 @@ from .checks import RowId, count, text
 from .cursor import CursorSigner, PageCursor
 from .events import PRODUCT_CREATED, ProductCreated
 from .inventory import Inventory
+from .sql import BigInt
 
 log = logging.getLogger("shop.catalog")
 
@@ -31,9 +32,9 @@ metadata = MetaData()
 products = Table(
     "products",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", BigInt, primary_key=True, autoincrement=True),
     Column("name", String(200), nullable=False),
-    Column("price_cents", Integer, nullable=False),
+    Column("price_cents", BigInt, nullable=False),
     Column("category", String(50), nullable=False, index=True),
 )
 keys = Table(

@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
+from sqlalchemy import Column, MetaData, String, Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flotilla import AlreadyExists, Database
+
+from .sql import BigInt
 
 
 def keys_table(metadata: MetaData) -> Table:
@@ -27,7 +29,7 @@ def keys_table(metadata: MetaData) -> Table:
         Column("user_id", String(64), primary_key=True),
         Column("key", String(200), primary_key=True),
         Column("digest", String(64), nullable=False),
-        Column("order_id", Integer, nullable=False),
+        Column("order_id", BigInt, nullable=False),
     )
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, update
+from sqlalchemy import Column, MetaData, String, Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flotilla import Context, Database, NotFound, Service, on_event, rpc
@@ -53,30 +53,30 @@ from .events import (
     StockReserved,
     order_key,
 )
-from .sql import insert_if_absent
+from .sql import BigInt, insert_if_absent
 
 metadata = MetaData()
 stock = Table(
     "stock",
     metadata,
-    Column("product_id", Integer, primary_key=True, autoincrement=False),
-    Column("available", Integer, nullable=False),
-    Column("reserved", Integer, nullable=False),
-    Column("sold", Integer, nullable=False),
-    Column("added", Integer, nullable=False),
+    Column("product_id", BigInt, primary_key=True, autoincrement=False),
+    Column("available", BigInt, nullable=False),
+    Column("reserved", BigInt, nullable=False),
+    Column("sold", BigInt, nullable=False),
+    Column("added", BigInt, nullable=False),
 )
 order_states = Table(
     "order_reservations",
     metadata,
-    Column("order_id", Integer, primary_key=True, autoincrement=False),
+    Column("order_id", BigInt, primary_key=True, autoincrement=False),
     Column("state", String(16), nullable=False),
 )
 lines = Table(
     "reserved_lines",
     metadata,
-    Column("order_id", Integer, primary_key=True, autoincrement=False),
-    Column("product_id", Integer, primary_key=True, autoincrement=False),
-    Column("quantity", Integer, nullable=False),
+    Column("order_id", BigInt, primary_key=True, autoincrement=False),
+    Column("product_id", BigInt, primary_key=True, autoincrement=False),
+    Column("quantity", BigInt, nullable=False),
 )
 
 MAX_STOCK = 1_000_000_000

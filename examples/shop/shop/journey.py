@@ -10,8 +10,10 @@ orders that between them take every branch of the saga::
     cancel a confirmed   confirmed -> cancelled user_cancelled   (payment refunded)
 
 Each request prints one line (status, method, path, what happened); an order's
-statuses print as they are polled.  A request answering another status than
-the journey expects raises ``JourneyError`` naming it.
+statuses print as they are polled, then (given a :class:`SagaWatch`) the events
+the services published about it, and what each service says it did (the
+payment, the stock, the notifications, read back).  A request answering another
+status than the journey expects raises ``JourneyError`` naming it.
 """
 
 from __future__ import annotations
@@ -24,12 +26,22 @@ from typing import Any
 import httpx
 from rich.console import Console
 
+from .events import ORDER_CANCELLED, ORDER_CONFIRMED, PAYMENT_REFUNDED
+from .saga_watch import SagaWatch
+
 __all__ = ["ADMIN_EMAIL", "ADMIN_PASSWORD", "Journey", "JourneyError"]
 
 ADMIN_EMAIL = "admin@shop.example"
 ADMIN_PASSWORD = "admin-demo-password"
 SETTLE_SECONDS = 30.0  # an order leaves pending in milliseconds; this is only a bound
 POLL_SECONDS = 0.05
+INTRODUCTION = """\
+[bold]The shop[/]: six services, each a process with a database of its own, behind one HTTP gateway:
+  users (accounts, tokens)  catalog (products)  inventory (stock)  orders  payments  notifications
+An order is a saga: no service calls the next one.  Each reacts to an event, does its part in one
+transaction and publishes what it did (through its outbox); the others react in turn:
+  order.created -> stock.reserved -> payment.captured -> order.confirmed -> a notification
+The lines below are what the gateway answered, then what the services published and stored."""
 
 Json = dict[str, Any]
 
@@ -41,14 +53,21 @@ class JourneyError(Exception):
 class Journey:
     """The scripted customer journey, run against the gateway at ``http``'s base URL."""
 
-    def __init__(self, http: httpx.AsyncClient, console: Console) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, console: Console, watch: SagaWatch | None = None
+    ) -> None:
         self.http = http
         self.console = console
+        self.watch = watch
+        """Where the saga's events are seen; without it the journey shows no events."""
+        self._events_shown: dict[int, int] = {}  # order id -> how many of its events printed
         # Each run makes its own customer: the shop's data outlives a demo run.
         self.email = f"ada.{secrets.token_hex(3)}@example.com"
         self.orders: list[Json] = []  # the final state of each order placed
 
     async def run(self) -> None:
+        self.console.print(INTRODUCTION)
+        self._chapter("The admin stocks the shelves")
         admin = await self._login(ADMIN_EMAIL, ADMIN_PASSWORD, "the admin logs in")
         teapot = await self._product(admin, "teapot", 2500, stock=5)
         rare = await self._product(admin, "first-flush darjeeling", 9000, stock=1)
@@ -68,48 +87,59 @@ class Journey:
         return await self._login(self.email, "correct horse", "Ada logs in")
 
     async def _browse(self, product: Json) -> None:
-        listed = await self._call("GET", "/api/products", 200, "", params={"limit": 5})
-        self._note(f"a page of {len(listed['items'])} products")
+        await self._call(
+            "GET",
+            "/api/products",
+            200,
+            lambda page: f"catalog: a page of {len(page['items'])} products",
+            params={"limit": 5},
+        )
         path = f"/api/products/{product['id']}"
-        got = await self._call("GET", path, 200, "")
-        self._note(f"{got['name']}, {_money(got['price_cents'])}")
+        await self._call(
+            "GET", path, 200, lambda got: f"catalog: {got['name']}, {_money(got['price_cents'])}"
+        )
         await self._show_stock(product)
 
     async def _good_order(self, ada: dict[str, str], teapot: Json) -> Json:
         self._chapter("A good order: 2 teapots, a card that pays")
         order = await self._order(ada, teapot, 2, "tok_ok")
         self._expect(order, "confirmed", None)
-        payment = await self._call(
-            "GET", f"/api/orders/{order['id']}/payment", 200, "", headers=ada
-        )
-        self._note(f"payment {payment['status']}, {_money(payment['amount_cents'])}")
-        await self._show_notifications(ada, order["id"])
+        await self._show_payment(ada, order["id"])
         await self._show_stock(teapot)
+        await self._show_notifications(ada, order["id"], "order_confirmed")
         return order
 
     async def _declined_order(self, ada: dict[str, str], teapot: Json) -> None:
         self._chapter("A declined card: the reserved teapot goes back on the shelf")
         order = await self._order(ada, teapot, 1, "tok_decline")
         self._expect(order, "cancelled", "payment_declined")
+        await self._show_payment(ada, order["id"])
         await self._settled_stock(teapot, lambda stock: stock["reserved"] == 0)
+        await self._show_notifications(ada, order["id"], "order_cancelled")
 
     async def _out_of_stock_order(self, ada: dict[str, str], rare: Json) -> None:
         self._chapter("Out of stock: 2 of a tea with 1 left")
         order = await self._order(ada, rare, 2, "tok_ok")
         self._expect(order, "cancelled", "out_of_stock")
+        path = f"/api/orders/{order['id']}/payment"
+        await self._call("GET", path, 404, "payments: none (nothing was charged)", headers=ada)
         await self._show_stock(rare)
+        await self._show_notifications(ada, order["id"], "order_cancelled")
 
     async def _cancel_confirmed(self, ada: dict[str, str], teapot: Json, good: Json) -> None:
         self._chapter("Ada cancels the confirmed order: refunded, teapots back in stock")
         path = f"/api/orders/{good['id']}"
         await self._call("POST", f"{path}/cancel", 200, "cancel requested", headers=ada)
+        final = await self._poll(path, ada, lambda answer: True)
+        self._note(f"order {good['id']}: -> [bold]{final['status']}[/] ({final['cancel_reason']})")
+        self._replace(final)
+        await self._show_events(good["id"], PAYMENT_REFUNDED)
         payment = await self._poll(
             f"{path}/payment", ada, lambda answer: answer["status"] == "refunded"
         )
-        self._note(f"payment {payment['status']}, {_money(payment['amount_cents'])}")
-        final = await self._poll(path, ada, lambda answer: True)
-        self._replace(final)
+        self._note(f"payments: {payment['status']} {_money(payment['amount_cents'])}")
         await self._settled_stock(teapot, lambda stock: stock["sold"] == 0)
+        await self._show_notifications(ada, good["id"], "order_confirmed", "order_cancelled")
 
     # -- the pieces ----------------------------------------------------------------------------
 
@@ -130,7 +160,23 @@ class Journey:
         placed = await self._call("POST", "/api/orders", 202, what, json=body, headers=headers)
         final = await self._follow(placed, ada)
         self.orders.append(final)
+        await self._show_events(
+            final["id"], ORDER_CONFIRMED if final["status"] == "confirmed" else ORDER_CANCELLED
+        )
         return final
+
+    async def _show_events(self, order_id: int, last: str) -> None:
+        """The order's events not shown yet, once ``last`` is among them: who published what."""
+        if self.watch is None:
+            return
+        events = await self.watch.events_of(order_id, lambda topics: last in topics)
+        start, shown = events[0].time if events else 0.0, self._events_shown.get(order_id, 0)
+        if shown == 0:
+            self._note(f"what the services published about order {order_id}:")
+        for event in events[shown:]:
+            millis = f"+{(event.time - start) * 1000:.0f} ms"
+            self._note(f"  {millis:>8}  {event.source:13} {event.topic}")
+        self._events_shown[order_id] = len(events)
 
     async def _follow(self, order: Json, ada: dict[str, str]) -> Json:
         """Poll the order until it leaves ``pending``, printing each status it is seen in."""
@@ -161,23 +207,47 @@ class Journey:
         self._note(_stock_line(product, stock))
 
     async def _show_stock(self, product: Json) -> None:
-        stock = await self._call("GET", f"/api/products/{product['id']}/stock", 200, "")
-        self._note(_stock_line(product, stock))
+        path = f"/api/products/{product['id']}/stock"
+        await self._call("GET", path, 200, lambda stock: _stock_line(product, stock))
 
-    async def _show_notifications(self, ada: dict[str, str], order_id: int) -> None:
-        told = await self._poll(
-            "/api/notifications", ada, lambda page: any(_about(n, order_id) for n in page["items"])
+    async def _show_payment(self, ada: dict[str, str], order_id: int) -> None:
+        path = f"/api/orders/{order_id}/payment"
+        await self._call(
+            "GET",
+            path,
+            200,
+            lambda paid: f"payments: {paid['status']} {_money(paid['amount_cents'])}",
+            headers=ada,
         )
-        kinds = [n["kind"] for n in told["items"] if _about(n, order_id)]
-        self._note(f"Ada was told: {', '.join(kinds)}")
 
-    async def _call(self, method: str, path: str, expect: int, what: str, **kwargs: Any) -> Json:
+    async def _show_notifications(self, ada: dict[str, str], order_id: int, *kinds: str) -> None:
+        """What Ada was told about the order, once it holds ``kinds`` (the notifications
+        service hears of the order after the orders service changed it)."""
+
+        def told_of(page: Json) -> list[str]:
+            return sorted(n["kind"] for n in page["items"] if _about(n, order_id))
+
+        page = await self._poll("/api/notifications", ada, lambda p: set(kinds) <= set(told_of(p)))
+        self._note(f"notifications: Ada was told {', '.join(told_of(page))}")
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        expect: int,
+        what: str | Callable[[Json], str],
+        **kwargs: Any,
+    ) -> Json:
+        """The request, printed on one line with ``what`` happened (a text, or one made from
+        the answer); ``JourneyError`` when it answers another status than ``expect``."""
         answer = await self.http.request(method, path, **kwargs)
-        colour = "green" if answer.status_code == expect else "red"
-        self.console.print(f"  [{colour}]{answer.status_code}[/] {method:4} {path:28} {what}")
-        if answer.status_code != expect:
+        ok = answer.status_code == expect
+        result: Json = answer.json() if ok else {}  # an error may not even be JSON
+        text = what if isinstance(what, str) else what(result) if ok else ""
+        colour = "green" if ok else "red"
+        self.console.print(f"  [{colour}]{answer.status_code}[/] {method:4} {path:28} {text}")
+        if not ok:
             raise JourneyError(f"{method} {path} answered {answer.status_code}: {answer.text}")
-        result: Json = answer.json()
         return result
 
     def _expect(self, order: Json, status: str, reason: str | None) -> None:
@@ -203,7 +273,7 @@ def _about(notification: Json, order_id: int) -> bool:
 
 def _stock_line(product: Json, stock: Json) -> str:
     counts = f"available {stock['available']}, reserved {stock['reserved']}, sold {stock['sold']}"
-    return f"{product['name']}: {counts}"
+    return f"inventory: {product['name']} {counts}"
 
 
 def _money(cents: int) -> str:

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import msgspec
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, UniqueConstraint, select
+from sqlalchemy import Column, Float, MetaData, String, Table, UniqueConstraint, select
 
 from flotilla import Context, Database, Service, on_event, rpc
 
@@ -29,14 +29,14 @@ from .events import (
     OrderConfirmed,
     OrderShipped,
 )
-from .sql import insert_if_absent
+from .sql import BigInt, insert_if_absent
 
 metadata = MetaData()
 notifications = Table(
     "notifications",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("order_id", Integer, nullable=False),
+    Column("id", BigInt, primary_key=True, autoincrement=True),
+    Column("order_id", BigInt, nullable=False),
     Column("kind", String(32), nullable=False),
     Column("user_id", String(64), nullable=False, index=True),
     Column("created_at", Float, nullable=False),

@@ -10,34 +10,35 @@ import time
 from typing import Any
 
 import msgspec
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, insert, select, update
+from sqlalchemy import Column, Float, MetaData, String, Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from flotilla import NotFound
+from flotilla import NotFound, PermissionDenied
 from flotilla.headers import Principal
 
 from .auth import is_admin
 from .checks import RowId
 from .idempotency import keys_table
+from .sql import BigInt
 
 metadata = MetaData()
 orders = Table(
     "orders",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", BigInt, primary_key=True, autoincrement=True),
     Column("user_id", String(64), nullable=False, index=True),
     Column("status", String(16), nullable=False),
     Column("cancel_reason", String(32), nullable=True),
-    Column("total_cents", Integer, nullable=False),
+    Column("total_cents", BigInt, nullable=False),
     Column("created_at", Float, nullable=False),
 )
 order_items = Table(
     "order_items",
     metadata,
-    Column("order_id", Integer, primary_key=True, autoincrement=False),
-    Column("product_id", Integer, primary_key=True, autoincrement=False),
-    Column("quantity", Integer, nullable=False),
-    Column("price_cents", Integer, nullable=False),
+    Column("order_id", BigInt, primary_key=True, autoincrement=False),
+    Column("product_id", BigInt, primary_key=True, autoincrement=False),
+    Column("quantity", BigInt, nullable=False),
+    Column("price_cents", BigInt, nullable=False),
 )
 idempotency_keys = keys_table(metadata)
 
@@ -121,6 +122,19 @@ async def visible_order(session: AsyncSession, order_id: int, user: Principal) -
     if row is None or (row.user_id != user.subject and not is_admin(user)):
         raise NotFound(f"no order {order_id}")
     return await order_from_row(session, row)
+
+
+async def owned_order(session: AsyncSession, order_id: int, user: Principal) -> Order:
+    """The order, if ``user`` owns it: what only its owner may act on (cancel it).
+
+    Another user's order is ``NotFound``, as in :func:`visible_order`; an admin who may read
+    it but is not its owner is ``PermissionDenied`` (the order is not hidden from them, but
+    it is not theirs to act on).
+    """
+    order = await visible_order(session, order_id, user)
+    if order.user_id != user.subject:
+        raise PermissionDenied(f"order {order_id} is another user's: only its owner may do this")
+    return order
 
 
 async def order_from_row(session: AsyncSession, row: Any) -> Order:

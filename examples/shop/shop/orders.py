@@ -59,6 +59,7 @@ from .order_store import (
     move,
     order_from_row,
     orders,
+    owned_order,
     owner,
     visible_order,
 )
@@ -167,10 +168,13 @@ class Orders(Service, name="orders"):
     @rpc
     async def cancel(self, ctx: Context, id: RowId) -> Order:
         """Cancel a pending order (its reservation is released) or a confirmed one (refunded,
-        its units back in stock); ``FailedPrecondition`` once shipped, or when cancelled."""
+        its units back in stock); ``FailedPrecondition`` once shipped, or when cancelled.
+
+        Only the order's owner may cancel it: another user gets ``NotFound``, an admin who
+        is not the owner ``PermissionDenied``."""
         user = require_user(ctx)
         async with self.db.transaction(ctx) as tx:
-            order = await visible_order(tx.session, id, user)
+            order = await owned_order(tx.session, id, user)
             if await move(tx.session, id, ("pending", "confirmed"), "cancelled", "user_cancelled"):
                 cancelled = OrderCancelled(id, order.user_id, "user_cancelled")
                 tx.emit(ORDER_CANCELLED, cancelled, key=order_key(id))

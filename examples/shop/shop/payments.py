@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 import msgspec
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, select, update
+from sqlalchemy import Column, Float, MetaData, String, Table, select, update
 
 from flotilla import Context, Database, NotFound, Service, on_event, rpc
 
@@ -40,16 +40,16 @@ from .events import (
     StockReserved,
     order_key,
 )
-from .sql import insert_if_absent
+from .sql import BigInt, insert_if_absent
 
 metadata = MetaData()
 payments = Table(
     "payments",
     metadata,
-    Column("order_id", Integer, primary_key=True, autoincrement=False),
+    Column("order_id", BigInt, primary_key=True, autoincrement=False),
     Column("user_id", String(64), nullable=False),
     Column("status", String(16), nullable=False),
-    Column("amount_cents", Integer, nullable=False),
+    Column("amount_cents", BigInt, nullable=False),
     Column("created_at", Float, nullable=False),
 )
 

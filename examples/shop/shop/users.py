@@ -13,7 +13,7 @@ import os
 import time
 
 import msgspec
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, insert, select, update
+from sqlalchemy import Column, Float, MetaData, String, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from flotilla import AlreadyExists, Database, InvalidArgument, Service, Unauthenticated, rpc
@@ -21,6 +21,7 @@ from flotilla import AlreadyExists, Database, InvalidArgument, Service, Unauthen
 from .auth import ADMIN
 from .checks import env_int, invalid, text
 from .passwords import ScryptCost, hash_password, verify_password
+from .sql import BigInt
 
 log = logging.getLogger("shop.users")
 
@@ -32,7 +33,7 @@ metadata = MetaData()
 users = Table(
     "users",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", BigInt, primary_key=True, autoincrement=True),
     Column("email", String(254), nullable=False, unique=True),
     Column("name", String(100), nullable=False),
     Column("password_hash", String(200), nullable=False),

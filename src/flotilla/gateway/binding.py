@@ -15,6 +15,7 @@ validates, and its ``InvalidArgument`` (422) names the field.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,11 @@ from flotilla.gateway.routes import Route, TokenRoute
 from flotilla.registry.base import MethodInfo
 
 __all__ = ["NO_BODY", "Binding", "bind"]
+
+_INTEGER = re.compile(r"-?[0-9]+")
+"""An integer in a path or query: ASCII digits.  ``int()`` alone also takes ``" 1"``,
+``"+1"``, ``"1_000"`` and other scripts' digits (Arabic-Indic ones, say), so one id would
+have many URLs."""
 
 NO_BODY: Any = object()
 """The body of a request that sent none."""
@@ -159,11 +165,11 @@ def _convert_text(text: str, schema: dict[str, Any], where: str) -> Any:
     if not types or "string" in types:
         return text
     if "integer" in types:
-        try:
-            return int(text)
-        except ValueError:
-            if "number" not in types:
-                raise InvalidArgument(f"{where}: expected an integer, got {text!r}") from None
+        number = _integer(text)
+        if number is not None:
+            return number
+        if "number" not in types:
+            raise InvalidArgument(f"{where}: expected an integer, got {text!r}")
     if "number" in types:
         try:
             return float(text)
@@ -178,6 +184,16 @@ def _convert_text(text: str, schema: dict[str, Any], where: str) -> Any:
     if "null" in types and text in ("", "null"):
         return None
     return text  # an object or array from text: the callee says what is wrong
+
+
+def _integer(text: str) -> int | None:
+    """``text`` as an integer if it is one in ASCII digits, else None."""
+    if not _INTEGER.fullmatch(text):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None  # more digits than Python converts: no id is that long
 
 
 def _json_type(value: Any) -> str:

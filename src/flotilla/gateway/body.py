@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from flotilla.gateway.binding import NO_BODY
 from flotilla.gateway.problems import BadRequest, BodyTooLarge
@@ -33,11 +33,16 @@ async def read_json(request: Request, limit: int) -> Any:
             raise BodyTooLarge(f"the body ({declared} bytes) is over the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"the body is over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"the body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The client hung up before its body ended: its fault, not a 500 in the logs and
+        # metrics (nobody reads the answer).
+        raise BadRequest("the connection closed before the body ended") from None
     data = b"".join(chunks)
     if not data.strip():
         return NO_BODY
@@ -45,3 +50,7 @@ async def read_json(request: Request, limit: int) -> Any:
         return msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # msgspec decodes nested arrays and objects recursively: ``[[[[...`` a few
+        # thousand deep (well under the size limit) exhausts the stack.  No API takes that.
+        raise BadRequest("the body is not valid JSON: it is nested too deeply") from None

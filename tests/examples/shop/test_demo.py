@@ -45,6 +45,23 @@ def test_the_demo_walks_the_journey_and_the_invariants_hold(tmp_path: Path) -> N
     assert "payment_declined" in done.stdout
     assert "out_of_stock" in done.stdout
     assert "user_cancelled" in done.stdout
+    # The narration shows the services at work: the events each published, read off the
+    # system's event log, and what each service says it did.
+    lines = [" ".join(line.split()) for line in done.stdout.splitlines()]
+    for published in (
+        "orders order.created",
+        "inventory stock.reserved",
+        "payments payment.captured",
+        "orders order.confirmed",
+        "payments payment.declined",
+        "inventory stock.rejected",
+        "orders order.cancelled",
+        "payments payment.refunded",
+    ):
+        assert any(line.endswith(published) for line in lines), published
+    assert "payments: captured $50.00" in done.stdout
+    assert "payments: refunded $50.00" in done.stdout
+    assert "notifications: Ada was told order_cancelled, order_confirmed" in done.stdout
 
 
 def test_the_demo_runs_twice_on_nats_and_postgresql(

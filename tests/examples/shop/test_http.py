@@ -7,6 +7,7 @@ polled with a deadline; every test ends with the invariants checker.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -192,7 +193,13 @@ async def test_a_user_sees_only_their_own_orders_and_an_admin_any(shop: HttpShop
     for path in (f"/api/orders/{order}", f"/api/orders/{order}/payment"):
         assert error_of(await shop.http.get(path, headers=bob))[:2] == (404, "not_found")
         assert (await shop.http.get(path, headers=admin)).status_code == 200
-    assert error_of(await shop.http.post(f"/api/orders/{order}/cancel", headers=bob))[0] == 404
+    assert error_of(await shop.http.post(f"/api/orders/{order}/cancel", headers=bob))[:2] == (
+        404,
+        "not_found",
+    )
+    # An admin may read it but not act for its owner: 403, and the order is untouched.
+    by_admin = await shop.http.post(f"/api/orders/{order}/cancel", headers=admin)
+    assert error_of(by_admin)[:2] == (403, "permission_denied")
     assert (await shop.http.get("/api/orders", headers=bob)).json() == {"items": []}
     assert await shop.notifications(bob) == []
     assert (await shop.http.get(f"/api/orders/{order}", headers=ada)).json()["status"] == (
@@ -250,6 +257,79 @@ async def test_bad_input_is_refused_with_the_field_named(shop: HttpShop) -> None
     assert error_of(await shop.http.post("/api/users", json=nul))[0] == 422
     # Nothing was made by any of it.
     assert (await shop.http.get("/api/orders", headers=user)).json() == {"items": []}
+
+
+async def test_odd_input_is_a_4xx_never_a_5xx(shop: HttpShop) -> None:
+    admin, user = await shop.admin(), await shop.signup()
+    product = await shop.product(admin)
+    order = await shop.order(user, (product, 1))
+    both = {**admin, "Content-Type": "application/json"}
+    # Nesting deep enough to exhaust a recursive decoder, well under the size limit.
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for path in ("/api/users", "/api/products", "/api/orders", f"/api/products/{product}/stock"):
+        assert error_of(await shop.http.post(path, content=deep, headers=both))[0] == 400, path
+    # An id is ASCII digits: not blanks, signs, underscores or other scripts' digits.
+    for ident in (f"+{order}", f" {order}", f"{order}_0", "\u0661", "\uff11", "9" * 5000):
+        for path in (f"/api/orders/{ident}", f"/api/products/{ident}/stock"):
+            answer = await shop.http.get(path, headers=user)
+            assert error_of(answer)[0] == 422, (path, answer.text)
+    odd_queries = (
+        "/api/products?limit=1&limit=2",
+        "/api/products?limit=-5",
+        f"/api/products?limit={10**30}",
+        "/api/products?cursor=not.issued",
+        "/api/orders?limit=0",
+    )
+    for path in odd_queries:
+        answer = await shop.http.get(path, headers=user)
+        assert error_of(answer)[0] == 422, (path, answer.text)
+    line = {"product_id": product, "quantity": 1}
+    odd_orders = (
+        {"items": [{**line, "quantity": 10**30}], "card_token": "tok_ok"},
+        {"items": [{**line, "quantity": None}], "card_token": "tok_ok"},
+        {"items": {"product_id": product}, "card_token": "tok_ok"},
+        {"items": [[product, 1]], "card_token": "tok_ok"},
+        {"items": [line], "card_token": "\u6f22\u5b57\u0000"},
+        {"items": [line], "card_token": None},
+    )
+    for body in odd_orders:
+        answer = await shop.http.post("/api/orders", json=body, headers=user)
+        assert error_of(answer)[0] == 422, (body, answer.text)
+    assert [
+        o["id"] for o in (await shop.http.get("/api/orders", headers=user)).json()["items"]
+    ] == [order]
+
+
+async def test_a_client_that_hangs_up_mid_body_is_not_a_server_error(shop: HttpShop) -> None:
+    host, port = shop.http.base_url.host, shop.http.base_url.port
+    assert port is not None
+    for _ in range(3):
+        _, writer = await asyncio.open_connection(host, port)
+        writer.write(
+            b"POST /api/users HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"email": '
+        )
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    async def counted() -> str:
+        """The gateway's request counts of the route, once it has counted all three."""
+        async with asyncio.timeout(10):
+            while True:
+                metrics = (await shop.http.get("/metrics")).text
+                lines = [
+                    line
+                    for line in metrics.splitlines()
+                    if line.startswith('flotilla_gateway_requests_total{route="POST /api/users"')
+                ]
+                if sum(float(line.rsplit(" ", 1)[1]) for line in lines) >= 3:
+                    return "\n".join(lines)
+                await asyncio.sleep(0.05)
+
+    lines = await counted()
+    assert 'status="400"' in lines
+    assert 'status="500"' not in lines
 
 
 # -- the order flow -------------------------------------------------------------------------

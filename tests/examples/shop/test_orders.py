@@ -9,7 +9,7 @@ import pytest
 from shop.orders import ItemRequest, Orders
 from tests.examples.shop.kit import ShopKit
 
-from flotilla import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
+from flotilla import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 
 
 async def test_an_order_is_priced_from_the_catalog_and_starts_pending(shop: ShopKit) -> None:
@@ -91,6 +91,24 @@ async def test_another_users_order_is_not_found_but_an_admin_sees_it(shop: ShopK
     assert (await shop.payment(shop.admin, order_id)).status == "captured"
     with pytest.raises(NotFound, match="no order 999"):
         await shop.get(ada, 999)
+
+
+async def test_only_the_owner_may_cancel_an_order_not_even_an_admin(shop: ShopKit) -> None:
+    teapot = await shop.product()
+    ada, bob = await shop.signup("Ada"), await shop.signup("Bob")
+    order_id = await shop.order(ada, (teapot, 1))
+    await shop.settled()
+
+    with pytest.raises(NotFound, match=f"no order {order_id}"):
+        await bob.client(Orders).cancel(id=order_id)
+    with pytest.raises(PermissionDenied, match="only its owner"):
+        await shop.admin.client(Orders).cancel(id=order_id)
+    assert (await shop.get(ada, order_id)).status == "confirmed"  # neither attempt moved it
+    assert shop.cluster.events.emitted("order.cancelled") == []
+    cancelled = await ada.client(Orders).cancel(id=order_id)
+    assert (cancelled.status, cancelled.cancel_reason) == ("cancelled", "user_cancelled")
+    with pytest.raises(NotFound, match="no order 999"):
+        await shop.admin.client(Orders).cancel(id=999)
 
 
 async def test_a_users_list_holds_their_orders_newest_first(shop: ShopKit) -> None:

@@ -8,9 +8,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from shop.orders import Orders
+from shop.catalog import Catalog
+from shop.inventory import MAX_STOCK, Inventory
+from shop.orders import MAX_QUANTITY, ItemRequest, Orders
 from tests.examples.shop.kit import SERVICES, running_shop
 from tests.servers import POSTGRES_URL, postgres_execute, require_server
+
+from flotilla import NotFound
 
 
 @pytest.fixture
@@ -54,3 +58,33 @@ async def test_the_saga_runs_on_postgresql(schemas: dict[str, str]) -> None:
         assert (await shop.payment(ada, good)).status == "refunded"
         stock = await shop.stock(teapot)
         assert (stock.available, stock.reserved, stock.sold) == (2, 0, 3)
+
+
+async def test_64_bit_ids_stock_and_totals_fit_on_postgresql(schemas: dict[str, str]) -> None:
+    """PostgreSQL's INTEGER is 32-bit: stock past 2**31 units, a total past 2**31 cents or an
+    id past 2**31 must neither overflow nor fail (they were a 500 on INTEGER columns)."""
+
+    def where(service: str) -> tuple[str, dict[str, Any]]:
+        settings = {"search_path": schemas[service]}
+        return POSTGRES_URL, {"connect_args": {"server_settings": settings}}
+
+    async with running_shop(databases=where) as shop:
+        dear = await shop.product(stock=MAX_STOCK, price_cents=100_000_000)
+        for _ in range(3):
+            await shop.admin.client(Inventory).add_stock(product_id=dear, add=MAX_STOCK)
+        ada = await shop.signup()
+        lines = [ItemRequest(dear, MAX_QUANTITY)]
+        order = await ada.client(Orders).create(items=lines, card_token="tok_ok")
+        far = 2**40
+        with pytest.raises(NotFound):
+            await shop.admin.client(Catalog).get(id=far)
+        with pytest.raises(NotFound):
+            await shop.get(ada, far)
+        with pytest.raises(NotFound):
+            await shop.stock(far)
+        await shop.settled(timeout=20)
+        placed = await shop.get(ada, order.id)
+        assert placed.total_cents == 100_000_000 * MAX_QUANTITY
+        assert (placed.status, placed.cancel_reason) == ("cancelled", "payment_declined")
+        assert (await shop.payment(ada, order.id)).amount_cents == placed.total_cents
+        assert (await shop.stock(dear)).available == 4 * MAX_STOCK
