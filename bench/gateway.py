@@ -1,7 +1,9 @@
 """Gateway overhead: a GET through the HTTP gateway against the same RPC called directly.
 
-    .venv/bin/python bench/gateway.py              # 2000 calls each way, after 300 of warm-up
-    .venv/bin/python bench/gateway.py --calls 500  # a quick look
+    .venv/bin/python bench/gateway.py                  # 2000 calls each way, after 300 of warm-up
+    .venv/bin/python bench/gateway.py --calls 500      # a quick look
+    .venv/bin/python bench/gateway.py --baseline main  # and main's gateway beside this one
+    .venv/bin/python bench/gateway.py --profile DIR    # py-spy the gateway, µs per function
 
 Three processes on loopback, uvloop in each: a service (``flotilla serve``), a
 gateway (``flotilla gateway``) routing ``GET /ping`` to it, and this driver.
@@ -14,15 +16,24 @@ The driver times, one call at a time (concurrency 1), alternating blocks of
   so that the figure is the gateway's cost and not an HTTP client's.
 
 Both answer the same JSON-able value.  A third row, ``GET /healthz`` on the
-same connection, is the HTTP side alone (uvicorn, Starlette, the request-id
-and metrics layer; no call behind it).  Prints p50/p99 of each and the ratio
-of the p50s (target: gateway <= 1.3x direct).
+same connection, is the HTTP side alone (uvicorn, the request-id and metrics
+layer; no call behind it).  Prints p50/p99 of each and the ratio of the p50s
+(target: gateway <= 1.3x direct), and the gateway process's CPU time per
+request (from its threads' ``/proc/<pid>/task/*/schedstat``, in ns), which
+means something on a busy machine where wall-clock latency hardly does.
+
+``--baseline REF`` starts a second gateway from the source of git commit REF
+(``git archive``, on ``PYTHONPATH``) beside this tree's, and times it in the
+same alternating blocks: before and after in one run, under the same load.
+``--profile DIR`` records the gateway with py-spy during an extra run of
+gateway calls and prints its functions in µs of CPU per request.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -32,8 +43,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import _pyspy
 import uvloop
 
 from flotilla.runtime.node import Node, NodeConfig
@@ -54,6 +68,7 @@ ROUTES = [Route("GET", "/ping", "bench.ping")]
 """
 TARGET = 1.3
 BLOCK = 100
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -82,11 +97,11 @@ class HttpConnection:
         return await self.reader.readexactly(length)
 
 
-async def timed(call: object, count: int) -> list[float]:
+async def timed(call: Callable[[], Awaitable[object]], count: int) -> list[float]:
     samples = []
     for _ in range(count):
         started = time.perf_counter_ns()
-        await call()  # type: ignore[operator]
+        await call()
         samples.append((time.perf_counter_ns() - started) / 1000)
     return samples
 
@@ -96,48 +111,108 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure(registry: str, secret: bytes, port: int, calls: int, warmup: int) -> None:
+def cpu_ns(pid: int) -> int:
+    """CPU time the process's threads have run, in ns (the scheduler's own count)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a thread ended
+            total += int((task / "schedstat").read_text().split()[0])
+    return total
+
+
+@dataclass
+class Row:
+    """One timed path: its latencies, and the CPU of the process that serves it."""
+
+    name: str
+    call: Callable[[], Awaitable[object]]
+    pid: int | None = None
+    samples: list[float] = field(default_factory=list)
+    cpu: int = 0
+
+    async def block(self, count: int) -> None:
+        before = cpu_ns(self.pid) if self.pid else 0
+        self.samples += await timed(self.call, count)
+        if self.pid:
+            self.cpu += cpu_ns(self.pid) - before
+
+
+async def connect(port: int) -> tuple[HttpConnection, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    return HttpConnection(reader, writer), writer
+
+
+async def measure(
+    registry: str, secret: bytes, gateways: list[tuple[str, int, int]], options: argparse.Namespace
+) -> None:
+    """``gateways``: (label, port, pid) of each gateway process to time."""
     async with Node(config=NodeConfig(registry=registry, secret=secret)) as node:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        http = HttpConnection(reader, writer)
-
-        async def direct() -> None:
-            await node.call("bench.ping")
-
-        async def through_gateway() -> None:
-            await http.get("/ping")
-
-        async def gateway_alone() -> None:  # the HTTP layers with no call behind them
-            await http.get("/healthz")
-
-        for call in (direct, through_gateway, gateway_alone):
-            await timed(call, warmup)
-        direct_us: list[float] = []
-        gateway_us: list[float] = []
-        http_us: list[float] = []
-        for _ in range(max(1, calls // BLOCK)):
-            direct_us += await timed(direct, BLOCK)
-            gateway_us += await timed(through_gateway, BLOCK)
-            http_us += await timed(gateway_alone, BLOCK)
-        writer.close()
-    report(direct_us, gateway_us, http_us)
+        rows = [Row("direct RPC (Node)", lambda: node.call("bench.ping"))]
+        writers = []
+        for label, port, pid in gateways:
+            http, writer = await connect(port)
+            writers.append(writer)
+            rows.append(Row(f"GET via gateway{label}", lambda h=http: h.get("/ping"), pid))
+            # The HTTP layers with no call behind them.
+            rows.append(Row(f"GET /healthz{label}", lambda h=http: h.get("/healthz"), pid))
+        for row in rows:
+            await timed(row.call, options.warmup)
+        for _ in range(max(1, options.calls // BLOCK)):
+            for row in rows:
+                await row.block(BLOCK)
+        if options.profile:
+            await profile(rows[1], gateways[0][2], options.profile)
+        for writer in writers:
+            writer.close()
+    report(rows)
 
 
-def report(direct_us: list[float], gateway_us: list[float], http_us: list[float]) -> None:
-    rows = [
-        ("direct RPC (Node)", direct_us),
-        ("GET via gateway", gateway_us),
-        ("GET /healthz", http_us),
-    ]
-    print(f"{'path':<20} {'calls':>6} {'p50 us':>8} {'p99 us':>8} {'mean us':>8}")
-    for name, samples in rows:
-        p50, p99 = percentile(samples, 0.5), percentile(samples, 0.99)
-        print(
-            f"{name:<20} {len(samples):>6} {p50:>8.0f} {p99:>8.0f} {statistics.mean(samples):>8.0f}"
-        )
-    ratio = percentile(gateway_us, 0.5) / percentile(direct_us, 0.5)
-    verdict = "meets" if ratio <= TARGET else "misses"
-    print(f"p50 ratio gateway/direct: {ratio:.2f} ({verdict} the target <= {TARGET})")
+async def profile(row: Row, pid: int, out: Path) -> None:
+    """py-spy on the gateway while ``row`` runs alone; its functions in µs of CPU a request."""
+    stacks = out / "gateway.txt"
+    seconds = 10.0
+    recorder = _pyspy.attach(_pyspy.install(), pid, stacks, seconds)
+    await asyncio.sleep(1.0)  # py-spy attaches
+    count, before, deadline = 0, cpu_ns(pid), time.monotonic() + seconds - 2
+    while time.monotonic() < deadline:
+        await timed(row.call, BLOCK)
+        count += BLOCK
+    used = cpu_ns(pid) - before
+    await asyncio.to_thread(recorder.wait)
+    print(_pyspy.summary(stacks, used / count / 1000, top=30))
+
+
+def report(rows: list[Row]) -> None:
+    header = f"{'path':<28} {'calls':>6} {'p50 us':>8} {'p99 us':>8} {'mean us':>8}"
+    print(f"{header} {'gateway CPU us/req':>19}")
+    for row in rows:
+        p50, p99 = percentile(row.samples, 0.5), percentile(row.samples, 0.99)
+        cpu = f"{row.cpu / len(row.samples) / 1000:19.0f}" if row.pid else f"{'':>19}"
+        mean = statistics.mean(row.samples)
+        print(f"{row.name:<28} {len(row.samples):>6} {p50:>8.0f} {p99:>8.0f} {mean:>8.0f} {cpu}")
+    direct = percentile(rows[0].samples, 0.5)
+    for row in rows[1::2]:
+        ratio = percentile(row.samples, 0.5) / direct
+        verdict = "meets" if ratio <= TARGET else "misses"
+        print(f"p50 ratio {row.name}/direct: {ratio:.2f} ({verdict} the target <= {TARGET})")
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    print(f"commit {commit()}; {os.cpu_count()} CPUs; load average {load}")
+
+
+def commit(ref: str = "HEAD") -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "--short", ref], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+
+
+def export_source(ref: str, into: Path) -> Path:
+    """The ``src`` tree of commit ``ref``, unpacked under ``into``; its path."""
+    into.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", ref, "src"], capture_output=True, check=True, cwd=ROOT
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "src"
 
 
 def start(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -166,20 +241,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--baseline", metavar="REF", help="also time the gateway of commit REF")
+    parser.add_argument("--profile", metavar="DIR", type=Path, help="py-spy the gateway")
     options = parser.parse_args()
+    if options.profile:
+        options.profile.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="flotilla-bench-gw-") as temp:
         root = Path(temp)
         (root / "bench_service.py").write_text(SERVICE)
         (root / "bench_routes.py").write_text(ROUTES)
         secret = secrets.token_hex(32).encode()
         registry = f"sqlite://{root / 'registry.db'}"
-        port = free_port()
         env = {
             **os.environ,
             "FLOTILLA_DATA_DIR": str(root),
             "FLOTILLA_REGISTRY": registry,
             "FLOTILLA_SECRET": secret.decode(),
-            "FLOTILLA_GATEWAY_PORT": str(port),
             "FLOTILLA_JWT_SECRET": secrets.token_hex(32),
             "PYTHONPATH": str(root),
             # The limiter runs (its cost is part of the gateway's) but never refuses.
@@ -188,15 +265,27 @@ def main() -> None:
             ),
         }
         flotilla = [sys.executable, "-m", "flotilla"]
+        gateway = [*flotilla, "gateway", "--log-level", "WARNING"]
         service = start([*flotilla, "serve", "bench_service:Bench"], env, root, root / "svc.log")
-        gateway = start(
-            [*flotilla, "gateway", "--log-level", "WARNING"], env, root, root / "gw.log"
-        )
+        processes = [service]
+        gateways: list[tuple[str, int, int]] = []
+        variants = [("", str(root))]
+        if options.baseline:
+            source = export_source(options.baseline, root / "baseline")
+            variants.append((f" @{commit(options.baseline)}", f"{source}:{root}"))
         try:
-            uvloop.run(wait_ready(port))
-            uvloop.run(measure(registry, secret, port, options.calls, options.warmup))
+            for label, path in variants:
+                port = free_port()
+                own = {**env, "FLOTILLA_GATEWAY_PORT": str(port), "PYTHONPATH": path}
+                log = root / f"gw{len(gateways)}.log"
+                process = start(gateway, own, root, log)
+                processes.append(process)
+                gateways.append((label, port, process.pid))
+            for _, port, _ in gateways:
+                uvloop.run(wait_ready(port))
+            uvloop.run(measure(registry, secret, gateways, options))
         finally:
-            for process in (gateway, service):
+            for process in reversed(processes):
                 process.terminate()
                 process.wait(timeout=30)
 
