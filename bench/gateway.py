@@ -4,6 +4,7 @@
     .venv/bin/python bench/gateway.py --calls 500      # a quick look
     .venv/bin/python bench/gateway.py --baseline main  # and main's gateway beside this one
     .venv/bin/python bench/gateway.py --profile DIR    # py-spy the gateway, µs per function
+    .venv/bin/python bench/gateway.py --in-process --baseline main  # the gateway's own work
 
 Three processes on loopback, uvloop in each: a service (``flotilla serve``), a
 gateway (``flotilla gateway``) routing ``GET /ping`` to it, and this driver.
@@ -27,6 +28,13 @@ means something on a busy machine where wall-clock latency hardly does.
 same alternating blocks: before and after in one run, under the same load.
 ``--profile DIR`` records the gateway with py-spy during an extra run of
 gateway calls and prints its functions in µs of CPU per request.
+
+``--in-process`` times the gateway's own work alone: its ASGI app called in
+this process with the scope uvicorn would give it, an invoker that answers
+at once (no network, no server, no RPC), CPU time per request.  Two routes:
+``GET /ping`` (the one route above) and ``GET /api/products/{id}`` among the
+shop's routes (``examples/shop``).  With ``--baseline REF`` the same is run
+with commit REF's source in a subprocess, and both printed.
 """
 
 from __future__ import annotations
@@ -46,6 +54,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import _pyspy
 import uvloop
@@ -120,6 +130,19 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
+def user_ticks(pid: int) -> int:
+    """The process's CPU time in user mode, in clock ticks (``utime`` of ``/proc/<pid>/stat``).
+
+    Ticks are coarse (10 ms) but counted by sampling, so their sum over many
+    blocks is a fair estimate; the rest of the CPU time is the kernel's.
+    """
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[11])
+
+
+TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Row:
     """One timed path: its latencies, and the CPU of the process that serves it."""
@@ -129,12 +152,16 @@ class Row:
     pid: int | None = None
     samples: list[float] = field(default_factory=list)
     cpu: int = 0
+    user: int = 0
 
     async def block(self, count: int) -> None:
-        before = cpu_ns(self.pid) if self.pid else 0
+        if not self.pid:
+            self.samples += await timed(self.call, count)
+            return
+        before, user_before = cpu_ns(self.pid), user_ticks(self.pid)
         self.samples += await timed(self.call, count)
-        if self.pid:
-            self.cpu += cpu_ns(self.pid) - before
+        self.cpu += cpu_ns(self.pid) - before
+        self.user += (user_ticks(self.pid) - user_before) * TICK_NS
 
 
 async def connect(port: int) -> tuple[HttpConnection, asyncio.StreamWriter]:
@@ -184,10 +211,11 @@ async def profile(row: Row, pid: int, out: Path) -> None:
 
 def report(rows: list[Row]) -> None:
     header = f"{'path':<28} {'calls':>6} {'p50 us':>8} {'p99 us':>8} {'mean us':>8}"
-    print(f"{header} {'gateway CPU us/req':>19}")
+    print(f"{header} {'gateway CPU us/req':>19} {'(user)':>7}")
     for row in rows:
         p50, p99 = percentile(row.samples, 0.5), percentile(row.samples, 0.99)
-        cpu = f"{row.cpu / len(row.samples) / 1000:19.0f}" if row.pid else f"{'':>19}"
+        per_request = 1000 * len(row.samples)
+        cpu = f"{row.cpu / per_request:19.0f} {row.user / per_request:7.0f}" if row.pid else ""
         mean = statistics.mean(row.samples)
         print(f"{row.name:<28} {len(row.samples):>6} {p50:>8.0f} {p99:>8.0f} {mean:>8.0f} {cpu}")
     direct = percentile(rows[0].samples, 0.5)
@@ -237,13 +265,132 @@ async def wait_ready(port: int, timeout: float = 30.0) -> None:
     raise TimeoutError("the gateway did not become ready")
 
 
+class _Answers:
+    """The directory and invoker of a gateway whose calls are answered at once."""
+
+    def __init__(self, tables: dict[str, tuple[Any, ...]], result: object) -> None:
+        self.tables = tables
+        self.result = result
+        self.directory = self
+
+    async def open(self, service: str, *, deadline: float | None) -> Any:
+        return SimpleNamespace(methods={info.name: info for info in self.tables[service]})
+
+    def get(self, service: str) -> Any:
+        return None
+
+    async def invoke(self, target: str, args: dict[str, Any], **options: Any) -> object:
+        return self.result
+
+
+async def own_work(routes: list[Any], tables: dict[str, Any], path: str, result: object) -> float:
+    """CPU µs per ``GET path`` in the gateway's app with an invoker that answers at once."""
+    from flotilla.clock import SystemClock
+    from flotilla.gateway import Gateway, GatewayConfig, RateLimit, TokenSettings
+
+    answers = _Answers(tables, result)
+    node = SimpleNamespace(caller=answers, clock=SystemClock(), state="running")
+    config = GatewayConfig(
+        rate_limit=RateLimit(rate=1e9, burst=1_000_000_000),
+        tokens=TokenSettings(secret=secrets.token_hex(32)),
+    )
+    gateway = Gateway(node, routes, config)  # type: ignore[arg-type]
+    await gateway.start()
+    scope_base = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 8080),
+        "client": ("127.0.0.1", 50000),
+        "scheme": "http",
+        "method": "GET",
+        "root_path": "",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"bench")],
+    }
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    async def run(count: int) -> None:
+        for _ in range(count):
+            await gateway.app(dict(scope_base), receive, send)
+
+    await run(2000)
+    count = 20_000
+    started = time.process_time_ns()
+    await run(count)
+    used = time.process_time_ns() - started
+    await gateway.aclose()
+    if set(statuses) != {200}:
+        raise RuntimeError(f"GET {path}: statuses {sorted(set(statuses))}")
+    return used / count / 1000
+
+
+def in_process() -> None:
+    """Print the gateway's own CPU µs per request on the two routes (see the docstring)."""
+    sys.path.insert(0, str(ROOT / "examples" / "shop"))
+    import importlib
+
+    from flotilla.gateway import Route
+    from flotilla.service import Service
+
+    ping = {
+        "bench": (
+            SimpleNamespace(
+                name="ping",
+                timeout=None,
+                idempotent=True,
+                params={"type": "object", "properties": {}},
+                result={},
+            ),
+        )
+    }
+    shop_routes = importlib.import_module("shop.routes").ROUTES
+    tables = {}
+    for module in ("users", "catalog", "inventory", "orders", "payments", "notifications"):
+        for value in vars(importlib.import_module(f"shop.{module}")).values():
+            if isinstance(value, type) and issubclass(value, Service) and value is not Service:
+                tables[value.name] = value.method_table()
+    product = {"id": 7, "name": "kettle", "price_cents": 2500, "category": "tea"}
+    cases = [
+        ("GET /ping (1 route)", [Route("GET", "/ping", "bench.ping")], ping, "/ping", {"n": 1}),
+        ("GET /api/products/{id} (shop)", shop_routes, tables, "/api/products/7", product),
+    ]
+    for name, routes, table, path, result in cases:
+        print(f"{name:<32} {uvloop.run(own_work(routes, table, path, result)):8.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--baseline", metavar="REF", help="also time the gateway of commit REF")
     parser.add_argument("--profile", metavar="DIR", type=Path, help="py-spy the gateway")
+    parser.add_argument("--in-process", action="store_true", help="the gateway's own work")
     options = parser.parse_args()
+    if options.in_process:
+        print(f"{'gateway app, in process':<32} {'CPU us/req':>8}")
+        if options.baseline:
+            with tempfile.TemporaryDirectory(prefix="flotilla-bench-gw-") as temp:
+                source = export_source(options.baseline, Path(temp) / "baseline")
+                print(f"-- @{commit(options.baseline)}", flush=True)
+                env = {**os.environ, "PYTHONPATH": str(source)}
+                command = [sys.executable, __file__, "--in-process"]
+                output = subprocess.run(
+                    command, env=env, check=True, capture_output=True, text=True
+                )
+                print("\n".join(output.stdout.splitlines()[2:]))  # its rows
+        print(f"-- @{commit()} (this tree)", flush=True)
+        in_process()
+        return
     if options.profile:
         options.profile.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="flotilla-bench-gw-") as temp:
