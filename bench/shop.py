@@ -40,7 +40,7 @@ import uvloop
 
 from flotilla.runtime.node import Node, NodeConfig
 from flotilla.runtime.settings import Settings
-from gateway import BLOCK, HttpConnection, free_port, percentile, timed, wait_ready
+from gateway import BLOCK, HttpConnection, Row, free_port, percentile, timed, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOP = ROOT / "examples" / "shop"
@@ -152,27 +152,38 @@ async def bench_reads(http: httpx.AsyncClient, product: int, rate: float, second
 
 
 async def bench_overhead(settings: Settings, port: int, product: int, calls: int) -> Any:
-    """p50 of catalog.get through the gateway and directly, one at a time, alternating."""
+    """p50 of catalog.get through the gateway and directly, one at a time, alternating;
+    and the gateway process's CPU µs per request."""
     config = NodeConfig(registry=settings.registry, secret=settings.secret)
     async with Node(config=config) as node:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         http = HttpConnection(reader, writer)
-
-        async def direct() -> None:
-            await node.call("catalog.get", id=product)
-
-        async def through_gateway() -> None:
-            await http.get(f"/api/products/{product}")
-
-        await timed(direct, 200)
-        await timed(through_gateway, 200)
-        direct_us: list[float] = []
-        gateway_us: list[float] = []
+        direct = Row("direct", lambda: node.call("catalog.get", id=product))
+        gateway = Row("gateway", lambda: http.get(f"/api/products/{product}"), gateway_pid(port))
+        await timed(direct.call, 200)
+        await timed(gateway.call, 200)
         for _ in range(max(1, calls // BLOCK)):
-            direct_us += await timed(direct, BLOCK)
-            gateway_us += await timed(through_gateway, BLOCK)
+            await direct.block(BLOCK)
+            await gateway.block(BLOCK)
         writer.close()
-    return percentile(direct_us, 0.5), percentile(gateway_us, 0.5)
+    cpu = gateway.cpu / len(gateway.samples) / 1000 if gateway.pid else float("nan")
+    return percentile(direct.samples, 0.5), percentile(gateway.samples, 0.5), cpu
+
+
+def gateway_pid(port: int) -> int | None:
+    """The process of ``flotilla gateway`` listening on ``port`` (its FLOTILLA_GATEWAY_PORT)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone, or not ours
+            continue
+        ours = f"FLOTILLA_GATEWAY_PORT={port}".encode() in environ
+        if ours and command.endswith(b"-m\0flotilla\0gateway\0"):
+            return int(entry.name)
+    return None
 
 
 async def measure(settings: Settings, port: int, options: argparse.Namespace) -> None:
@@ -184,13 +195,12 @@ async def measure(settings: Settings, port: int, options: argparse.Namespace) ->
         buyer, product = await set_up(http)
         orders = await bench_orders(http, buyer, product, options.order_rate, options.seconds)
         reads = await bench_reads(http, product, options.get_rate, options.seconds)
-    direct, gateway = await bench_overhead(settings, port, product, options.calls)
-    report(options, orders, reads, direct, gateway)
+    overhead = await bench_overhead(settings, port, product, options.calls)
+    report(options, orders, reads, overhead)
 
 
-def report(
-    options: argparse.Namespace, orders: dict[str, Any], reads: Any, direct: float, gateway: float
-) -> None:
+def report(options: argparse.Namespace, orders: dict[str, Any], reads: Any, overhead: Any) -> None:
+    direct, gateway, gateway_cpu = overhead
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
@@ -218,7 +228,7 @@ def report(
     print(
         f"gateway overhead, concurrency 1: GET via gateway p50 {gateway:.0f} us, catalog.get"
         f" direct p50 {direct:.0f} us, ratio {ratio:.2f}"
-        f" (target <= {OVERHEAD_TARGET}: {verdict})"
+        f" (target <= {OVERHEAD_TARGET}: {verdict}); gateway CPU {gateway_cpu:.0f} us/request"
     )
 
 
