@@ -61,6 +61,9 @@ class CorkedTransport:
         if not self.transport.is_closing():
             self.transport.write(held[0] if len(held) == 1 else b"".join(held))
 
+    def is_closing(self) -> bool:  # asked after every answer: not through __getattr__
+        return self.transport.is_closing()
+
     def get_write_buffer_size(self) -> int:
         return self.transport.get_write_buffer_size() + sum(len(data) for data in self._held)
 

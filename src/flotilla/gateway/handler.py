@@ -46,6 +46,8 @@ log = logging.getLogger("flotilla.gateway")
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 _NO_HEADERS: Mapping[str, str] = {}
+_CALLER = "gateway"
+"""The caller the gateway's calls name."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,11 +193,12 @@ class RouteHandler:
         timeout = self.route.timeout
         headers = Headers(
             request_id=request_id,
+            caller=_CALLER,  # as the context would make it for the onward call: made once
             trace=trace if trace and _TRACEPARENT.match(trace) else "",
             principal=principal,
             deadline=None if timeout is None else time.monotonic() + timeout,
         )
-        return Context(self.edge.invoker, headers, service="gateway")
+        return Context(self.edge.invoker, headers, service=_CALLER)
 
     def _token(self, claims: Any) -> dict[str, Any]:
         """The token answer for the claims a login method returned."""
