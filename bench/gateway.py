@@ -145,23 +145,55 @@ TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
 @dataclass
 class Row:
-    """One timed path: its latencies, and the CPU of the process that serves it."""
+    """One timed path: its latencies, and the CPU of the process that serves it (``pid``)."""
 
     name: str
     call: Callable[[], Awaitable[object]]
     pid: int | None = None
     samples: list[float] = field(default_factory=list)
-    cpu: int = 0
+    seconds: float = 0.0
+    """Wall time of its blocks."""
+    cpu: dict[int, int] = field(default_factory=dict)
+    """ns of CPU each watched process used during its blocks."""
     user: int = 0
+    """ns of CPU in user mode of ``pid`` during its blocks."""
 
-    async def block(self, count: int) -> None:
-        if not self.pid:
-            self.samples += await timed(self.call, count)
-            return
-        before, user_before = cpu_ns(self.pid), user_ticks(self.pid)
-        self.samples += await timed(self.call, count)
-        self.cpu += cpu_ns(self.pid) - before
-        self.user += (user_ticks(self.pid) - user_before) * TICK_NS
+
+class Meter:
+    """Times rows in blocks and counts the CPU of ``pids`` (the gateways) during each.
+
+    A gateway uses some CPU when no request comes (its node watches the
+    registry, timers fire): on a slow call (several ms) that idle rate,
+    counted per request, would swamp the request's own cost.  It is measured
+    during the blocks of the rows that process does not serve and taken off:
+    :meth:`per_request` is the CPU a request adds.
+    """
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+
+    async def block(self, row: Row, count: int) -> None:
+        before = {pid: cpu_ns(pid) for pid in self.pids}
+        user_before = user_ticks(row.pid) if row.pid else 0
+        started = time.perf_counter()
+        row.samples += await timed(row.call, count)
+        row.seconds += time.perf_counter() - started
+        for pid in self.pids:
+            row.cpu[pid] = row.cpu.get(pid, 0) + cpu_ns(pid) - before[pid]
+        if row.pid:
+            row.user += (user_ticks(row.pid) - user_before) * TICK_NS
+
+    @staticmethod
+    def per_request(row: Row, rows: list[Row]) -> tuple[float, float]:
+        """µs of ``row.pid``'s CPU per request of ``row``: all of it, and less its idle rate."""
+        pid = row.pid
+        assert pid is not None
+        idle = [other for other in rows if other.pid != pid]
+        idle_seconds = sum(other.seconds for other in idle)
+        rate = sum(other.cpu.get(pid, 0) for other in idle) / idle_seconds if idle_seconds else 0
+        used = row.cpu.get(pid, 0)
+        count = 1000 * len(row.samples)
+        return used / count, (used - rate * row.seconds) / count
 
 
 async def connect(port: int) -> tuple[HttpConnection, asyncio.StreamWriter]:
@@ -184,9 +216,10 @@ async def measure(
             rows.append(Row(f"GET /healthz{label}", lambda h=http: h.get("/healthz"), pid))
         for row in rows:
             await timed(row.call, options.warmup)
+        meter = Meter([pid for _, _, pid in gateways])
         for _ in range(max(1, options.calls // BLOCK)):
             for row in rows:
-                await row.block(BLOCK)
+                await meter.block(row, BLOCK)
         if options.profile:
             await profile(rows[1], gateways[0][2], options.profile)
         for writer in writers:
@@ -211,11 +244,13 @@ async def profile(row: Row, pid: int, out: Path) -> None:
 
 def report(rows: list[Row]) -> None:
     header = f"{'path':<28} {'calls':>6} {'p50 us':>8} {'p99 us':>8} {'mean us':>8}"
-    print(f"{header} {'gateway CPU us/req':>19} {'(user)':>7}")
+    print(f"{header} {'gateway CPU us/req':>19} {'less idle':>9} {'(user)':>7}")
     for row in rows:
         p50, p99 = percentile(row.samples, 0.5), percentile(row.samples, 0.99)
-        per_request = 1000 * len(row.samples)
-        cpu = f"{row.cpu / per_request:19.0f} {row.user / per_request:7.0f}" if row.pid else ""
+        cpu = ""
+        if row.pid:
+            used, net = Meter.per_request(row, rows)
+            cpu = f"{used:19.0f} {net:9.0f} {row.user / 1000 / len(row.samples):7.0f}"
         mean = statistics.mean(row.samples)
         print(f"{row.name:<28} {len(row.samples):>6} {p50:>8.0f} {p99:>8.0f} {mean:>8.0f} {cpu}")
     direct = percentile(rows[0].samples, 0.5)

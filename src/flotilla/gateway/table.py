@@ -1,9 +1,9 @@
 """Finding a request's route in one dict lookup (or a few regexes), as Starlette's router would.
 
-Starlette's router tries each route in turn, and for each builds a child
-scope and converts its parameters: tens of µs per request once there are a
-few dozen routes.  :class:`RouteTable` gives the same answer from tables made
-once:
+Starlette's router tries each route in turn, and for each matches its regex
+and builds a child scope: its cost grows with every route declared before
+the one that answers.  :class:`RouteTable` gives the same answer from tables
+made once:
 
 * a path with no placeholder (``/api/products``): a dict keyed by method and
   path, holding whichever route Starlette would have picked for it (the
