@@ -18,6 +18,9 @@ directory, a free gateway port) and drives it from this process:
    ``bench/gateway.py``, whose minimal HTTP connection this reuses):
    ``GET /api/products/{id}`` through the gateway against ``catalog.get``
    called directly from a Node in this process.  Target: p50 ratio <= 1.3.
+   Also the gateway process's CPU per request, all of it and less what it
+   uses idle (``bench/gateway.py``'s ``Meter``): on a busy machine the
+   latencies say more about the scheduler than about the gateway.
 
 Prints the commit, the machine's load average, each target and PASS/MISS.
 """
