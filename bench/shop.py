@@ -18,6 +18,9 @@ directory, a free gateway port) and drives it from this process:
    ``bench/gateway.py``, whose minimal HTTP connection this reuses):
    ``GET /api/products/{id}`` through the gateway against ``catalog.get``
    called directly from a Node in this process.  Target: p50 ratio <= 1.3.
+   Also the gateway process's CPU per request, all of it and less what it
+   uses idle (``bench/gateway.py``'s ``Meter``): on a busy machine the
+   latencies say more about the scheduler than about the gateway.
 
 Prints the commit, the machine's load average, each target and PASS/MISS.
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import signal
 import subprocess
@@ -40,7 +44,16 @@ import uvloop
 
 from flotilla.runtime.node import Node, NodeConfig
 from flotilla.runtime.settings import Settings
-from gateway import BLOCK, HttpConnection, free_port, percentile, timed, wait_ready
+from gateway import (
+    BLOCK,
+    HttpConnection,
+    Meter,
+    Row,
+    free_port,
+    percentile,
+    timed,
+    wait_ready,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOP = ROOT / "examples" / "shop"
@@ -152,27 +165,40 @@ async def bench_reads(http: httpx.AsyncClient, product: int, rate: float, second
 
 
 async def bench_overhead(settings: Settings, port: int, product: int, calls: int) -> Any:
-    """p50 of catalog.get through the gateway and directly, one at a time, alternating."""
+    """p50 of catalog.get through the gateway and directly, one at a time, alternating;
+    and the gateway process's CPU µs per request."""
     config = NodeConfig(registry=settings.registry, secret=settings.secret)
     async with Node(config=config) as node:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         http = HttpConnection(reader, writer)
-
-        async def direct() -> None:
-            await node.call("catalog.get", id=product)
-
-        async def through_gateway() -> None:
-            await http.get(f"/api/products/{product}")
-
-        await timed(direct, 200)
-        await timed(through_gateway, 200)
-        direct_us: list[float] = []
-        gateway_us: list[float] = []
+        direct = Row("direct", lambda: node.call("catalog.get", id=product))
+        gateway = Row("gateway", lambda: http.get(f"/api/products/{product}"), gateway_pid(port))
+        await timed(direct.call, 200)
+        await timed(gateway.call, 200)
+        meter = Meter([gateway.pid] if gateway.pid else [])
         for _ in range(max(1, calls // BLOCK)):
-            direct_us += await timed(direct, BLOCK)
-            gateway_us += await timed(through_gateway, BLOCK)
+            await meter.block(direct, BLOCK)
+            await meter.block(gateway, BLOCK)
         writer.close()
-    return percentile(direct_us, 0.5), percentile(gateway_us, 0.5)
+    # All of the gateway's CPU per request, and less what it uses idle (Meter says why).
+    cpu = Meter.per_request(gateway, [direct, gateway]) if gateway.pid else (math.nan, math.nan)
+    return percentile(direct.samples, 0.5), percentile(gateway.samples, 0.5), cpu
+
+
+def gateway_pid(port: int) -> int | None:
+    """The process of ``flotilla gateway`` listening on ``port`` (its FLOTILLA_GATEWAY_PORT)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone, or not ours
+            continue
+        ours = f"FLOTILLA_GATEWAY_PORT={port}".encode() in environ
+        if ours and command.endswith(b"-m\0flotilla\0gateway\0"):
+            return int(entry.name)
+    return None
 
 
 async def measure(settings: Settings, port: int, options: argparse.Namespace) -> None:
@@ -184,13 +210,12 @@ async def measure(settings: Settings, port: int, options: argparse.Namespace) ->
         buyer, product = await set_up(http)
         orders = await bench_orders(http, buyer, product, options.order_rate, options.seconds)
         reads = await bench_reads(http, product, options.get_rate, options.seconds)
-    direct, gateway = await bench_overhead(settings, port, product, options.calls)
-    report(options, orders, reads, direct, gateway)
+    overhead = await bench_overhead(settings, port, product, options.calls)
+    report(options, orders, reads, overhead)
 
 
-def report(
-    options: argparse.Namespace, orders: dict[str, Any], reads: Any, direct: float, gateway: float
-) -> None:
+def report(options: argparse.Namespace, orders: dict[str, Any], reads: Any, overhead: Any) -> None:
+    direct, gateway, gateway_cpu = overhead
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
@@ -218,7 +243,8 @@ def report(
     print(
         f"gateway overhead, concurrency 1: GET via gateway p50 {gateway:.0f} us, catalog.get"
         f" direct p50 {direct:.0f} us, ratio {ratio:.2f}"
-        f" (target <= {OVERHEAD_TARGET}: {verdict})"
+        f" (target <= {OVERHEAD_TARGET}: {verdict}); gateway CPU per request"
+        f" {gateway_cpu[0]:.0f} us, {gateway_cpu[1]:.0f} us less its idle rate"
     )
 
 

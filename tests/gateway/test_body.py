@@ -6,6 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import httpx
+import pytest
+
+from flotilla.gateway.body import read_json
+from flotilla.gateway.problems import BadRequest
 
 from .conftest import running_gateway
 
@@ -69,3 +73,32 @@ async def test_an_empty_body_is_no_arguments(client: httpx.AsyncClient) -> None:
     response = await client.post("/slow", content=b"")
     assert response.status_code == 422
     assert "seconds" in response.json()["error"]["message"]
+
+
+async def test_a_client_gone_before_its_whole_body_is_a_bad_request_not_a_fault() -> None:
+    messages = iter(
+        [
+            {"type": "http.request", "body": b'{"text": ', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+
+    async def receive() -> dict[str, object]:
+        return next(messages)
+
+    with pytest.raises(BadRequest, match="went away"):
+        await read_json(receive, None, 1000)
+
+
+async def test_a_body_in_chunks_is_joined_before_it_is_parsed() -> None:
+    messages = iter(
+        [
+            {"type": "http.request", "body": b'{"text": ', "more_body": True},
+            {"type": "http.request", "body": b'"hi"}', "more_body": False},
+        ]
+    )
+
+    async def receive() -> dict[str, object]:
+        return next(messages)
+
+    assert await read_json(receive, None, 1000) == {"text": "hi"}

@@ -80,3 +80,26 @@ async def test_before_start_routes_answer_503_and_readyz_says_why() -> None:
                 assert (await client.get("/readyz")).status_code == 503
         finally:
             await server.stop()
+
+
+async def test_a_routed_request_from_an_allowed_origin_gets_cors_headers() -> None:
+    async with running_gateway(cors_origins=("https://shop.example",), rate_limit=None) as (
+        _,
+        client,
+    ):
+        allowed = await client.get("/notes?limit=1", headers={"Origin": "https://shop.example"})
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://shop.example"
+        assert allowed.headers["x-request-id"]
+        plain = await client.get("/notes?limit=1")
+        assert plain.status_code == 200
+        assert "access-control-allow-origin" not in plain.headers
+
+
+async def test_head_on_a_get_route_answers_its_head_without_a_body(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.head("/notes?limit=1")
+    assert response.status_code == 200
+    assert response.content == b""
+    assert int(response.headers["content-length"]) > 0

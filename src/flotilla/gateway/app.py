@@ -8,14 +8,20 @@
         ...                       # serve gateway.app (flotilla.gateway.server does, on uvicorn)
         await gateway.aclose()
 
-Built on Starlette: its router, requests and CORS middleware are small,
-well-tested pieces that do exactly this job (path templates, 404/405, query
-parsing, streaming bodies), so the gateway holds only what is Flotilla's own.
+Built on Starlette where it earns its place: its router's rules (path
+templates, 404/405, ``HEAD``, trailing-slash redirects), its CORS middleware,
+the ops routes and docs.  A routed request skips it: Starlette's middleware
+stack, router walk and request/response objects cost more per request than
+the gateway's own work, so a precompiled :class:`RouteTable` finds the route
+Starlette would have found and hands the raw ASGI request straight to its
+:class:`RouteHandler`.
 
 The app, outermost first::
 
-    Observe (request id, metrics) -> CORS (when configured) -> Starlette router
-        -> a RouteHandler per route (auth, limits, body, call) | ops routes
+    Observe (request id, metrics) -> RouteTable: a routed request -> its RouteHandler
+        (auth, limits, body, call)
+      | anything else, or any request with an Origin when CORS is configured
+        -> Starlette: CORS (when configured) -> router -> the same RouteHandler | ops routes
 
 Its life::
 
@@ -31,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -42,8 +48,10 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route as StarletteRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flotilla.errors import ConfigError, FlotillaError, Unavailable
+from flotilla.gateway.answer import send_json
 from flotilla.gateway.auth import Tokens
 from flotilla.gateway.binding import Binding, bind
 from flotilla.gateway.config import GatewayConfig
@@ -52,9 +60,10 @@ from flotilla.gateway.handler import Edge, RouteHandler
 from flotilla.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from flotilla.gateway.observe import ROUTE_KEY, Observe, request_id_of
 from flotilla.gateway.openapi import openapi_document
-from flotilla.gateway.problems import MethodNotAllowed, NoRoute, error_response
+from flotilla.gateway.problems import MethodNotAllowed, NoRoute, error_answer, error_response
 from flotilla.gateway.ratelimit import Limiter, open_limiter
 from flotilla.gateway.routes import Route, TokenRoute
+from flotilla.gateway.table import RouteTable
 from flotilla.registry.base import MethodInfo
 from flotilla.runtime.node import Node
 
@@ -103,7 +112,9 @@ class Gateway:
         self.state = "made"
         self._handlers: dict[str, RouteHandler] = {}
         self._document = b"{}"
-        self.app = Observe(self._starlette(), self.metrics)
+        starlette = self._starlette()
+        table = RouteTable([(route, route.app) for route in self._routed])
+        self.app = Observe(_Front(table, starlette, cors=bool(config.cors_origins)), self.metrics)
 
     async def start(self) -> None:
         """Bind every route to its method's table; ready once all are bound.
@@ -152,7 +163,7 @@ class Gateway:
 
     def _starlette(self) -> Starlette:
         self._routed = [
-            StarletteRoute(route.template, self._endpoint(route.name), methods=[route.method])
+            StarletteRoute(route.template, _Routed(self, route.name), methods=[route.method])
             for route in self.routes
         ]
         routes = [
@@ -185,19 +196,6 @@ class Gateway:
             ],
             expose_headers=["X-Request-Id", "Retry-After"],
         )
-
-    def _endpoint(self, name: str) -> Callable[[Request], Awaitable[Response]]:
-        """The Starlette endpoint of route ``name``: its handler once bound, 503 before."""
-
-        async def endpoint(request: Request) -> Response:
-            handler = self._handlers.get(name)
-            if handler is None or self.state != "ready":
-                request.scope[ROUTE_KEY] = name
-                error = Unavailable(f"the gateway is {self.state}, not ready")
-                return error_response(error, request_id_of(request.scope), {"Retry-After": "1"})
-            return await handler(request)
-
-        return endpoint
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         """The router's own refusals (no such path, wrong method), in the one error shape."""
@@ -245,6 +243,52 @@ class Gateway:
     async def _docs(self, request: Request) -> Response:
         request.scope[ROUTE_KEY] = "GET /docs"
         return HTMLResponse(docs_page(self.config.title))
+
+
+class _Routed:
+    """The ASGI app of route ``name``: its handler once the gateway is ready, 503 before."""
+
+    def __init__(self, gateway: Gateway, name: str) -> None:
+        self.gateway = gateway
+        self.name = name
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway = self.gateway
+        handler = gateway._handlers.get(self.name)
+        if handler is not None and gateway.state == "ready":
+            await handler(scope, receive, send)
+            return
+        scope[ROUTE_KEY] = self.name
+        error = Unavailable(f"the gateway is {gateway.state}, not ready")
+        status, body = error_answer(error, request_id_of(scope))
+        await send_json(send, status, body, ((b"retry-after", b"1"),))
+
+
+class _Front:
+    """Routed requests straight to their route's app; the rest to Starlette (module docstring).
+
+    With CORS configured, a request with an ``Origin`` goes through Starlette,
+    whose CORS middleware answers preflights and adds the headers; one without
+    needs neither (the middleware passes it through untouched).
+    """
+
+    def __init__(self, table: RouteTable[ASGIApp], starlette: ASGIApp, *, cors: bool) -> None:
+        self.table = table
+        self.starlette = starlette
+        self.cors = cors
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not (self.cors and _has_origin(scope)):
+            found = self.table.match(scope["method"], scope["path"])
+            if found is not None:
+                app, scope["path_params"] = found
+                await app(scope, receive, send)
+                return
+        await self.starlette(scope, receive, send)
+
+
+def _has_origin(scope: Scope) -> bool:
+    return any(name == b"origin" for name, _ in scope["headers"])
 
 
 def _json(body: Any, status: int = 200) -> Response:

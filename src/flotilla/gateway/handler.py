@@ -20,21 +20,22 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import msgspec
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from flotilla.context import Context, Invoker
 from flotilla.errors import FlotillaError, Internal, ResourceExhausted
+from flotilla.gateway.answer import send_json
 from flotilla.gateway.auth import Tokens, authorize
 from flotilla.gateway.binding import NO_BODY, Binding
 from flotilla.gateway.body import read_json
 from flotilla.gateway.observe import ROUTE_KEY, request_id_of
-from flotilla.gateway.problems import error_response
+from flotilla.gateway.problems import error_answer
 from flotilla.gateway.ratelimit import Limiter, retry_after_header
 from flotilla.gateway.routes import RateLimit
 from flotilla.headers import Headers, Principal
@@ -44,7 +45,9 @@ __all__ = ["Edge", "RouteHandler"]
 log = logging.getLogger("flotilla.gateway")
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
-_JSON = "application/json"
+_NO_HEADERS: Mapping[str, str] = {}
+_CALLER = "gateway"
+"""The caller the gateway's calls name."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,10 +62,17 @@ class Edge:
     trusted_proxies: Sequence[str] = ()
 
 
-def _has_body(request: Request) -> bool:
-    """Whether the request says a body follows (HTTP/1.1: a length or chunks; RFC 9112 6.3)."""
-    headers = request.headers
-    return "content-length" in headers or "transfer-encoding" in headers
+def _header_map(raw: Sequence[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """The request's headers by (lower-case) name; of a repeated one, the first, as Starlette."""
+    headers: dict[bytes, bytes] = {}
+    for name, value in raw:
+        if name not in headers:
+            headers[name] = value
+    return headers
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
 
 
 def _none(name: str) -> list[str]:
@@ -70,99 +80,125 @@ def _none(name: str) -> list[str]:
 
 
 class RouteHandler:
-    """The Starlette endpoint of one :class:`Binding` (see the module docstring)."""
+    """The ASGI app of one :class:`Binding` (see the module docstring).
+
+    Raw ASGI rather than a Starlette endpoint: a request and a response object
+    per call cost more than the rest of the gateway's own work.  The scope
+    holds the route's ``path_params`` (put there by the router that chose it)
+    and the request id :class:`~flotilla.gateway.observe.Observe` gave it.
+    """
 
     def __init__(self, binding: Binding, edge: Edge) -> None:
         self.binding = binding
         self.edge = edge
         self.route = binding.route
+        self.name = binding.route.name
         self.limit = binding.route.rate_limit or edge.rate_limit
+        self._takes_body = binding.route.body is not False
 
-    async def __call__(self, request: Request) -> Response:
-        request.scope[ROUTE_KEY] = self.route.name
-        request_id = request_id_of(request.scope)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[ROUTE_KEY] = self.name
+        request_id = request_id_of(scope)
+        headers: Sequence[tuple[bytes, bytes]] = ()
         try:
-            return await self._answer(request, request_id)
+            status, body = await self._answer(scope, receive, request_id)
         except ResourceExhausted as exc:
+            status, body = error_answer(exc, request_id)
             wait = exc.details.get("retry_after", 1.0)
-            return error_response(exc, request_id, {"Retry-After": retry_after_header(wait)})
+            headers = ((b"retry-after", retry_after_header(wait).encode()),)
         except FlotillaError as exc:
-            return error_response(exc, request_id)
+            status, body = error_answer(exc, request_id)
         except Exception:
             # A fault of the gateway itself: logged with its traceback, never shown.
-            log.exception("request %s on %s failed", request_id, self.route.name)
-            return error_response(Internal(), request_id)
+            log.exception("request %s on %s failed", request_id, self.name)
+            status, body = error_answer(Internal(), request_id)
+        await send_json(send, status, body, headers)
 
-    async def _answer(self, request: Request, request_id: str) -> Response:
-        principal = self._principal(request)
-        authorize(self.route.auth, principal)
-        await self._limit(request, principal)
+    async def _answer(self, scope: Scope, receive: Receive, request_id: str) -> tuple[int, bytes]:
+        route = self.route
+        headers = _header_map(scope["headers"])
+        principal = self._principal(headers.get(b"authorization"))
+        authorize(route.auth, principal)
+        if self.limit is not None:
+            await self._limit(scope, principal, self.limit)
         body = NO_BODY
-        if self.route.body is not False and _has_body(request):
-            body = await read_json(request, self.edge.max_body)
+        if self._takes_body and (b"content-length" in headers or b"transfer-encoding" in headers):
+            declared = _text(headers.get(b"content-length"))
+            body = await read_json(receive, declared, self.edge.max_body)
         args = self.binding.arguments(
-            request.path_params,
-            (lambda name: request.query_params.getlist(name)) if self.route.query_args else _none,
-            request.headers,
+            scope["path_params"],
+            self._query(scope) if route.query_args else _none,
+            {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()}
+            if route.headers
+            else _NO_HEADERS,
             body,
             principal.subject if principal else None,
         )
-        result = await self.edge.invoker.invoke(
-            self.route.target, args, context=self._context(request, request_id, principal)
-        )
+        context = self._context(headers.get(b"traceparent"), request_id, principal)
+        result = await self.edge.invoker.invoke(route.target, args, context=context)
         if self.binding.is_token_route:
             result = self._token(result)
-        return Response(msgspec.json.encode(result), self.route.status, media_type=_JSON)
+        return route.status, msgspec.json.encode(result)
 
-    def _principal(self, request: Request) -> Principal | None:
-        authorization = request.headers.get("authorization")
+    @staticmethod
+    def _query(scope: Scope) -> Any:
+        """``query(name)``: every value of a query parameter, parsed as Starlette parses it."""
+        pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+
+        def values(name: str) -> list[str]:
+            return [value for key, value in pairs if key == name]
+
+        return values
+
+    def _principal(self, authorization: bytes | None) -> Principal | None:
         if authorization is None or self.edge.tokens is None:
             return None
-        return self.edge.tokens.from_header(authorization)
+        return self.edge.tokens.from_header(authorization.decode("latin-1"))
 
-    async def _limit(self, request: Request, principal: Principal | None) -> None:
-        if self.limit is None:
-            return
-        key = f"sub:{principal.subject}" if principal else f"ip:{self._client_address(request)}"
+    async def _limit(self, scope: Scope, principal: Principal | None, limit: RateLimit) -> None:
+        key = f"sub:{principal.subject}" if principal else f"ip:{self._client_address(scope)}"
         if self.route.rate_limit is not None:
             # A limit of the route's own is counted apart: one bucket shared
             # with other limits would hold the smallest burst of them all.
-            key = f"{key}@{self.route.name}"
-        wait = await self.edge.limiter.acquire(key, self.limit)
+            key = f"{key}@{self.name}"
+        wait = await self.edge.limiter.acquire(key, limit)
         if wait > 0:
             raise ResourceExhausted(
                 f"too many requests; try again in {wait:.1f} s", details={"retry_after": wait}
             )
 
-    def _client_address(self, request: Request) -> str:
+    def _client_address(self, scope: Scope) -> str:
         """The client's address: the peer's, unless the peer is a trusted proxy.
 
         Each proxy appends the address it was called from to ``X-Forwarded-For``,
         so the client is the rightmost hop that is not a trusted proxy: what is
         left of it was written by the client and cannot be believed.
         """
-        client = request.scope.get("client")
+        client = scope.get("client")
         peer: str = client[0] if client else "unknown"
         trusted = self.edge.trusted_proxies
         if peer not in trusted:
             return peer
-        forwarded = ",".join(request.headers.getlist("x-forwarded-for")).split(",")
-        hops = [hop.strip() for hop in forwarded if hop.strip()]
+        values = [v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"]
+        hops = [hop.strip() for hop in ",".join(values).split(",") if hop.strip()]
         for hop in reversed(hops):
             if hop not in trusted:
                 return hop
         return hops[0] if hops else peer
 
-    def _context(self, request: Request, request_id: str, principal: Principal | None) -> Context:
-        trace = request.headers.get("traceparent", "")
+    def _context(
+        self, traceparent: bytes | None, request_id: str, principal: Principal | None
+    ) -> Context:
+        trace = _text(traceparent) or ""
         timeout = self.route.timeout
         headers = Headers(
             request_id=request_id,
-            trace=trace if _TRACEPARENT.match(trace) else "",
+            caller=_CALLER,  # as the context would make it for the onward call: made once
+            trace=trace if trace and _TRACEPARENT.match(trace) else "",
             principal=principal,
             deadline=None if timeout is None else time.monotonic() + timeout,
         )
-        return Context(self.edge.invoker, headers, service="gateway")
+        return Context(self.edge.invoker, headers, service=_CALLER)
 
     def _token(self, claims: Any) -> dict[str, Any]:
         """The token answer for the claims a login method returned."""

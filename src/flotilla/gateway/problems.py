@@ -38,6 +38,7 @@ __all__ = [
     "BodyTooLarge",
     "MethodNotAllowed",
     "NoRoute",
+    "error_answer",
     "error_body",
     "error_response",
 ]
@@ -77,17 +78,20 @@ def error_body(error: FlotillaError, request_id: str) -> dict[str, dict[str, str
     return {"error": {"code": error.code, "message": error.message}}
 
 
-def error_response(
-    error: FlotillaError, request_id: str, headers: Mapping[str, str] | None = None
-) -> Response:
-    """The JSON answer for ``error`` (a hidden message is logged under ``request_id``)."""
+def error_answer(error: FlotillaError, request_id: str) -> tuple[int, bytes]:
+    """The status and JSON body for ``error`` (a hidden message is logged under ``request_id``)."""
     if _hidden(error):
         # INFO, not WARNING: an outage answers many requests alike, and the
         # failure itself is logged where it happened.
         log.info("request %s answered %s: %s", request_id, error.code, error.message)
+    return error.http_status, msgspec.json.encode(error_body(error, request_id))
+
+
+def error_response(
+    error: FlotillaError, request_id: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    """:func:`error_answer` as a Starlette response (for the routes Starlette serves)."""
+    status, body = error_answer(error, request_id)
     return Response(
-        msgspec.json.encode(error_body(error, request_id)),
-        status_code=error.http_status,
-        headers=dict(headers or {}),
-        media_type="application/json",
+        body, status_code=status, headers=dict(headers or {}), media_type="application/json"
     )

@@ -24,6 +24,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from flotilla.errors import Unavailable
+from flotilla.gateway.cork import CorkedHttpToolsProtocol
 
 __all__ = ["HttpServer"]
 
@@ -51,6 +52,9 @@ class HttpServer:
         self._config = uvicorn.Config(
             app,
             lifespan="off",  # the gateway's life is started and stopped by its owner
+            # httptools, each answer in one write (flotilla.gateway.cork says why).
+            http=CorkedHttpToolsProtocol,
+            ws="none",  # no route upgrades to a WebSocket
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=int(max(1, drain)),
