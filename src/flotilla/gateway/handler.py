@@ -94,7 +94,6 @@ class RouteHandler:
         self.route = binding.route
         self.name = binding.route.name
         self.limit = binding.route.rate_limit or edge.rate_limit
-        self._takes_body = binding.route.body is not False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[ROUTE_KEY] = self.name
@@ -122,7 +121,9 @@ class RouteHandler:
         if self.limit is not None:
             await self._limit(scope, principal, self.limit)
         body = NO_BODY
-        if self._takes_body and (b"content-length" in headers or b"transfer-encoding" in headers):
+        # Read even when the route takes no body: one that is not JSON is a 400 on every
+        # route (the binding then ignores it).
+        if b"content-length" in headers or b"transfer-encoding" in headers:
             declared = _text(headers.get(b"content-length"))
             body = await read_json(receive, declared, self.edge.max_body)
         args = self.binding.arguments(

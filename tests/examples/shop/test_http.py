@@ -217,6 +217,10 @@ async def test_bad_input_is_refused_with_the_field_named(shop: HttpShop) -> None
         "/api/orders", content=b'{"items": [', headers={**user, "Content-Type": "application/json"}
     )
     assert error_of(broken)[:2] == (400, "bad_request")
+    # A route that takes no body still refuses one that is not JSON, and acts on nothing.
+    order_id = await shop.order(user, (product, 1))
+    cancel = await shop.http.post(f"/api/orders/{order_id}/cancel", content=b"{", headers=user)
+    assert error_of(cancel)[:2] == (400, "bad_request")
     huge = b'{"name": "' + b"x" * (10 << 20) + b'"}'
     assert error_of(await shop.http.post("/api/users", content=huge))[:2] == (413, "body_too_large")
 
@@ -255,8 +259,9 @@ async def test_bad_input_is_refused_with_the_field_named(shop: HttpShop) -> None
     assert "items[0].product_id" in error_of(answer)[2]
     nul = {"email": "nul@example.com", "password": "correct horse", "name": "a\x00b"}
     assert error_of(await shop.http.post("/api/users", json=nul))[0] == 422
-    # Nothing was made by any of it.
-    assert (await shop.http.get("/api/orders", headers=user)).json() == {"items": []}
+    # Nothing was made by any of it but the one order, which was not cancelled.
+    listed = (await shop.http.get("/api/orders", headers=user)).json()["items"]
+    assert [(order["id"], order["cancel_reason"]) for order in listed] == [(order_id, None)]
 
 
 async def test_odd_input_is_a_4xx_never_a_5xx(shop: HttpShop) -> None:
