@@ -2,8 +2,8 @@
 
 Add a backend by adding one entry to :data:`BACKENDS`: an async factory (given
 the test's ``tmp_path``), the delays its time-based tests use, for a backend
-that needs a server the server's name and URL (unreachable: skipped, or failed
-when ``CI=true``), and whether two objects it makes share one store (then the
+that needs a server that server (``tests/servers.py``; unreachable: skipped, or
+failed when ``CI=true``), and whether two objects it makes share one store (then the
 restart tests, which stand for another process, run on it too).  A server
 keeps state between tests, so every test uses topics and groups of its own
 (:func:`names`).
@@ -16,18 +16,16 @@ close the iterator, which is what a crash looks like, and is tested as such).
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
 import pytest
+from tests.servers import NATS, Server, nats_prefix, require
 
 from flotilla.errors import FlotillaError
 from flotilla.events import Delivery, Envelope, EventBackend, Subscription, new_event_id
@@ -49,8 +47,8 @@ class Timing:
 class Case:
     factory: Callable[[Path], Awaitable[EventBackend]]
     timing: Timing
-    server: tuple[str, str] | None = None
-    """(name, URL) of the server the backend needs, checked before the factory runs."""
+    server: Server | None = None
+    """The server the backend needs, checked before the factory runs."""
     shared: bool = False
     """Two objects made by the factory for one ``tmp_path`` see one store (another process's
     handle on the same log): the restart tests run on it."""
@@ -67,8 +65,6 @@ async def _sqlite(tmp_path: Path) -> EventBackend:
 
 
 async def _nats(tmp_path: Path) -> EventBackend:
-    from tests.servers import NATS, nats_prefix
-
     from flotilla.events.jetstream import JetStreamEvents
 
     # Streams named after the test (its tmp_path): two handles share them,
@@ -83,22 +79,10 @@ BACKENDS: dict[str, Case] = {
     "nats": Case(
         _nats,
         Timing(nak_delay=0.2, ack_wait=1.0),  # nats-server 2.9 needs ack_wait >= 1 s
-        server=("NATS", os.environ.get("FLOTILLA_TEST_NATS_URL") or "nats://127.0.0.1:4222"),
+        server=NATS,
         shared=True,
     ),
 }
-
-
-def require_server(name: str, url: str) -> None:
-    """Skip (or fail, under ``CI=true``) when nothing listens at ``url``."""
-    parts = urlsplit(url)
-    try:
-        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), 1.0).close()
-    except OSError as exc:
-        message = f"{name} server not reachable at {url} ({exc})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @dataclass
@@ -111,7 +95,7 @@ class Setup:
 async def setup(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Setup]:
     case = BACKENDS[request.param]
     if case.server is not None:
-        require_server(*case.server)
+        require(case.server)
     backend = await case.factory(tmp_path)
     try:
         yield Setup(backend, case.timing)
@@ -129,7 +113,7 @@ async def two_handles(
     """Two backend objects on one store, as two processes of one machine or cluster have."""
     case = BACKENDS[request.param]
     if case.server is not None:
-        require_server(*case.server)
+        require(case.server)
     first = await case.factory(tmp_path)
     second = await case.factory(tmp_path)
     try:
