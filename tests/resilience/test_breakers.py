@@ -208,7 +208,7 @@ async def test_every_breaker_open_gives_unavailable_at_once_saying_why() -> None
     started = time.monotonic()
     with pytest.raises(Unavailable) as caught:
         await balance(request)
-    assert time.monotonic() - started < 0.1
+    assert time.monotonic() - started < 2.0  # at once: not waiting out the 5 s open time
     assert "3 tried, none took it (breaker open: 3)" in caught.value.message
     assert len(sent) == 3  # nothing more went out
 

@@ -138,7 +138,7 @@ async def test_balanced_across_replicas_and_dead_one_dropped_within_2s(
         assert reply["replica"].startswith("greeter#2")
         await asyncio.sleep(0.005)
     assert len(lost) <= 1, lost
-    assert all(at < 0.5 for at in lost), lost
+    assert all(at < 2.0 for at in lost), lost  # seen before calls must avoid the dead one
     late = [address for at, address in attempts.attempts if at - killed_at >= 2.0]
     assert late, "calls were made after the 2 s mark"
     assert victim_address not in late
