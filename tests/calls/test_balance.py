@@ -16,8 +16,6 @@ from flotilla import codec
 from flotilla.balancing import Endpoint, RequestView
 from flotilla.calls.balance import Balance
 from flotilla.calls.endpoints import Directory, EndpointSet
-from flotilla.calls.pipeline import ATTEMPT_LAYERS, Handler, build_stack
-from flotilla.calls.request import Attempt, Request
 from flotilla.errors import (
     ConfigError,
     ConnectFailed,
@@ -30,7 +28,9 @@ from flotilla.errors import (
     Unavailable,
 )
 from flotilla.headers import Headers
+from flotilla.pipeline import ATTEMPT_LAYERS, Handler, build_stack
 from flotilla.registry import Health, Instance, MemoryRegistry
+from flotilla.request import Attempt, Request
 from flotilla.resilience.policy import Policy, uniform
 from flotilla.resilience.signals import SignalKind, Signals
 

@@ -12,11 +12,11 @@ import pytest
 from flotilla import NodeConfig, Service, Timings, codec, rpc
 from flotilla.calls.balance import Balance
 from flotilla.calls.endpoints import EndpointSet
-from flotilla.calls.pipeline import build_stack
-from flotilla.calls.request import Attempt, Request
 from flotilla.errors import Internal, NotFound, Unavailable
 from flotilla.headers import Headers
+from flotilla.pipeline import build_stack
 from flotilla.registry import Health, Instance
+from flotilla.request import Attempt, Request
 from flotilla.resilience.breakers import BREAKER_OPEN, Breakers
 from flotilla.resilience.policy import BreakerPolicy, Policy, RetryPolicy, uniform
 from flotilla.resilience.signals import SignalKind, Signals

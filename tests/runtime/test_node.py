@@ -30,9 +30,9 @@ from flotilla import (
     rpc,
 )
 from flotilla.calls.endpoints import UNREACHABLE
-from flotilla.calls.pipeline import Handler
 from flotilla.errors import ConfigError
 from flotilla.headers import Headers
+from flotilla.pipeline import Handler
 from flotilla.registry import Instance, MemoryRegistry
 from flotilla.runtime.node import secret_id
 from flotilla.testing import Cluster, FakeClock, wait_for

@@ -20,7 +20,7 @@ import msgspec
 import pytest
 
 from flotilla import Attempt, Node, NodeConfig, Unavailable
-from flotilla.calls.pipeline import Handler
+from flotilla.pipeline import Handler
 from flotilla.registry import open_registry
 from flotilla.runtime.settings import Settings
 

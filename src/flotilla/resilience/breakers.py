@@ -1,7 +1,7 @@
 """The breaker layer: one circuit breaker per endpoint (or per endpoint and method) of a caller.
 
 It stands in the ``breaker`` slot of the attempt tier
-(:data:`~flotilla.calls.pipeline.ATTEMPT_LAYERS`): balancing has chosen an
+(:data:`~flotilla.pipeline.ATTEMPT_LAYERS`): balancing has chosen an
 endpoint, and this layer asks that endpoint's :class:`~.breaker.Breaker`
 whether the attempt may go.  A refused attempt raises ``Unavailable`` with
 ``never_sent=True``, so balancing sends it to another endpoint at once; when
@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from flotilla.calls.pipeline import Handler
-from flotilla.calls.request import Attempt
 from flotilla.clock import Clock, SystemClock
 from flotilla.errors import Unavailable
+from flotilla.pipeline import Handler
+from flotilla.request import Attempt
 from flotilla.resilience.breaker import Breaker, Transition, outcome_of
 from flotilla.resilience.policy import BreakerPolicy, PolicyLookup
 from flotilla.resilience.signals import SignalKind, Signals
