@@ -71,7 +71,7 @@ async def wait_registered(settings: Settings, count: int) -> dict[int, str]:
     """Wait for ``count`` live greeters; their addresses by pid (each publishes its pid)."""
     registry = open_registry(settings.registry)
     try:
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(60):  # a failing wait's bound; starting is slow when busy
             while len(live := await registry.list("greeter")) != count:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         return {int(instance.metadata["pid"]): instance.address for instance in live}
