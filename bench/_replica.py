@@ -40,7 +40,7 @@ import _loadgen
 import msgspec
 
 from flotilla import Context, Node, NodeConfig, Service, rpc
-from flotilla.calls.pipeline import Handler
+from flotilla.pipeline import Handler
 from flotilla.resilience.config import PolicyTable
 from flotilla.resilience.policy import FaultPolicy, Policy
 from flotilla.runtime.dispatcher import Incoming

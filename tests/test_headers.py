@@ -10,10 +10,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from flotilla.calls.pipeline import Handler, compose
-from flotilla.calls.request import Request
 from flotilla.context import Context
 from flotilla.headers import Headers, Principal
+from flotilla.pipeline import Handler, compose
+from flotilla.request import Request
 
 
 class NoInvoker:

@@ -78,7 +78,7 @@ def test_version() -> None:
 def test_the_call_path_types_are_the_ones_the_core_uses() -> None:
     # Re-exports, not copies: a user's layer annotated with flotilla.Request
     # gets exactly what the pipeline passes.
-    from flotilla.calls import pipeline, request
+    from flotilla import pipeline, request
     from flotilla.headers import Headers, Principal
     from flotilla.runtime.config import NodeConfig
     from flotilla.runtime.dispatcher import Incoming

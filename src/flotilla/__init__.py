@@ -14,8 +14,6 @@ deadlines and survives dead replicas::
 
 from typing import TYPE_CHECKING, Any
 
-from flotilla.calls.pipeline import Handler, Middleware
-from flotilla.calls.request import Attempt, Request
 from flotilla.context import Context
 from flotilla.errors import (
     Aborted,
@@ -41,8 +39,10 @@ from flotilla.events import AlreadyHandled, DeadLetter, Envelope
 from flotilla.events.policy import DeliveryPolicy
 from flotilla.headers import Headers, Principal
 from flotilla.health import health_check
+from flotilla.pipeline import Handler, Middleware
 from flotilla.registry import Health, Instance
 from flotilla.registry.base import MethodInfo
+from flotilla.request import Attempt, Request
 from flotilla.resilience.fallback import Fallbacks, fallback
 from flotilla.runtime.config import NodeConfig, Timings
 from flotilla.runtime.dispatcher import Incoming

@@ -16,26 +16,15 @@ specs are read lazily, on first use, so annotations may name types defined
 after the class.
 
 What can be checked without resolving annotations is checked when the class
-is defined, so a mistake fails at import, not on the first call: ``*args``,
-``**kwargs`` and positional-only parameters (arguments travel by name), and a
-parameter named ``ctx`` or ``context`` that is not annotated ``Context`` (it
-would otherwise be read as an argument the caller must send).  Annotations may
-be strings (``from __future__ import annotations``): the check reads their text
-(``"Context"``, ``"flotilla.Context"``) or looks a plain name up in the module,
-and never evaluates anything else.
-
-:meth:`Service.method_table` describes the methods for the registry: name,
-timeout, idempotence and JSON Schemas of arguments and result, so callers by
-name, the CLI and the gateway know a method without importing its class.  A
-type msgspec cannot describe gets the empty schema (anything) and one logged
-warning rather than stopping the node: the method still works, only its
-description is vague.
+is defined, so a mistake fails at import, not on the first call
+(:mod:`flotilla.method_signatures`).  :meth:`Service.method_table` describes
+the methods for the registry: name, timeout, idempotence and JSON Schemas of
+arguments and result (:mod:`flotilla.method_table`).
 """
 
 from __future__ import annotations
 
 import inspect
-import logging
 import re
 import typing
 from collections.abc import Awaitable, Callable
@@ -47,20 +36,14 @@ from flotilla.context import Context
 from flotilla.errors import InvalidArgument
 from flotilla.events.envelope import check_topic_and_key
 from flotilla.events.policy import DeliveryPolicy
+from flotilla.method_signatures import check_handler_signature, check_kind, check_rpc_signature
+from flotilla.method_table import method_info
 from flotilla.registry.base import MethodInfo
 
 __all__ = ["EventSpec", "MethodSpec", "Service", "on_event", "rpc"]
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
-# Parameter names that read as "the call's context": one of them without the
-# Context annotation is almost surely a forgotten annotation, not an argument.
-_CONTEXT_NAMES = frozenset({"ctx", "context"})
-# How a string annotation may spell Context without being looked up.
-_CONTEXT_TEXTS = frozenset({"Context", "flotilla.Context", "flotilla.context.Context"})
-_DOTTED_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-
-log = logging.getLogger(__name__)
 
 
 class MethodSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -191,9 +174,9 @@ class Service:
             cls.version = version
         for member in cls.__dict__.values():
             if isinstance(getattr(member, "__flotilla_rpc__", None), _RpcMark):
-                _check_signature(member)
+                check_rpc_signature(member)
             if isinstance(getattr(member, "__flotilla_event__", None), _EventMark):
-                _check_handler_signature(member)
+                check_handler_signature(member)
 
     async def on_start(self) -> None:
         """Called once before the service is registered."""
@@ -228,7 +211,7 @@ class Service:
         """
         cached: tuple[MethodInfo, ...] | None = cls.__dict__.get("_flotilla_method_table")
         if cached is None:
-            infos = (_method_info(cls, spec) for spec in cls.methods().values())
+            infos = (method_info(cls, spec) for spec in cls.methods().values())
             cached = tuple(sorted(infos, key=lambda info: info.name))
             setattr(cls, "_flotilla_method_table", cached)  # noqa: B010 - per class, not inherited
         return cached
@@ -245,45 +228,6 @@ class Service:
                     cached.append(_event_spec(attribute, member, mark))
             setattr(cls, "_flotilla_event_handlers", cached)  # noqa: B010 - per class
         return list(cached)
-
-
-def _check_signature(fn: Callable[..., Any]) -> None:
-    """Refuse, at class definition, a signature no call could ever match."""
-    for param in list(inspect.signature(fn).parameters.values())[1:]:
-        _check_kind(fn, param)
-        if param.name in _CONTEXT_NAMES and not _names_context(fn, param.annotation):
-            raise TypeError(
-                f"@rpc method {fn.__qualname__}: parameter {param.name!r} is not annotated "
-                f"`Context`; annotate it `{param.name}: Context` to receive the call's "
-                "context, or rename it"
-            )
-
-
-def _check_handler_signature(fn: Callable[..., Any]) -> None:
-    """Refuse, at class definition, an ``@on_event`` handler with no single payload parameter."""
-    where = f"@on_event handler {fn.__qualname__}"
-    payload = []
-    for param in list(inspect.signature(fn).parameters.values())[1:]:
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise TypeError(f"{where} cannot take *args or **kwargs")
-        if _names_context(fn, param.annotation):
-            continue
-        if param.name in _CONTEXT_NAMES:
-            raise TypeError(
-                f"{where}: parameter {param.name!r} is not annotated `Context`; annotate it "
-                f"`{param.name}: Context` to receive the event's context, or rename it"
-            )
-        payload.append(param)
-    if len(payload) != 1:
-        raise TypeError(
-            f"{where} must take exactly one payload parameter (plus an optional "
-            f"`ctx: Context`), got {[p.name for p in payload]}"
-        )
-    if payload[0].annotation is inspect.Parameter.empty:
-        raise TypeError(
-            f"{where}: annotate the payload parameter {payload[0].name!r} with its type "
-            "(a msgspec.Struct, say): events are validated against it"
-        )
 
 
 def _event_spec(attribute: str, fn: Any, mark: _EventMark) -> EventSpec:
@@ -307,41 +251,13 @@ def _event_spec(attribute: str, fn: Any, mark: _EventMark) -> EventSpec:
     )
 
 
-def _check_kind(fn: Callable[..., Any], param: inspect.Parameter) -> None:
-    if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
-        raise TypeError(
-            f"@rpc method {fn.__qualname__} cannot take *args, **kwargs or "
-            "positional-only parameters: arguments travel by name"
-        )
-
-
-def _names_context(fn: Callable[..., Any], annotation: Any) -> bool:
-    """Whether an annotation, possibly a string not yet resolvable, means Context."""
-    if not isinstance(annotation, str):
-        return annotation is Context
-    # Quotes inside a postponed annotation (``ctx: "Context"`` under the
-    # __future__ import) are legal and resolve the same.
-    text = annotation.strip().strip("'\"")
-    if text in _CONTEXT_TEXTS:
-        return True
-    # An alias (``from flotilla import Context as Ctx``) is already bound in the
-    # module; only a plain dotted name is looked up, nothing is evaluated.
-    if not _DOTTED_NAME.match(text):
-        return False
-    head, *rest = text.split(".")
-    value = getattr(fn, "__globals__", {}).get(head)
-    for part in rest:
-        value = getattr(value, part, None)
-    return value is Context
-
-
 def _method_spec(cls: type, attribute: str, fn: Any, mark: _RpcMark) -> MethodSpec:
     # include_extras: Annotated[int, msgspec.Meta(ge=1)] keeps its constraints.
     hints = typing.get_type_hints(fn, include_extras=True)
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     context_param = None
     for param in list(inspect.signature(fn).parameters.values())[1:]:
-        _check_kind(fn, param)
+        check_kind(fn, param)
         annotation = hints.get(param.name, Any)
         if annotation is Context:
             context_param = param.name
@@ -361,37 +277,6 @@ def _method_spec(cls: type, attribute: str, fn: Any, mark: _RpcMark) -> MethodSp
         idempotent=mark.idempotent,
         timeout=mark.timeout,
     )
-
-
-def _method_info(cls: type, spec: MethodSpec) -> MethodInfo:
-    where = f"{cls.__qualname__}.{spec.attribute}"
-    params = _schema(spec.args_type, f"the arguments of {where}")
-    if "$ref" in params:
-        # The arguments struct is the top-level object: inline it, so a reader
-        # finds ``properties`` and ``required`` where it looks first.
-        defs = params.pop("$defs")
-        params = defs.pop(params["$ref"].rpartition("/")[2])
-        params.pop("title", None)  # the generated struct's name means nothing to a reader
-        if defs:
-            params["$defs"] = defs
-    return MethodInfo(
-        name=spec.name,
-        timeout=spec.timeout,
-        idempotent=spec.idempotent,
-        params=params,
-        result=_schema(spec.result_type, f"the result of {where}"),
-    )
-
-
-def _schema(type_: Any, what: str) -> dict[str, Any]:
-    try:
-        return msgspec.json.schema(type_)
-    except (TypeError, ValueError) as error:
-        # A custom type without a schema hook: describe it as "anything"
-        # rather than stop the node; the call itself still validates.
-        first_line = str(error).strip().splitlines()[-1]
-        log.warning("no JSON Schema for %s (%s); publishing it as {}", what, first_line)
-        return {}
 
 
 def _require_async(method: Callable[..., Any], what: str) -> None:

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from flotilla.calls.deadline import DEFAULT_TIMEOUT, Deadline
-from flotilla.calls.request import Request
 from flotilla.errors import DeadlineExceeded
 from flotilla.headers import Headers
+from flotilla.request import Request
 
 
 def request(*, deadline: float | None = None, **kw: Any) -> Request:

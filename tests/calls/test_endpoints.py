@@ -408,7 +408,7 @@ async def test_the_first_snapshot_wait_ends_at_the_callers_deadline() -> None:
     try:
         with pytest.raises(DeadlineExceeded):
             await directory.open("svc", deadline=began + 0.05)
-        assert time.monotonic() - began < 1.0
+        assert time.monotonic() - began < 4.0  # the deadline, not the first-snapshot timeout
     finally:
         await directory.aclose()
 
@@ -422,7 +422,7 @@ async def test_a_later_deadline_does_not_extend_the_first_snapshot_wait(
     try:
         with pytest.raises(Unavailable, match="'svc'"):
             await directory.open("svc", deadline=began + 30.0)
-        assert time.monotonic() - began < 1.0
+        assert time.monotonic() - began < 10.0  # the 0.05 s timeout, far from the deadline
     finally:
         await directory.aclose()
 

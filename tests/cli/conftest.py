@@ -6,7 +6,8 @@ import asyncio
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -62,12 +63,26 @@ class System:
         """Everything the run process wrote to stderr (its log and its children's output)."""
         return self.log.read_text()
 
+    def wait_output(self, done: Callable[[str], bool], timeout: float = 60) -> str:
+        """Poll the output until ``done(output)``; returns it.
+
+        A child's lines reach the output through the supervisor's pipe, a moment
+        after what the child did (registering, say) can be seen elsewhere.
+        """
+        deadline = time.monotonic() + timeout
+        while not done(output := self.output()):
+            assert time.monotonic() < deadline, output
+            time.sleep(0.05)
+        return output
+
     def wait_registered(
-        self, count: int, timeout: float = 20, *, running: bool = True
+        self, count: int, timeout: float = 60, *, running: bool = True
     ) -> list[Instance]:
         """Poll the registry until exactly ``count`` instances are live; returns them.
 
         With ``running`` (the default), the run process exiting meanwhile fails the wait.
+        ``timeout`` only bounds a failing wait: a busy machine may take tens of
+        seconds to start a system (a check-class process, then every replica).
         """
 
         async def poll() -> list[Instance]:
@@ -83,7 +98,7 @@ class System:
 
         return asyncio.run(poll())
 
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = 30) -> int:
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 60) -> int:
         """Signal the run process and wait for it; returns its exit code."""
         if self.process.poll() is None:
             self.process.send_signal(signum)

@@ -35,7 +35,7 @@ def free_port() -> int:
         return port
 
 
-def wait_ready(system: System, url: str, timeout: float = 30) -> httpx.Response:
+def wait_ready(system: System, url: str, timeout: float = 60) -> httpx.Response:
     deadline = time.monotonic() + timeout
     while True:
         assert system.process.poll() is None, system.output()

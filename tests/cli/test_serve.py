@@ -80,7 +80,7 @@ async def test_a_replica_whose_output_is_never_read_keeps_serving(tmp_path: Path
     )
     registry = open_registry(settings.registry)
     try:
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(60):  # a failing wait's bound; starting is slow when busy
             while not await _registered(registry):  # noqa: ASYNC110 - another process
                 await asyncio.sleep(0.05)
         config = NodeConfig(registry=settings.registry, secret=settings.secret)
@@ -131,7 +131,7 @@ async def test_a_served_instance_publishes_its_pid_replica_and_secret_id(tmp_pat
     )
     registry = open_registry(settings.registry)
     try:
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(60):  # a failing wait's bound; starting is slow when busy
             while not (live := await _registered(registry)):
                 assert process.poll() is None
                 await asyncio.sleep(0.05)

@@ -2,8 +2,8 @@
 
 Add a backend by adding one entry to :data:`BACKENDS`: an async factory (given
 the test's ``tmp_path``), the delays its time-based tests use, for a backend
-that needs a server the server's name and URL (unreachable: skipped, or failed
-when ``CI=true``), and whether two objects it makes share one store (then the
+that needs a server that server (``tests/servers.py``; unreachable: skipped, or
+failed when ``CI=true``), and whether two objects it makes share one store (then the
 restart tests, which stand for another process, run on it too).  A server
 keeps state between tests, so every test uses topics and groups of its own
 (:func:`names`).
@@ -16,18 +16,16 @@ close the iterator, which is what a crash looks like, and is tested as such).
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
 import pytest
+from tests.servers import NATS, Server, nats_prefix, require
 
 from flotilla.errors import FlotillaError
 from flotilla.events import Delivery, Envelope, EventBackend, Subscription, new_event_id
@@ -49,8 +47,8 @@ class Timing:
 class Case:
     factory: Callable[[Path], Awaitable[EventBackend]]
     timing: Timing
-    server: tuple[str, str] | None = None
-    """(name, URL) of the server the backend needs, checked before the factory runs."""
+    server: Server | None = None
+    """The server the backend needs, checked before the factory runs."""
     shared: bool = False
     """Two objects made by the factory for one ``tmp_path`` see one store (another process's
     handle on the same log): the restart tests run on it."""
@@ -67,8 +65,6 @@ async def _sqlite(tmp_path: Path) -> EventBackend:
 
 
 async def _nats(tmp_path: Path) -> EventBackend:
-    from tests.servers import NATS, nats_prefix
-
     from flotilla.events.jetstream import JetStreamEvents
 
     # Streams named after the test (its tmp_path): two handles share them,
@@ -78,27 +74,17 @@ async def _nats(tmp_path: Path) -> EventBackend:
 
 # name -> how to make one, in one place: a new backend adds its entry here.
 BACKENDS: dict[str, Case] = {
-    "memory": Case(_memory, Timing(nak_delay=0.05, ack_wait=0.2)),
-    "sqlite": Case(_sqlite, Timing(nak_delay=0.05, ack_wait=0.3), shared=True),
+    # ack_wait: long enough that a busy machine's pause between a delivery and
+    # its ack (or in_progress) does not pass for a crash and redeliver it.
+    "memory": Case(_memory, Timing(nak_delay=0.05, ack_wait=0.5)),
+    "sqlite": Case(_sqlite, Timing(nak_delay=0.05, ack_wait=0.6), shared=True),
     "nats": Case(
         _nats,
         Timing(nak_delay=0.2, ack_wait=1.0),  # nats-server 2.9 needs ack_wait >= 1 s
-        server=("NATS", os.environ.get("FLOTILLA_TEST_NATS_URL") or "nats://127.0.0.1:4222"),
+        server=NATS,
         shared=True,
     ),
 }
-
-
-def require_server(name: str, url: str) -> None:
-    """Skip (or fail, under ``CI=true``) when nothing listens at ``url``."""
-    parts = urlsplit(url)
-    try:
-        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), 1.0).close()
-    except OSError as exc:
-        message = f"{name} server not reachable at {url} ({exc})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @dataclass
@@ -111,7 +97,7 @@ class Setup:
 async def setup(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Setup]:
     case = BACKENDS[request.param]
     if case.server is not None:
-        require_server(*case.server)
+        require(case.server)
     backend = await case.factory(tmp_path)
     try:
         yield Setup(backend, case.timing)
@@ -129,7 +115,7 @@ async def two_handles(
     """Two backend objects on one store, as two processes of one machine or cluster have."""
     case = BACKENDS[request.param]
     if case.server is not None:
-        require_server(*case.server)
+        require(case.server)
     first = await case.factory(tmp_path)
     second = await case.factory(tmp_path)
     try:
@@ -299,9 +285,9 @@ async def test_in_progress_keeps_a_long_delivery_from_being_redelivered(
     await setup.backend.publish(envelope(topic))
     long_one = await worker.next()
     ack_wait = setup.timing.ack_wait
-    for _ in range(4):  # twice ack_wait in all, renewed every half of it
+    for _ in range(8):  # twice ack_wait in all, renewed every quarter of it
         await long_one.in_progress()
-        await other.nothing_for(ack_wait / 2)
+        await other.nothing_for(ack_wait / 4)
     await long_one.ack()
     await other.nothing_for(ack_wait * 1.5)
 

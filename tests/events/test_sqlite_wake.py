@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 from flotilla.events.sqlite_wake import ChangeWatch
+from flotilla.testing import wait_for
 
 WAIT = 5.0
 
@@ -36,7 +37,8 @@ async def watching(watch: ChangeWatch) -> AsyncIterator[ChangeWatch]:
 
 async def settled(watch: ChangeWatch) -> int:
     """The generation once the watch has read the file as it is now."""
-    await asyncio.sleep(0.05)  # a few fast ticks: the first read counts as a change
+    # The first read counts as a change: wait for it, however slow the machine.
+    await wait_for(lambda: watch.generation > 0, timeout=WAIT)
     return watch.generation
 
 

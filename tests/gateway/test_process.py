@@ -21,7 +21,8 @@ def test_routes_are_loaded_by_module_and_attribute() -> None:
     ("spec", "message"),
     [
         ("no_such_module_here:ROUTES", "cannot import 'no_such_module_here'"),
-        ("tests.gateway.notes_system:MISSING", "is not a non-empty list"),
+        ("tests.gateway.notes_system", "routes 'tests.gateway.notes_system' is not 'module:attr"),
+        ("tests.gateway.notes_system:MISSING", "has no attribute 'MISSING'"),
         ("tests.gateway.notes_system:SECRET", "is not a non-empty list"),
         ("tests.gateway.test_process:NOT_ROUTES", r"\[0\] is a str, not a Route"),
     ],

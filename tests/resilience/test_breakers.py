@@ -12,11 +12,11 @@ import pytest
 from flotilla import NodeConfig, Service, Timings, codec, rpc
 from flotilla.calls.balance import Balance
 from flotilla.calls.endpoints import EndpointSet
-from flotilla.calls.pipeline import build_stack
-from flotilla.calls.request import Attempt, Request
 from flotilla.errors import Internal, NotFound, Unavailable
 from flotilla.headers import Headers
+from flotilla.pipeline import build_stack
 from flotilla.registry import Health, Instance
+from flotilla.request import Attempt, Request
 from flotilla.resilience.breakers import BREAKER_OPEN, Breakers
 from flotilla.resilience.policy import BreakerPolicy, Policy, RetryPolicy, uniform
 from flotilla.resilience.signals import SignalKind, Signals
@@ -141,7 +141,7 @@ async def test_half_open_after_the_open_time_then_closed_by_probes() -> None:
         SignalKind.RESTORED,
         SignalKind.BREAKER_CLOSED,
     ]
-    assert breakers.snapshot()[0].state == "closed"
+    assert codec.decode(await breakers(attempt(endpoints, "e0"), ok)) == "e0"
 
 
 async def test_half_open_puts_the_endpoint_back_for_its_probes() -> None:
@@ -165,7 +165,8 @@ async def test_half_open_puts_the_endpoint_back_for_its_probes() -> None:
 
 
 async def test_application_answers_and_cancelled_calls_do_not_trip_it() -> None:
-    breakers, _, _ = make(BreakerPolicy(min_calls=1, jitter=0.0))
+    # One call counted as a failure would trip this policy.
+    breakers, _, signals = make(BreakerPolicy(min_calls=1, consecutive_failures=1, jitter=0.0))
     endpoints = endpoint_set(1)
 
     async def not_found(attempt: Attempt) -> msgspec.Raw:
@@ -183,8 +184,8 @@ async def test_application_answers_and_cancelled_calls_do_not_trip_it() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    (view,) = breakers.snapshot()
-    assert (view.state, view.calls, view.failure_rate) == ("closed", 5, 0.0)
+    assert list(signals.recent) == []
+    assert codec.decode(await breakers(attempt(endpoints, "e0"), ok)) == "e0"
 
 
 async def test_every_breaker_open_gives_unavailable_at_once_saying_why() -> None:
@@ -207,7 +208,7 @@ async def test_every_breaker_open_gives_unavailable_at_once_saying_why() -> None
     started = time.monotonic()
     with pytest.raises(Unavailable) as caught:
         await balance(request)
-    assert time.monotonic() - started < 0.1
+    assert time.monotonic() - started < 2.0  # at once: not waiting out the 5 s open time
     assert "3 tried, none took it (breaker open: 3)" in caught.value.message
     assert len(sent) == 3  # nothing more went out
 
@@ -234,8 +235,6 @@ async def test_per_method_breakers_leave_the_endpoint_to_its_other_methods() -> 
     assert endpoints.ejected == {}
     assert kinds(signals) == [SignalKind.BREAKER_OPENED]
     assert signals.recent[0].method == "broken"
-    states = {view.method: view.state for view in breakers.snapshot()}
-    assert states == {"broken": "open", "fine": "closed"}
 
 
 async def test_forced_open_refuses_and_ejects_once() -> None:
@@ -248,7 +247,6 @@ async def test_forced_open_refuses_and_ejects_once() -> None:
             await breakers(attempt(endpoints, "e0"), ok)
     assert endpoints.ejected["e0"].reason == "breaker forced open"
     assert kinds(signals) == [SignalKind.EJECTED]
-    assert breakers.snapshot()[0].state == "forced_open"
 
 
 async def test_a_calls_own_policy_takes_precedence() -> None:
@@ -261,38 +259,27 @@ async def test_a_calls_own_policy_takes_precedence() -> None:
     assert codec.decode(await breakers(attempt(endpoints, "e0"), ok)) == "e0"
 
 
-async def test_disabled_admits_everything_and_keeps_no_breaker() -> None:
+async def test_disabled_admits_everything_and_records_nothing() -> None:
     breakers, _, signals = make(BreakerPolicy(state="disabled", min_calls=1))
     endpoints = endpoint_set(1)
     for _ in range(3):
         with pytest.raises(Internal):
             await breakers(attempt(endpoints, "e0"), fail)
-    assert breakers.snapshot() == []
-    assert list(signals.recent) == []
-
-
-async def test_snapshot_names_each_breaker_and_when_it_probes_again() -> None:
-    breakers, clock, _ = make(BreakerPolicy(min_calls=1, jitter=0.0))
-    endpoints = endpoint_set(2)
-    with pytest.raises(Internal):
-        await breakers(attempt(endpoints, "e1"), fail)
-    await breakers(attempt(endpoints, "e0"), ok)
-    first, second = breakers.snapshot()
-    assert (first.endpoint, first.state, first.open_until, first.calls) == ("e0", "closed", None, 1)
-    assert (second.endpoint, second.address, second.state) == ("e1", "127.0.0.1:9001", "open")
-    assert second.open_until == clock.time() + 5.0
+    assert list(signals.recent) == []  # min_calls=1: one recorded failure would have opened it
 
 
 async def test_breakers_of_endpoints_that_left_are_forgotten() -> None:
-    breakers, _, _ = make()
+    breakers, _, _ = make(BreakerPolicy(min_calls=1, jitter=0.0))
     endpoints = endpoint_set(2)
     directory: Any = OneSetDirectory(endpoints)
     breakers.attach(directory)
-    await breakers(attempt(endpoints, "e0"), ok)
-    gone = attempt(endpoints, "e1")
-    endpoints.update([endpoints.endpoints["e1"].instance])  # e0 left the registry
-    await breakers(gone, ok)
-    assert [view.endpoint for view in breakers.snapshot()] == ["e1"]
+    e0, e1 = (endpoints.endpoints[e].instance for e in ("e0", "e1"))
+    with pytest.raises(Internal):
+        await breakers(attempt(endpoints, "e0"), fail)  # e0's breaker opens
+    endpoints.update([e1])  # e0 left the registry
+    await breakers(attempt(endpoints, "e1"), ok)  # a new breaker: the time to forget e0's
+    endpoints.update([e0, e1])  # e0 is back, with a fresh (closed) breaker
+    assert codec.decode(await breakers(attempt(endpoints, "e0"), ok)) == "e0"
 
 
 async def test_metrics_only_signals_but_neither_refuses_nor_ejects() -> None:
@@ -305,7 +292,6 @@ async def test_metrics_only_signals_but_neither_refuses_nor_ejects() -> None:
     assert codec.decode(await breakers(attempt(endpoints, "e0"), ok)) == "e0"
     assert endpoints.ejected == {}
     assert kinds(signals) == [SignalKind.BREAKER_OPENED]
-    assert breakers.snapshot()[0].state == "metrics_only:open"
 
 
 # -- through real nodes --------------------------------------------------------------------------

@@ -13,11 +13,11 @@ from flotilla import Service, codec, rpc
 from flotilla.balancing import Endpoint, RequestView
 from flotilla.calls.balance import Balance
 from flotilla.calls.endpoints import EndpointSet
-from flotilla.calls.pipeline import ATTEMPT_LAYERS, build_stack
-from flotilla.calls.request import Attempt, Request
 from flotilla.errors import ConfigError, Unavailable
 from flotilla.headers import Headers
+from flotilla.pipeline import ATTEMPT_LAYERS, build_stack
 from flotilla.registry import Health, Instance
+from flotilla.request import Attempt, Request
 from flotilla.resilience.endpoint_bulkhead import EndpointBulkhead
 from flotilla.resilience.policy import BulkheadPolicy, Policy, RetryPolicy, uniform
 from flotilla.resilience.signals import SignalKind, Signals

@@ -8,8 +8,6 @@ import msgspec
 import pytest
 
 from flotilla import Context, Service, codec, rpc
-from flotilla.calls.pipeline import Handler, build_stack
-from flotilla.calls.request import Request
 from flotilla.errors import (
     ConfigError,
     DeadlineExceeded,
@@ -18,6 +16,8 @@ from flotilla.errors import (
     Unavailable,
 )
 from flotilla.headers import Headers
+from flotilla.pipeline import Handler, build_stack
+from flotilla.request import Request
 from flotilla.resilience.breakers import Breakers
 from flotilla.resilience.fallback import Fallbacks, fallback
 from flotilla.resilience.policy import BreakerPolicy, Policy, RetryPolicy, uniform

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from flotilla import NodeConfig, Service, Timings, rpc
-from flotilla.calls.request import Request
 from flotilla.errors import Internal, Unavailable
 from flotilla.headers import Headers
+from flotilla.request import Request
 from flotilla.resilience.latency import DecayingHistogram
 from flotilla.resilience.policy import BudgetPolicy, HedgePolicy, Policy, RetryPolicy, uniform
 from flotilla.resilience.retry import Retry

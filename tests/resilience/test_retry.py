@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from flotilla import Context, NodeConfig, Service, Timings, rpc
-from flotilla.calls.request import Request
 from flotilla.errors import (
     Aborted,
     DeadlineExceeded,
@@ -26,6 +25,7 @@ from flotilla.errors import (
     Unimplemented,
 )
 from flotilla.headers import Headers
+from flotilla.request import Request
 from flotilla.resilience.policy import BreakerPolicy, BudgetPolicy, Policy, RetryPolicy, uniform
 from flotilla.resilience.retry import Retry, retriable
 from flotilla.resilience.signals import SignalKind, Signals

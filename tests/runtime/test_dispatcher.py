@@ -17,7 +17,6 @@ import msgspec
 import pytest
 
 from flotilla import Context, Service, codec, rpc
-from flotilla.calls.pipeline import Handler
 from flotilla.errors import (
     ConfigError,
     FlotillaError,
@@ -28,6 +27,7 @@ from flotilla.errors import (
     Unimplemented,
 )
 from flotilla.headers import Headers, Principal
+from flotilla.pipeline import Handler
 from flotilla.runtime.dispatcher import SERVER_STACK, Dispatcher, Incoming
 
 

@@ -30,9 +30,9 @@ from flotilla import (
     rpc,
 )
 from flotilla.calls.endpoints import UNREACHABLE
-from flotilla.calls.pipeline import Handler
 from flotilla.errors import ConfigError
 from flotilla.headers import Headers
+from flotilla.pipeline import Handler
 from flotilla.registry import Instance, MemoryRegistry
 from flotilla.runtime.node import secret_id
 from flotilla.testing import Cluster, FakeClock, wait_for
@@ -255,8 +255,9 @@ async def test_deadline_propagates_down_a_chain(cluster: Cluster) -> None:
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded):
         await cluster.context(timeout=0.2).call("front.relay", seconds=5)
-    # Not before the deadline (less the millisecond the wire may round off).
-    assert 0.19 <= time.monotonic() - started < 1.0
+    # Not before the deadline (less the millisecond the wire may round off),
+    # and well before b would have answered.
+    assert 0.19 <= time.monotonic() - started < 4.0
     assert slow.started.is_set()
     async with asyncio.timeout(1.0):
         await slow.cancelled.wait()
@@ -269,7 +270,7 @@ async def test_a_direct_call_past_its_deadline_cancels_the_callee(cluster: Clust
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded, match=r"slow\.wait"):
         await cluster.context(timeout=0.1).call("slow.wait", seconds=5)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 4.0  # well before the callee would have answered
     async with asyncio.timeout(1.0):
         await slow.cancelled.wait()
 
@@ -303,18 +304,21 @@ async def test_request_id_caller_meta_and_deadline_travel_down_a_chain(cluster: 
     await cluster.add(middle)
     root = cluster.context(timeout=5.0)
     root.set_meta(tenant="acme")
+    began = time.monotonic()
     assert await root.call("middle.forward") == root.request_id
+    took = time.monotonic() - began
     (at_middle,) = middle.contexts
     (at_probe,) = probe.contexts
     assert at_middle.request_id == at_probe.request_id == root.request_id
     assert (at_middle.caller, at_probe.caller) == ("", "middle")
     assert at_middle.meta == at_probe.meta == {"tenant": "acme"}
     # One time budget: each hop's deadline is the root's, give or take the
-    # millisecond the wire rounds off and the time in transit.
+    # millisecond the wire rounds off and the time in transit (no more than
+    # the whole call took, however slow a busy machine makes it).
     assert root.deadline is not None
     for ctx in (at_middle, at_probe):
         assert ctx.deadline is not None
-        assert abs(ctx.deadline - root.deadline) < 0.05
+        assert root.deadline - 0.002 <= ctx.deadline <= root.deadline + took
 
 
 async def test_calls_from_outside_get_fresh_request_ids(cluster: Cluster) -> None:
@@ -683,14 +687,15 @@ async def test_unhealthy_instance_stops_being_picked() -> None:
 
 
 class SlowCheck(Service):
-    """Its health check takes ``seconds``; ``checks`` counts the finished ones."""
+    """Its health check takes ``seconds`` of ``clock``; ``checks`` counts the finished ones."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, clock: FakeClock) -> None:
         self.seconds = seconds
+        self.clock = clock
         self.checks = 0
 
     async def health(self) -> bool:
-        await asyncio.sleep(self.seconds)
+        await self.clock.sleep(self.seconds)
         self.checks += 1
         return True
 
@@ -712,17 +717,22 @@ async def test_health_checks_run_together_so_slow_ones_keep_the_lease(
     seconds = 0.28
     assert timings.heartbeat + 2 * seconds > timings.ttl
     assert timings.heartbeat + seconds < timings.ttl - 0.15
-    registry = MemoryRegistry()
-    a, b = SlowCheckA(seconds), SlowCheckB(seconds)
-    node = Node(a, b, config=NodeConfig(timings=timings), registry=registry)
-    await node.start()
+    # On a fake clock: a busy machine cannot stretch a check past the ttl.
+    clock = FakeClock()
+    registry = MemoryRegistry(clock)
+    a, b = SlowCheckA(seconds, clock), SlowCheckB(seconds, clock)
+    node = Node(a, b, config=NodeConfig(timings=timings), registry=registry, clock=clock)
+    starting = asyncio.create_task(node.start())  # its first checks wait for the clock too
     try:
-        async with asyncio.timeout(5.0):
-            while min(a.checks, b.checks) < 3:  # several beats
+        async with asyncio.timeout(10.0):
+            while not starting.done():
+                await clock.advance(0.01)
+            await starting
+            while min(a.checks, b.checks) < 4:  # several beats
+                await clock.advance(0.01)
                 live = await registry.list()
                 assert [i.service for i in live] == ["check-a", "check-b"]
                 assert {i.health for i in live} == {Health.HEALTHY}
-                await asyncio.sleep(0.01)
     finally:
         await node.aclose()
         await registry.aclose()
@@ -818,7 +828,7 @@ async def test_graceful_stop_of_a_replica_sends_calls_to_the_other(cluster: Clus
 class Sleepy(Service, name="sleepy"):
     @rpc(timeout=0.3)
     async def slow(self) -> str:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(5.0)
         return "woke"
 
     @rpc(idempotent=True)
@@ -833,7 +843,7 @@ async def test_a_call_by_name_honours_the_published_method_timeout(cluster: Clus
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded):
         await cluster.call("sleepy.slow")
-    assert 0.29 <= time.monotonic() - started < 0.9
+    assert 0.29 <= time.monotonic() - started < 4.0  # not the 10 s default, nor 5 s of sleep
     endpoints = cluster.client_node.caller.directory.get("sleepy")
     assert endpoints is not None
     assert endpoints.methods["slow"].timeout == 0.3

@@ -27,7 +27,8 @@ ROUTES = {
 
 @pytest.fixture
 async def server() -> AsyncIterator[OpsServer]:
-    ops = OpsServer(ROUTES, port=0, request_timeout=0.3)
+    # Short, for the half-request test; long enough for a whole one on a busy machine.
+    ops = OpsServer(ROUTES, port=0, request_timeout=1.0)
     await ops.start()
     yield ops
     await ops.stop()

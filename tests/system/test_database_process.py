@@ -42,7 +42,7 @@ async def serve_ledger(tmp_path: Path, **env: str) -> tuple[asyncio.subprocess.P
 async def registered(settings: Settings) -> Instance:
     registry = open_registry(settings.registry)
     try:
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(60):  # a failing wait's bound; starting is slow when busy
             while not (found := await registry.list("ledger")):  # noqa: ASYNC110 - a process
                 await asyncio.sleep(0.05)
     finally:

@@ -20,7 +20,7 @@ import msgspec
 import pytest
 
 from flotilla import Attempt, Node, NodeConfig, Unavailable
-from flotilla.calls.pipeline import Handler
+from flotilla.pipeline import Handler
 from flotilla.registry import open_registry
 from flotilla.runtime.settings import Settings
 
@@ -71,7 +71,7 @@ async def wait_registered(settings: Settings, count: int) -> dict[int, str]:
     """Wait for ``count`` live greeters; their addresses by pid (each publishes its pid)."""
     registry = open_registry(settings.registry)
     try:
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(60):  # a failing wait's bound; starting is slow when busy
             while len(live := await registry.list("greeter")) != count:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         return {int(instance.metadata["pid"]): instance.address for instance in live}
@@ -138,7 +138,7 @@ async def test_balanced_across_replicas_and_dead_one_dropped_within_2s(
         assert reply["replica"].startswith("greeter#2")
         await asyncio.sleep(0.005)
     assert len(lost) <= 1, lost
-    assert all(at < 0.5 for at in lost), lost
+    assert all(at < 2.0 for at in lost), lost  # seen before calls must avoid the dead one
     late = [address for at, address in attempts.attempts if at - killed_at >= 2.0]
     assert late, "calls were made after the 2 s mark"
     assert victim_address not in late

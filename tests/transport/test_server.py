@@ -304,8 +304,8 @@ async def test_error_with_unencodable_details_arrives_without_them(
     connection = await pools().get(server.address)
     began = time.monotonic()
     with pytest.raises(NotFound, match="no such thing") as caught:
-        await connection.call("svc.m", codec.encode({}), Headers(deadline=began + 2.0))
-    assert time.monotonic() - began < 1.0  # answered, not left to run into the deadline
+        await connection.call("svc.m", codec.encode({}), Headers(deadline=began + 10.0))
+    assert time.monotonic() - began < 5.0  # answered, not left to run into the deadline
     assert caught.value.details == {}
     assert warnings_with(caplog, "cannot be encoded")
     assert server._inflight == 0
@@ -729,7 +729,7 @@ async def test_call_and_cancel_in_one_chunk_leave_nothing_in_flight(
     peer.send(call_frame(1, args={"sleep": 10}) + encode_frame(Cancel(1)))
     peer.send(call_frame(2))
     assert isinstance(await peer.read_frame(), Reply)  # both frames were processed
-    await server.drain(timeout=1.0)
+    await server.drain(timeout=5.0)  # ends at once unless the cancelled call leaked
     assert not [r for r in caplog.records if "drain timed out" in r.getMessage()]
 
 
@@ -744,8 +744,8 @@ async def test_reused_call_id_does_not_leak_the_call(
     await peer.handshake()
     peer.send(call_frame(1, args={"sleep": 0.02}))
     peer.send(call_frame(1, args={"sleep": 0.05}))
-    await asyncio.sleep(0.2)
-    await server.drain(timeout=1.0)
+    await asyncio.sleep(0.2)  # let the server read both (it may also refuse them: still fine)
+    await server.drain(timeout=5.0)  # ends when the calls do; the bound is for a busy machine
     assert not [r for r in caplog.records if "drain timed out" in r.getMessage()]
     assert server._inflight == 0
 
@@ -840,7 +840,7 @@ async def test_handler_running_past_the_deadline_is_cancelled_and_the_caller_tol
     began = time.monotonic()
     with pytest.raises(DeadlineExceeded, match=r"svc\.m"):
         await connection.call("svc.m", codec.encode({"sleep": 10}), Headers(deadline=began + 0.05))
-    assert time.monotonic() - began < 1.0  # told promptly, not when the handler would end
+    assert time.monotonic() - began < 5.0  # told promptly, not when the handler would end
     await wait_for(lambda: sleeper.outcomes == ["cancelled"], timeout=2.0)
     await wait_for(lambda: server._inflight == 0, timeout=2.0)
     assert connection.pending == {}
@@ -988,7 +988,7 @@ async def test_expired_call_is_cancelled_at_the_callee(pools) -> None:
         began = time.monotonic()
         with pytest.raises(DeadlineExceeded, match=r"svc\.m did not answer in time"):
             await connection.call("svc.m", codec.encode({}), Headers(deadline=began + 0.03))
-        assert 0.03 <= time.monotonic() - began < 1.0
+        assert 0.03 <= time.monotonic() - began < 5.0  # at its deadline, not hanging on
         assert connection.pending == {}
         await wait_for(lambda: len(silent.frames) == 2)
         await asyncio.sleep(0.02)  # and no more than one Cancel
@@ -1000,11 +1000,11 @@ async def test_expired_call_is_cancelled_at_the_callee(pools) -> None:
 
 async def test_connect_is_bounded_by_the_deadline(pools) -> None:
     async with SilentServer(handshake=False) as address:
-        pool = pools(connect_timeout=5.0)
+        pool = pools(connect_timeout=30.0)
         began = time.monotonic()
         with pytest.raises(DeadlineExceeded, match="while connecting"):
             await pool.get(address, deadline=began + 0.05)
-        assert time.monotonic() - began < 1.0
+        assert time.monotonic() - began < 5.0  # the deadline's bound, not the connect timeout
         assert pool.connected(address) is None
 
 

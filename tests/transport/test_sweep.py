@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
+from flotilla.testing import wait_for
 from flotilla.transport import sweep
 from flotilla.transport.sweep import Sweeper
 
@@ -18,7 +19,8 @@ async def test_sweeps_while_busy_then_stops() -> None:
     sweeper = Sweeper(asyncio.get_running_loop(), expire, lambda: busy[0])
     sweeper.arm()
     sweeper.arm()  # already armed: still one timer
-    await asyncio.sleep(sweep.SWEEP_INTERVAL * 10)
+    await wait_for(lambda: len(seen) == 3)
+    await asyncio.sleep(sweep.SWEEP_INTERVAL * 4)  # no longer busy: no fourth sweep
     assert len(seen) == 3
     assert seen == sorted(seen)
 
@@ -31,6 +33,5 @@ async def test_cancel_stops_the_coming_sweep() -> None:
     await asyncio.sleep(sweep.SWEEP_INTERVAL * 4)
     assert seen == []
     sweeper.arm()  # usable again after a cancel
-    await asyncio.sleep(sweep.SWEEP_INTERVAL * 2)
+    await wait_for(lambda: bool(seen))
     sweeper.cancel()
-    assert seen

@@ -2,7 +2,7 @@
 figures that the next choice weighs.
 
 It stands between the two tiers of the client pipeline: above it layers see the
-request, below it each :class:`~flotilla.calls.request.Attempt`.
+request, below it each :class:`~flotilla.request.Attempt`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import msgspec
 
 from flotilla.balancing import Endpoint, Strategy, resolve_strategy
 from flotilla.calls.endpoints import Directory, EndpointSet
-from flotilla.calls.pipeline import Handler
-from flotilla.calls.request import Attempt, Request
 from flotilla.errors import (
     ConnectFailed,
     DeadlineExceeded,
@@ -26,6 +24,8 @@ from flotilla.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from flotilla.pipeline import Handler
+from flotilla.request import Attempt, Request
 from flotilla.resilience.policy import PolicyLookup, uniform
 from flotilla.resilience.signals import SignalKind, Signals
 

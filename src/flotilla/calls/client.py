@@ -6,7 +6,7 @@
     await caller.invoke("catalog.get", {"id": 1}, context=ctx)
     await TypedClient(caller, Catalog, ctx).get(id=1)
 
-The pipeline, outermost first (:data:`~flotilla.calls.pipeline.CLIENT_STACK`)::
+The pipeline, outermost first (:data:`~flotilla.pipeline.CLIENT_STACK`)::
 
     request tier:  deadline -> user -> fallback -> retry ->
     balance:       choose an endpoint, one Attempt per try, requeue what never left ->
@@ -26,19 +26,19 @@ from flotilla.balancing import DEFAULT_STRATEGY, Strategy
 from flotilla.calls.balance import Balance
 from flotilla.calls.deadline import DEFAULT_TIMEOUT, Deadline
 from flotilla.calls.endpoints import Directory
-from flotilla.calls.pipeline import (
+from flotilla.context import Context, new_request_id
+from flotilla.errors import ConfigError, FlotillaError, Internal, InvalidArgument, Unavailable
+from flotilla.headers import Headers
+from flotilla.pipeline import (
     ATTEMPT_LAYERS,
     CLIENT_STACK,
     REQUEST_LAYERS,
     Middleware,
     build_stack,
 )
-from flotilla.calls.request import Attempt, Request
-from flotilla.context import Context, new_request_id
-from flotilla.errors import ConfigError, FlotillaError, Internal, InvalidArgument, Unavailable
-from flotilla.headers import Headers
 from flotilla.registry import Registry
 from flotilla.registry.base import MethodInfo
+from flotilla.request import Attempt, Request
 from flotilla.resilience.policy import Policy, PolicyLookup
 from flotilla.resilience.signals import Signals
 from flotilla.service import MethodSpec
@@ -61,7 +61,7 @@ class Caller:
     ``strategy`` balances calls to every service, except those ``strategies``
     names (``{"carts": "consistent_hash:cart_id"}``).  ``layers`` adds named
     middlewares (``user``, ``fallback``, ``retry``, ``breaker``, ``bulkhead``,
-    ``metrics``); they take the place :data:`~flotilla.calls.pipeline.CLIENT_STACK`
+    ``metrics``); they take the place :data:`~flotilla.pipeline.CLIENT_STACK`
     gives them, whatever order they are passed in.  A layer with an ``attach``
     method is given the caller's :class:`Directory` once, before any call.
     ``policies`` and ``signals`` go to balancing (its panic threshold, its

@@ -8,9 +8,9 @@ from typing import Any
 
 import msgspec
 
-from flotilla.calls.pipeline import Handler
-from flotilla.calls.request import Request
 from flotilla.errors import DeadlineExceeded
+from flotilla.pipeline import Handler
+from flotilla.request import Request
 
 __all__ = ["DEFAULT_TIMEOUT", "Deadline"]
 

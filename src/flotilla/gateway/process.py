@@ -21,7 +21,6 @@ by default), else ``jwt.key`` in the data directory, generated on first use
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 from collections.abc import Mapping
@@ -39,6 +38,7 @@ from flotilla.gateway.routes import RateLimit, Route
 from flotilla.gateway.server import HttpServer
 from flotilla.registry.base import MethodInfo
 from flotilla.runtime.gateway_spec import GatewaySpec, gateway_port
+from flotilla.runtime.named import import_named
 from flotilla.runtime.node import Node
 from flotilla.runtime.serve import stopped_by
 from flotilla.runtime.settings import Settings, load_secret
@@ -52,12 +52,7 @@ _KEY_FILE = "jwt.key"
 
 def load_routes(spec: str) -> list[Route]:
     """Import ``"package.module:ATTRIBUTE"``, a list of :class:`Route`."""
-    module_name, _, attribute = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # a missing module, or one that fails as it is imported
-        raise ConfigError(f"cannot import {module_name!r} for routes {spec!r}: {exc!r}") from None
-    routes = getattr(module, attribute, None)
+    routes = import_named(spec, "routes")
     if not isinstance(routes, list | tuple) or not routes:
         raise ConfigError(f"routes {spec!r} is not a non-empty list of flotilla.gateway routes")
     for index, route in enumerate(routes):

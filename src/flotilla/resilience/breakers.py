@@ -1,7 +1,7 @@
 """The breaker layer: one circuit breaker per endpoint (or per endpoint and method) of a caller.
 
 It stands in the ``breaker`` slot of the attempt tier
-(:data:`~flotilla.calls.pipeline.ATTEMPT_LAYERS`): balancing has chosen an
+(:data:`~flotilla.pipeline.ATTEMPT_LAYERS`): balancing has chosen an
 endpoint, and this layer asks that endpoint's :class:`~.breaker.Breaker`
 whether the attempt may go.  A refused attempt raises ``Unavailable`` with
 ``never_sent=True``, so balancing sends it to another endpoint at once; when
@@ -18,8 +18,7 @@ endpoint's other methods may be fine.
 Every transition is a signal in the node's :class:`~.signals.Signals` hub
 (``breaker.*``, ``endpoint.ejected``, ``endpoint.restored``): ``/status``,
 ``flotilla ps`` and the ``flotilla run`` table read those
-(:mod:`flotilla.resilience.states`).  :meth:`Breakers.snapshot` tells what each
-breaker of this layer is doing now, its counts included.
+(:mod:`flotilla.resilience.states`).
 
 ::
 
@@ -36,10 +35,10 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from flotilla.calls.pipeline import Handler
-from flotilla.calls.request import Attempt
 from flotilla.clock import Clock, SystemClock
 from flotilla.errors import Unavailable
+from flotilla.pipeline import Handler
+from flotilla.request import Attempt
 from flotilla.resilience.breaker import Breaker, Transition, outcome_of
 from flotilla.resilience.policy import BreakerPolicy, PolicyLookup
 from flotilla.resilience.signals import SignalKind, Signals
@@ -48,7 +47,7 @@ if TYPE_CHECKING:
     from flotilla.balancing import Endpoint
     from flotilla.calls.endpoints import Directory
 
-__all__ = ["BREAKER_OPEN", "BreakerView", "Breakers"]
+__all__ = ["BREAKER_OPEN", "Breakers"]
 
 BREAKER_OPEN = "breaker open"
 """The reason an open breaker ejects its endpoint with, and its refusals' ``details["refusal"]``."""
@@ -56,23 +55,6 @@ FORCED_OPEN = "breaker forced open"
 
 Key = tuple[str, str, str | None]
 """(service, endpoint id, method or None for a per-endpoint breaker)."""
-
-
-class BreakerView(msgspec.Struct, frozen=True, kw_only=True):
-    """One breaker as ``flotilla ps`` shows it."""
-
-    service: str
-    endpoint: str
-    address: str
-    method: str | None
-    """None: the breaker guards every method of the endpoint."""
-    state: str
-    """closed, open, half_open, or the policy's forced_open / disabled / metrics_only
-    (``metrics_only:open`` when the machine is open but lets calls through)."""
-    calls: int
-    failure_rate: float
-    open_until: float | None
-    """Wall-clock time (Unix seconds) the open breaker probes again; None unless open."""
 
 
 class _Guard:
@@ -132,36 +114,6 @@ class Breakers:
             raise
         guard.breaker.record(permit, policy, "success")
         return payload
-
-    def snapshot(self) -> list[BreakerView]:
-        """Every breaker's state now, by service, endpoint and method."""
-        views = []
-        now = self._clock.monotonic()
-        for (service, endpoint_id, method), guard in sorted(
-            self._guards.items(), key=lambda item: (item[0][0], item[0][1], item[0][2] or "")
-        ):
-            policy = self._policies(service, method).breaker
-            breaker = guard.breaker
-            counts = breaker.counts(policy)
-            state: str = breaker.state
-            if policy.state in ("forced_open", "disabled"):
-                state = policy.state
-            elif policy.state == "metrics_only":
-                state = f"metrics_only:{state}"
-            is_open = breaker.state == "open" and policy.state != "disabled"
-            views.append(
-                BreakerView(
-                    service=service,
-                    endpoint=endpoint_id,
-                    address=guard.endpoint.address,
-                    method=method,
-                    state=state,
-                    calls=counts.calls,
-                    failure_rate=counts.failure_rate,
-                    open_until=self._clock.time() + breaker.open_until - now if is_open else None,
-                )
-            )
-        return views
 
     def _guard(self, attempt: Attempt, policy: BreakerPolicy) -> _Guard:
         key = _key(attempt, policy)

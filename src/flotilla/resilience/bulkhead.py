@@ -34,9 +34,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from flotilla.calls.pipeline import Handler
 from flotilla.clock import Clock, SystemClock
 from flotilla.errors import DeadlineExceeded, ResourceExhausted
+from flotilla.pipeline import Handler
 from flotilla.resilience.limits import ConcurrencyLimit, adaptive_limit
 from flotilla.resilience.policy import BulkheadPolicy, PolicyLookup, uniform
 from flotilla.resilience.signals import SignalKind, Signals

@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any
 
-from flotilla.calls.pipeline import Handler
-from flotilla.calls.request import Attempt
 from flotilla.errors import ResourceExhausted
+from flotilla.pipeline import Handler
+from flotilla.request import Attempt
 from flotilla.resilience.policy import PolicyLookup, uniform
 from flotilla.resilience.signals import SignalKind, Signals
 

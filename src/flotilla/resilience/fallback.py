@@ -14,7 +14,7 @@ replica down, every breaker open, none took it); ``on=`` names other errors
 (``node.call``) may have fallbacks too: ``Fallbacks({"catalog.get": fn})``.
 
 :class:`Fallbacks` is the ``fallback`` layer of the request tier
-(:data:`~flotilla.calls.pipeline.REQUEST_LAYERS`): it stands above retries, so
+(:data:`~flotilla.pipeline.REQUEST_LAYERS`): it stands above retries, so
 it sees only the final outcome, after every retry and requeue.  A fallback
 that raises fails the call with an error of the original's class whose
 message names both failures, and whose ``__cause__`` is an
@@ -30,9 +30,9 @@ from typing import Any, NamedTuple, TypeVar
 import msgspec
 
 from flotilla import codec
-from flotilla.calls.pipeline import Handler
-from flotilla.calls.request import Request
 from flotilla.errors import ConfigError, FlotillaError, Unavailable
+from flotilla.pipeline import Handler
+from flotilla.request import Request
 from flotilla.resilience.signals import SignalKind, Signals
 
 __all__ = ["Fallbacks", "fallback"]

@@ -24,9 +24,9 @@ import random as random_module
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from flotilla.calls.pipeline import Handler
 from flotilla.clock import Clock, SystemClock
 from flotilla.errors import ConnectionCut, error_for_code
+from flotilla.pipeline import Handler
 from flotilla.resilience.policy import FaultPolicy, PolicyLookup, uniform
 from flotilla.resilience.signals import SignalKind, Signals
 

@@ -36,9 +36,9 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from flotilla.calls.pipeline import Handler
-from flotilla.calls.request import Request
 from flotilla.clock import Clock, SystemClock
+from flotilla.pipeline import Handler
+from flotilla.request import Request
 from flotilla.resilience.budget import RetryBudget, RetryBudgets
 from flotilla.resilience.latency import DecayingHistogram, LatencyTracker
 from flotilla.resilience.policy import HedgePolicy

@@ -42,13 +42,14 @@ def _positive(value: float, policy: str, name: str) -> None:
     _require(value > 0, policy, f"{name} must be positive, not {value}")
 
 
-BreakerState = Literal["auto", "forced_open", "disabled", "metrics_only"]
+BreakerMode = Literal["auto", "forced_open", "disabled", "metrics_only"]
+"""How a breaker's policy lets it work; distinct from the state of its machine (open, closed...)."""
 
 
 class BreakerPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """When a breaker trips, how long it stays open, how it probes (``resilience/breaker.py``)."""
 
-    state: BreakerState = "auto"
+    state: BreakerMode = "auto"
     """``forced_open`` refuses every call; ``disabled`` admits every call and records nothing;
     ``metrics_only`` records and signals but never refuses."""
     window: float = 10.0

@@ -2,7 +2,7 @@
 and hedge a slow one, when its policy says so.
 
 It stands in the request tier of the client pipeline (``retry`` in
-:data:`~flotilla.calls.pipeline.CLIENT_STACK`), above balancing, so each new
+:data:`~flotilla.pipeline.CLIENT_STACK`), above balancing, so each new
 attempt is balanced afresh and prefers an endpoint the earlier ones did not
 use (``request.tried``, which balancing fills).  Each of its attempts of a
 hedged method is a race of a first attempt and its hedges
@@ -39,10 +39,10 @@ import random as _random
 from collections.abc import Callable
 from typing import Any
 
-from flotilla.calls.pipeline import Handler
-from flotilla.calls.request import Request
 from flotilla.clock import Clock, SystemClock
 from flotilla.errors import Aborted, FlotillaError, Internal, Unavailable
+from flotilla.pipeline import Handler
+from flotilla.request import Request
 from flotilla.resilience.backoff import backoff_delay
 from flotilla.resilience.budget import RetryBudget, RetryBudgets
 from flotilla.resilience.hedge import Hedger

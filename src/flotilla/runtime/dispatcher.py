@@ -6,7 +6,7 @@ it is cancelled); the dispatcher hands the deadline on in the call's
 :class:`Context`, so onward calls share it.
 
 Incoming calls go through the same kind of pipeline as outgoing ones
-(:func:`flotilla.calls.pipeline.compose`); :data:`SERVER_STACK` is its order.
+(:func:`flotilla.pipeline.compose`); :data:`SERVER_STACK` is its order.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import Any
 import msgspec
 
 from flotilla import codec
-from flotilla.calls.pipeline import Middleware, build_stack
 from flotilla.context import Context, Emitter, Invoker
 from flotilla.errors import FlotillaError, Internal, Unavailable, Unimplemented
 from flotilla.headers import Headers
+from flotilla.pipeline import Middleware, build_stack
 from flotilla.service import MethodSpec, Service
 
 __all__ = ["SERVER_STACK", "Dispatcher", "Incoming"]

@@ -49,7 +49,6 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from flotilla.calls.client import Caller
-from flotilla.calls.pipeline import Middleware
 from flotilla.calls.typed_client import TypedClient
 from flotilla.clock import Clock, SystemClock
 from flotilla.context import Context, new_request_id
@@ -59,6 +58,7 @@ from flotilla.events.consumer import Observer
 from flotilla.events.emitter import Emitter
 from flotilla.events.part import ConsumersPart, EventsPart
 from flotilla.headers import Headers
+from flotilla.pipeline import Middleware
 from flotilla.registry import Health, Instance, Registry, open_registry
 from flotilla.resilience.faults import Faults
 from flotilla.resilience.policy import Policy, PolicyLookup
@@ -99,7 +99,7 @@ class Node:
     go what cannot be data: a ``registry`` object to use instead of opening
     ``config.registry`` (the nodes of one test share one), likewise an
     ``events`` backend instead of ``config.events``, a ``clock``, client
-    ``layers`` (:data:`~flotilla.calls.pipeline.CLIENT_STACK`),
+    ``layers`` (:data:`~flotilla.pipeline.CLIENT_STACK`),
     ``server_layers`` (:data:`~flotilla.runtime.dispatcher.SERVER_STACK`) and
     an ``event_observer`` told how each delivery ended (the test kit's).
     The outbox relays of the services' databases publish through the same

@@ -7,7 +7,7 @@
                                policy sets BulkheadPolicy.per_endpoint)
     server (a hosting node)    bulkhead, faults
 
-Each stands in its place of :data:`~flotilla.calls.pipeline.CLIENT_STACK` or
+Each stands in its place of :data:`~flotilla.pipeline.CLIENT_STACK` or
 :data:`~flotilla.runtime.dispatcher.SERVER_STACK`, asks the node's policies and
 reports into the node's signals.  A layer that draws at random gets a
 generator of its own, seeded from the node's: reproducible under a seed, and
@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from random import Random
 from typing import Any
 
-from flotilla.calls.pipeline import Middleware
 from flotilla.clock import Clock
+from flotilla.pipeline import Middleware
 from flotilla.resilience.breakers import Breakers
 from flotilla.resilience.bulkhead import Bulkhead
 from flotilla.resilience.endpoint_bulkhead import EndpointBulkhead

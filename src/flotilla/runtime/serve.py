@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import importlib
 import logging
 import os
 import signal
@@ -24,6 +23,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, MutableMapping
 from typing import Any, TypeVar
 
 from flotilla.errors import ConfigError, FailedPrecondition
+from flotilla.runtime.named import import_named
 from flotilla.runtime.node import Node
 from flotilla.runtime.settings import Settings
 from flotilla.service import Service
@@ -41,17 +41,7 @@ _PARENT_POLL = 1.0
 
 def load_service_class(spec: str) -> type[Service]:
     """Import ``"package.module:ClassName"`` and check it is a :class:`Service` subclass."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise ConfigError(f"service {spec!r} is not 'module:Class'")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # a missing module, or one that fails as it is imported
-        message = f"cannot import {module_name!r} for service {spec!r}: {exc!r}"
-        raise ConfigError(message) from None
-    if not hasattr(module, attribute):
-        raise ConfigError(f"module {module_name!r} has no attribute {attribute!r}")
-    cls = getattr(module, attribute)
+    cls = import_named(spec, "service", form="module:Class")
     if not (isinstance(cls, type) and issubclass(cls, Service)):
         what = f"class {cls.__name__}" if isinstance(cls, type) else type(cls).__name__
         raise ConfigError(f"{spec!r} is a {what}, not a flotilla.Service subclass")

@@ -33,10 +33,10 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
-from flotilla.calls.pipeline import Middleware
 from flotilla.calls.typed_client import TypedClient
 from flotilla.clock import Clock
 from flotilla.context import Context
+from flotilla.pipeline import Middleware
 from flotilla.registry import MemoryRegistry
 from flotilla.resilience.policy import FaultPolicy, PolicyLookup
 from flotilla.runtime.config import NodeConfig, Timings

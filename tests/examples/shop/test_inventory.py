@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -43,10 +42,8 @@ async def test_every_stock_level_is_listed_for_admins_only(shop: ShopKit) -> Non
 async def test_200_orders_at_once_for_50_units_sell_exactly_50(shop: ShopKit) -> None:
     teapot = await shop.product(stock=50)
     buyers = [await shop.signup(f"buyer {n}") for n in range(10)]
-    started = time.monotonic()
     await asyncio.gather(*(shop.order(buyers[n % 10], (teapot, 1)) for n in range(200)))
-    snapshot = await shop.settled(timeout=20)
-    elapsed = time.monotonic() - started
+    snapshot = await shop.settled(timeout=20)  # the bound; speed is bench/shop.py's
 
     outcomes = sorted((o.status, o.cancel_reason) for o in snapshot.orders)
     assert outcomes.count(("confirmed", None)) == 50
@@ -54,7 +51,6 @@ async def test_200_orders_at_once_for_50_units_sell_exactly_50(shop: ShopKit) ->
     stock = await shop.stock(teapot)
     assert (stock.available, stock.reserved, stock.sold, stock.added) == (0, 0, 50, 50)
     assert len([p for p in snapshot.payments if p.status == "captured"]) == 50
-    assert elapsed < 20
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -117,7 +117,7 @@ class EventfulSystem:
     async def wait_healthy(self, served: Served) -> None:
         registry = open_registry(self.settings.registry)
         try:
-            async with asyncio.timeout(20):
+            async with asyncio.timeout(60):  # a failing wait's bound; starting is slow when busy
                 while not any(
                     instance.metadata.get("pid") == str(served.pid)
                     and instance.health is Health.HEALTHY

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from flotilla.calls.pipeline import (
+from flotilla.errors import ConfigError
+from flotilla.pipeline import (
     ATTEMPT_LAYERS,
     CLIENT_STACK,
     REQUEST_LAYERS,
@@ -14,7 +15,6 @@ from flotilla.calls.pipeline import (
     build_stack,
     compose,
 )
-from flotilla.errors import ConfigError
 
 
 def tracer(name: str, log: list[str]) -> Any:

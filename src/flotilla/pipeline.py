@@ -6,10 +6,15 @@ They are folded once, when a caller is built, in the one order of
 :data:`CLIENT_STACK`, outermost first.
 
 The stack has two tiers, split by balancing.  Layers above it
-(:data:`REQUEST_LAYERS`) see a :class:`~flotilla.calls.request.Request` and
+(:data:`REQUEST_LAYERS`) see a :class:`~flotilla.request.Request` and
 get the encoded result (``msgspec.Raw``) back; layers below it
-(:data:`ATTEMPT_LAYERS`) see each :class:`~flotilla.calls.request.Attempt`
+(:data:`ATTEMPT_LAYERS`) see each :class:`~flotilla.request.Attempt`
 and get the encoded result too.
+
+The server's stack (:data:`flotilla.runtime.dispatcher.SERVER_STACK`) is
+folded the same way.  This module stands below ``calls``, ``resilience`` and
+``runtime`` so that the layers each of them defines name its types without
+reaching up into the caller.
 
 A layer that must act on the caller's local view of the endpoints (a breaker
 ejecting one, say) defines ``attach(directory)``: the caller calls it once,

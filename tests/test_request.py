@@ -11,10 +11,10 @@ from flotilla import codec
 from flotilla.balancing import Endpoint, RequestView
 from flotilla.calls.balance import Balance
 from flotilla.calls.endpoints import EndpointSet
-from flotilla.calls.request import Attempt, Request
 from flotilla.errors import ConnectFailed
 from flotilla.headers import Headers
 from flotilla.registry import Health, Instance
+from flotilla.request import Attempt, Request
 
 
 def endpoint(id: str, port: int) -> Endpoint:

@@ -10,6 +10,8 @@ transport see attempts; a retry or a hedge is a second attempt of the same
 request, never a change to the first.  What a try cost is the attempt's own:
 the transport notes there the time it spent connecting (which is no measure
 of the endpoint), and nothing is written into the request the tries share.
+
+Both stand below ``calls`` and ``resilience``, whose layers pass them along.
 """
 
 from __future__ import annotations
