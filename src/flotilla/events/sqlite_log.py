@@ -147,7 +147,17 @@ def claim(
 
     Returns the claimed rows and when the group's next row becomes visible
     (None: no row waits on time), so an idle consumer knows when to look again.
+
+    A look without the write lock comes first: most claims are of a consumer
+    woken by a write to the file that was not for its group (every commit
+    wakes every consumer on the machine), and those find nothing.  In WAL
+    mode the look waits for no writer; the claim proper, ``BEGIN
+    IMMEDIATE``, would queue behind each of them, and with it everything
+    else this process's worker thread has to do.
     """
+    idle = _nothing_to_claim(conn, group, now)
+    if idle is not None:
+        return [], idle.next_visible
     with transaction(conn):
         group_id = _group_id(conn, group, now)
         _take_in(conn, group_id, group.topic)
@@ -171,6 +181,40 @@ def claim(
         Claimed(opened, group_id, seq, attempt + 1, envelope) for seq, attempt, envelope in found
     ]
     return claimed, next_visible
+
+
+class _Idle(msgspec.Struct, frozen=True):
+    next_visible: float | None
+
+
+def _nothing_to_claim(conn: sqlite3.Connection, group: GroupRef, now: float) -> _Idle | None:
+    """What a claim would find, read outside a transaction: None if it may find a row
+    (or must write: a new group, a stale ``seen_at``); else when to look again.
+
+    Each statement reads the file as of its own start: a write that lands
+    between them is caught by the caller, who read the file's change count
+    before calling and looks again when it has moved.
+    """
+    found = conn.execute(
+        "SELECT id, position, seen_at FROM groups WHERE topic = ? AND name = ? AND instance = ?",
+        (group.topic, group.name, group.instance),
+    ).fetchone()
+    if found is None or now - found[2] > _SEEN_EVERY:
+        return None
+    group_id, position, _ = found
+    newer = conn.execute(
+        "SELECT 1 FROM events WHERE topic = ? AND seq > ? LIMIT 1", (group.topic, position)
+    ).fetchone()
+    if newer is not None:
+        return None
+    (first,) = conn.execute(
+        "SELECT min(visible_at) FROM deliveries INDEXED BY deliveries_heads"
+        " WHERE grp = ? AND head = 1",
+        (group_id,),
+    ).fetchone()
+    if first is not None and first <= now:
+        return None
+    return _Idle(first)
 
 
 def _take_in(conn: sqlite3.Connection, group_id: int, topic: str) -> None:
@@ -245,11 +289,12 @@ def renew(conn: sqlite3.Connection, delivery: Claimed, visible_at: float) -> Non
 
 def release(conn: sqlite3.Connection, rows: Sequence[Claimed]) -> None:
     """Give back rows claimed but never handed to a consumer: as if never claimed."""
-    conn.executemany(
-        "UPDATE deliveries SET attempt = attempt - 1, visible_at = 0, owner = NULL"
-        " WHERE grp = ? AND seq = ? AND attempt = ?",
-        [(row.group_id, row.seq, row.attempt) for row in rows],
-    )
+    with transaction(conn):
+        conn.executemany(
+            "UPDATE deliveries SET attempt = attempt - 1, visible_at = 0, owner = NULL"
+            " WHERE grp = ? AND seq = ? AND attempt = ?",
+            [(row.group_id, row.seq, row.attempt) for row in rows],
+        )
 
 
 def dead_letter(conn: sqlite3.Connection, delivery: Claimed, error: str, now: float) -> None:
