@@ -5,12 +5,15 @@
     start -> wait until the database is ready -> loop:
       PUMP:   claim a batch (data/outbox.py), marking the previous batch's rows sent in
               the same transaction -> publish it
-              rows were claimed   -> PUMP again at once (which marks them sent)
-              none                -> IDLE
+              a full batch        -> PUMP again at once (there may be more)
+              fewer rows, or none -> IDLE
               a publish failed,
               or a database error -> mark what was published, release the rest -> BACKOFF
       IDLE:    until a local commit stored events (woken at once) or ``poll`` seconds pass
-               (rows of other processes, claims of dead relays running out) -> PUMP
+               (rows of other processes, claims of dead relays running out) -> PUMP;
+               with published rows not yet marked sent, at most 0.5 s (and a quarter
+               of ``lease``): their mark waits for the next claim, which under load
+               comes within milliseconds, rather than costing a claim of its own
       BACKOFF: ``backoff.delay(failures in a row)`` seconds, capped; not cut short by
                commits (a broker that is down is not hammered) -> PUMP
     stop -> cancel; published rows are marked sent, the others released (best
@@ -51,6 +54,8 @@ log = logging.getLogger("flotilla.data")
 # Give up a batch this long before its claim runs out: a publish begun just
 # before the end must not overlap another relay's publish of the same row.
 _LEASE_MARGIN = 0.25
+# Published rows wait at most this long for the next claim to mark them sent.
+_MARK_WITHIN = 0.5
 
 
 class BatchOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -127,13 +132,18 @@ class OutboxRelay:
                 failures = 0
                 self._report(None)
             assert outcome is not None
-            if outcome.claimed == 0:  # (a batch is followed by a claim that marks it sent)
+            if outcome.claimed < self.policy.batch:
+                # All there was when the claim began; a commit since then has
+                # set the wake-up, and the idle ends at once.
                 await self._prune_now_and_then()
                 await self._idle()
 
     async def _idle(self) -> None:
+        timeout = self.policy.poll
+        if self._unmarked:
+            timeout = min(timeout, _MARK_WITHIN, self.policy.lease / 4)
         try:
-            async with asyncio.timeout(self.policy.poll):
+            async with asyncio.timeout(timeout):
                 await self._wake.wait()
         except TimeoutError:
             pass
@@ -191,13 +201,14 @@ class OutboxRelay:
                 if time.time() >= deadline:
                     errors.append("the claim ran out before the batch was published")
                     return
+                # Bounded by the claim: a publish still hanging when the claim
+                # runs out could overlap another relay's publish of the row.
+                bound = asyncio.timeout_at(loop.time() + deadline - time.time())
                 try:
-                    # Bounded by the claim: a publish still hanging when the claim
-                    # runs out could overlap another relay's publish of the row.
-                    async with slots, asyncio.timeout_at(loop.time() + deadline - time.time()):
+                    async with slots, bound:
                         await self.backend.publish(claimed.envelope)
                 except Exception as exc:
-                    errors.append(f"publishing {claimed.envelope.topic} failed: {exc!r}")
+                    errors.append(self._publish_failed(claimed, exc, cut=bound.expired()))
                     return  # the rest of this key waits for this row
                 sent.append(claimed.row)
 
@@ -205,6 +216,17 @@ class OutboxRelay:
             for chain in chains.values():
                 group.create_task(run(chain))
         return sent, (errors[0] if errors else None)
+
+    def _publish_failed(self, claimed: Claimed, exc: Exception, *, cut: bool) -> str:
+        """What went wrong with one publish, for the log (``cut``: stopped by the claim's end)."""
+        what = f"publishing event {claimed.envelope.id} of {claimed.envelope.topic!r}"
+        if cut:
+            return (
+                f"{what} had not finished when its claim was about to run out"
+                f" (lease {self.policy.lease:g} s): given up, so that no other relay"
+                " publishes it at the same time; it is published again later"
+            )
+        return f"{what} failed: {exc!r}"
 
     async def _settle_on_the_way_out(self) -> None:
         """Record what a batch cut short by a stop published and give back the rest, so
