@@ -10,9 +10,11 @@ writes within a millisecond is in :mod:`flotilla.events.sqlite_wake`.
 A subscription's loop::
 
     rows in hand? -> yield the next as a Delivery
-    claim (a look without the write lock; if it may find something, one BEGIN
-           IMMEDIATE: take in new events, claim the first claimable rows, as
-           many as the consumer has room for: one, or ``room()``)
+    look  (without the write lock, together with the other subscriptions the same
+           change woke: one trip to the worker thread for all of them)
+    claim (if the look may find something: one BEGIN IMMEDIATE: take in new
+           events, claim the first claimable rows, as many as the consumer has
+           room for: one, or ``room()``)
       ├─ rows   -> in hand; yield the first
       └─ none   -> wait for the first of: a change to the file, the group's next
                    row becoming visible (a nak's delay, a dead consumer's ack_wait),
@@ -47,7 +49,7 @@ from flotilla.errors import ConfigError, FailedPrecondition, Unavailable
 from flotilla.events import sqlite_log as log_sql
 from flotilla.events.backend import Delivery, Room, Subscription
 from flotilla.events.envelope import DeadLetter, Envelope
-from flotilla.events.sqlite_batch import GroupCommit
+from flotilla.events.sqlite_batch import GroupCall, GroupCommit
 from flotilla.events.sqlite_log import Claimed, GroupRef
 from flotilla.events.sqlite_schema import SCHEMA
 from flotilla.events.sqlite_wake import ChangeWatch
@@ -103,6 +105,7 @@ class SqliteEvents:
         # concurrent handlers) each share a commit.
         self._publishes = GroupCommit(self._worker, log_sql.insert_events)
         self._acks: GroupCommit[Claimed] = GroupCommit(self._worker, self._ack_rows)
+        self._looks = GroupCall(self._worker, log_sql.looks)
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None) -> SqliteEvents:
@@ -182,6 +185,7 @@ class SqliteEvents:
             await cancel_and_wait(watch)
         await self._publishes.drain()
         await self._acks.drain()
+        await self._looks.drain()
         await self._worker.aclose()
 
     # -- a subscription ----------------------------------------------------------------------
@@ -231,6 +235,14 @@ class SqliteEvents:
                 opened=self._worker.opened,
             )
 
+        try:
+            # The consumers one change to the file woke look together, in one trip
+            # to the worker thread; most find nothing and go back to waiting.
+            idle = await self._looks.call((group, self._clock.time()))
+        except (Unavailable, FailedPrecondition):
+            idle = None  # the claim below says what is wrong, or that the log closed
+        if idle is not None:
+            return [], idle.next_visible
         return await self._patiently(group.topic, work) or ([], None)
 
     async def _give_back(self, rows: list[Claimed]) -> None:

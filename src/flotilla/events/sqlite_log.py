@@ -44,11 +44,14 @@ from flotilla.sqlite_worker import transaction
 __all__ = [
     "Claimed",
     "GroupRef",
+    "Idle",
     "ack",
     "claim",
     "dead_letter",
     "declare",
     "insert_events",
+    "look",
+    "looks",
     "prune",
     "release",
     "renew",
@@ -155,7 +158,7 @@ def claim(
     IMMEDIATE``, would queue behind each of them, and with it everything
     else this process's worker thread has to do.
     """
-    idle = _nothing_to_claim(conn, group, now)
+    idle = look(conn, group, now)
     if idle is not None:
         return [], idle.next_visible
     with transaction(conn):
@@ -183,11 +186,19 @@ def claim(
     return claimed, next_visible
 
 
-class _Idle(msgspec.Struct, frozen=True):
+class Idle(msgspec.Struct, frozen=True):
+    """A look found nothing to claim; the group's next row becomes visible then (None: no
+    row waits on time)."""
+
     next_visible: float | None
 
 
-def _nothing_to_claim(conn: sqlite3.Connection, group: GroupRef, now: float) -> _Idle | None:
+def looks(conn: sqlite3.Connection, asked: Sequence[tuple[GroupRef, float]]) -> list[Idle | None]:
+    """:func:`look` for each ``(group, now)``, in one piece of work on the worker thread."""
+    return [look(conn, group, now) for group, now in asked]
+
+
+def look(conn: sqlite3.Connection, group: GroupRef, now: float) -> Idle | None:
     """What a claim would find, read outside a transaction: None if it may find a row
     (or must write: a new group, a stale ``seen_at``); else when to look again.
 
@@ -214,7 +225,7 @@ def _nothing_to_claim(conn: sqlite3.Connection, group: GroupRef, now: float) -> 
     ).fetchone()
     if first is not None and first <= now:
         return None
-    return _Idle(first)
+    return Idle(first)
 
 
 def _take_in(conn: sqlite3.Connection, group_id: int, topic: str) -> None:
