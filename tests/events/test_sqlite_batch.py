@@ -1,4 +1,4 @@
-"""Group work: concurrent callers share one trip (a write, or looks); a cancelled caller cancels nobody's."""
+"""Group work: concurrent callers share one trip; a cancelled caller cancels nobody's."""
 
 from __future__ import annotations
 
