@@ -10,15 +10,14 @@ writes within a millisecond is in :mod:`flotilla.events.sqlite_wake`.
 A subscription's loop::
 
     rows in hand? -> yield the next as a Delivery
-    look  (without the write lock, together with the other subscriptions the same
-           change woke: one trip to the worker thread for all of them)
-    claim (if the look may find something: one BEGIN IMMEDIATE: take in new
-           events, claim the first claimable rows, as many as the consumer has
-           room for: one, or ``room()``)
+    claim (a look without the write lock; if it may find something, one BEGIN
+           IMMEDIATE: take in new events, claim the first claimable rows, as
+           many as the consumer has room for: one, or ``room()``)
       ├─ rows   -> in hand; yield the first
-      └─ none   -> wait for the first of: a change to the file, the group's next
-                   row becoming visible (a nak's delay, a dead consumer's ack_wait),
-                   or aclose
+      └─ none   -> wait with the other idle subscriptions (sqlite_idle: one look
+                   for all of them per change to the file) until a look finds
+                   something, the group's next row becomes visible (a nak's
+                   delay, a dead consumer's ack_wait), or aclose
     closed with rows in hand -> give them back (as if never claimed)
 
 Retention: now and then (every ``prune_every`` seconds, on a publish or an
@@ -49,8 +48,9 @@ from flotilla.errors import ConfigError, FailedPrecondition, Unavailable
 from flotilla.events import sqlite_log as log_sql
 from flotilla.events.backend import Delivery, Room, Subscription
 from flotilla.events.envelope import DeadLetter, Envelope
-from flotilla.events.sqlite_batch import GroupCall, GroupCommit
-from flotilla.events.sqlite_log import Claimed, GroupRef
+from flotilla.events.sqlite_batch import GroupCommit
+from flotilla.events.sqlite_idle import IdleSubscriptions
+from flotilla.events.sqlite_log import Claimed, GroupRef, Idle
 from flotilla.events.sqlite_schema import SCHEMA
 from flotilla.events.sqlite_wake import ChangeWatch
 from flotilla.sqlite_worker import SqliteWorker
@@ -105,7 +105,8 @@ class SqliteEvents:
         # concurrent handlers) each share a commit.
         self._publishes = GroupCommit(self._worker, log_sql.insert_events)
         self._acks: GroupCommit[Claimed] = GroupCommit(self._worker, self._ack_rows)
-        self._looks = GroupCall(self._worker, log_sql.looks)
+        self._idlers = IdleSubscriptions(self._watch, self._look, self._clock)
+        self._idlers_task: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None) -> SqliteEvents:
@@ -180,12 +181,13 @@ class SqliteEvents:
     async def aclose(self) -> None:
         """End every subscription and tail, stop watching, close the file; idempotent."""
         self._closing.set()
-        watch, self._watch_task = self._watch_task, None
-        if watch is not None:
-            await cancel_and_wait(watch)
+        self._idlers.wake_all()
+        for task in (self._idlers_task, self._watch_task):
+            if task is not None:
+                await cancel_and_wait(task)
+        self._idlers_task = self._watch_task = None
         await self._publishes.drain()
         await self._acks.drain()
-        await self._looks.drain()
         await self._worker.aclose()
 
     # -- a subscription ----------------------------------------------------------------------
@@ -216,7 +218,7 @@ class SqliteEvents:
                     in_hand.extend(claimed)
                     continue
                 await self._maybe_prune()
-                await self._idle(generation, next_visible)
+                await self._idlers.wait(group, generation, next_visible)
         finally:
             if in_hand and not self._closing.is_set():
                 await self._give_back(list(in_hand))
@@ -235,14 +237,6 @@ class SqliteEvents:
                 opened=self._worker.opened,
             )
 
-        try:
-            # The consumers one change to the file woke look together, in one trip
-            # to the worker thread; most find nothing and go back to waiting.
-            idle = await self._looks.call((group, self._clock.time()))
-        except (Unavailable, FailedPrecondition):
-            idle = None  # the claim below says what is wrong, or that the log closed
-        if idle is not None:
-            return [], idle.next_visible
         return await self._patiently(group.topic, work) or ([], None)
 
     async def _give_back(self, rows: list[Claimed]) -> None:
@@ -289,11 +283,8 @@ class SqliteEvents:
             return None
         return _SqliteDelivery(self, row, envelope, ack_wait)
 
-    async def _idle(self, generation: int, next_visible: float | None) -> None:
-        waits = [self._watch.wait(generation), self._closing.wait()]
-        if next_visible is not None:
-            waits.append(self._clock.sleep(max(0.0, next_visible - self._clock.time())))
-        await wait_first(*waits)
+    async def _look(self, asked: Sequence[tuple[GroupRef, float]]) -> list[Idle | None]:
+        return await self._worker.run(partial(log_sql.looks, asked=list(asked)))
 
     # -- a tail ------------------------------------------------------------------------------
 
@@ -331,8 +322,12 @@ class SqliteEvents:
 
     def _start_watch(self) -> None:
         if self._watch_task is None and not self._closing.is_set():
-            self._watch_task = asyncio.get_running_loop().create_task(
+            loop = asyncio.get_running_loop()
+            self._watch_task = loop.create_task(
                 self._watch.run(), name=f"flotilla-events-watch {self.path}"
+            )
+            self._idlers_task = loop.create_task(
+                self._idlers.run(), name=f"flotilla-events-idle {self.path}"
             )
 
     async def _end(self, row: Claimed, work: Callable[[sqlite3.Connection, Claimed], None]) -> None:

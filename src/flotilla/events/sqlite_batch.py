@@ -15,8 +15,8 @@ later open the next one.  Every caller awaits the work through
 :func:`asyncio.shield`: a caller cancelled while it waits does not cancel
 the others' work.  The pieces in flight are owned here and awaited by
 :meth:`GroupCall.drain`.  :class:`GroupCommit` is the writing kind (one
-transaction, no results); :class:`GroupCall` gives each caller its own result
-(the looks of the consumers that one change to the file woke together).
+transaction, no results) built on :class:`GroupCall`, which gives each
+caller its own result.
 """
 
 from __future__ import annotations
