@@ -193,6 +193,17 @@ class Idle(msgspec.Struct, frozen=True):
     next_visible: float | None
 
 
+# One statement per look: the group, whether its topic has events it has not
+# taken in, and when its first head becomes visible.
+_LOOK = """
+    SELECT g.seen_at,
+           EXISTS (SELECT 1 FROM events WHERE topic = g.topic AND seq > g.position),
+           (SELECT min(visible_at) FROM deliveries INDEXED BY deliveries_heads
+            WHERE grp = g.id AND head = 1)
+    FROM groups AS g WHERE g.topic = ? AND g.name = ? AND g.instance = ?
+"""
+
+
 def looks(conn: sqlite3.Connection, asked: Sequence[tuple[GroupRef, float]]) -> list[Idle | None]:
     """:func:`look` for each ``(group, now)``, in one piece of work on the worker thread."""
     return [look(conn, group, now) for group, now in asked]
@@ -202,28 +213,15 @@ def look(conn: sqlite3.Connection, group: GroupRef, now: float) -> Idle | None:
     """What a claim would find, read outside a transaction: None if it may find a row
     (or must write: a new group, a stale ``seen_at``); else when to look again.
 
-    Each statement reads the file as of its own start: a write that lands
-    between them is caught by the caller, who read the file's change count
-    before calling and looks again when it has moved.
+    One statement, one snapshot of the file: a write that lands after it is
+    caught by the caller, who read the file's change count before calling and
+    looks again when it has moved.
     """
-    found = conn.execute(
-        "SELECT id, position, seen_at FROM groups WHERE topic = ? AND name = ? AND instance = ?",
-        (group.topic, group.name, group.instance),
-    ).fetchone()
-    if found is None or now - found[2] > _SEEN_EVERY:
-        return None
-    group_id, position, _ = found
-    newer = conn.execute(
-        "SELECT 1 FROM events WHERE topic = ? AND seq > ? LIMIT 1", (group.topic, position)
-    ).fetchone()
-    if newer is not None:
-        return None
-    (first,) = conn.execute(
-        "SELECT min(visible_at) FROM deliveries INDEXED BY deliveries_heads"
-        " WHERE grp = ? AND head = 1",
-        (group_id,),
-    ).fetchone()
-    if first is not None and first <= now:
+    found = conn.execute(_LOOK, (group.topic, group.name, group.instance)).fetchone()
+    if found is None:
+        return None  # a new group (or a new file): the claim creates it
+    seen_at, newer, first = found
+    if now - seen_at > _SEEN_EVERY or newer or (first is not None and first <= now):
         return None
     return Idle(first)
 
