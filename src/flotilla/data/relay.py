@@ -5,15 +5,12 @@
     start -> wait until the database is ready -> loop:
       PUMP:   claim a batch (data/outbox.py), marking the previous batch's rows sent in
               the same transaction -> publish it
-              a full batch        -> PUMP again at once (there may be more)
-              fewer rows, or none -> IDLE
+              rows were claimed   -> PUMP again at once (which marks them sent)
+              none                -> IDLE
               a publish failed,
               or a database error -> mark what was published, release the rest -> BACKOFF
       IDLE:    until a local commit stored events (woken at once) or ``poll`` seconds pass
-               (rows of other processes, claims of dead relays running out) -> PUMP;
-               with published rows not yet marked sent, at most 0.5 s (and a quarter
-               of ``lease``): their mark waits for the next claim, which under load
-               comes within milliseconds, rather than costing a claim of its own
+               (rows of other processes, claims of dead relays running out) -> PUMP
       BACKOFF: ``backoff.delay(failures in a row)`` seconds, capped; not cut short by
                commits (a broker that is down is not hammered) -> PUMP
     stop -> cancel; published rows are marked sent, the others released (best
@@ -54,8 +51,6 @@ log = logging.getLogger("flotilla.data")
 # Give up a batch this long before its claim runs out: a publish begun just
 # before the end must not overlap another relay's publish of the same row.
 _LEASE_MARGIN = 0.25
-# Published rows wait at most this long for the next claim to mark them sent.
-_MARK_WITHIN = 0.5
 
 
 class BatchOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,18 +127,13 @@ class OutboxRelay:
                 failures = 0
                 self._report(None)
             assert outcome is not None
-            if outcome.claimed < self.policy.batch:
-                # All there was when the claim began; a commit since then has
-                # set the wake-up, and the idle ends at once.
+            if outcome.claimed == 0:  # (a batch is followed by a claim that marks it sent)
                 await self._prune_now_and_then()
                 await self._idle()
 
     async def _idle(self) -> None:
-        timeout = self.policy.poll
-        if self._unmarked:
-            timeout = min(timeout, _MARK_WITHIN, self.policy.lease / 4)
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(self.policy.poll):
                 await self._wake.wait()
         except TimeoutError:
             pass
@@ -219,7 +209,8 @@ class OutboxRelay:
 
     def _publish_failed(self, claimed: Claimed, exc: Exception, *, cut: bool) -> str:
         """What went wrong with one publish, for the log (``cut``: stopped by the claim's end)."""
-        what = f"publishing event {claimed.envelope.id} of {claimed.envelope.topic!r}"
+        # No event id: the relay logs each distinct failure once, not once per event.
+        what = f"publishing {claimed.envelope.topic}"
         if cut:
             return (
                 f"{what} had not finished when its claim was about to run out"
