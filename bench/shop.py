@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/shop.py                       # 20 orders/s and 100 GETs/s, 10 s each
     .venv/bin/python bench/shop.py --order-rate 40 --seconds 5
+    .venv/bin/python bench/shop.py --order-rate 40 --orders-only --profile /tmp/prof
 
 Runs ``flotilla run examples/shop`` (embedded backends, a temporary data
 directory, a free gateway port) and drives it from this process:
@@ -12,7 +13,10 @@ directory, a free gateway port) and drives it from this process:
    figure is confirmed orders / (last order terminal - first order sent):
    it equals the offered rate when the saga keeps up and falls below it when
    a backlog builds.  p50/p99 of the POST are measured from the scheduled
-   send time (no coordinated omission).
+   send time (no coordinated omission).  The CPU time every process of the
+   shop used during the phase (``/proc``), per confirmed order, is printed
+   by process; ``--profile DIR`` records each with py-spy meanwhile.
+   ``--orders-only`` stops after this phase.
 2. reads: ``GET /api/products/{id}`` open-loop at ``--get-rate``, p50/p99.
 3. gateway overhead, one call at a time in alternating blocks (as in
    ``bench/gateway.py``, whose minimal HTTP connection this reuses):
@@ -41,6 +45,8 @@ from typing import Any
 
 import httpx
 import uvloop
+from _proctree import spent, tree_cpu
+from _pyspy import attach, install, summary
 
 from flotilla.runtime.node import Node, NodeConfig
 from flotilla.runtime.settings import Settings
@@ -62,6 +68,8 @@ OVERHEAD_TARGET = 1.3
 DRAIN_TARGET = 2.0
 """Seconds after the last order is sent within which all must be terminal: the saga keeps up."""
 FLOTILLA_RUN = [sys.executable, "-m", "flotilla", "run"]
+POLL = 0.05
+"""Seconds between two looks at an order not yet terminal."""
 TERMINAL = {"confirmed", "cancelled"}
 
 
@@ -109,7 +117,9 @@ async def watch(
     while (order_id := await accepted.get()) is not None:
         # Polled: the state is in another process.
         while (status := await order_status(http, buyer, order_id)) not in TERMINAL:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+            # 20 polls a second at most: while a backlog builds, faster polling
+            # would load the shop (gateway, orders) more than the orders do.
+            await asyncio.sleep(POLL)
         statuses[status] = statuses.get(status, 0) + 1
     return statuses
 
@@ -122,8 +132,14 @@ async def order_status(http: httpx.AsyncClient, buyer: dict[str, str], order_id:
 
 
 async def bench_orders(
-    http: httpx.AsyncClient, buyer: dict[str, str], product: int, rate: float, seconds: float
+    http: httpx.AsyncClient,
+    buyer: dict[str, str],
+    product: int,
+    options: argparse.Namespace,
+    system: int,
 ) -> dict[str, Any]:
+    """The order phase; CPU of every process of the ``system`` tree (pid) read around it."""
+    rate, seconds = options.order_rate, options.seconds
     body = {"items": [{"product_id": product, "quantity": 1}], "card_token": "tok_ok"}
     accepted: asyncio.Queue[str | None] = asyncio.Queue()
 
@@ -133,6 +149,8 @@ async def bench_orders(
             accepted.put_nowait(answer.json()["id"])
         return answer
 
+    cpu_before = tree_cpu(system)
+    profiles = start_profiles(options.profile, cpu_before, seconds)
     first_sent = time.perf_counter()
     async with asyncio.timeout(seconds + 120):
         watcher = asyncio.create_task(watch(http, buyer, accepted))
@@ -140,6 +158,7 @@ async def bench_orders(
         accepted.put_nowait(None)
         statuses = await watcher
     settled = time.perf_counter() - first_sent
+    cpu = spent(cpu_before, tree_cpu(system))
     latencies = [latency for latency, _ in results]
     confirmed = statuses.get("confirmed", 0)
     return {
@@ -151,7 +170,24 @@ async def bench_orders(
         "drain_s": settled - seconds,
         "post_p50_us": percentile(latencies, 0.5),
         "post_p99_us": percentile(latencies, 0.99),
+        "cpu_s": cpu,
+        "profiles": profiles,
     }
+
+
+def start_profiles(
+    folder: str | None, processes: dict[int, tuple[str, float]], seconds: float
+) -> list[tuple[str, Path, Any]]:
+    """py-spy recording each process of the shop for the order phase (``--profile``)."""
+    if folder is None:
+        return []
+    py_spy, out = install(), Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    started = []
+    for pid, (name, _) in processes.items():
+        path = out / f"{name.split()[0]}-{pid}.txt"
+        started.append((name, path, attach(py_spy, pid, path, seconds)))
+    return started
 
 
 async def bench_reads(http: httpx.AsyncClient, product: int, rate: float, seconds: float) -> Any:
@@ -201,21 +237,24 @@ def gateway_pid(port: int) -> int | None:
     return None
 
 
-async def measure(settings: Settings, port: int, options: argparse.Namespace) -> None:
+async def measure(settings: Settings, port: int, options: argparse.Namespace, system: int) -> None:
     await wait_ready(port, timeout=90)
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30
     ) as http:
         buyer, product = await set_up(http)
-        orders = await bench_orders(http, buyer, product, options.order_rate, options.seconds)
+        orders = await bench_orders(http, buyer, product, options, system)
+        if options.orders_only:
+            report_orders(options, orders)
+            return
         reads = await bench_reads(http, product, options.get_rate, options.seconds)
     overhead = await bench_overhead(settings, port, product, options.calls)
     report(options, orders, reads, overhead)
 
 
-def report(options: argparse.Namespace, orders: dict[str, Any], reads: Any, overhead: Any) -> None:
-    direct, gateway, gateway_cpu = overhead
+def report_orders(options: argparse.Namespace, orders: dict[str, Any]) -> None:
+    """The commit, the load average and the order phase's lines (CPU, profiles, POST latency)."""
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
@@ -229,10 +268,27 @@ def report(options: argparse.Namespace, orders: dict[str, Any], reads: Any, over
         f" the last settled {orders['drain_s']:.1f} s after the last was sent"
         f" (target: all confirmed, <= {DRAIN_TARGET:g} s after: {'PASS' if keeps_up else 'MISS'})"
     )
+    cpu, confirmed = orders["cpu_s"], max(orders["confirmed"], 1)
+    shares = ", ".join(
+        f"{name} {1000 * seconds / confirmed:.1f}"
+        for name, seconds in sorted(cpu.items(), key=lambda item: -item[1])
+    )
+    print(
+        f"CPU per confirmed order, all shop processes: {1000 * sum(cpu.values()) / confirmed:.1f}"
+        f" ms ({shares})"
+    )
+    for name, path, recorder in orders["profiles"]:
+        recorder.wait(timeout=60)
+        print(summary(path, 1e6 * cpu.get(name, 0.0) / confirmed, top=25))
     print(
         f"POST /api/orders at {options.order_rate:g}/s: p50 {orders['post_p50_us'] / 1000:.1f} ms,"
         f" p99 {orders['post_p99_us'] / 1000:.1f} ms"
     )
+
+
+def report(options: argparse.Namespace, orders: dict[str, Any], reads: Any, overhead: Any) -> None:
+    direct, gateway, gateway_cpu = overhead
+    report_orders(options, orders)
     p50, p99, errors = reads
     print(
         f"GET /api/products/{{id}} at {options.get_rate:g}/s: p50 {p50 / 1000:.1f} ms,"
@@ -254,6 +310,10 @@ def main() -> None:
     parser.add_argument("--get-rate", type=float, default=100.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--calls", type=int, default=1000, help="calls each way, overhead")
+    parser.add_argument(
+        "--profile", metavar="DIR", help="py-spy each shop process during the order phase"
+    )
+    parser.add_argument("--orders-only", action="store_true", help="the order phase alone")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="flotilla-bench-shop-") as temp:
         data, port = Path(temp) / "data", free_port()
@@ -268,7 +328,7 @@ def main() -> None:
                 stderr=subprocess.STDOUT,
             )
         try:
-            uvloop.run(measure(settings, port, options))
+            uvloop.run(measure(settings, port, options, system.pid))
         finally:
             system.send_signal(signal.SIGINT)
             system.wait(timeout=60)

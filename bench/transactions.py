@@ -5,7 +5,9 @@
 Three shapes, each the body of a real case in ``bench/events.py``: *empty*
 (``async with db.transaction(): pass``), *emitting* (an ORM row and
 ``tx.emit``: the outbox) and *handling* (the inbox's record of a delivered
-event and an ORM row).  One SQLite file, one process (uvloop), no relay and no
+event and an ORM row); and the relay's: *claim_idle* (a claim that finds
+nothing) and *emit+relay* (``tx.emit`` alone, the relay's claim of the row
+and its next claim, which marks it sent).  One SQLite file, one process (uvloop), no relay and no
 broker.  Process time (the loop's thread and aiosqlite's together, not wall
 time) keeps the figure steady on a busy machine: 9 rounds of 300
 transactions per shape, interleaved, the best round printed.  A *trip* is one
@@ -31,6 +33,7 @@ from _evload import PAD, TOPIC, Item
 
 import flotilla
 from flotilla.data import Database
+from flotilla.data.outbox import OutboxStore
 from flotilla.events import Envelope, new_event_id
 from flotilla.runtime.serve import run_loop
 
@@ -75,9 +78,28 @@ class Trips:
             aiosqlite.core.Connection._execute = counted  # type: ignore[method-assign]
 
 
+def relay_shapes() -> dict[str, Shape]:
+    """The relay's side of one event: its claim of the row, and the next claim (which
+    marks it sent and finds nothing); and an idle relay's claim alone."""
+    sent: list[int] = []
+
+    async def claim_idle(db: Database, n: int) -> None:
+        await OutboxStore(db).claim("bench", limit=64, lease=30.0)
+
+    async def relayed(db: Database, n: int) -> None:
+        store = OutboxStore(db)
+        async with db.transaction() as tx:
+            tx.emit(TOPIC, Item(n=n, pad=PAD))
+        sent[:] = [claimed.row for claimed in await store.claim("bench", limit=64, lease=30.0)]
+        await store.claim("bench", limit=64, lease=30.0, sent=sent)
+
+    return {"claim_idle": claim_idle, "emit+relay": relayed}
+
+
 async def main() -> None:
     trips = Trips()
     shapes: dict[str, Shape] = {"empty": empty, "emitting": emitting, "handling": handling}
+    shapes.update(relay_shapes())
     best = {name: float("inf") for name in shapes}
     per_tx: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as folder:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 from sqlalchemy import select
 from tests.data.conftest import Target
 from tests.data.recording import RecordingBackend
@@ -162,7 +164,10 @@ async def test_two_relays_on_one_outbox_never_publish_a_row_twice(target: Target
             assert published == [i for i in ids if i in set(published)], key
 
 
-async def test_a_publish_that_hangs_is_given_up_before_the_claim_runs_out(target: Target) -> None:
+async def test_a_publish_that_hangs_is_given_up_before_the_claim_runs_out(
+    target: Target, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="flotilla.data")
     backend = RecordingBackend()
     backend.hold = asyncio.Event()  # a broker that never answers
     policy = RelayPolicy(poll=0.05, lease=0.5, backoff=Backoff(base=0.05, max=0.05))
@@ -173,3 +178,8 @@ async def test_a_publish_that_hangs_is_given_up_before_the_claim_runs_out(target
         backend.hold.set()
         await wait_for(lambda: len(backend.published) >= 1, timeout=5)
     assert set(backend.ids) == {backend.published[0].id}
+    # The log says what happened, not just "TimeoutError()".
+    assert any(
+        "had not finished when its claim was about to run out (lease 0.5 s)" in record.message
+        for record in caplog.records
+    )

@@ -10,7 +10,8 @@ import msgspec
 import pytest
 
 from flotilla.errors import Unavailable
-from flotilla.events import AlreadyHandled, Envelope, Subscription, new_event_id
+from flotilla.events import AlreadyHandled, Delivery, Envelope, Subscription, new_event_id
+from flotilla.events.backend import Room, TakesSeveral
 from flotilla.events.consumer import Consumer, Outcome
 from flotilla.events.memory import MemoryEvents
 from flotilla.events.policy import DeliveryPolicy
@@ -39,7 +40,7 @@ def event(payload: Any, *, key: str | None = None) -> Envelope:
 class Harness:
     def __init__(self) -> None:
         self.clock = FakeClock()
-        self.backend = MemoryEvents(self.clock)
+        self.backend: MemoryEvents = MemoryEvents(self.clock)
         self.calls: list[tuple[int, int]] = []  # (order id, attempt)
         self.outcomes: list[Outcome] = []
         self.consumers: list[Consumer] = []
@@ -274,3 +275,42 @@ async def test_a_failing_backend_is_subscribed_again_after_a_growing_pause(h: Ha
     await h.clock.advance(0.25)
     await wait_for(lambda: h.calls == [(1, 1)])
     await wait_for(lambda: h.results() == ["acked"])
+
+
+class RoomRecording(MemoryEvents):
+    """A backend that takes several at once: records the room the consumer offers at each ask."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.rooms: list[int] = []
+
+    async def subscribe_with_room(
+        self, subscription: Subscription, room: Room
+    ) -> AsyncGenerator[Delivery, None]:
+        deliveries = self.subscribe(subscription)
+        while True:
+            self.rooms.append(room())
+            try:
+                delivery = await anext(deliveries)
+            except StopAsyncIteration:
+                return
+            yield delivery
+
+
+async def test_a_backend_that_takes_several_is_offered_the_free_slots(h: Harness) -> None:
+    backend = h.backend = RoomRecording(h.clock)
+    assert isinstance(backend, TakesSeveral)
+    release = asyncio.Event()
+
+    async def held(order: Order, envelope: Envelope) -> None:
+        await release.wait()
+
+    h.behaviour = held
+    await h.consumer(DeliveryPolicy(max_concurrent=3))
+    for n in range(4):
+        await h.backend.publish(event(Order(n)))
+    await wait_for(lambda: len(h.calls) == 3)
+    # The slot of each ask counts: 3 free, then 2, then 1; none is asked for a fourth.
+    assert backend.rooms == [3, 2, 1]
+    release.set()
+    await wait_for(lambda: len(h.outcomes) == 4)

@@ -460,3 +460,51 @@ async def test_a_cancelled_aclose_is_cancelled_not_swallowed(log: SqliteEvents) 
     with pytest.raises(asyncio.CancelledError):
         await closing
     await deliveries.aclose()
+
+
+def in_flight(path: Path) -> list[tuple[int, int]]:
+    """(seq, attempt) of the rows claimed and not ended."""
+    with sqlite3.connect(path) as conn:
+        return conn.execute(
+            "SELECT seq, attempt FROM deliveries WHERE owner IS NOT NULL ORDER BY seq"
+        ).fetchall()
+
+
+async def test_one_claim_takes_as_many_as_the_room_and_one_of_each_key(log: SqliteEvents) -> None:
+    room = {"free": 3}
+    deliveries = log.subscribe_with_room(sub(), lambda: room["free"])
+    await log.declare(sub())
+    for n, key in enumerate(["a", "a", "b", None, None]):
+        await log.publish(envelope(n=n, key=key))
+    first = await next_of(deliveries)
+    # One go: the first of "a" (the second waits for it), "b", the first keyless; no more.
+    assert [seq for seq, _ in in_flight(log.path)] == [1, 3, 4]
+    room["free"] = 1
+    taken = [first, await next_of(deliveries), await next_of(deliveries)]
+    assert [msgspec.msgpack.decode(d.envelope.payload) for d in taken] == [0, 2, 3]
+    for delivery in taken:
+        await delivery.ack()
+    fourth = await next_of(deliveries)  # a new claim, of one: the room is 1 now
+    assert msgspec.msgpack.decode(fourth.envelope.payload) == 1  # the next of "a", first in line
+    assert len(in_flight(log.path)) == 1
+    await deliveries.aclose()  # type: ignore[attr-defined]
+
+
+async def test_rows_in_hand_when_the_iterator_closes_go_back_to_the_group(
+    log: SqliteEvents,
+) -> None:
+    greedy = log.subscribe_with_room(sub(instance="greedy"), lambda: 4)
+    await log.declare(sub())
+    for n in range(3):
+        await log.publish(envelope(n=n))
+    taken = await next_of(greedy)
+    assert len(in_flight(log.path)) == 3
+    await greedy.aclose()  # type: ignore[attr-defined]
+    assert in_flight(log.path) == [(1, 1)]  # the one handed out stays with its consumer
+    other = log.subscribe(sub(instance="other"))
+    rest = [await next_of(other), await next_of(other)]
+    # Given back as never claimed: attempt 1 again, at once (not after ack_wait).
+    assert sorted(msgspec.msgpack.decode(d.envelope.payload) for d in rest) == [1, 2]
+    assert [d.envelope.attempt for d in rest] == [1, 1]
+    assert taken.envelope.attempt == 1
+    await other.aclose()  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""Group commit: concurrent callers share one write; a cancelled caller cancels nobody's."""
+"""Group work: concurrent callers share one trip; a cancelled caller cancels nobody's."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from flotilla.errors import Unavailable
-from flotilla.events.sqlite_batch import GroupCommit
+from flotilla.events.sqlite_batch import GroupCall, GroupCommit
 from flotilla.sqlite_worker import Schema, SqliteWorker
 
 SCHEMA = Schema(
@@ -85,3 +85,16 @@ async def test_a_failed_write_fails_every_caller_of_its_batch(worker: SqliteWork
     results = await asyncio.gather(commit.add(-1), commit.add(2), return_exceptions=True)
     assert all(isinstance(r, Unavailable) for r in results), results
     await commit.add(3)  # the next batch is a new one
+
+
+async def test_each_caller_of_a_shared_call_gets_its_own_result(worker: SqliteWorker) -> None:
+    pieces: list[list[int]] = []
+
+    def square(conn: sqlite3.Connection, items: list[int]) -> list[int]:
+        pieces.append(list(items))
+        return [n * n for n in items]
+
+    call: GroupCall[int, int] = GroupCall(worker, square)
+    results = await asyncio.gather(*(call.call(n) for n in range(1, 5)))
+    assert results == [1, 4, 9, 16]
+    assert pieces == [[1, 2, 3, 4]]  # asked in one loop iteration: one trip for all

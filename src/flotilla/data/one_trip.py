@@ -9,6 +9,11 @@ every emitting transaction, so they go straight to the driver instead: the
 statement SQLAlchemy compiled for the dialect, executed in one call
 (``execute_fetchall``; its cursor lives and dies on the driver's thread).
 
+The relay's statements (:mod:`flotilla.data.outbox`), on every claim, go the
+same way through :func:`run_fixed`: built once with bound parameters,
+compiled once for SQLite, executed in one call there and through SQLAlchemy
+elsewhere (its compiled cache then spares the building and compiling).
+
 Errors keep the types SQLAlchemy would have raised (a duplicate inbox row is
 still an ``IntegrityError``).  Any other driver, or several rows, take
 SQLAlchemy's path.
@@ -17,7 +22,7 @@ SQLAlchemy's path.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -25,10 +30,11 @@ from sqlalchemy import Table, insert
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import UpdateBase
 
 from flotilla.data.schema import inbox, outbox
 
-__all__ = ["insert_rows"]
+__all__ = ["Fixed", "insert_rows", "run_fixed"]
 
 
 class _Insert(NamedTuple):
@@ -68,3 +74,41 @@ async def insert_rows(conn: AsyncConnection, table: Table, rows: list[dict[str, 
         await driver.execute_fetchall(statement.sql, parameters)
     except sqlite3.Error as exc:  # the type SQLAlchemy would have raised (IntegrityError...)
         raise DBAPIError.instance(statement.sql, parameters, exc, sqlite3.Error) from exc
+
+
+class Fixed:
+    """A statement of fixed shape (its values all bound parameters), with its SQLite text.
+
+    ``sqlite``: the statement SQLite runs instead, if it differs (the same
+    parameters, or some of them).
+    """
+
+    def __init__(self, statement: UpdateBase, *, sqlite: UpdateBase | None = None) -> None:
+        self.statement = statement
+        self.names = frozenset(statement.compile().params)
+        """The parameters ``statement`` takes (SQLAlchemy is given only these)."""
+        compiled = (sqlite if sqlite is not None else statement).compile(
+            dialect=SQLiteDialect_aiosqlite()
+        )
+        self.sqlite = _Insert(str(compiled), tuple(compiled.positiontup or ()))
+        # The values bound at build time (an OFFSET 0, a NULL to set): the caller gives the rest.
+        self.bound = dict(compiled.params)
+
+
+async def run_fixed(
+    conn: AsyncConnection, fixed: Fixed, parameters: Mapping[str, Any]
+) -> Sequence[Sequence[Any]]:
+    """Execute ``fixed`` with ``parameters`` in ``conn``'s transaction; the rows it returns
+    (none for a statement that returns none), columns in the statement's order."""
+    if conn.dialect.driver != "aiosqlite":
+        chosen = {name: value for name, value in parameters.items() if name in fixed.names}
+        result = await conn.execute(fixed.statement, chosen)
+        return result.all() if result.returns_rows else []
+    sql, names = fixed.sqlite
+    values = [parameters[name] if name in parameters else fixed.bound[name] for name in names]
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None  # the connection of an open transaction is checked out
+    try:
+        return list(await driver.execute_fetchall(sql, values))
+    except sqlite3.Error as exc:  # the type SQLAlchemy would have raised
+        raise DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc

@@ -25,15 +25,28 @@ order between them (nor could they: neither came first).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy import Update, and_, delete, exists, func, or_, select, text, update
-from sqlalchemy.sql.dml import ReturningUpdate
+from sqlalchemy import (
+    Float,
+    Integer,
+    String,
+    bindparam,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 
 from flotilla.data.database import Database
+from flotilla.data.one_trip import Fixed, run_fixed
 from flotilla.data.schema import inbox, outbox
 from flotilla.events.envelope import Envelope
 from flotilla.headers import Headers
@@ -68,13 +81,13 @@ class OutboxStore:
         transaction (one transaction per batch instead of two).
         """
         now = time.time()
-        statement = _claim(claimer, now=now, limit=limit, lease=lease)
         async with self.database.connect() as conn:
             if sent:
-                await conn.execute(_settle(claimer, sent, sent_at=now, claimed_until=None))
+                await run_fixed(conn, _MARK_SENT, _rows(claimer, sent, at=now))
             if conn.dialect.name == "postgresql":
                 await conn.execute(select(text(_CLAIM_LOCK)))
-            rows = (await conn.execute(statement)).all()
+            parameters = {"claimer": claimer, "now": now, "until": now + lease, "limit": limit}
+            rows = await run_fixed(conn, _CLAIM, parameters)
         return sorted((_claimed(row) for row in rows), key=lambda claimed: claimed.row)
 
     async def settle(self, claimer: str, *, sent: Sequence[int], release: Sequence[int]) -> None:
@@ -84,9 +97,9 @@ class OutboxStore:
             return
         async with self.database.connect() as conn:
             if sent:
-                await conn.execute(_settle(claimer, sent, sent_at=time.time(), claimed_until=None))
+                await run_fixed(conn, _MARK_SENT, _rows(claimer, sent, at=time.time()))
             if release:
-                await conn.execute(_settle(claimer, release, claimed_by=None, claimed_until=None))
+                await run_fixed(conn, _RELEASE, _rows(claimer, release))
 
     async def mark_sent(self, claimer: str, rows: Sequence[int]) -> None:
         """Record ``rows`` as published (only those this claimer still holds)."""
@@ -112,8 +125,13 @@ class OutboxStore:
         return int(count or 0)
 
 
-def _claim(claimer: str, *, now: float, limit: int, lease: float) -> ReturningUpdate[Any]:
-    """The claim: the first free rows, none behind a row of its key that another holds."""
+def _claim_statement() -> Fixed:
+    """The claim: the first free rows, none behind a row of its key that another holds.
+
+    Built once: every value is a bound parameter (``claimer``, ``now``,
+    ``until``, ``limit``), so a claim neither builds nor compiles SQL.
+    """
+    claimer, now = bindparam("claimer", type_=String), bindparam("now", type_=Float)
     earlier = outbox.alias("earlier")
     held_before = exists().where(
         earlier.c.key == outbox.c.key,
@@ -130,27 +148,46 @@ def _claim(claimer: str, *, now: float, limit: int, lease: float) -> ReturningUp
             ~held_before,
         )
         .order_by(outbox.c.id)
-        .limit(limit)
+        .limit(bindparam("limit", type_=Integer))
         .with_for_update(skip_locked=True)
     )
-    return (
+    return Fixed(
         update(outbox)
         .where(outbox.c.id.in_(free.scalar_subquery()))
-        .values(claimed_by=claimer, claimed_until=now + lease)
+        .values(claimed_by=claimer, claimed_until=bindparam("until", type_=Float))
         .returning(*outbox.c)
     )
 
 
-def _settle(claimer: str, rows: Sequence[int], **values: object) -> Update:
-    return (
-        update(outbox)
-        .where(and_(outbox.c.id.in_(list(rows)), outbox.c.claimed_by == claimer))
-        .values(**values)
-    )
+def _settle_statement(**values: object) -> Fixed:
+    """Set ``values`` on the rows ``rows`` that ``claimer`` holds.
+
+    The ids are one parameter, whatever their number: a JSON array on SQLite
+    (``json_each``), an expanding ``IN`` elsewhere.
+    """
+    held = outbox.c.claimed_by == bindparam("claimer", type_=String)
+    listed = func.json_each(bindparam("rows_json", type_=String)).table_valued("value")
+    return Fixed(
+        update(outbox).where(outbox.c.id.in_(bindparam("rows", expanding=True)), held)
+        .values(**values),
+        sqlite=update(outbox).where(outbox.c.id.in_(select(listed.c.value)), held)
+        .values(**values),
+    )  # fmt: skip
 
 
-def _claimed(row: object) -> Claimed:
-    mapping = row._mapping  # type: ignore[attr-defined]
+_CLAIM = _claim_statement()
+_MARK_SENT = _settle_statement(sent_at=bindparam("at", type_=Float), claimed_until=None)
+_RELEASE = _settle_statement(claimed_by=None, claimed_until=None)
+_COLUMNS = tuple(column.name for column in outbox.c)  # the order RETURNING gives them in
+
+
+def _rows(claimer: str, rows: Sequence[int], **more: object) -> dict[str, object]:
+    ids = list(rows)
+    return {"claimer": claimer, "rows": ids, "rows_json": json.dumps(ids), **more}
+
+
+def _claimed(row: Sequence[Any]) -> Claimed:
+    mapping = dict(zip(_COLUMNS, row, strict=True))
     return Claimed(
         row=mapping["id"],
         envelope=Envelope(

@@ -191,13 +191,14 @@ class OutboxRelay:
                 if time.time() >= deadline:
                     errors.append("the claim ran out before the batch was published")
                     return
+                # Bounded by the claim: a publish still hanging when the claim
+                # runs out could overlap another relay's publish of the row.
+                bound = asyncio.timeout_at(loop.time() + deadline - time.time())
                 try:
-                    # Bounded by the claim: a publish still hanging when the claim
-                    # runs out could overlap another relay's publish of the row.
-                    async with slots, asyncio.timeout_at(loop.time() + deadline - time.time()):
+                    async with slots, bound:
                         await self.backend.publish(claimed.envelope)
                 except Exception as exc:
-                    errors.append(f"publishing {claimed.envelope.topic} failed: {exc!r}")
+                    errors.append(self._publish_failed(claimed, exc, cut=bound.expired()))
                     return  # the rest of this key waits for this row
                 sent.append(claimed.row)
 
@@ -205,6 +206,18 @@ class OutboxRelay:
             for chain in chains.values():
                 group.create_task(run(chain))
         return sent, (errors[0] if errors else None)
+
+    def _publish_failed(self, claimed: Claimed, exc: Exception, *, cut: bool) -> str:
+        """What went wrong with one publish, for the log (``cut``: stopped by the claim's end)."""
+        # No event id: the relay logs each distinct failure once, not once per event.
+        what = f"publishing {claimed.envelope.topic}"
+        if cut:
+            return (
+                f"{what} had not finished when its claim was about to run out"
+                f" (lease {self.policy.lease:g} s): given up, so that no other relay"
+                " publishes it at the same time; it is published again later"
+            )
+        return f"{what} failed: {exc!r}"
 
     async def _settle_on_the_way_out(self) -> None:
         """Record what a batch cut short by a stop published and give back the rest, so

@@ -35,15 +35,23 @@ server ignores the clock.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
 from flotilla.errors import AlreadyExists
 from flotilla.events.envelope import DeadLetter, Envelope
 
-__all__ = ["AlreadyHandled", "Delivery", "EventBackend", "Publisher", "Subscription"]
+__all__ = [
+    "AlreadyHandled",
+    "Delivery",
+    "EventBackend",
+    "Publisher",
+    "Room",
+    "Subscription",
+    "TakesSeveral",
+]
 
 
 class AlreadyHandled(AlreadyExists):
@@ -152,4 +160,34 @@ class EventBackend(Protocol):
 
     async def aclose(self) -> None:
         """Close the connection or file; idempotent."""
+        ...
+
+
+Room = Callable[[], int]
+"""How many deliveries the consumer could start handling now (its free handler slots)."""
+
+
+@runtime_checkable
+class TakesSeveral(Protocol):
+    """A backend that can take several deliveries in one go (one claim instead of one each).
+
+    Optional: a consumer uses it when its backend offers it, else
+    :meth:`EventBackend.subscribe`.
+    """
+
+    def subscribe_with_room(
+        self, subscription: Subscription, room: Room
+    ) -> AsyncIterator[Delivery]:
+        """:meth:`EventBackend.subscribe`, taking up to ``room()`` deliveries at once.
+
+        At an ask with none in hand the iterator may take several (at least
+        one), handing them out on this ask and the next ones.  ``room()``
+        counts the slots free for the asker, the one of this ask included, so
+        nothing is held that the consumer could not run now: as one at a
+        time, what it has no room for stays with the other consumers of its
+        group.  Per-key order holds as for one: a delivery of a key is taken
+        only once the previous one of that key is ended, so one go takes at
+        most one of each key.  Closing the iterator gives back what it holds
+        and has not handed out (at once, or after ``ack_wait``).
+        """
         ...

@@ -9,11 +9,16 @@ writes within a millisecond is in :mod:`flotilla.events.sqlite_wake`.
 
 A subscription's loop::
 
-    claim (one BEGIN IMMEDIATE: take in new events, claim the first claimable row)
-      ├─ a row  -> yield it as a Delivery; on the next ask, claim again at once
-      └─ none   -> wait for the first of: a change to the file, the group's next
-                   row becoming visible (a nak's delay, a dead consumer's ack_wait),
-                   or aclose
+    rows in hand? -> yield the next as a Delivery
+    claim (a look without the write lock; if it may find something, one BEGIN
+           IMMEDIATE: take in new events, claim the first claimable rows, as
+           many as the consumer has room for: one, or ``room()``)
+      ├─ rows   -> in hand; yield the first
+      └─ none   -> wait with the other idle subscriptions (sqlite_idle: one look
+                   for all of them per change to the file) until a look finds
+                   something, the group's next row becomes visible (a nak's
+                   delay, a dead consumer's ack_wait), or aclose
+    closed with rows in hand -> give them back (as if never claimed)
 
 Retention: now and then (every ``prune_every`` seconds, on a publish or an
 idle claim) events every group of their topic has acked and stored more
@@ -25,6 +30,7 @@ replayed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import secrets
@@ -40,10 +46,11 @@ from flotilla.aio import cancel_and_wait, wait_first
 from flotilla.clock import Clock, SystemClock
 from flotilla.errors import ConfigError, FailedPrecondition, Unavailable
 from flotilla.events import sqlite_log as log_sql
-from flotilla.events.backend import Delivery, Subscription
+from flotilla.events.backend import Delivery, Room, Subscription
 from flotilla.events.envelope import DeadLetter, Envelope
 from flotilla.events.sqlite_batch import GroupCommit
-from flotilla.events.sqlite_log import Claimed, GroupRef
+from flotilla.events.sqlite_idle import IdleSubscriptions
+from flotilla.events.sqlite_log import Claimed, GroupRef, Idle
 from flotilla.events.sqlite_schema import SCHEMA
 from flotilla.events.sqlite_wake import ChangeWatch
 from flotilla.sqlite_worker import SqliteWorker
@@ -98,6 +105,8 @@ class SqliteEvents:
         # concurrent handlers) each share a commit.
         self._publishes = GroupCommit(self._worker, log_sql.insert_events)
         self._acks: GroupCommit[Claimed] = GroupCommit(self._worker, self._ack_rows)
+        self._idlers = IdleSubscriptions(self._watch, self._look, self._clock)
+        self._idlers_task: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None) -> SqliteEvents:
@@ -123,9 +132,16 @@ class SqliteEvents:
 
         Closing the iterator leaves its unacked deliveries to ``ack_wait``.
         """
+        return self.subscribe_with_room(subscription, _one)
+
+    def subscribe_with_room(
+        self, subscription: Subscription, room: Room
+    ) -> AsyncIterator[Delivery]:
+        """Deliveries for ``subscription``, up to ``room()`` claimed in one transaction
+        (see :class:`~flotilla.events.backend.TakesSeveral`)."""
         if not subscription.ack_wait > 0:
             raise ConfigError(f"ack_wait must be positive, not {subscription.ack_wait!r}")
-        return self._deliveries(subscription)
+        return self._deliveries(subscription, room)
 
     def tail(self, topic: str) -> AsyncIterator[Envelope]:
         """Events of ``topic`` stored from the first iteration on (no group, no acks)."""
@@ -165,36 +181,50 @@ class SqliteEvents:
     async def aclose(self) -> None:
         """End every subscription and tail, stop watching, close the file; idempotent."""
         self._closing.set()
-        watch, self._watch_task = self._watch_task, None
-        if watch is not None:
-            await cancel_and_wait(watch)
+        self._idlers.wake_all()
+        for task in (self._idlers_task, self._watch_task):
+            if task is not None:
+                await cancel_and_wait(task)
+        self._idlers_task = self._watch_task = None
         await self._publishes.drain()
         await self._acks.drain()
         await self._worker.aclose()
 
     # -- a subscription ----------------------------------------------------------------------
 
-    async def _deliveries(self, subscription: Subscription) -> AsyncGenerator[Delivery, None]:
+    async def _deliveries(
+        self, subscription: Subscription, room: Room
+    ) -> AsyncGenerator[Delivery, None]:
         group = _group_of(subscription)
         owner = subscription.instance or secrets.token_hex(4)
         self._start_watch()
-        while not self._closing.is_set():
-            generation = self._watch.generation
-            # One row per ask (no prefetch): what this consumer is not asking
-            # for stays with the other consumers of its group.
-            claimed, next_visible = await self._claim(group, subscription, owner)
-            if self._closing.is_set():
-                return  # a row claimed as we closed comes back after ack_wait
-            if claimed:
-                delivery = await self._delivery(claimed[0], subscription.ack_wait)
-                if delivery is not None:
-                    yield delivery
-                continue
-            await self._maybe_prune()
-            await self._idle(generation, next_visible)
+        in_hand: collections.deque[Claimed] = collections.deque()
+        try:
+            while not self._closing.is_set():
+                if in_hand:
+                    delivery = await self._delivery(in_hand.popleft(), subscription.ack_wait)
+                    if delivery is not None:
+                        yield delivery
+                    continue
+                generation = self._watch.generation
+                # As many rows as the consumer has room for now (no prefetch):
+                # what it could not start stays with the other consumers of its group.
+                claimed, next_visible = await self._claim(
+                    group, subscription, owner, limit=max(1, room())
+                )
+                if self._closing.is_set():
+                    return  # rows claimed as we closed come back after ack_wait
+                if claimed:
+                    in_hand.extend(claimed)
+                    continue
+                await self._maybe_prune()
+                await self._idlers.wait(group, generation, next_visible)
+        finally:
+            if in_hand and not self._closing.is_set():
+                await self._give_back(list(in_hand))
 
     async def _claim(
-        self, group: GroupRef, subscription: Subscription, owner: str
+        self, group: GroupRef, subscription: Subscription, owner: str, *, limit: int
     ) -> tuple[list[Claimed], float | None]:
         def work(conn: sqlite3.Connection) -> tuple[list[Claimed], float | None]:
             return log_sql.claim(
@@ -203,11 +233,22 @@ class SqliteEvents:
                 owner=owner,
                 now=self._clock.time(),
                 ack_wait=subscription.ack_wait,
-                limit=1,
+                limit=limit,
                 opened=self._worker.opened,
             )
 
         return await self._patiently(group.topic, work) or ([], None)
+
+    async def _give_back(self, rows: list[Claimed]) -> None:
+        """Rows claimed and never handed out: claimable again at once (else after ack_wait)."""
+        # One claim's rows (claimed only with none in hand): of one file.
+        work = partial(self._on_same_file, rows=rows, work=log_sql.release, opened=rows[0].opened)
+        try:
+            await self._worker.run(work)
+        except (Unavailable, FailedPrecondition) as exc:
+            log.debug("events: giving back %d claimed rows failed: %s", len(rows), exc)
+            return
+        self._watch.poke()
 
     async def _patiently(self, what: str, work: Callable[[sqlite3.Connection], _T]) -> _T | None:
         """``work`` on the worker; a file that cannot be used is tried again until it can.
@@ -242,11 +283,8 @@ class SqliteEvents:
             return None
         return _SqliteDelivery(self, row, envelope, ack_wait)
 
-    async def _idle(self, generation: int, next_visible: float | None) -> None:
-        waits = [self._watch.wait(generation), self._closing.wait()]
-        if next_visible is not None:
-            waits.append(self._clock.sleep(max(0.0, next_visible - self._clock.time())))
-        await wait_first(*waits)
+    async def _look(self, asked: Sequence[tuple[GroupRef, float]]) -> list[Idle | None]:
+        return await self._worker.run(partial(log_sql.looks, asked=list(asked)))
 
     # -- a tail ------------------------------------------------------------------------------
 
@@ -284,8 +322,12 @@ class SqliteEvents:
 
     def _start_watch(self) -> None:
         if self._watch_task is None and not self._closing.is_set():
-            self._watch_task = asyncio.get_running_loop().create_task(
+            loop = asyncio.get_running_loop()
+            self._watch_task = loop.create_task(
                 self._watch.run(), name=f"flotilla-events-watch {self.path}"
+            )
+            self._idlers_task = loop.create_task(
+                self._idlers.run(), name=f"flotilla-events-idle {self.path}"
             )
 
     async def _end(self, row: Claimed, work: Callable[[sqlite3.Connection, Claimed], None]) -> None:
@@ -347,6 +389,10 @@ def _stored(event_id: str, topic: str, blob: bytes) -> Envelope:
         return _decode(blob)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return Envelope(id=event_id, topic=topic, source="", instance="", time=0.0, payload=blob)
+
+
+def _one() -> int:
+    return 1
 
 
 def _group_of(subscription: Subscription) -> GroupRef:

@@ -44,11 +44,14 @@ from flotilla.sqlite_worker import transaction
 __all__ = [
     "Claimed",
     "GroupRef",
+    "Idle",
     "ack",
     "claim",
     "dead_letter",
     "declare",
     "insert_events",
+    "look",
+    "looks",
     "prune",
     "release",
     "renew",
@@ -147,7 +150,17 @@ def claim(
 
     Returns the claimed rows and when the group's next row becomes visible
     (None: no row waits on time), so an idle consumer knows when to look again.
+
+    A look without the write lock comes first: most claims are of a consumer
+    woken by a write to the file that was not for its group (every commit
+    wakes every consumer on the machine), and those find nothing.  In WAL
+    mode the look waits for no writer; the claim proper, ``BEGIN
+    IMMEDIATE``, would queue behind each of them, and with it everything
+    else this process's worker thread has to do.
     """
+    idle = look(conn, group, now)
+    if idle is not None:
+        return [], idle.next_visible
     with transaction(conn):
         group_id = _group_id(conn, group, now)
         _take_in(conn, group_id, group.topic)
@@ -171,6 +184,46 @@ def claim(
         Claimed(opened, group_id, seq, attempt + 1, envelope) for seq, attempt, envelope in found
     ]
     return claimed, next_visible
+
+
+class Idle(msgspec.Struct, frozen=True):
+    """A look found nothing to claim; the group's next row becomes visible then (None: no
+    row waits on time)."""
+
+    next_visible: float | None
+
+
+# One statement per look: the group, whether its topic has events it has not
+# taken in, and when its first head becomes visible.
+_LOOK = """
+    SELECT g.seen_at,
+           EXISTS (SELECT 1 FROM events WHERE topic = g.topic AND seq > g.position),
+           (SELECT min(visible_at) FROM deliveries INDEXED BY deliveries_heads
+            WHERE grp = g.id AND head = 1)
+    FROM groups AS g WHERE g.topic = ? AND g.name = ? AND g.instance = ?
+"""
+
+
+def looks(conn: sqlite3.Connection, asked: Sequence[tuple[GroupRef, float]]) -> list[Idle | None]:
+    """:func:`look` for each ``(group, now)``, in one piece of work on the worker thread."""
+    return [look(conn, group, now) for group, now in asked]
+
+
+def look(conn: sqlite3.Connection, group: GroupRef, now: float) -> Idle | None:
+    """What a claim would find, read outside a transaction: None if it may find a row
+    (or must write: a new group, a stale ``seen_at``); else when to look again.
+
+    One statement, one snapshot of the file: a write that lands after it is
+    caught by the caller, who read the file's change count before calling and
+    looks again when it has moved.
+    """
+    found = conn.execute(_LOOK, (group.topic, group.name, group.instance)).fetchone()
+    if found is None:
+        return None  # a new group (or a new file): the claim creates it
+    seen_at, newer, first = found
+    if now - seen_at > _SEEN_EVERY or newer or (first is not None and first <= now):
+        return None
+    return Idle(first)
 
 
 def _take_in(conn: sqlite3.Connection, group_id: int, topic: str) -> None:
@@ -245,11 +298,12 @@ def renew(conn: sqlite3.Connection, delivery: Claimed, visible_at: float) -> Non
 
 def release(conn: sqlite3.Connection, rows: Sequence[Claimed]) -> None:
     """Give back rows claimed but never handed to a consumer: as if never claimed."""
-    conn.executemany(
-        "UPDATE deliveries SET attempt = attempt - 1, visible_at = 0, owner = NULL"
-        " WHERE grp = ? AND seq = ? AND attempt = ?",
-        [(row.group_id, row.seq, row.attempt) for row in rows],
-    )
+    with transaction(conn):
+        conn.executemany(
+            "UPDATE deliveries SET attempt = attempt - 1, visible_at = 0, owner = NULL"
+            " WHERE grp = ? AND seq = ? AND attempt = ?",
+            [(row.group_id, row.seq, row.attempt) for row in rows],
+        )
 
 
 def dead_letter(conn: sqlite3.Connection, delivery: Claimed, error: str, now: float) -> None:
