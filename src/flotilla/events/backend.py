@@ -27,6 +27,13 @@ Semantics every backend keeps:
 * A broadcast subscription is a group of its own per ``(group, instance)``;
   its dead letters name it ``"<group>@<instance>"``.
 * Replay puts a dead letter back at the end of its group's queue, as attempt 1.
+* A subscription takes no more than its subscriber has room for
+  (:attr:`Subscription.max_in_flight` less the deliveries it holds), so
+  nothing is held that the subscriber could not run now.  The room is data
+  the backend counts itself, not a callback into the consumer: it is the same
+  number in-process and over the wire, and a slot counts as free when its
+  delivery ends (ack, nak, dead-letter), the moment the backend could hand
+  out the next event of that key anyway.
 
 A backend is made from its URL by ``factory(url, *, clock=None)`` (see
 :data:`flotilla.events.EVENT_BACKENDS`); a backend whose timers run in a
@@ -35,8 +42,8 @@ server ignores the clock.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
 
 import msgspec
 
@@ -48,9 +55,7 @@ __all__ = [
     "Delivery",
     "EventBackend",
     "Publisher",
-    "Room",
     "Subscription",
-    "TakesSeveral",
 ]
 
 
@@ -76,8 +81,8 @@ class Subscription(msgspec.Struct, frozen=True, kw_only=True):
     ack_wait: float = 30.0
     """Seconds a delivery may stay unacked before it is delivered again."""
     max_in_flight: int = 1
-    """Deliveries the subscriber runs at once (its free handler slots when it asks
-    are this less those it holds): a backend may take that many in one go, never more."""
+    """Deliveries the subscriber runs at once: at an ask, a backend may take (in one
+    go) up to this less the deliveries it handed out and not yet ended, never more."""
 
 
 class Delivery(Protocol):
@@ -131,11 +136,16 @@ class EventBackend(Protocol):
         """Deliveries for ``subscription``, until the iterator is closed or the backend is.
 
         The iterator takes deliveries only when asked for the next one, and no
-        more than the subscriber has room for (``max_in_flight`` less the
-        deliveries it holds; 1 by default: no prefetch): a consumer that stops
-        asking leaves the rest to the other consumers of its group.  Closing
-        the iterator leaves its unacked deliveries to ``ack_wait``, as a crash
-        would.
+        more than the subscriber has room for: ``max_in_flight`` less the
+        deliveries it handed out whose ack, nak or dead-letter has not come
+        yet (at least one; ``max_in_flight`` is 1 by default: no prefetch).
+        It may take several in one go (one round trip or claim), handing them
+        out on this ask and the next ones, but no more than one of a key: the
+        next of a key is taken only once the previous one is ended.  A
+        consumer that stops asking leaves the rest to the other consumers of
+        its group.  Closing the iterator gives back what it took and did not
+        hand out (at once, or after ``ack_wait``), and leaves its unacked
+        deliveries to ``ack_wait``, as a crash would.
         """
         ...
 
@@ -160,34 +170,4 @@ class EventBackend(Protocol):
 
     async def aclose(self) -> None:
         """Close the connection or file; idempotent."""
-        ...
-
-
-Room = Callable[[], int]
-"""How many deliveries the consumer could start handling now (its free handler slots)."""
-
-
-@runtime_checkable
-class TakesSeveral(Protocol):
-    """A backend that can take several deliveries in one go (one claim instead of one each).
-
-    Optional: a consumer uses it when its backend offers it, else
-    :meth:`EventBackend.subscribe`.
-    """
-
-    def subscribe_with_room(
-        self, subscription: Subscription, room: Room
-    ) -> AsyncIterator[Delivery]:
-        """:meth:`EventBackend.subscribe`, taking up to ``room()`` deliveries at once.
-
-        At an ask with none in hand the iterator may take several (at least
-        one), handing them out on this ask and the next ones.  ``room()``
-        counts the slots free for the asker, the one of this ask included, so
-        nothing is held that the consumer could not run now: as one at a
-        time, what it has no room for stays with the other consumers of its
-        group.  Per-key order holds as for one: a delivery of a key is taken
-        only once the previous one of that key is ended, so one go takes at
-        most one of each key.  Closing the iterator gives back what it holds
-        and has not handed out (at once, or after ``ack_wait``).
-        """
         ...

@@ -11,8 +11,9 @@ What becomes of one delivery::
 
 While a handler runs, a keep-alive task of its own tells the backend every
 ``ack_wait / 3`` that it is still at work, so a long handler is not taken
-for dead.  A backend that can (:class:`~flotilla.events.backend.TakesSeveral`)
-takes as many deliveries in one go as there are free slots.  Per-key order
+for dead.  The subscription's ``max_in_flight`` is ``max_concurrent``: a
+backend may take as many deliveries in one go as there are free slots
+(a claim per batch instead of one per delivery, under load).  Per-key order
 is the backend's: it does not deliver the next event of a key before the
 previous one is acked or dead-lettered; events of other keys, and keyless
 ones, run concurrently up to ``max_concurrent``.
@@ -42,13 +43,7 @@ from flotilla import codec
 from flotilla.aio import cancel_and_wait
 from flotilla.clock import Clock, SystemClock
 from flotilla.errors import FlotillaError, InvalidArgument
-from flotilla.events.backend import (
-    AlreadyHandled,
-    Delivery,
-    EventBackend,
-    Subscription,
-    TakesSeveral,
-)
+from flotilla.events.backend import AlreadyHandled, Delivery, EventBackend, Subscription
 from flotilla.events.envelope import Envelope
 from flotilla.events.policy import DeliveryPolicy
 
@@ -132,7 +127,7 @@ class Consumer:
         """Subscribe and take deliveries; if the backend fails, subscribe again after a pause."""
         while True:
             try:
-                await self._take_from(self._subscribe())
+                await self._take_from(self.backend.subscribe(self.subscription))
             except FlotillaError as exc:
                 # A broker down or a connection cut: the group keeps its place,
                 # so subscribing again later loses nothing.
@@ -147,17 +142,6 @@ class Consumer:
             else:
                 log.info("%s: the event backend closed; no more deliveries", self.name)
                 return
-
-    def _subscribe(self) -> AsyncIterator[Delivery]:
-        if isinstance(self.backend, TakesSeveral):
-            # One claim for as many as the free slots (that of the ask included):
-            # under load, a claim per batch instead of one per delivery.
-            return self.backend.subscribe_with_room(self.subscription, self._room)
-        return self.backend.subscribe(self.subscription)
-
-    def _room(self) -> int:
-        # Asked while this consumer holds the slot of the ask, not yet running.
-        return self.policy.max_concurrent - len(self._running)
 
     async def _take_from(self, deliveries: AsyncIterator[Delivery]) -> None:
         """Take deliveries until the iterator ends (the backend closed) or fails."""

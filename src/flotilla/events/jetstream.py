@@ -96,8 +96,8 @@ class JetStreamEvents:
     ``prefix`` names the streams and subjects, ``partitions`` the key
     partitions (both must be the same in every process of a system); ``poll``
     is how often an idle subscription looks for redeliveries; ``batch`` caps
-    the deliveries a subscription holds at once (by default its subscriber's
-    ``max_in_flight``); ``max_age``
+    the deliveries a subscription holds at once below its subscriber's
+    ``max_in_flight`` (None: no cap of its own); ``max_age``
     how long the stream keeps events; ``timeout`` the most a call waits on
     the server before it is ``Unavailable``.
     """
@@ -126,7 +126,7 @@ class JetStreamEvents:
         self.partitions = partitions
         self.poll = poll
         self.batch = batch
-        """The most deliveries a subscription holds at once; None: its ``max_in_flight``."""
+        """The most deliveries a subscription holds at once, if fewer than its ``max_in_flight``."""
         self._max_age = max_age
         self._ready = False
         self._closing = asyncio.Event()
@@ -199,7 +199,9 @@ class JetStreamEvents:
                    timeout=self._link.timeout, bounded=part not in (KEYLESS, REPLAYS))
             for part, _ in parts
         ]  # fmt: skip
-        taker = Taker(pullers, limit=self.batch or subscription.max_in_flight)
+        # Never more than the subscriber has room for, whatever ``batch`` says.
+        limit = min(self.batch or subscription.max_in_flight, subscription.max_in_flight)
+        taker = Taker(pullers, limit=limit)
         by_subject = {subject: index for index, (_, subject) in enumerate(parts)}
 
         async def ring(msg: Msg) -> None:

@@ -10,6 +10,9 @@ the next delivery takes the first event of the queue that is
 * the first of its key still in the queue (per-key order: a later event of a
   key waits until every earlier one is acked or dead-lettered).
 
+It takes one event per ask, however much room the subscription has
+(``max_in_flight``): there is no round trip to save.
+
 One item's life in a group's queue::
 
     queued --take--> held --ack / dead_letter--> (gone)

@@ -12,7 +12,8 @@ A subscription's loop::
     rows in hand? -> yield the next as a Delivery
     claim (a look without the write lock; if it may find something, one BEGIN
            IMMEDIATE: take in new events, claim the first claimable rows, as
-           many as the consumer has room for: one, or ``room()``)
+           many as the subscriber has room for: ``max_in_flight`` less the
+           deliveries it holds)
       ├─ rows   -> in hand; yield the first
       └─ none   -> wait with the other idle subscriptions (sqlite_idle: one look
                    for all of them per change to the file) until a look finds
@@ -46,7 +47,7 @@ from flotilla.aio import cancel_and_wait, wait_first
 from flotilla.clock import Clock, SystemClock
 from flotilla.errors import ConfigError, FailedPrecondition, Unavailable
 from flotilla.events import sqlite_log as log_sql
-from flotilla.events.backend import Delivery, Room, Subscription
+from flotilla.events.backend import Delivery, Subscription
 from flotilla.events.envelope import DeadLetter, Envelope
 from flotilla.events.sqlite_batch import GroupCommit
 from flotilla.events.sqlite_idle import IdleSubscriptions
@@ -128,20 +129,11 @@ class SqliteEvents:
         await self._worker.run(partial(log_sql.declare, group=group, now=self._clock.time()))
 
     def subscribe(self, subscription: Subscription) -> AsyncIterator[Delivery]:
-        """Deliveries for ``subscription``, one claimed per ask; its group is declared on first use.
-
-        Closing the iterator leaves its unacked deliveries to ``ack_wait``.
-        """
-        return self.subscribe_with_room(subscription, _one)
-
-    def subscribe_with_room(
-        self, subscription: Subscription, room: Room
-    ) -> AsyncIterator[Delivery]:
-        """Deliveries for ``subscription``, up to ``room()`` claimed in one transaction
-        (see :class:`~flotilla.events.backend.TakesSeveral`)."""
+        """Deliveries for ``subscription``, as many claimed in one transaction as it has
+        room for (see the module docstring); its group is declared on first use."""
         if not subscription.ack_wait > 0:
             raise ConfigError(f"ack_wait must be positive, not {subscription.ack_wait!r}")
-        return self._deliveries(subscription, room)
+        return self._deliveries(subscription)
 
     def tail(self, topic: str) -> AsyncIterator[Envelope]:
         """Events of ``topic`` stored from the first iteration on (no group, no acks)."""
@@ -192,26 +184,25 @@ class SqliteEvents:
 
     # -- a subscription ----------------------------------------------------------------------
 
-    async def _deliveries(
-        self, subscription: Subscription, room: Room
-    ) -> AsyncGenerator[Delivery, None]:
+    async def _deliveries(self, subscription: Subscription) -> AsyncGenerator[Delivery, None]:
         group = _group_of(subscription)
         owner = subscription.instance or secrets.token_hex(4)
         self._start_watch()
         in_hand: collections.deque[Claimed] = collections.deque()
+        holding = _Holding()
         try:
             while not self._closing.is_set():
                 if in_hand:
-                    delivery = await self._delivery(in_hand.popleft(), subscription.ack_wait)
+                    row = in_hand.popleft()
+                    delivery = await self._delivery(row, subscription.ack_wait, holding)
                     if delivery is not None:
                         yield delivery
                     continue
                 generation = self._watch.generation
-                # As many rows as the consumer has room for now (no prefetch):
+                # As many rows as the subscriber has room for now (no prefetch):
                 # what it could not start stays with the other consumers of its group.
-                claimed, next_visible = await self._claim(
-                    group, subscription, owner, limit=max(1, room())
-                )
+                room = max(1, subscription.max_in_flight - holding.count)
+                claimed, next_visible = await self._claim(group, subscription, owner, limit=room)
                 if self._closing.is_set():
                     return  # rows claimed as we closed come back after ack_wait
                 if claimed:
@@ -268,7 +259,9 @@ class SqliteEvents:
             pause = min(pause * 2, _RETRY_MAX)
         return None
 
-    async def _delivery(self, row: Claimed, ack_wait: float) -> _SqliteDelivery | None:
+    async def _delivery(
+        self, row: Claimed, ack_wait: float, holding: _Holding
+    ) -> _SqliteDelivery | None:
         try:
             envelope = msgspec.structs.replace(_decode(row.envelope), attempt=row.attempt)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -281,7 +274,7 @@ class SqliteEvents:
             with contextlib.suppress(Unavailable):  # then it comes back after ack_wait
                 await self._end(row, work)
             return None
-        return _SqliteDelivery(self, row, envelope, ack_wait)
+        return _SqliteDelivery(self, row, envelope, ack_wait, holding)
 
     async def _look(self, asked: Sequence[tuple[GroupRef, float]]) -> list[Idle | None]:
         return await self._worker.run(partial(log_sql.looks, asked=list(asked)))
@@ -375,6 +368,15 @@ class SqliteEvents:
             self._next_prune = now  # more to go: another chunk at the next chance
 
 
+class _Holding:
+    """The deliveries one subscription handed out whose ack, nak or dead-letter has not come."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
 class _TailView:
     """Where a tail is in the file (touched on the worker thread only)."""
 
@@ -391,10 +393,6 @@ def _stored(event_id: str, topic: str, blob: bytes) -> Envelope:
         return Envelope(id=event_id, topic=topic, source="", instance="", time=0.0, payload=blob)
 
 
-def _one() -> int:
-    return 1
-
-
 def _group_of(subscription: Subscription) -> GroupRef:
     # A broadcast subscription is a group of its own per instance.
     instance = subscription.instance if subscription.broadcast else ""
@@ -404,27 +402,51 @@ def _group_of(subscription: Subscription) -> GroupRef:
 class _SqliteDelivery:
     """One claimed row, ended by exactly one of ack, nak or dead_letter."""
 
-    __slots__ = ("_ack_wait", "_backend", "_envelope", "_row")
+    __slots__ = ("_ack_wait", "_backend", "_envelope", "_holding", "_row")
 
     def __init__(
-        self, backend: SqliteEvents, row: Claimed, envelope: Envelope, ack_wait: float
+        self,
+        backend: SqliteEvents,
+        row: Claimed,
+        envelope: Envelope,
+        ack_wait: float,
+        holding: _Holding,
     ) -> None:
         self._backend, self._row, self._envelope, self._ack_wait = backend, row, envelope, ack_wait
+        self._holding: _Holding | None = holding
+        holding.count += 1
 
     @property
     def envelope(self) -> Envelope:
         return self._envelope
 
+    # Each of the three frees the subscription's slot even when it fails: the
+    # subscriber is done with it, and the row comes back after ``ack_wait``.
+
     async def ack(self) -> None:
-        await self._backend._ack(self._row)
+        try:
+            await self._backend._ack(self._row)
+        finally:
+            self._ended()
 
     async def nak(self, delay: float) -> None:
         visible_at = self._backend._clock.time() + max(0.0, delay)
-        await self._backend._end(self._row, partial(log_sql.retry_later, visible_at=visible_at))
+        try:
+            await self._backend._end(self._row, partial(log_sql.retry_later, visible_at=visible_at))
+        finally:
+            self._ended()
 
     async def dead_letter(self, error: str) -> None:
         now = self._backend._clock.time()
-        await self._backend._end(self._row, partial(log_sql.dead_letter, error=error, now=now))
+        try:
+            await self._backend._end(self._row, partial(log_sql.dead_letter, error=error, now=now))
+        finally:
+            self._ended()
+
+    def _ended(self) -> None:
+        if self._holding is not None:  # once, whichever of the three came (or came again)
+            self._holding.count -= 1
+            self._holding = None
 
     async def in_progress(self) -> None:
         visible_at = self._backend._clock.time() + self._ack_wait
