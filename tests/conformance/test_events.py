@@ -213,6 +213,8 @@ async def reader(
     *,
     instance: str = "i1",
     broadcast: bool = False,
+    max_in_flight: int = 1,
+    ack_wait: float | None = None,
 ) -> Reader:
     """A declared subscription's reader (events published from now on reach it)."""
     subscription = Subscription(
@@ -220,7 +222,8 @@ async def reader(
         group=group,
         instance=instance,
         broadcast=broadcast,
-        ack_wait=setup.timing.ack_wait,
+        ack_wait=setup.timing.ack_wait if ack_wait is None else ack_wait,
+        max_in_flight=max_in_flight,
     )
     await setup.backend.declare(subscription)
     made = Reader(setup.backend, subscription)
@@ -542,6 +545,63 @@ async def test_per_key_order_holds_with_two_consumers_and_naks(
     for k in range(3):
         of_key = [n for n in acked if n % 3 == k]
         assert of_key == sorted(of_key), f"key {keys[k]} out of order: {of_key}"
+
+
+async def test_a_subscription_takes_no_more_than_its_room_and_gives_back_the_rest_on_close(
+    setup: Setup, names: Names, readers: list[Reader]
+) -> None:
+    topic, group = names.topic(), names.group()
+    # ack_wait far beyond the test: what comes back, comes back because it was given back.
+    roomy = await reader(setup, readers, topic, group, instance="a", max_in_flight=3, ack_wait=60)
+    other = await reader(setup, readers, topic, group, instance="b", ack_wait=60)
+    for n in range(5):
+        await setup.backend.publish(envelope(topic, n))
+    held = await roomy.next()  # its one ask may have taken 3: no more
+    seen = [number(held)]
+    while len(seen) < 3:  # so at least 2 are left to the group's other consumer
+        delivery = await other.next()
+        seen.append(number(delivery))
+        await delivery.ack()
+    await held.ack()
+    await roomy.close()  # what it took and did not hand out goes back to the group...
+    while len(seen) < 5:  # ...at once, not after ack_wait
+        delivery = await other.next()
+        seen.append(number(delivery))
+        await delivery.ack()
+    assert sorted(seen) == [0, 1, 2, 3, 4]
+    await other.nothing_for(0.05)
+
+
+async def test_per_key_order_holds_with_room_for_several(
+    setup: Setup, names: Names, readers: list[Reader]
+) -> None:
+    topic = names.topic()
+    r = await reader(setup, readers, topic, names.group(), max_in_flight=4)
+    keys = ["a", "b", None]
+    for n in range(12):
+        await setup.backend.publish(envelope(topic, n, key=keys[n % 3]))
+    acked: list[int] = []
+    async with asyncio.timeout(WAIT * 2):
+        while len(acked) < 12:
+            held = []
+            while len(held) < 4:  # as a consumer with 4 slots: take while there is any
+                try:
+                    held.append(await r.next(timeout=0.05))
+                except AssertionError:
+                    break
+            # Ended last first: a second event of a key held with the first would be
+            # acked before it.  A first attempt of n % 4 == 0 is naked: still first of its key.
+            for delivery in reversed(held):
+                n = number(delivery)
+                if n % 4 == 0 and delivery.envelope.attempt == 1:
+                    await delivery.nak(0)
+                else:
+                    acked.append(n)
+                    await delivery.ack()
+    assert sorted(acked) == list(range(12))  # each once
+    for k in ("a", "b"):
+        of_key = [n for n in acked if keys[n % 3] == k]
+        assert of_key == sorted(of_key), f"key {k} out of order: {of_key}"
 
 
 async def test_another_handle_gets_what_a_crashed_process_left_and_keeps_the_place(

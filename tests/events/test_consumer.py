@@ -11,7 +11,6 @@ import pytest
 
 from flotilla.errors import Unavailable
 from flotilla.events import AlreadyHandled, Delivery, Envelope, Subscription, new_event_id
-from flotilla.events.backend import Room, TakesSeveral
 from flotilla.events.consumer import Consumer, Outcome
 from flotilla.events.memory import MemoryEvents
 from flotilla.events.policy import DeliveryPolicy
@@ -277,29 +276,22 @@ async def test_a_failing_backend_is_subscribed_again_after_a_growing_pause(h: Ha
     await wait_for(lambda: h.results() == ["acked"])
 
 
-class RoomRecording(MemoryEvents):
-    """A backend that takes several at once: records the room the consumer offers at each ask."""
+class SubscriptionRecording(MemoryEvents):
+    """Records the subscriptions it is asked for."""
 
     def __init__(self, clock: FakeClock) -> None:
         super().__init__(clock)
-        self.rooms: list[int] = []
+        self.subscriptions: list[Subscription] = []
 
-    async def subscribe_with_room(
-        self, subscription: Subscription, room: Room
-    ) -> AsyncGenerator[Delivery, None]:
-        deliveries = self.subscribe(subscription)
-        while True:
-            self.rooms.append(room())
-            try:
-                delivery = await anext(deliveries)
-            except StopAsyncIteration:
-                return
-            yield delivery
+    def subscribe(self, subscription: Subscription) -> AsyncGenerator[Delivery, None]:
+        self.subscriptions.append(subscription)
+        return super().subscribe(subscription)
 
 
-async def test_a_backend_that_takes_several_is_offered_the_free_slots(h: Harness) -> None:
-    backend = h.backend = RoomRecording(h.clock)
-    assert isinstance(backend, TakesSeveral)
+async def test_the_subscription_has_room_for_as_many_as_the_handlers_run_at_once(
+    h: Harness,
+) -> None:
+    backend = h.backend = SubscriptionRecording(h.clock)
     release = asyncio.Event()
 
     async def held(order: Order, envelope: Envelope) -> None:
@@ -310,7 +302,7 @@ async def test_a_backend_that_takes_several_is_offered_the_free_slots(h: Harness
     for n in range(4):
         await h.backend.publish(event(Order(n)))
     await wait_for(lambda: len(h.calls) == 3)
-    # The slot of each ask counts: 3 free, then 2, then 1; none is asked for a fourth.
-    assert backend.rooms == [3, 2, 1]
+    assert [s.max_in_flight for s in backend.subscriptions] == [3]
+    assert len(h.calls) == 3  # no fourth slot: the fourth waits in the group
     release.set()
     await wait_for(lambda: len(h.outcomes) == 4)
