@@ -205,6 +205,31 @@ async def test_a_subscription_takes_no_more_than_its_room_and_gives_back_the_res
         await backend.aclose()
 
 
+async def test_batch_caps_the_room_and_never_widens_it(nats_url: str, prefix: str) -> None:
+    backend = JetStreamEvents(nats_url, prefix=prefix, poll=0.05, batch=8)
+    narrow = Subscription(topic="order.created", group="billing", instance="a", max_in_flight=2)
+    other = Subscription(topic="order.created", group="billing", instance="b")
+    try:
+        await backend.declare(narrow)
+        for n in range(5):
+            await backend.publish(envelope("order.created", n))
+        first = backend.subscribe(narrow)
+        held = await anext(first)  # took 2 (its room), not 8 (the batch)
+        second = backend.subscribe(other)
+        got: list[int] = []
+        async with asyncio.timeout(WAIT):
+            while len(got) < 3:
+                delivery = await anext(second)
+                got.append(number(delivery.envelope))
+                await delivery.ack()
+        assert got == [2, 3, 4]
+        await held.ack()
+        await first.aclose()
+        await second.aclose()
+    finally:
+        await backend.aclose()
+
+
 async def test_a_consumer_with_many_slots_keeps_each_keys_order(nats_url: str, prefix: str) -> None:
     backend = JetStreamEvents(nats_url, prefix=prefix, poll=0.05)
     seen: dict[str | None, list[int]] = {}
