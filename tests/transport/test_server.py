@@ -31,6 +31,7 @@ from flotilla.headers import Headers, Principal
 from flotilla.testing import wait_for
 from flotilla.transport import client as client_module
 from flotilla.transport import server as server_module
+from flotilla.transport import server_connection as connection_module
 from flotilla.transport.frames import (
     HEADER,
     Call,
@@ -492,7 +493,7 @@ async def test_client_answers_only_one_challenge(pools, caplog: pytest.LogCaptur
 async def test_silent_peer_is_dropped_after_the_handshake_timeout(
     start, raw_peers, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(server_module, "HANDSHAKE_TIMEOUT", 0.05)
+    monkeypatch.setattr(connection_module, "HANDSHAKE_TIMEOUT", 0.05)
     server = await start()
     peer = await raw_peers(server.address)
     assert isinstance(await peer.read_frame(), Challenge)
@@ -1045,11 +1046,11 @@ async def test_replies_to_one_read_leave_in_few_writes(
 ) -> None:
     writes: list[bytes] = []
 
-    class CountingWriter(server_module.FrameWriter):
+    class CountingWriter(connection_module.FrameWriter):
         def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
             super().__init__(CountingTransport(transport, writes), loop)
 
-    monkeypatch.setattr(server_module, "FrameWriter", CountingWriter)
+    monkeypatch.setattr(connection_module, "FrameWriter", CountingWriter)
     server = await start()
     peer = await raw_peers(server.address)
     await peer.handshake()
@@ -1300,7 +1301,7 @@ async def test_an_unexpected_error_in_the_server_closes_only_that_connection(
     def broken(self: Any, frame: Any) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(server_module._ServerConnection, "_start_call", broken)
+    monkeypatch.setattr(connection_module.ServerConnection, "_start_call", broken)
     bad.send(call_frame(1))
     assert await bad.closed_by_server()
     assert warnings_with(caplog, "unexpected RuntimeError: a bug")

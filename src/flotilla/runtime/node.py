@@ -52,11 +52,11 @@ from flotilla.calls.client import Caller
 from flotilla.calls.typed_client import TypedClient
 from flotilla.clock import Clock, SystemClock
 from flotilla.context import Context, new_request_id
-from flotilla.data.node_hooks import data_parts, databases_of
+from flotilla.data.node_hooks import databases_of
 from flotilla.events.backend import EventBackend
 from flotilla.events.consumer import Observer
 from flotilla.events.emitter import Emitter
-from flotilla.events.part import ConsumersPart, EventsPart
+from flotilla.events.part import EventsPart
 from flotilla.headers import Headers
 from flotilla.pipeline import Middleware
 from flotilla.registry import Health, Instance, Registry, open_registry
@@ -66,12 +66,13 @@ from flotilla.resilience.signals import Signals
 from flotilla.resilience.states import BreakerStates
 from flotilla.runtime import resilience_layers
 from flotilla.runtime.config import NodeConfig, Timings
-from flotilla.runtime.dispatcher import Dispatcher, Incoming
+from flotilla.runtime.dispatcher import Incoming
 from flotilla.runtime.health import HealthMonitor
+from flotilla.runtime.hosting import hosting_parts
 from flotilla.runtime.lease import LeaseKeeper
 from flotilla.runtime.ops_http import OpsServer
 from flotilla.runtime.ops_routes import ops_routes
-from flotilla.runtime.parts import CallerPart, Part, ServerPart, ServicesPart
+from flotilla.runtime.parts import CallerPart, Part
 from flotilla.service import Service
 from flotilla.transport.server import Server
 
@@ -185,79 +186,17 @@ class Node:
         self.health: HealthMonitor | None = None
         self._lease: LeaseKeeper | None = None
         if services:
-            self.parts += self._hosting_parts(server_layers)
+            hosting = hosting_parts(self, server_layers)
+            self.health, self.server, self.faults = hosting.health, hosting.server, hosting.faults
+            self._lease, self._consumers = hosting.lease, hosting.consumers
+            self._server_part = hosting.server_part
+            self.parts += hosting.parts
         self.instances: list[Instance] = []
         self._started: list[Part] = []
         self._stopped = asyncio.Event()
         self._teardown: asyncio.Future[None] | None = None
         self._starting = False
         self._stop_requested = False
-
-    def _hosting_parts(
-        self, server_layers: Mapping[str, Middleware[Incoming]] | None
-    ) -> list[Part]:
-        """The parts of a node that hosts services: hooks, checks, consumers, server, lease."""
-        config, timings = self.config, self.timings
-        self.health = HealthMonitor(
-            self.services,
-            interval=timings.heartbeat,
-            timeout=timings.check_timeout,
-            clock=self.clock,
-        )
-        self._consumers = consumers = ConsumersPart(
-            self.services,
-            self.events,
-            invoker=self.caller,
-            emitter=self.emitter,
-            instances=self.instance_ids,
-            policy=config.delivery,
-            drain=timings.drain,
-            clock=self.clock,
-            observer=self._event_observer,
-        )
-        self._server_part = self._serving(server_layers)
-        self._lease = LeaseKeeper(
-            self.registry,
-            self._describe,
-            ttl=timings.ttl,
-            interval=timings.heartbeat,
-            health=self.health.healths,
-            clock=self.clock,
-        )
-        data = data_parts(
-            self.services,
-            data_dir=config.data_dir,
-            database=config.database,
-            databases=config.databases,
-            events=self.events,
-            relay_policy=config.relay,
-        )
-        return [
-            *data,
-            ServicesPart(self.services),
-            self.health,
-            consumers,
-            self._server_part,
-            self._lease,
-        ]
-
-    def _serving(self, server_layers: Mapping[str, Middleware[Incoming]] | None) -> ServerPart:
-        """The server part: the services' methods behind the server layers."""
-        layers = resilience_layers.server_layers(
-            server_layers,
-            policies=self.policies,
-            signals=self.signals,
-            clock=self.clock,
-            random=self.random,
-            faults=self.faults,
-        )
-        if isinstance(layers["faults"], Faults):  # given: the switch is that one
-            self.faults = layers["faults"]
-        dispatcher = Dispatcher(list(self.services), self.caller, layers, emitter=self.emitter)
-        self.server = Server(
-            dispatcher, secret=self.secret, host=self.config.host, port=self.config.port
-        )
-        return ServerPart(self.server, grace=self.timings.grace, drain=self.timings.drain)
 
     # -- lifecycle ----------------------------------------------------------------------
 

@@ -24,7 +24,7 @@
   deregisters first, so callers stop choosing the node before it stops serving.
 
 A new kind of part implements :class:`Part`; :class:`~flotilla.runtime.node.Node`
-places it.
+places it (the parts of hosting services: :mod:`flotilla.runtime.hosting`).
 """
 
 from __future__ import annotations
