@@ -14,6 +14,7 @@ from flotilla.resolve import (
     anchor_sqlite,
     default_registry_url,
     expand_shorthand,
+    mask_url,
     sqlite_path,
     sqlite_url,
 )
@@ -160,3 +161,22 @@ def test_default_registry_url() -> None:
     assert default_registry_url(Path("/srv/app/.flotilla")) == (
         "sqlite:///srv/app/.flotilla/registry.db"
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app:s3cret@db/shop", "postgresql://app:***@db/shop"),
+        (
+            "postgresql://app@db/shop?password=s3cret&x=1",
+            "postgresql://app@db/shop?password=***&x=1",
+        ),
+        ("nats://s3cretToken@127.0.0.1:4222", "nats://***@127.0.0.1:4222"),
+        ("nats://ada:s3cret@127.0.0.1:4222", "nats://ada:***@127.0.0.1:4222"),
+        ("redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+        ("nats://127.0.0.1:4222?token=s3cret", "nats://127.0.0.1:4222?token=***"),
+        ("sqlite:///srv/app.db", "sqlite:///srv/app.db"),
+    ],
+)
+def test_a_url_is_shown_without_its_secrets(url: str, shown: str) -> None:
+    assert mask_url(url) == shown

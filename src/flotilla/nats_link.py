@@ -37,6 +37,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from flotilla.errors import ConfigError, FailedPrecondition, Unavailable
+from flotilla.resolve import mask_url
 
 __all__ = ["ConnectionListener", "NatsLink", "nats_errors_as_unavailable"]
 
@@ -84,7 +85,7 @@ class NatsLink:
             raise ConfigError(f"{what}: timeout must be positive, not {timeout!r}")
         # The query string carries the backends' options, not the server's address.
         self.url = parts._replace(query="", fragment="").geturl()
-        self.shown = _without_password(self.url)
+        self.shown = mask_url(self.url)
         """The URL as errors and logs show it (a password is ``***``)."""
         self.what = what
         self.timeout = timeout
@@ -223,10 +224,3 @@ class _Streak:
             )
         self.failing = False
         self.failures = 0
-
-
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()

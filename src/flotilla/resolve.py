@@ -25,6 +25,7 @@ path ending in ``.db`` is shorthand for the latter.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
@@ -37,6 +38,7 @@ __all__ = [
     "default_events_url",
     "default_registry_url",
     "expand_shorthand",
+    "mask_url",
     "sqlite_path",
     "sqlite_url",
 ]
@@ -160,3 +162,27 @@ def default_registry_url(data_dir: str | Path) -> str:
 def default_events_url(data_dir: str | Path) -> str:
     """The event log a system uses when none is named: ``events.db`` in its data directory."""
     return sqlite_url(Path(data_dir) / "events.db")
+
+
+_USERINFO = re.compile(
+    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@?#]*)(?P<password>:[^@/?#]*)?@"
+)
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:password|pass|token|secret|key)=)[^&#]*")
+_TOKEN_SCHEMES = ("nats://", "tls://", "redis://", "rediss://")
+"""Schemes whose userinfo without a password is itself a secret (a token)."""
+
+
+def mask_url(url: str) -> str:
+    """``url`` safe to log and show: a password, a token in the userinfo and secret
+    query values (``password``, ``token``, ``secret``, ...) are ``***``.
+
+    Works on text, so a URL that does not parse is still masked.
+    """
+
+    def userinfo(match: re.Match[str]) -> str:
+        scheme, user = match["scheme"], match["user"]
+        if match["password"] is not None:
+            return f"{scheme}{user}:***@"
+        return f"{scheme}***@" if scheme.lower() in _TOKEN_SCHEMES else match.group(0)
+
+    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(userinfo, url, count=1))

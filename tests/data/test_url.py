@@ -88,7 +88,7 @@ def test_a_schema_option_must_be_a_plain_identifier() -> None:
     assert normalize_url("postgresql://db/shop?schema=shop_orders").query["schema"] == (
         "shop_orders"
     )
-    for bad in ("Orders", "a-b", "1x", "x;drop", "a" * 64):
+    for bad in ("Orders", "a-b", "1x", "x;drop", "a" * 64, "orders%0A"):
         with pytest.raises(ConfigError, match="schema must be one name"):
             normalize_url(f"postgresql://db/shop?schema={bad}")
 

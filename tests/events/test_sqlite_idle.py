@@ -105,3 +105,12 @@ async def test_a_cancelled_waiter_leaves(setup: Setup) -> None:
     a.cancel()
     await asyncio.wait([a])
     assert setup.idle.waiting == 0
+
+
+async def test_a_subscription_that_comes_to_wait_after_the_close_returns_at_once(
+    setup: Setup,
+) -> None:
+    # One busy elsewhere (pruning) when the log closed: no look will ever wake it.
+    setup.idle.wake_all()
+    await asyncio.wait_for(setup.idle.wait(A, setup.watch.generation, None), timeout=5)
+    assert setup.idle.waiting == 0

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flotilla.errors import ConfigError
-from flotilla.resolve import expand_shorthand, sqlite_url
+from flotilla.resolve import expand_shorthand, mask_url, sqlite_url
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -70,12 +70,11 @@ _DRIVERS = {
     "postgres": "postgresql+asyncpg",
     "postgresql+asyncpg": "postgresql+asyncpg",
 }
-_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
 SCHEMA_OPTION = "schema"
 """The URL option naming a PostgreSQL schema (ours: taken off before the driver sees it)."""
 # A PostgreSQL identifier that needs no quoting (and cannot inject anything
 # into the search_path setting or CREATE SCHEMA): at most 63 bytes.
-_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 def database_env_name(service: str) -> str:
@@ -89,11 +88,10 @@ def per_service_env(env_suffix: str) -> str:
 
 
 def mask(url: str | URL) -> str:
-    """The URL with its password replaced by ``***`` (safe to log and to show)."""
+    """The URL with its password and secret query values as ``***`` (safe to log and show)."""
     if not isinstance(url, str):
-        return url.render_as_string(hide_password=True)
-    # Not parsed: a URL that failed to parse must still be shown masked.
-    return _PASSWORD.sub(r"\1***@", url)
+        url = url.render_as_string(hide_password=False)
+    return mask_url(url)  # on text: a URL that does not parse is still masked
 
 
 def normalize_url(url: str) -> URL:
@@ -139,7 +137,7 @@ def schema_of(url: URL) -> str | None:
     schema = url.query.get(SCHEMA_OPTION)
     if schema is None:
         return None
-    if not isinstance(schema, str) or not _SCHEMA.match(schema):
+    if not isinstance(schema, str) or not _SCHEMA.fullmatch(schema):
         raise ConfigError(
             f"database URL {mask(url)!r}: schema must be one name of lower-case letters,"
             " digits and '_' (at most 63), not starting with a digit"

@@ -145,7 +145,11 @@ class EventBackend(Protocol):
         consumer that stops asking leaves the rest to the other consumers of
         its group.  Closing the iterator gives back what it took and did not
         hand out (at once, or after ``ack_wait``), and leaves its unacked
-        deliveries to ``ack_wait``, as a crash would.
+        deliveries to ``ack_wait``, as a crash would.  Whether an event given
+        back counts as a delivery is the backend's: the embedded log does not
+        count it; JetStream counts every delivery it made, so there the next
+        ``attempt`` is one higher (a subscription closed that often, without
+        handling the event, brings it nearer ``max_deliveries``).
         """
         ...
 

@@ -335,7 +335,9 @@ class JetStreamEvents:
 
     async def _give_back(self, taker: Taker) -> None:
         """Nak what was taken and not handed out (the subscriber stopped asking), at once:
-        the group's other consumers get it now, not after ``ack_wait``."""
+        the group's other consumers get it now, not after ``ack_wait``.  The server
+        counts the nak as a delivery (its next ``attempt`` is one higher); waiting for
+        ``ack_wait`` instead would count it too."""
         if self._link.closed:
             return  # nothing to say it with: they come back after ``ack_wait``
         try:

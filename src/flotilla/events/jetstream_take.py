@@ -9,7 +9,7 @@ more than the subscriber has room for: ``limit`` (the subscription's
 ``max_in_flight``: the handlers its consumer runs at once) less the deliveries
 it already holds, so nothing is taken that could not run now, and the rest
 stays with the group's other consumers.  Each bounded consumer (a partition,
-``max_ack_pending=1``) gives one at most; the unbounded ones share what is left.
+``max_ack_pending=1``) gives one at most; the first unbounded one asked takes what is left.
 """
 
 from __future__ import annotations

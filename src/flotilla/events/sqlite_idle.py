@@ -62,13 +62,19 @@ class IdleSubscriptions:
         self._watch, self._looks, self._clock = watch, looks, clock
         self._waiters: set[_Waiter] = set()
         self._arrived = asyncio.Event()
+        self._closed = False
 
     async def wait(self, group: GroupRef, generation: int, next_visible: float | None) -> None:
-        """Return once a claim for ``group`` may find something (or :meth:`wake_all`).
+        """Return once a claim for ``group`` may find something, or the log closes
+        (:meth:`wake_all`; at once if it did already).
 
         ``generation``: the watch's, read before the claim that found nothing;
         ``next_visible``: when that claim said the group's next row becomes visible.
         """
+        if self._closed:
+            # A subscription that was busy (pruning, say) when the log closed would
+            # otherwise wait here for a look that no task makes any more.
+            return
         waiter = _Waiter(
             group, generation, next_visible, asyncio.get_running_loop().create_future()
         )
@@ -85,7 +91,8 @@ class IdleSubscriptions:
         return len(self._waiters)
 
     def wake_all(self) -> None:
-        """Wake every waiter (the log is closing)."""
+        """Wake every waiter, and from now on return at once (the log is closing)."""
+        self._closed = True
         for waiter in list(self._waiters):
             self._wake(waiter)
 

@@ -29,7 +29,7 @@ async def read_json(receive: Receive, declared: str | None, limit: int) -> Any:
     ``declared``: the request's ``Content-Length`` (None when it has none).
     """
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise BadRequest(f"Content-Length {declared!r} is not a number of bytes")
         if int(declared) > limit:
             raise BodyTooLarge(f"the body ({declared} bytes) is over the limit of {limit} bytes")
