@@ -193,7 +193,7 @@ def run_phase(
     if case.backend != "bare":  # (the bare case has a fresh stream instead)
         plan += ["--group", f"bench_{phase}_{secrets.token_hex(3)}"]
     with fresh_databases(case, launcher.workdir) as databases:
-        return _run_children(launcher, case, mode, args, plan, databases)
+        return _run_children(launcher, case, mode, args, seconds, plan, databases)
 
 
 def _run_children(
@@ -201,6 +201,7 @@ def _run_children(
     case: Case,
     mode: str,
     args: argparse.Namespace,
+    seconds: float,
     plan: list[str],
     databases: dict[str, list[str]],
 ) -> dict[str, Any]:
@@ -224,7 +225,7 @@ def _run_children(
         assert proc.stdin is not None
         proc.stdin.write(f"{start}\n")
         proc.stdin.flush()
-    timeout = args.warmup + float(plan[plan.index("--seconds") + 1]) + 30
+    timeout = args.warmup + seconds + 30
     results = {}
     for role, (proc, log, _pid) in procs.items():
         what = f"{case.name} {role} ({mode})"
