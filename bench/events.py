@@ -42,7 +42,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import _pyspy
 from rpc import Children, _die_with_parent, _read_json_line, busy_cpus, source_state
@@ -177,16 +177,23 @@ def fresh_databases(case: Case, workdir: Path) -> Iterator[dict[str, list[str]]]
 
 
 def run_phase(
-    launcher: Launcher, case: Case, mode: str, args: argparse.Namespace, phase: int
+    launcher: Launcher,
+    case: Case,
+    mode: str,
+    args: argparse.Namespace,
+    phase: int,
+    seconds: float | None = None,
 ) -> dict[str, Any]:
-    """One producer and one consumer, one phase; their two result lines."""
-    plan = ["--mode", mode, "--warmup", str(args.warmup), "--seconds", str(args.seconds),
+    """One producer and one consumer, one phase (a window of ``seconds``, by default
+    ``--seconds``); their two result lines."""
+    seconds = args.seconds if seconds is None else seconds
+    plan = ["--mode", mode, "--warmup", str(args.warmup), "--seconds", str(seconds),
             "--in-flight", str(args.in_flight), "--producers", str(args.producers),
             "--rate", str(args.rate)]  # fmt: skip
     if case.backend != "bare":  # (the bare case has a fresh stream instead)
         plan += ["--group", f"bench_{phase}_{secrets.token_hex(3)}"]
     with fresh_databases(case, launcher.workdir) as databases:
-        return _run_children(launcher, case, mode, args, plan, databases)
+        return _run_children(launcher, case, mode, args, seconds, plan, databases)
 
 
 def _run_children(
@@ -194,6 +201,7 @@ def _run_children(
     case: Case,
     mode: str,
     args: argparse.Namespace,
+    seconds: float,
     plan: list[str],
     databases: dict[str, list[str]],
 ) -> dict[str, Any]:
@@ -217,7 +225,7 @@ def _run_children(
         assert proc.stdin is not None
         proc.stdin.write(f"{start}\n")
         proc.stdin.flush()
-    timeout = args.warmup + args.seconds + 30
+    timeout = args.warmup + seconds + 30
     results = {}
     for role, (proc, log, _pid) in procs.items():
         what = f"{case.name} {role} ({mode})"
@@ -247,11 +255,13 @@ def _profile(
     ]
 
 
-def _print_profiles(case: Case, rate: dict[str, Any], args: argparse.Namespace) -> None:
+def _print_profiles(
+    case: Case, rate: dict[str, Any], seconds: float, args: argparse.Namespace
+) -> None:
     events = max(rate["consumer"]["handled"], 1)
     tag = _tag(case, "rate")
     for role in ("producer", "consumer"):
-        cpu_us_per_event = rate[role]["cpu"] * args.seconds / events * 1e6
+        cpu_us_per_event = rate[role]["cpu"] * seconds / events * 1e6
         print(f"\n{case.name}, {role}:")
         print(_pyspy.summary(args.profile / f"{tag}_{role}.txt", cpu_us_per_event))
 
@@ -260,9 +270,9 @@ def measure(launcher: Launcher, case: Case, args: argparse.Namespace) -> None:
     give_up = time.monotonic() + args.quiet_wait
     while (before := busy_cpus()) > QUIET_CPUS and time.monotonic() < give_up:
         pass
-    rate = run_phase(launcher, case, "rate", args, 1)
+    rate, seconds = rate_phase(launcher, case, args)
     if args.profile is not None:
-        _print_profiles(case, rate, args)
+        _print_profiles(case, rate, seconds, args)
     latency = run_phase(launcher, case, "latency", args, 2)
     emitted = {int(n): at for n, at in latency["producer"]["emit_ns"].items()}
     handled = {int(n): at for n, at in latency["consumer"]["handled_ns"].items()}
@@ -272,9 +282,10 @@ def measure(launcher: Launcher, case: Case, args: argparse.Namespace) -> None:
     )
     counted = sum(1 for at in emitted.values() if at >= window_start)
     case.figures = {
-        "events_per_s": rate["consumer"]["handled"] / args.seconds,
+        "events_per_s": rate["consumer"]["handled"] / seconds,
+        "window_s": seconds,
         "cpu_us_per_event": (rate["producer"]["cpu"] + rate["consumer"]["cpu"])
-        * args.seconds
+        * seconds
         / max(rate["consumer"]["handled"], 1)
         * 1e6,
         "producer_cpu": rate["producer"]["cpu"],
@@ -285,6 +296,20 @@ def measure(launcher: Launcher, case: Case, args: argparse.Namespace) -> None:
         "latency_lost": counted - len(delays),
         "busy_cpus_before": before,
     }
+
+
+def rate_phase(
+    launcher: Launcher, case: Case, args: argparse.Namespace
+) -> tuple[dict[str, Any], float]:
+    """The rate phase, its window doubled (up to ``--max-seconds``) until the consumer
+    handles at least ``--min-events`` in it: on a busy machine a short window may see
+    few or none, and a rate from a handful of events says little."""
+    seconds = args.seconds
+    while True:
+        rate = run_phase(launcher, case, "rate", args, 1, seconds)
+        if rate["consumer"]["handled"] >= args.min_events or seconds * 2 > args.max_seconds:
+            return rate, seconds
+        seconds *= 2
 
 
 def report(done: list[Case], skipped: dict[str, str], args: argparse.Namespace) -> None:
@@ -298,7 +323,7 @@ def report(done: list[Case], skipped: dict[str, str], args: argparse.Namespace) 
           f"{'CPU µs/ev':>10}{'prod CPU':>10}{'cons CPU':>10}{'others':>8}")  # fmt: skip
     for case in done:
         f = case.figures
-        ratio = f"{f['events_per_s'] / bare['events_per_s']:.2f}x" if bare else "-"
+        ratio = f"{f['events_per_s'] / bare['events_per_s']:.2f}x" if _handled(bare) else "-"
         lost = f"  ({f['latency_lost']} of {f['latency_events']} not handled)" if f[
             "latency_lost"] else ""  # fmt: skip
         print(f"  {case.name:<30}{f['events_per_s']:>10,.0f}{ratio:>8}{f['p50_ms']:>9.2f}"
@@ -311,6 +336,11 @@ def report(done: list[Case], skipped: dict[str, str], args: argparse.Namespace) 
     )
     for name, why in skipped.items():
         print(f"  {name:<30}skipped: {why}")
+    for name, figures in by_name.items():
+        if not _handled(figures):
+            print(f"  {name:<30}no events handled in the window ({figures['window_s']} s)")
+        elif figures["window_s"] != args.seconds:
+            print(f"  {name:<30}rate window grown to {figures['window_s']} s (--min-events)")
     _where_the_cost_is(by_name)
     _targets(by_name, bare)
 
@@ -326,7 +356,7 @@ def _where_the_cost_is(by_name: dict[str, dict[str, Any]]) -> None:
         ]
     lines = []
     for slower, faster, what in pairs:
-        if slower in by_name and faster in by_name:
+        if _handled(by_name.get(slower)) and _handled(by_name.get(faster)):
             s, f = by_name[slower]["events_per_s"], by_name[faster]["events_per_s"]
             lines.append(f"    {slower} / {faster}: {s / f:.2f}x  ({what}: "
                          f"{1e6 / s - 1e6 / f:+.0f} µs per event)")  # fmt: skip
@@ -335,10 +365,15 @@ def _where_the_cost_is(by_name: dict[str, dict[str, Any]]) -> None:
         print("\n".join(lines))
 
 
+def _handled(figures: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
+    """Whether a case handled any event in its rate window (a ratio needs a rate)."""
+    return figures is not None and figures["events_per_s"] > 0
+
+
 def _targets(by_name: dict[str, dict[str, Any]], bare: dict[str, Any] | None) -> None:
     print("  targets:")
     jetstream = by_name.get("jetstream outbox/inbox")
-    if jetstream and bare:
+    if _handled(jetstream) and _handled(bare):
         ratio = jetstream["events_per_s"] / bare["events_per_s"]
         verdict = "PASS" if ratio >= TARGET_RATIO else "MISS"
         print(f"    jetstream outbox/inbox >= {TARGET_RATIO}x bare rate: {ratio:.2f}x   {verdict}")
@@ -371,6 +406,10 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, default=None, help="py-spy profiles here")
     parser.add_argument("--quiet-wait", type=float, default=QUIET_WAIT,
                         help="seconds to wait for a quiet machine before a case")  # fmt: skip
+    parser.add_argument("--min-events", type=int, default=0,
+                        help="double a rate window until it handles this many events")  # fmt: skip
+    parser.add_argument("--max-seconds", type=float, default=60.0,
+                        help="the longest rate window --min-events may grow to")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     args = parser.parse_args()
     if args.quick:

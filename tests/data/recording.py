@@ -18,6 +18,8 @@ class RecordingBackend:
         self.times: dict[str, float] = {}
         """Event id -> ``time.perf_counter()`` of its (last) publish."""
         self.attempts = 0
+        self.attempted_at: list[float] = []
+        """``time.monotonic()`` of every publish attempt, in order."""
         self.down = False
         self.fails = fails
         self.hold: asyncio.Event | None = None
@@ -26,6 +28,7 @@ class RecordingBackend:
 
     async def publish(self, envelope: Envelope) -> None:
         self.attempts += 1
+        self.attempted_at.append(time.monotonic())
         self.entered.set()
         if self.hold is not None:
             await self.hold.wait()

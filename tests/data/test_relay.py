@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -115,10 +116,14 @@ async def test_backing_off_slows_the_attempts_down(target: Target) -> None:
     policy = RelayPolicy(poll=0.01, backoff=Backoff(base=0.1, max=0.2))
     async with target.opened() as database, running(OutboxRelay(database, backend, policy=policy)):
         await emit(database, None)
-        await wait_for(lambda: backend.attempts >= 1)
-        await asyncio.sleep(0.5)
-    # Without backoff a 0.01 s poll would try ~50 times; 0.1, 0.2, 0.2... allows about 4.
-    assert 2 <= backend.attempts <= 6
+        await wait_for(lambda: backend.attempts >= 4, timeout=10.0)
+    # Without backoff a 0.01 s poll would try again at once; with it, the n-th
+    # retry waits at least 0.1, 0.2, 0.2 s (a busy machine only adds to that).
+    # The slack: asyncio may wake a sleeper up to its clock's resolution early.
+    gaps = [later - earlier for earlier, later in itertools.pairwise(backend.attempted_at[:4])]
+    assert all(
+        gap >= policy.backoff.delay(failures) - 0.005 for failures, gap in enumerate(gaps, 1)
+    ), gaps
 
 
 async def test_stopping_gives_back_the_rows_it_held(target: Target) -> None:

@@ -108,7 +108,10 @@ class Recorder:
 
 def states_table(states: Counter[str]) -> Table:
     """The run's orders by final state (``cancelled`` split by reason)."""
-    table = Table(title=f"{sum(states.values())} orders placed, by final state")
+    title = f"{sum(states.values())} orders placed, by final state"
+    # At least as wide as its title: a run whose orders all end in one short
+    # state (no stock ran out) would otherwise wrap the title over two lines.
+    table = Table(title=title, min_width=len(title))
     table.add_column("state")
     table.add_column("orders", justify="right")
     for state, count in sorted(states.items()):

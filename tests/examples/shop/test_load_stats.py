@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from rich.console import Console
 from shop.load_stats import KEEP_UP_SECONDS, Recorder, percentile, states_table
 
 
@@ -47,3 +48,9 @@ def test_orders_are_counted_by_final_state() -> None:
     table = states_table(states)
     assert table.row_count == 2
     assert table.title == "9 orders placed, by final state"
+
+
+def test_the_states_title_stays_on_one_line_when_every_order_ends_alike() -> None:
+    console = Console(width=200, record=True)
+    console.print(states_table(Counter({"confirmed": 7})))
+    assert "7 orders placed, by final state" in console.export_text()
