@@ -199,7 +199,7 @@ class SqliteEvents:
                         yield delivery
                     continue
                 generation = self._watch.generation
-                # As many rows as the subscriber has room for now (no prefetch):
+                # As many rows as the subscriber has room for now, never more:
                 # what it could not start stays with the other consumers of its group.
                 room = max(1, subscription.max_in_flight - holding.count)
                 claimed, next_visible = await self._claim(group, subscription, owner, limit=room)

@@ -23,13 +23,15 @@ def free_port() -> int:
         return port
 
 
-def test_the_demo_walks_the_journey_and_the_invariants_hold(tmp_path: Path) -> None:
+def run_demo(tmp_path: Path, timeout: float, **variables: str) -> subprocess.CompletedProcess[str]:
+    """``examples/shop/demo.py`` to its end (no TTY, ``DEMO_EXIT``), on a free gateway port."""
     env = dict(
         os.environ,
         DEMO_EXIT="1",
         FLOTILLA_DATA_DIR=str(tmp_path / "data"),
         FLOTILLA_GATEWAY_PORT=str(free_port()),
         COLUMNS="200",  # rich wraps nothing, so the lines read whole
+        **variables,
     )
     env.pop("SHOP_JWT_SECRET", None)
     done = subprocess.run(
@@ -38,9 +40,14 @@ def test_the_demo_walks_the_journey_and_the_invariants_hold(tmp_path: Path) -> N
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def test_the_demo_walks_the_journey_and_the_invariants_hold(tmp_path: Path) -> None:
+    done = run_demo(tmp_path, timeout=120)
     assert "invariants hold" in done.stdout
     assert "payment_declined" in done.stdout
     assert "out_of_stock" in done.stdout
@@ -68,27 +75,14 @@ def test_the_demo_runs_twice_on_nats_and_postgresql(
     tmp_path: Path,
     cluster: Cluster,  # noqa: F811 - the fixture
 ) -> None:
-    env = dict(
-        os.environ,
-        DEMO_EXIT="1",
-        FLOTILLA_DATA_DIR=str(tmp_path / "data"),
-        FLOTILLA_REGISTRY=cluster.registry,
-        FLOTILLA_EVENTS=cluster.events,
-        FLOTILLA_DATABASE_URL=cluster.database,
-        COLUMNS="200",
-    )
-    env.pop("SHOP_JWT_SECRET", None)
     for _ in range(2):  # the second finds the first's data on the servers
-        env["FLOTILLA_GATEWAY_PORT"] = str(free_port())
-        done = subprocess.run(
-            [sys.executable, str(DEMO)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
+        done = run_demo(
+            tmp_path,
             timeout=180,
+            FLOTILLA_REGISTRY=cluster.registry,
+            FLOTILLA_EVENTS=cluster.events,
+            FLOTILLA_DATABASE_URL=cluster.database,
         )
-        assert done.returncode == 0, done.stdout + done.stderr
         assert f"registry {cluster.registry}" in done.stdout
         assert "invariants hold" in done.stdout
     # Orders 4 to 6: the first run's three are still there.
